@@ -1,0 +1,1 @@
+"""Inference engines behind one small protocol (see :mod:`cluster.engines.base`)."""

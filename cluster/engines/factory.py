@@ -1,0 +1,44 @@
+"""Build the engine a worker config asks for (plain data in, loaded engine out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cluster.engines.base import Engine
+from cluster.quantization.recipes import QuantRecipe
+
+
+def pick_device() -> str:
+    """``cuda`` when the worker sees a GPU (Ray sets ``CUDA_VISIBLE_DEVICES`` per bundle), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_threads: int | None = None) -> Engine:
+    """Load the variant described by ``config`` (see ``jobs.plan.Variant.worker_config``)."""
+    recipe = QuantRecipe.model_validate(config["recipe"])
+    options = dict(config.get("engine_options") or {})
+    if config["engine"] == "fake":
+        from cluster.engines.fake import FakeEngine
+
+        seed = json.dumps([config["source"], config["recipe"]], sort_keys=True)
+        if "fail_items" in options:
+            options["fail_items"] = set(options["fail_items"])
+        return FakeEngine(seed, **options)
+    if config["engine"] != "hf":
+        raise ValueError(f"unknown engine {config['engine']!r}; available: hf, fake")
+    from cluster.models.sources import resolve_model_path
+    from cluster.variant import load_variant
+
+    path = resolve_model_path(config["source"], cache_dir=cache_dir, revision=config.get("revision"))
+    return load_variant(
+        path,
+        recipe,
+        dtype=config.get("dtype", "float32"),
+        device=pick_device(),
+        trust_remote_code=bool(config.get("trust_remote_code", False)),
+        num_threads=num_threads,
+    )

@@ -1,0 +1,171 @@
+"""A deterministic fake engine for scheduler tests and scale simulations (no model).
+
+Answers are picked by a hash of ``(seed, prompt text)`` from a few canned replies that look like
+real model output (labels, refusals, letters, free text), so parsers see varied input. Faults can
+be injected: per-item errors (``fail_items``) and a hard process exit on the N-th ``generate``
+call (``crash_on_call``), which happens once per ``crash_marker`` file so that a restarted worker
+does not crash again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from cluster.engines.base import (
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+)
+from trust.types import Message
+
+log = logging.getLogger(__name__)
+
+#: Canned replies; the hash picks one.
+CANNED_ANSWERS: tuple[str, ...] = (
+    "wrong",
+    "not wrong",
+    "Wrong. Taking credit for someone else's work is dishonest.",
+    "Not wrong, this is an ordinary thing to do.",
+    "I'm sorry, but I can't help with that.",
+    "As an AI language model, I cannot answer this question.",
+    "A",
+    "B",
+    "C",
+    "D",
+    "Yes",
+    "No",
+    "I agree.",
+    "I disagree.",
+    "The answer is (B).",
+    "Hmm, it depends on the context.",
+)
+
+
+def _digest(*parts: str) -> int:
+    h = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big")
+
+
+def _prompt_text(messages: list[Message]) -> str:
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
+
+
+class FakeEngine:
+    """An :class:`~cluster.engines.base.Engine` with deterministic, model-free outputs.
+
+    Args:
+        seed: variant seed; different seeds give different (but each deterministic) answers.
+        delay_s: sleep per item, to simulate inference time.
+        fail_items: request ids that get an ``error`` instead of a result.
+        crash_on_call: on this 1-based ``generate`` call, ``os._exit(1)`` the process.
+        crash_marker: file created just before the crash; when it exists no crash happens, so a
+            restarted worker survives. Without it the crash happens on every process that reaches
+            the N-th call.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self,
+        seed: str | int = 0,
+        *,
+        delay_s: float = 0.0,
+        fail_items: set[str] | None = None,
+        crash_on_call: int | None = None,
+        crash_marker: str | None = None,
+    ) -> None:
+        self.seed = str(seed)
+        self.delay_s = float(delay_s)
+        self.fail_items = set(fail_items or ())
+        self.crash_on_call = crash_on_call
+        self.crash_marker = crash_marker
+        self.generate_calls = 0
+
+    def _maybe_crash(self) -> None:
+        if self.crash_on_call is None or self.generate_calls != self.crash_on_call:
+            return
+        if self.crash_marker is not None:
+            marker = Path(self.crash_marker)
+            if marker.exists():
+                return
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"crashed pid={os.getpid()} call={self.generate_calls}\n")
+        log.warning("FakeEngine: simulated crash on generate call %d", self.generate_calls)
+        os._exit(1)
+
+    def answer_for(self, messages: list[Message]) -> str:
+        """The canned answer this engine gives for ``messages``."""
+        return CANNED_ANSWERS[_digest(self.seed, _prompt_text(messages)) % len(CANNED_ANSWERS)]
+
+    def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
+        """One deterministic canned answer per request (or an injected error)."""
+        self.generate_calls += 1
+        self._maybe_crash()
+        results = []
+        for request in requests:
+            if self.delay_s > 0:
+                time.sleep(self.delay_s)
+            prompt_tokens = max(1, len(_prompt_text(request.messages)) // 4)
+            if request.id in self.fail_items:
+                results.append(
+                    GenerationResult(
+                        id=request.id, text=None, latency_s=self.delay_s, error=f"injected failure for {request.id}"
+                    )
+                )
+                continue
+            text = self.answer_for(request.messages)
+            completion = min(settings.max_new_tokens, max(1, len(text.split())))
+            results.append(
+                GenerationResult(
+                    id=request.id,
+                    text=text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion,
+                    latency_s=self.delay_s,
+                )
+            )
+        return results
+
+    def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
+    ) -> list[LoglikelihoodResult]:
+        """Deterministic negative scores per continuation (or an injected error)."""
+        results = []
+        for request in requests:
+            if self.delay_s > 0:
+                time.sleep(self.delay_s)
+            if request.id in self.fail_items:
+                results.append(LoglikelihoodResult(id=request.id, error=f"injected failure for {request.id}"))
+                continue
+            prompt = _prompt_text(request.messages)
+            scores = []
+            for continuation in request.continuations:
+                unit = (_digest(self.seed, prompt, continuation) % 10_000 + 1) / 10_001
+                scores.append(math.log(unit) - 0.1 * len(continuation))
+            results.append(
+                LoglikelihoodResult(
+                    id=request.id,
+                    logprobs=scores,
+                    prompt_tokens=max(1, len(prompt) // 4),
+                    latency_s=self.delay_s,
+                )
+            )
+        return results
+
+    def describe(self) -> dict[str, str]:
+        """Engine name and its fault settings."""
+        return {
+            "engine": self.name,
+            "seed": self.seed,
+            "delay_s": str(self.delay_s),
+            "fail_items": str(len(self.fail_items)),
+            "crash_on_call": str(self.crash_on_call),
+        }

@@ -1,0 +1,170 @@
+"""Round-to-nearest (RTN) fake quantization of a model's linear layers.
+
+Each weight row is cut into groups of ``group_size`` consecutive input features (or one group per
+row when ``group_size`` is None). Each group gets its own scale:
+
+* asymmetric (default): ``scale = (max - min) / (2^b - 1)``, ``zero = round(-min / scale)``,
+  ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``, ``w' = (q - zero) * scale``. The group's
+  range always contains 0 (min is capped at 0, max floored at 0) so that zero stays exact.
+* symmetric: ``scale = absmax / (2^(b-1) - 1)``, ``q = clamp(round(w / scale), -(2^(b-1)-1),
+  2^(b-1)-1)``, ``w' = q * scale`` (the level ``-2^(b-1)`` is not used, so the grid is
+  symmetric around zero).
+
+The weights are replaced by their dequantized values and stay in floating point: the model runs
+as before, with the rounding error of a ``b``-bit checkpoint. Deterministic: a pure function of
+the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-12
+
+
+@dataclass
+class RtnReport:
+    """What :func:`quantize_model_rtn` did."""
+
+    bits: int
+    group_size: int | None
+    symmetric: bool
+    layers_quantized: int = 0
+    layers_skipped: list[str] = field(default_factory=list)
+    mean_relative_error: float = 0.0
+    """Mean over layers of ``||W' - W||_F / ||W||_F``."""
+    max_relative_error: float = 0.0
+    per_layer: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str]:
+        """Flat string description for run records."""
+        return {
+            "rtn_layers_quantized": str(self.layers_quantized),
+            "rtn_layers_skipped": ",".join(self.layers_skipped),
+            "rtn_mean_relative_error": f"{self.mean_relative_error:.6g}",
+            "rtn_max_relative_error": f"{self.max_relative_error:.6g}",
+        }
+
+
+def _suggest_group_size(in_features: int, wanted: int) -> int:
+    """Largest divisor of ``in_features`` that is not above ``wanted`` (at least 1)."""
+    for size in range(min(wanted, in_features), 0, -1):
+        if in_features % size == 0:
+            return size
+    return 1
+
+
+def quantize_tensor_rtn(weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+    """Return the RTN quantize-dequantize of a 2-D weight ``[out, in]`` (same shape and dtype).
+
+    Computation runs in float32 whatever the input dtype.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    out_features, in_features = weight.shape
+    size = in_features if group_size is None else group_size
+    if in_features % size != 0:
+        raise ValueError(f"group_size {size} does not divide in_features {in_features}")
+    w = weight.detach().to(torch.float32).reshape(out_features, in_features // size, size)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = w.abs().amax(dim=-1, keepdim=True).clamp_min(_EPS) / qmax
+        q = torch.clamp(torch.round(w / scale), -qmax, qmax)
+        deq = q * scale
+    else:
+        qmax = 2**bits - 1
+        wmin = w.amin(dim=-1, keepdim=True).clamp_max(0.0)
+        wmax = w.amax(dim=-1, keepdim=True).clamp_min(0.0)
+        scale = ((wmax - wmin) / qmax).clamp_min(_EPS)
+        zero = torch.round(-wmin / scale)
+        q = torch.clamp(torch.round(w / scale) + zero, 0, qmax)
+        deq = (q - zero) * scale
+    return deq.reshape(out_features, in_features).to(weight.dtype)
+
+
+def _tied_to_embeddings(model: nn.Module) -> set[int]:
+    """Storage pointers of the input embedding weights (to skip linears tied to them)."""
+    pointers: set[int] = set()
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    if callable(get_embeddings):
+        try:
+            embeddings = get_embeddings()
+        except (NotImplementedError, AttributeError):
+            embeddings = None
+        if embeddings is not None and getattr(embeddings, "weight", None) is not None:
+            pointers.add(embeddings.weight.data_ptr())
+    return pointers
+
+
+def quantize_model_rtn(
+    model: nn.Module,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    skip: Iterable[str] = ("lm_head",),
+) -> RtnReport:
+    """Fake-quantize every ``nn.Linear`` of ``model`` in place with RTN; return a report.
+
+    Skipped: linears whose module name equals or ends with a name in ``skip`` (default: the LM
+    head), and any linear whose weight shares storage with the input embeddings (tied heads).
+    Every layer is checked before any is changed, so a bad ``group_size`` leaves the model intact.
+
+    Raises:
+        ValueError: ``bits`` outside 2..8, or ``group_size`` does not divide a layer's in-features
+            (the message names the layer and a group size that works).
+    """
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be from 2 to 8 (got {bits})")
+    if group_size is not None and group_size <= 0:
+        raise ValueError(f"group_size must be positive or None (got {group_size})")
+    skip_names = tuple(skip)
+    tied = _tied_to_embeddings(model)
+    report = RtnReport(bits=bits, group_size=group_size, symmetric=symmetric)
+
+    targets: list[tuple[str, nn.Linear]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        short = name.rsplit(".", 1)[-1]
+        if name in skip_names or short in skip_names or module.weight.data_ptr() in tied:
+            report.layers_skipped.append(name)
+            continue
+        in_features = module.weight.shape[1]
+        if group_size is not None and in_features % group_size != 0:
+            works = _suggest_group_size(in_features, group_size)
+            raise ValueError(
+                f"group_size {group_size} does not divide in_features {in_features} of layer {name!r}; "
+                f"use a divisor of {in_features} such as {works}, or null for one scale per output channel"
+            )
+        targets.append((name, module))
+
+    errors: list[float] = []
+    with torch.no_grad():
+        for name, module in targets:
+            original = module.weight.data
+            new = quantize_tensor_rtn(original, bits, group_size, symmetric)
+            norm = original.float().norm().item()
+            rel = (new.float() - original.float()).norm().item() / norm if norm > 0 else 0.0
+            module.weight.data.copy_(new)
+            report.per_layer[name] = rel
+            errors.append(rel)
+    report.layers_quantized = len(targets)
+    report.mean_relative_error = sum(errors) / len(errors) if errors else 0.0
+    report.max_relative_error = max(errors) if errors else 0.0
+    log.info(
+        "RTN w%d group=%s %s: %d layers quantized, %d skipped, mean relative error %.4g",
+        bits,
+        group_size,
+        "sym" if symmetric else "asym",
+        report.layers_quantized,
+        len(report.layers_skipped),
+        report.mean_relative_error,
+    )
+    return report

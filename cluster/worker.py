@@ -1,0 +1,95 @@
+"""The variant worker: holds one loaded model variant and serves shards of requests.
+
+The class is plain Python (so it can be tested without Ray); :mod:`cluster.runtime` turns it into
+a Ray actor pinned to a placement-group bundle. The model is loaded lazily on the first call, so an
+actor that Ray restarts after a crash reloads its variant before serving again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationSettings,
+    LoglikelihoodRequest,
+)
+from cluster.engines.factory import build_engine
+
+
+def _placement() -> dict[str, Any]:
+    """Where this worker runs (recorded with results, never part of a key)."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            info["node_id"] = ctx.get_node_id()
+            info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+    except Exception:  # pragma: no cover - Ray absent or not in a worker
+        pass
+    info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return info
+
+
+class VariantWorker:
+    """Serves the shards of one variant with one engine."""
+
+    def __init__(self, config: dict[str, Any], cache_dir: str | None = None, num_threads: int | None = None):
+        self.config = config
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.num_threads = num_threads
+        self._engine: Engine | None = None
+        self._load_seconds = 0.0
+
+    def _ensure_engine(self) -> Engine:
+        if self._engine is None:
+            start = time.perf_counter()
+            self._engine = build_engine(self.config, cache_dir=self.cache_dir, num_threads=self.num_threads)
+            self._load_seconds = time.perf_counter() - start
+        return self._engine
+
+    def load(self) -> dict[str, Any]:
+        """Load the variant (once) and describe the engine and placement."""
+        engine = self._ensure_engine()
+        return {
+            "engine": engine.describe(),
+            "load_seconds": self._load_seconds,
+            "placement": _placement(),
+        }
+
+    def run_shard(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run one shard.
+
+        ``payload``: ``task`` ("generate" or "loglikelihood"), ``requests`` (dicts with ``id``,
+        ``messages`` and, for log-likelihood, ``continuations``), ``max_new_tokens``,
+        ``temperature`` and ``batch_size``. Returns the per-request results in order.
+        """
+        engine = self._ensure_engine()
+        settings = GenerationSettings(
+            max_new_tokens=payload["max_new_tokens"],
+            temperature=payload.get("temperature", 0.0),
+            batch_size=payload["batch_size"],
+        )
+        start = time.perf_counter()
+        if payload["task"] == "loglikelihood":
+            ll_requests = [
+                LoglikelihoodRequest(r["id"], r["messages"], list(r["continuations"])) for r in payload["requests"]
+            ]
+            results = [dataclasses.asdict(r) for r in engine.loglikelihood(ll_requests, settings)]
+        else:
+            gen_requests = [GenerationRequest(r["id"], r["messages"]) for r in payload["requests"]]
+            results = [dataclasses.asdict(r) for r in engine.generate(gen_requests, settings)]
+        return {
+            "results": results,
+            "elapsed_s": time.perf_counter() - start,
+            "engine": engine.describe(),
+            "placement": _placement(),
+        }

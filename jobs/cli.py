@@ -1,0 +1,126 @@
+"""The ``qtrust`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cluster.models.sources import ModelSourceError
+from jobs.spec import SpecError, load_spec
+from trust.data import BenchmarkDataError
+
+app = typer.Typer(
+    help="qtrust: measure how quantization changes the trustworthiness and safety of LLMs.\n\n"
+    "A sweep (YAML) crosses models × quantization recipes × benchmarks, plus precision ensembles. "
+    "Results are Parquet shards under the storage root and MLflow runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _load(path: Path):
+    try:
+        return load_spec(path)
+    except SpecError as err:
+        _fail(str(err))
+
+
+@app.command()
+def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None:
+    """Check a sweep file without starting Ray or loading a model."""
+    spec = _load(sweep)
+    n = len(spec.models) * len(spec.recipes)
+    console.print(
+        f"[green]ok[/]: {spec.name}: {len(spec.models)} model(s) × {len(spec.recipes)} recipe(s) = {n} variant(s), "
+        f"{len(spec.benchmarks)} benchmark(s), {len(spec.ensembles)} ensemble(s)"
+    )
+
+
+def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet) -> None:
+    spec = _load(sweep_path)
+    from jobs.report import print_results
+    from jobs.runner import RunOptions, run_sweep
+    from jobs.tracking import ui_command
+
+    options = RunOptions(
+        data_dir=data_dir,
+        limit=limit,
+        address=address,
+        tracking_uri=tracking_uri,
+        storage_root=storage_root,
+        cache_dir=cache_dir,
+        quiet=quiet,
+    )
+    try:
+        outcome = run_sweep(spec, options, console)
+    except (BenchmarkDataError, ModelSourceError) as err:
+        _fail(str(err))
+        return
+    print_results(console, outcome.plan, outcome.results)
+    console.print(
+        f"Shards: {outcome.computed} computed, {outcome.reused} reused, {len(outcome.failed)} failed. "
+        f"Stored under {outcome.store.dir}"
+    )
+    if outcome.experiment_id:
+        console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
+        command = ui_command(outcome.tracking_uri or "")
+        if command:
+            console.print(f"Open the MLflow UI:  [bold]{command}[/]  then browse to http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs")
+        else:
+            console.print(f"Open the MLflow UI at {outcome.tracking_uri.rstrip('/')}/#/experiments/{outcome.experiment_id}/runs")
+    if outcome.failed:
+        for shard, error in sorted(outcome.failed.items()):
+            err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
+        err_console.print("Run the same command again to retry only the failed shards.")
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    sweep: Path = typer.Argument(..., help="Sweep YAML file."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per benchmark (a deterministic subset)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."),
+    storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where shards are stored (default: the spec's storage.root)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run a sweep; shards already committed with a matching key are not computed again."""
+    _run(sweep, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet)
+
+
+@app.command()
+def resume(
+    sweep_dir: Path = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml), e.g. qtrust-runs/demo."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Resume a stored sweep: compute only missing, failed or changed shards."""
+    spec_path = sweep_dir / "sweep.yaml"
+    if not spec_path.is_file():
+        _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
+    _run(spec_path, data_dir, None, address, tracking_uri, sweep_dir.resolve().parent, cache_dir, quiet)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    logging.basicConfig(level=os.environ.get("QTRUST_LOG_LEVEL", "WARNING"))
+    app()

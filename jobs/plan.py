@@ -1,0 +1,183 @@
+"""Expand a validated sweep into variants and keyed shards.
+
+A shard key is a hash of everything that changes what a correct engine outputs: model identity,
+recipe, benchmark name and version, rendered prompts, generation settings and engine kind. Cluster
+shape, batch size and node names are recorded elsewhere, never keyed, so a sweep resumes on a
+different cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cluster.models.sources import model_identity
+from jobs.spec import BenchmarkSpec, ModelSpec, RecipeSpec, SweepSpec
+from trust.benchmarks.base import Benchmark
+from trust.benchmarks.registry import get_benchmark
+from trust.types import Item
+
+#: Bumped when the meaning of a key changes, so old shards are recomputed instead of misread.
+KEY_SCHEMA = 1
+
+
+@dataclass
+class Variant:
+    """One model × recipe pair, served by its own worker."""
+
+    name: str
+    model: ModelSpec
+    recipe: RecipeSpec
+    identity: str
+
+    @property
+    def precision_bits(self) -> float:
+        return self.recipe.precision_bits
+
+    def worker_config(self) -> dict[str, Any]:
+        """What a worker needs to load this variant (plain data, sent through Ray)."""
+        return {
+            "variant": self.name,
+            "source": self.model.source,
+            "revision": self.model.revision,
+            "dtype": self.model.dtype,
+            "trust_remote_code": self.model.trust_remote_code,
+            "engine": self.model.engine,
+            "engine_options": dict(self.model.engine_options),
+            "recipe": self.recipe.model_dump(exclude={"name"}),
+        }
+
+
+@dataclass
+class BenchmarkRun:
+    """A benchmark with its options and the (limited) items of this sweep."""
+
+    spec: BenchmarkSpec
+    benchmark: Benchmark
+    items: list[Item]
+    max_new_tokens: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def items_frame(self) -> pd.DataFrame:
+        """The evaluated items as a table (logged to MLflow as the run's dataset input)."""
+        return pd.DataFrame(
+            {
+                "item_id": [it.id for it in self.items],
+                "prompt": [json.dumps(it.messages, ensure_ascii=False) for it in self.items],
+                "reference": [it.reference for it in self.items],
+                "attributes": [json.dumps(it.attributes, sort_keys=True) for it in self.items],
+            }
+        )
+
+    def digest(self, data_dir: Path) -> str:
+        """Digest of the source files and of the selected item ids."""
+        return _digest([self.benchmark.dataset_digest(data_dir), [it.id for it in self.items]])
+
+
+@dataclass
+class Shard:
+    variant: str
+    benchmark: str
+    index: int
+    items: list[Item]
+    key: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}/{self.benchmark}/{self.index:05d}"
+
+
+@dataclass
+class Plan:
+    spec: SweepSpec
+    variants: dict[str, Variant]
+    benchmarks: dict[str, BenchmarkRun]
+    shards: list[Shard] = field(default_factory=list)
+
+    def shards_of(self, variant: str, benchmark: str) -> list[Shard]:
+        return [s for s in self.shards if s.variant == variant and s.benchmark == benchmark]
+
+
+def _digest(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def shard_key(
+    *,
+    model_identity: str,
+    recipe: RecipeSpec,
+    engine: str,
+    benchmark: Benchmark,
+    items: list[Item],
+    max_new_tokens: int,
+    temperature: float,
+) -> str:
+    """The key of one shard (hex sha256).
+
+    Names, batch sizes and engine options (delays, fault injection, memory settings) are left out:
+    they change how an answer is computed, not what a correct engine answers.
+    """
+    payload = {
+        "schema": KEY_SCHEMA,
+        "model": model_identity,
+        "recipe": recipe.model_dump(mode="json", exclude={"name"}),
+        "engine": engine,
+        "benchmark": {"name": benchmark.name, "version": benchmark.version, "task": benchmark.task},
+        "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature},
+        "items": [[it.id, it.messages, it.choices] for it in items],
+    }
+    return _digest(payload)
+
+
+def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -> dict[str, BenchmarkRun]:
+    """Load every benchmark's items (raises ``BenchmarkDataError`` when files are missing)."""
+    runs = {}
+    for bench_spec in spec.benchmarks:
+        benchmark = get_benchmark(bench_spec.name, bench_spec.options)
+        effective = bench_spec.limit
+        if limit is not None:
+            effective = min(limit, effective) if effective is not None else limit
+        items = benchmark.load(data_dir, effective)
+        runs[bench_spec.name] = BenchmarkRun(
+            spec=bench_spec,
+            benchmark=benchmark,
+            items=items,
+            max_new_tokens=bench_spec.max_new_tokens or spec.generation.max_new_tokens,
+        )
+    return runs
+
+
+def build_plan(spec: SweepSpec, data_dir: Path, limit: int | None = None) -> Plan:
+    """Variants × benchmarks, split into shards of ``spec.shard_size`` items, each with its key."""
+    identities = {m.name: model_identity(m.source, m.revision) for m in spec.models}
+    variants = {}
+    for model in spec.models:
+        for recipe in spec.recipes:
+            name = spec.variant_name(model, recipe)
+            variants[name] = Variant(name=name, model=model, recipe=recipe, identity=identities[model.name])
+    benchmarks = load_benchmarks(spec, data_dir, limit)
+    plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks)
+    for variant in variants.values():
+        for run in benchmarks.values():
+            for index, start in enumerate(range(0, len(run.items), spec.shard_size)):
+                chunk = run.items[start : start + spec.shard_size]
+                key = shard_key(
+                    model_identity=variant.identity,
+                    recipe=variant.recipe,
+                    engine=variant.model.engine,
+                    benchmark=run.benchmark,
+                    items=chunk,
+                    max_new_tokens=run.max_new_tokens,
+                    temperature=spec.generation.temperature,
+                )
+                plan.shards.append(Shard(variant.name, run.name, index, chunk, key))
+    return plan

@@ -1,0 +1,94 @@
+"""Progress display: one bar per variant and one overall, with items/s and ETA (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class RichProgress:
+    """Live bars for a sweep; use as a context manager."""
+
+    def __init__(self, console: Console, totals: dict[str, int]):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}", justify="left"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("items"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.overall: TaskID = self.progress.add_task("overall", total=sum(totals.values()), status="")
+        self.tasks: dict[str, TaskID] = {
+            variant: self.progress.add_task(variant, total=total, status="waiting for a worker", start=False)
+            for variant, total in totals.items()
+        }
+        self.failed_items = 0
+
+    def __enter__(self) -> "RichProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def variant_started(self, variant: str, info: dict[str, Any]) -> None:
+        task = self.tasks[variant]
+        self.progress.start_task(task)
+        engine = info.get("engine", {})
+        device = engine.get("device", "?")
+        self.progress.update(task, status=f"{engine.get('name', '?')} on {device}, loaded in {info.get('load_seconds', 0):.1f}s")
+
+    def shard_done(self, variant: str, items: int) -> None:
+        self.progress.advance(self.tasks[variant], items)
+        self.progress.advance(self.overall, items)
+
+    def shard_failed(self, variant: str, items: int, error: str) -> None:
+        self.failed_items += items
+        self.progress.advance(self.tasks[variant], items)
+        self.progress.advance(self.overall, items)
+        self.progress.update(self.tasks[variant], status=f"[red]{self.failed_items} item(s) failed")
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{text}")
+
+
+class QuietProgress:
+    """Progress sink that only logs problems (for tests and non-interactive use)."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.messages: list[str] = []
+
+    def __enter__(self) -> "QuietProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def variant_started(self, variant: str, info: dict[str, Any]) -> None:
+        return None
+
+    def shard_done(self, variant: str, items: int) -> None:
+        return None
+
+    def shard_failed(self, variant: str, items: int, error: str) -> None:
+        self.messages.append(f"{variant}: {error}")
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)

@@ -1,0 +1,148 @@
+"""Turn committed shards into per-item rows and metrics, for variants and precision ensembles.
+
+Parsing happens on the driver when a shard arrives (:func:`rows_from_result`); scoring reads only
+committed shards whose key matches the plan, so ensembles are evaluated from stored predictions
+without any inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from jobs.plan import BenchmarkRun, Plan, Shard
+from jobs.store import ShardStore
+from trust.ensemble import ensemble_labels
+from trust.scoring import score_labels
+from trust.types import ERROR, Item
+
+
+def label_for(run: BenchmarkRun, item: Item, result: dict[str, Any]) -> str:
+    """The parsed label of one engine result."""
+    if result.get("error"):
+        return ERROR
+    if run.benchmark.task == "loglikelihood":
+        logprobs = result.get("logprobs") or []
+        if not item.choices or len(logprobs) != len(item.choices):
+            return ERROR
+        best = max(range(len(logprobs)), key=lambda i: logprobs[i])
+        return item.choices[best]
+    return run.benchmark.parse(item, result.get("text") or "")
+
+
+def rows_from_result(run: BenchmarkRun, shard: Shard, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-item rows of one shard: prompt, output, parsed label, token counts, latency, error."""
+    by_id = {r["id"]: r for r in result["results"]}
+    rows = []
+    for item in shard.items:
+        res = by_id.get(item.id) or {"error": "the worker returned no result for this item"}
+        rows.append(
+            {
+                "item_id": item.id,
+                "prompt": json.dumps(item.messages, ensure_ascii=False),
+                "output": res.get("text"),
+                "label": label_for(run, item, res),
+                "reference": item.reference,
+                "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
+                "logprobs": res.get("logprobs") if run.benchmark.task == "loglikelihood" else None,
+                "prompt_tokens": int(res.get("prompt_tokens") or 0),
+                "completion_tokens": int(res.get("completion_tokens") or 0),
+                "latency_s": float(res.get("latency_s") or 0.0),
+                "error": res.get("error"),
+                "attributes": json.dumps(item.attributes, ensure_ascii=False, sort_keys=True),
+            }
+        )
+    return rows
+
+
+@dataclass
+class ResultRow:
+    """Metrics of one variant or ensemble on one benchmark."""
+
+    kind: str  # "variant" or "ensemble"
+    name: str
+    model: str
+    benchmark: str
+    bits: str
+    n_items: int
+    n_planned: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.n_items == self.n_planned
+
+
+def _shard_refs(plan: Plan, variant: str, benchmark: str) -> list[tuple[str, str, int, str]]:
+    return [(s.variant, s.benchmark, s.index, s.key) for s in plan.shards_of(variant, benchmark)]
+
+
+def _bits_label(bits: float) -> str:
+    return "ref" if bits >= 16 else f"{bits:g}"
+
+
+def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
+    """Score every (variant, benchmark) and every (model, ensemble, benchmark) from the store."""
+    rows: list[ResultRow] = []
+    labels: dict[tuple[str, str], dict[str, str]] = {}
+    for bench_name, run in plan.benchmarks.items():
+        items = run.items
+        for variant in plan.variants.values():
+            frame = store.read_shards(_shard_refs(plan, variant.name, bench_name))
+            by_id = dict(zip(frame["item_id"], frame["label"]))
+            labels[(variant.name, bench_name)] = by_id
+            metrics = score_labels(run.benchmark, items, by_id) if by_id else {}
+            metrics.update(_run_stats(frame))
+            rows.append(
+                ResultRow(
+                    kind="variant",
+                    name=variant.name,
+                    model=variant.model.name,
+                    benchmark=bench_name,
+                    bits=_bits_label(variant.precision_bits),
+                    n_items=len(frame),
+                    n_planned=len(items),
+                    metrics=metrics,
+                    frame=frame,
+                )
+            )
+        for model in plan.spec.models:
+            for ens in plan.spec.ensembles:
+                members = {plan.spec.variant_name(model, plan.spec.recipe(m)): plan.spec.recipe(m) for m in ens.members}
+                member_labels = {v: labels[(v, bench_name)] for v in members}
+                precisions = {v: r.precision_bits for v, r in members.items()}
+                voted = ensemble_labels(member_labels, precisions)
+                metrics = score_labels(run.benchmark, items, voted) if voted else {}
+                rows.append(
+                    ResultRow(
+                        kind="ensemble",
+                        name=f"{model.name}-{ens.name}",
+                        model=model.name,
+                        benchmark=bench_name,
+                        bits="+".join(_bits_label(r.precision_bits) for r in members.values()),
+                        n_items=len(voted),
+                        n_planned=len(items),
+                        metrics=metrics,
+                        frame=pd.DataFrame({"item_id": list(voted), "label": list(voted.values())}),
+                    )
+                )
+    return rows
+
+
+def _run_stats(frame: pd.DataFrame) -> dict[str, float]:
+    if frame.empty:
+        return {}
+    errors = frame["error"].notna().sum()
+    latency = float(frame["latency_s"].sum())
+    tokens = float(frame["completion_tokens"].sum())
+    return {
+        "error_rate": float(errors) / len(frame),
+        "mean_completion_tokens": float(frame["completion_tokens"].mean()),
+        "items_per_s": len(frame) / latency if latency > 0 else math.nan,
+        "tokens_per_s": tokens / latency if latency > 0 else math.nan,
+    }

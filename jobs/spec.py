@@ -1,0 +1,269 @@
+"""The sweep spec: a YAML file validated by pydantic before Ray starts or a model loads.
+
+A sweep crosses ``models`` × ``recipes`` (the *variants*, named ``<model>-<recipe>``) × ``benchmarks``
+and adds precision ``ensembles`` over recipes of the same model. :func:`load_spec` returns a
+:class:`SweepSpec` or raises :class:`SpecError` holding one human-readable line per problem, each
+naming the field path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cluster.models.sources import validate_model_source
+from cluster.quantization.recipes import QuantRecipe
+from trust.benchmarks.registry import UnknownBenchmarkError, available_benchmarks, get_benchmark
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME_HELP = "letters, digits, '_', '.', '-' (starting with a letter or digit, at most 64 characters)"
+
+
+class SpecError(Exception):
+    """A sweep spec that cannot be run. ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the sweep spec:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(f"'{value}' is not a valid name; use {_NAME_HELP}")
+    return value
+
+
+class ModelSpec(_Strict):
+    """One model: a built-in name, a local Hugging Face folder or a hub id."""
+
+    name: str
+    source: str = Field(description="built-in name (e.g. smollm2-135m), local HF folder, or hub id")
+    revision: str | None = Field(None, description="hub revision (commit, tag or branch)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    engine: Literal["hf", "fake"] = Field(
+        "hf", description="inference engine; 'fake' is for scheduler tests and scale simulations only"
+    )
+    engine_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the engine")
+
+    _name = field_validator("name")(_check_name)
+
+
+class RecipeSpec(QuantRecipe):
+    """A quantization recipe with the name it carries in variant names (``<model>-<name>``)."""
+
+    name: str
+
+    _name = field_validator("name")(_check_name)
+
+
+class BenchmarkSpec(_Strict):
+    name: str
+    limit: int | None = Field(None, ge=1, description="deterministic subset of this many items")
+    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="overrides generation.max_new_tokens")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnsembleSpec(_Strict):
+    """A precision ensemble over recipes of one model (applied to every model of the sweep)."""
+
+    name: str
+    members: list[str] = Field(min_length=1)
+    rule: Literal["majority"] = "majority"
+
+    _name = field_validator("name")(_check_name)
+
+
+class GenerationSpec(_Strict):
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    temperature: float = 0.0
+    batch_size: int = Field(8, ge=1, le=1024)
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_only(cls, value: float) -> float:
+        if value != 0.0:
+            raise ValueError("only greedy decoding is supported; set temperature: 0.0")
+        return value
+
+
+class ResourcesSpec(_Strict):
+    num_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each variant worker")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; fractions share a GPU")
+    max_in_flight_per_worker: int = Field(2, ge=1, le=64)
+    max_retries: int = Field(2, ge=0, le=20, description="retries of a failed shard before it counts as failed")
+    retry_backoff_s: float = Field(1.0, ge=0)
+    shard_timeout_s: float | None = Field(None, gt=0, description="a shard running longer than this is retried")
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; --tracking-uri and MLFLOW_TRACKING_URI win")
+    experiment: str = "qtrust"
+
+
+class StorageSpec(_Strict):
+    root: str = Field("qtrust-runs", description="folder holding <sweep>/generations/... (relative to the cwd)")
+
+
+class SweepSpec(_Strict):
+    """A whole sweep."""
+
+    name: str
+    description: str = ""
+    models: list[ModelSpec] = Field(min_length=1)
+    recipes: list[RecipeSpec] = Field(default_factory=lambda: [RecipeSpec(name="reference")])
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    ensembles: list[EnsembleSpec] = Field(default_factory=list)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    shard_size: int = Field(16, ge=1, le=100_000, description="items per shard")
+
+    _name = field_validator("name")(_check_name)
+
+    def variant_name(self, model: ModelSpec, recipe: RecipeSpec) -> str:
+        return f"{model.name}-{recipe.name}"
+
+    def recipe(self, name: str) -> RecipeSpec:
+        return next(r for r in self.recipes if r.name == name)
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (for 'unknown field' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(current.model_fields) if current is not None else []
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for e in error.errors():
+        loc = tuple(e["loc"])
+        where = _format_location(loc)
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_fields(SweepSpec, loc)
+            hint = f"; allowed fields: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"{where}: unknown field{hint}")
+        elif e["type"] == "missing":
+            problems.append(f"{where}: required field is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            value = e.get("input")
+            shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) else ""
+            problems.append(f"{where}: {msg}{shown}")
+    return problems
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+
+
+def cross_check(spec: SweepSpec) -> list[str]:
+    """Problems that involve several fields, found without loading any model or data."""
+    problems: list[str] = []
+    for label, names in (
+        ("models", [m.name for m in spec.models]),
+        ("recipes", [r.name for r in spec.recipes]),
+        ("benchmarks", [b.name for b in spec.benchmarks]),
+        ("ensembles", [e.name for e in spec.ensembles]),
+    ):
+        for dup in _duplicates(names):
+            problems.append(f"{label}: the name '{dup}' is used more than once; give each entry its own name")
+    variants = [spec.variant_name(m, r) for m in spec.models for r in spec.recipes]
+    for dup in _duplicates(variants):
+        problems.append(
+            f"variants: two model × recipe pairs are both named '{dup}' (variant = <model>-<recipe>); rename a model or recipe"
+        )
+    for i, model in enumerate(spec.models):
+        message = validate_model_source(model.source)
+        if message:
+            problems.append(f"models[{i}].source: {message}")
+    known = available_benchmarks()
+    for i, bench in enumerate(spec.benchmarks):
+        try:
+            get_benchmark(bench.name, bench.options)
+        except UnknownBenchmarkError:
+            problems.append(f"benchmarks[{i}].name: unknown benchmark '{bench.name}'; available: {', '.join(known)}")
+        except ValidationError as err:
+            for line in _pydantic_problems(err):
+                problems.append(f"benchmarks[{i}].options.{line}")
+    recipe_names = [r.name for r in spec.recipes]
+    for i, ens in enumerate(spec.ensembles):
+        for j, member in enumerate(ens.members):
+            if member not in recipe_names:
+                problems.append(
+                    f"ensembles[{i}].members[{j}]: '{member}' is not a recipe of this sweep; recipes: {', '.join(recipe_names)}"
+                )
+        for dup in _duplicates(ens.members):
+            problems.append(f"ensembles[{i}].members: '{dup}' is listed more than once")
+    return problems
+
+
+def parse_spec(data: Any, source: str = "<sweep>") -> SweepSpec:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise SpecError(source, ["the file must hold a mapping with at least 'name', 'models' and 'benchmarks'"])
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(source, _pydantic_problems(err)) from None
+    problems = cross_check(spec)
+    if problems:
+        raise SpecError(source, problems)
+    return spec
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; raise :class:`SpecError` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), ["file not found; pass the path of a sweep YAML file (see examples/demo.yaml)"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(str(path), [f"{where}not valid YAML ({problem})"]) from None
+    return parse_spec(data, str(path))
+
+
+def dump_spec(spec: SweepSpec) -> str:
+    """The resolved spec as YAML (every default written out)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,45 @@
+"""Shared fixtures: the benchmark data folder, a tiny offline model, and one local Ray for the session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def shared_benchmarks() -> Path:
+    """``$QTRUST_DATA_DIR`` or ``../shared/benchmarks`` beside the repository; fail loudly if absent."""
+    path = Path(os.environ.get("QTRUST_DATA_DIR") or REPO.parent / "shared" / "benchmarks")
+    if not path.is_dir():
+        raise RuntimeError(
+            f"benchmark data folder not found at {path}; set QTRUST_DATA_DIR to a folder laid out like shared/benchmarks"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return shared_benchmarks()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance shared by the tests that need it (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,112 @@
+"""The :class:`Benchmark` interface every benchmark implements, and deterministic subsetting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from trust.data import file_digest, require_file
+from trust.types import Item, TaskKind
+
+
+class NoOptions(BaseModel):
+    """Options model of a benchmark that takes no options (any key is rejected)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Benchmark(ABC):
+    """One benchmark: loads items, renders prompts, parses answers and computes metrics.
+
+    Subclasses set the class attributes below. ``version`` must be bumped whenever prompts,
+    parsing or scoring change: it is part of cache keys, so stale results are not reused.
+
+    Scoring convention (all benchmarks): labels are aligned with items. An ``ERROR`` label
+    (inference failed) is kept in every denominator and never counts as a correct answer, so a
+    failing run lowers accuracy instead of silently shrinking the test set.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    task: ClassVar[TaskKind] = "generate"
+    description: ClassVar[str]
+    data_files: ClassVar[tuple[str, ...]]
+    metric_names: ClassVar[tuple[str, ...]]
+    primary_metric: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        """Validate ``options`` against :attr:`Options` (a pydantic ``ValidationError`` propagates)."""
+        self.options: BaseModel = self.Options.model_validate(options or {})
+
+    @abstractmethod
+    def load_all(self, data_dir: Path) -> list[Item]:
+        """Return every item, in stable source order with stable ids.
+
+        Raises :class:`trust.data.BenchmarkDataError` when a data file is missing.
+        """
+
+    def load(self, data_dir: Path, limit: int | None = None) -> list[Item]:
+        """Return the items, or the deterministic subset of ``limit`` of them (see :func:`limit_items`)."""
+        return limit_items(self.load_all(data_dir), limit)
+
+    @abstractmethod
+    def parse(self, item: Item, output: str) -> str:
+        """Map a model output to a label of the answer space, or ``REFUSED`` / ``INVALID``."""
+
+    @abstractmethod
+    def score(self, items: list[Item], labels: list[str]) -> dict[str, float]:
+        """Compute :attr:`metric_names` from parsed labels aligned with ``items``.
+
+        A metric whose denominator is empty is ``float('nan')``.
+        """
+
+    def require(self, data_dir: Path, relative: str) -> Path:
+        """Return the path of one of this benchmark's data files, raising if it is missing."""
+        return require_file(Path(data_dir), relative, self.name)
+
+    def dataset_digest(self, data_dir: Path) -> str:
+        """Return one sha256 over the digests of all :attr:`data_files` (for tracking which data was used)."""
+        combined = hashlib.sha256()
+        for relative in self.data_files:
+            combined.update(relative.encode("utf-8"))
+            combined.update(b"\0")
+            combined.update(file_digest(self.require(data_dir, relative)).encode("ascii"))
+            combined.update(b"\n")
+        return combined.hexdigest()
+
+    def describe(self) -> dict[str, str]:
+        """Return flat string parameters for tracking: name, version, task and options (JSON)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "options": json.dumps(self.options.model_dump(mode="json"), sort_keys=True),
+        }
+
+
+def _rank_key(item_id: str) -> str:
+    return hashlib.sha256(item_id.encode("utf-8")).hexdigest()
+
+
+def limit_items(items: list[Item], limit: int | None) -> list[Item]:
+    """Return a deterministic subset of ``limit`` items, in their original order.
+
+    Items are ranked by the sha256 of their id and the first ``limit`` are kept, so the subset
+    depends only on ids (not on file order or a random seed) and a smaller limit's subset is
+    contained in a larger one's. ``None`` keeps everything; a negative limit is an error.
+    """
+    if limit is None:
+        return list(items)
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if limit >= len(items):
+        return list(items)
+    ranked = sorted(range(len(items)), key=lambda index: (_rank_key(items[index].id), index))
+    keep = set(ranked[:limit])
+    return [item for index, item in enumerate(items) if index in keep]
