@@ -163,6 +163,16 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def _make_readable(folder: Path) -> None:
+    """Give the files the usual umask-based modes (some writers create them owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
 def _build(spec: BuiltinModel, models_dir: Path, target: Path) -> None:
     """Build ``target`` from scratch (caller holds the lock)."""
     for stale in models_dir.glob(f".{spec.name}.tmp-*"):
@@ -192,6 +202,7 @@ def _build(spec: BuiltinModel, models_dir: Path, target: Path) -> None:
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        _make_readable(out_dir)
         os.replace(out_dir, target)
         log.info("prepared %s in %s (%.1f s)", spec.name, target, time.perf_counter() - started)
     finally:
