@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from jobs.plan import Shard
 
@@ -43,6 +43,7 @@ class ShardTask:
     attempts: int = 0
     not_before: float = 0.0
     errors: list[str] = field(default_factory=list)
+    unavailable: int = 0
 
 
 @dataclass
@@ -95,6 +96,9 @@ class Scheduler:
         self.shard_timeout_s = shard_timeout_s
         self.release = release
         self.poll_s = poll_s
+        self._timed_out: set[Any] = set()
+        #: How often a shard may find its worker restarting before that counts as a failed attempt.
+        self.max_unavailable_waits = 30
 
     def run(self, tasks: list[ShardTask]) -> SchedulerReport:
         report = SchedulerReport()
@@ -169,8 +173,22 @@ class Scheduler:
             result = ray.get(ref)
         except (RayTaskError, RayActorError, GetTimeoutError, Exception) as err:  # noqa: BLE001
             error = _describe_error(err)
+            timed_out = ref in self._timed_out
+            if timed_out:
+                self._timed_out.discard(ref)
+                error = f"no answer within shard_timeout_s={self.shard_timeout_s:g}s; the worker was restarted ({error})"
             if task is None:
                 self._load_failed(variant, state, err, error, in_flight, report)
+            elif (
+                isinstance(err, ActorUnavailableError)
+                and not timed_out
+                and task.unavailable < self.max_unavailable_waits
+            ):
+                # The worker is restarting: wait for it without spending one of the shard's attempts.
+                task.unavailable += 1
+                task.attempts -= 1
+                task.not_before = time.monotonic() + min(self.backoff_s * task.unavailable, 10.0)
+                state.queue.append(task)
             else:
                 self._shard_failed(variant, task, state, error, report)
             return
@@ -223,13 +241,11 @@ class Scheduler:
             return
         now = time.monotonic()
         for ref, (variant, task, started) in list(in_flight.items()):
-            if task is not None and now - started > self.shard_timeout_s:
-                self.progress.message(f"{task.shard.id}: no answer after {self.shard_timeout_s:.0f}s; restarting its worker")
+            if task is not None and now - started > self.shard_timeout_s and ref not in self._timed_out:
+                self.progress.message(f"{task.shard.id}: no answer after {self.shard_timeout_s:g}s; restarting its worker")
+                self._timed_out.add(ref)
                 # Killing with restart fails every call in flight on this actor; each is then retried.
                 ray.kill(states[variant].actor, no_restart=False)
-                for other_ref, (other_variant, _t, _s) in list(in_flight.items()):
-                    if other_variant == variant:
-                        in_flight[other_ref] = (other_variant, _t, now)
 
     def _release_idle(self, states: dict[str, _VariantState], in_flight: dict) -> None:
         if self.release is None:
