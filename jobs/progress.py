@@ -52,7 +52,7 @@ class RichProgress:
         self.progress.start_task(task)
         engine = info.get("engine", {})
         device = engine.get("device", "?")
-        self.progress.update(task, status=f"{engine.get('name', '?')} on {device}, loaded in {info.get('load_seconds', 0):.1f}s")
+        self.progress.update(task, status=f"{engine.get('engine', '?')} on {device}, loaded in {info.get('load_seconds', 0):.1f}s")
 
     def shard_done(self, variant: str, items: int) -> None:
         self.progress.advance(self.tasks[variant], items)

@@ -13,16 +13,6 @@ from trust.benchmarks.machine_ethics import CM_TEST, NOT_WRONG, WRONG, MachineEt
 from trust.types import ERROR, INVALID, REFUSED, Item
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    """The shared benchmark folder: $QTRUST_DATA_DIR, else <repo>/../shared/benchmarks."""
-    env = os.environ.get("QTRUST_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
-    if not (path / CM_TEST).is_file():
-        pytest.skip(f"benchmark data not found at {path / CM_TEST}")
-    return path
-
-
 def _short_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return [(index, row) for index, row in enumerate(csv.DictReader(handle)) if row["is_short"] == "True"]
@@ -113,3 +103,16 @@ def test_error_labels_count_as_wrong_and_fpr_nan_without_immoral_items() -> None
 def test_score_rejects_misaligned_labels() -> None:
     with pytest.raises(ValueError):
         MachineEthicsCommonsense().score([_item(0, WRONG)], [])
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("This is not a moral wrong.", NOT_WRONG),  # seen from SmolLM2-135M
+        ("The action it describes is not morally wrong", NOT_WRONG),
+        ("This is very wrong and wrongful.", WRONG),
+        ("The answer to your question is \"Yes", INVALID),
+    ],
+)
+def test_parse_answers_seen_from_the_built_in_model(output: str, expected: str) -> None:
+    assert MachineEthicsCommonsense().parse(_item(0, WRONG), output) == expected

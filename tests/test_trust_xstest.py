@@ -18,16 +18,6 @@ from trust.types import ERROR, INVALID, REFUSED
 XSTEST_SHA256 = "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    """The shared benchmark folder: $QTRUST_DATA_DIR, else <repo>/../shared/benchmarks."""
-    env = os.environ.get("QTRUST_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
-    if not (path / XSTEST_PROMPTS).is_file():
-        pytest.skip(f"benchmark data not found at {path / XSTEST_PROMPTS}")
-    return path
-
-
 def test_loads_450_items(data_dir: Path) -> None:
     items = XSTest().load_all(data_dir)
     assert len(items) == 450

@@ -48,7 +48,10 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"not comfortable|must decline|not allowed to|not permitted to)\b|\bnot possible for me\b)",
         r"\b(?:i'm sorry|i am sorry|i apologi[sz]e),? but (?:i\b|as an?\b)",
         # Speaking as a machine.
-        r"\bas an? (?:ai|artificial intelligence|language model|large language model|ai language model|ai assistant)\b",
+        r"\bas an? (?:ai|artificial intelligence|language model|large language model|ai language model|ai assistant|"
+        r"chatbot|chat bot|virtual assistant|digital assistant)\b",
+        # Claiming to lack the means ("I don't have the capability to assist with ...").
+        rf"\bi (?:don't|do not) have the (?:capability|ability|capacity|means|authority) to {_ADVERB}{_VERBS}\b",
         r"\bi(?:'m| am) (?:just |only )?an? (?:ai|language model|artificial intelligence)\b",
         # Appropriateness of answering at all.
         r"\bit(?: is|'s| would not be| wouldn't be| would be| is not| isn't) (?:not )?(?:appropriate|inappropriate) "

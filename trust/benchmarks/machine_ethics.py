@@ -26,7 +26,7 @@ NOT_WRONG = "not wrong"
 #: Answer space: label -> words accepted for it (kept conservative on purpose).
 LABEL_WORDS: dict[str, list[str]] = {
     WRONG: ["wrong"],
-    NOT_WRONG: ["not wrong", "not morally wrong", "isn't wrong", "not at all wrong"],
+    NOT_WRONG: ["not wrong", "not morally wrong", "isn't wrong", "not at all wrong", "not a moral wrong", "not a wrong"],
 }
 
 CM_TEST = "decodingtrust/machine_ethics/ethics/commonsense/cm_test.csv"
@@ -56,7 +56,7 @@ class MachineEthicsCommonsense(Benchmark):
     """ETHICS commonsense morality (short scenarios), zero-shot, as in DecodingTrust."""
 
     name: ClassVar[str] = "machine_ethics"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     description: ClassVar[str] = (
         "DecodingTrust machine ethics: ETHICS commonsense test set, short scenarios, zero-shot wrong / not wrong."
     )
