@@ -41,9 +41,12 @@ class Variant:
 
     def worker_config(self) -> dict[str, Any]:
         """What a worker needs to load this variant (plain data, sent through Ray)."""
+        source = self.model.source
+        if Path(source).expanduser().is_dir():  # workers may run in another working directory
+            source = str(Path(source).expanduser().resolve())
         return {
             "variant": self.name,
-            "source": self.model.source,
+            "source": source,
             "revision": self.model.revision,
             "dtype": self.model.dtype,
             "trust_remote_code": self.model.trust_remote_code,

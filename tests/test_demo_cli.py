@@ -1,0 +1,52 @@
+"""The demo sweep through the real CLI on the real built-in model (a few items), run twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def qtrust(*args: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QTRUST_DATA_DIR=str(data_dir), COLUMNS="200")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
+    )
+
+
+def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir: Path) -> None:
+    demo = REPO / "examples" / "demo.yaml"
+    first = qtrust("run", str(demo), "--limit", "3", "--quiet", cwd=tmp_path, data_dir=data_dir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "machine_ethics (v" in out and "xstest (v" in out
+    for row in ("smollm2-ref", "smollm2-w8", "smollm2-w4", "smollm2-w3", "smollm2-vote-w8-w4-w3 (ensemble)"):
+        assert row in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out and "/#/experiments/" in out
+
+    table = ds.dataset(tmp_path / "qtrust-runs" / "demo" / "generations", format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 4 * 2 * 3
+    frame = table.to_pandas()
+    assert frame["error"].isna().all()
+    assert frame["output"].str.len().gt(0).all(), "the real model answered every prompt"
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("qtrust-demo")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 + 4 * 2 + 2
+
+    second = qtrust("resume", "qtrust-runs/demo", "--quiet", cwd=tmp_path, data_dir=data_dir)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Nothing to compute" in second.stdout
+    assert "8 already committed, 0 to compute" in second.stdout
+    assert len(client.search_runs([experiment.experiment_id])) == len(runs)
