@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -28,10 +29,17 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
 
 
 def ui_command(uri: str) -> str:
-    """The command that serves the MLflow UI over this tracking store."""
-    if uri.startswith(("http://", "https://")):
+    """The command that serves the MLflow UI over this tracking store ("" for a tracking server)."""
+    if uri.startswith(("http://", "https://", "databricks")):
         return ""
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
+    mlflow = Path(sys.executable).parent / "mlflow"
+    program = "mlflow"
+    if mlflow.is_file():
+        try:
+            program = str(mlflow.relative_to(Path.cwd()))
+        except ValueError:
+            program = str(mlflow)
+    return f"{program} ui --backend-store-uri {uri} --port 5000"
 
 
 class Tracker:
