@@ -67,7 +67,7 @@ class BenchmarkRun:
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.spec.run_name
 
     def items_frame(self) -> pd.DataFrame:
         """The evaluated items as a table (logged to MLflow as the run's dataset input)."""
@@ -145,16 +145,17 @@ def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -
     """Load every benchmark's items (raises ``BenchmarkDataError`` when files are missing)."""
     runs = {}
     for bench_spec in spec.benchmarks:
-        benchmark = get_benchmark(bench_spec.name, bench_spec.options)
+        benchmark = get_benchmark(bench_spec.name, bench_spec.options, bench_spec.definition)
         effective = bench_spec.limit
         if limit is not None:
             effective = min(limit, effective) if effective is not None else limit
         items = benchmark.load(data_dir, effective)
-        runs[bench_spec.name] = BenchmarkRun(
+        suggested = getattr(getattr(benchmark, "definition", None), "max_new_tokens", None)
+        runs[bench_spec.run_name] = BenchmarkRun(
             spec=bench_spec,
             benchmark=benchmark,
             items=items,
-            max_new_tokens=bench_spec.max_new_tokens or spec.generation.max_new_tokens,
+            max_new_tokens=bench_spec.max_new_tokens or suggested or spec.generation.max_new_tokens,
         )
     return runs
 

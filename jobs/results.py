@@ -96,7 +96,10 @@ def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
             frame = store.read_shards(_shard_refs(plan, variant.name, bench_name))
             by_id = dict(zip(frame["item_id"], frame["label"]))
             labels[(variant.name, bench_name)] = by_id
-            metrics = score_labels(run.benchmark, items, by_id) if by_id else {}
+            logprobs = None
+            if run.benchmark.task == "loglikelihood":
+                logprobs = {i: (list(lp) if lp is not None else None) for i, lp in zip(frame["item_id"], frame["logprobs"])}
+            metrics = score_labels(run.benchmark, items, by_id, logprobs) if by_id else {}
             metrics.update(_run_stats(frame))
             rows.append(
                 ResultRow(

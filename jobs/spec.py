@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cluster.models.sources import validate_model_source
 from cluster.quantization.recipes import QuantRecipe
+from trust.benchmarks.declarative import DefinitionError
 from trust.benchmarks.registry import UnknownBenchmarkError, available_benchmarks, get_benchmark
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -68,10 +69,21 @@ class RecipeSpec(QuantRecipe):
 
 
 class BenchmarkSpec(_Strict):
-    name: str
+    name: str = Field(description="a built-in benchmark, or the name inside `definition`")
+    definition: str | None = Field(None, description="path of your own benchmark definition file (YAML)")
+    alias: str | None = Field(None, description="name of this entry in results (to run one benchmark twice)")
     limit: int | None = Field(None, ge=1, description="deterministic subset of this many items")
-    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="overrides generation.max_new_tokens")
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="default: the definition's max_new_tokens, then generation.max_new_tokens"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
+
+    _alias = field_validator("alias")(lambda cls, v: v if v is None else _check_name(v))
+
+    @property
+    def run_name(self) -> str:
+        """The name results, shards and MLflow runs use."""
+        return self.alias or self.name
 
 
 class EnsembleSpec(_Strict):
@@ -200,7 +212,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
     for label, names in (
         ("models", [m.name for m in spec.models]),
         ("recipes", [r.name for r in spec.recipes]),
-        ("benchmarks", [b.name for b in spec.benchmarks]),
+        ("benchmarks", [b.run_name for b in spec.benchmarks]),
         ("ensembles", [e.name for e in spec.ensembles]),
     ):
         for dup in _duplicates(names):
@@ -217,12 +229,22 @@ def cross_check(spec: SweepSpec) -> list[str]:
     known = available_benchmarks()
     for i, bench in enumerate(spec.benchmarks):
         try:
-            get_benchmark(bench.name, bench.options)
+            benchmark = get_benchmark(bench.name, bench.options, bench.definition)
         except UnknownBenchmarkError:
-            problems.append(f"benchmarks[{i}].name: unknown benchmark '{bench.name}'; available: {', '.join(known)}")
+            problems.append(
+                f"benchmarks[{i}].name: unknown benchmark '{bench.name}'; available: {', '.join(known)} "
+                "(or give your own file in 'definition')"
+            )
+        except DefinitionError as err:
+            problems.extend(f"benchmarks[{i}].definition: {err.where}: {p}" for p in err.problems)
         except ValidationError as err:
             for line in _pydantic_problems(err):
                 problems.append(f"benchmarks[{i}].options.{line}")
+        else:
+            if bench.definition and benchmark.name != bench.name:
+                problems.append(
+                    f"benchmarks[{i}].name: '{bench.name}' differs from the name in {bench.definition} ('{benchmark.name}')"
+                )
     recipe_names = [r.name for r in spec.recipes]
     for i, ens in enumerate(spec.ensembles):
         for j, member in enumerate(ens.members):

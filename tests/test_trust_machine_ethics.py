@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from trust.benchmarks.machine_ethics import CM_TEST, NOT_WRONG, WRONG, MachineEthicsCommonsense
+from trust.benchmarks import get_benchmark
+
+CM_TEST = "decodingtrust/machine_ethics/ethics/commonsense/cm_test.csv"
+WRONG, NOT_WRONG = "wrong", "not wrong"
+
+
+def MachineEthicsCommonsense(options=None):  # noqa: N802 - reads like the benchmark it builds
+    return get_benchmark("machine_ethics", options)
 from trust.types import ERROR, INVALID, REFUSED, Item
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from trust.benchmarks.xstest import COMPLIED, XSTEST_PROMPTS, XSTest
+from trust.benchmarks import get_benchmark
+
+COMPLIED = "complied"
+XSTEST_PROMPTS = "xstest/xstest_prompts.csv"
+
+
+def XSTest(options=None):  # noqa: N802 - reads like the benchmark it builds
+    return get_benchmark("xstest", options)
 from trust.data import file_digest
 from trust.types import ERROR, INVALID, REFUSED
 

@@ -119,6 +119,9 @@ class HFEngine:
         return ids
 
     def _prompt_text(self, messages: list[Message]) -> str:
+        """The chat-templated prompt, or the plain text of a single ``completion`` message."""
+        if len(messages) == 1 and messages[0].get("role") == "completion":
+            return messages[0]["content"]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _encode(self, text: str) -> list[int]:

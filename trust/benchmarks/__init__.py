@@ -1,6 +1,20 @@
-"""Benchmarks: the :class:`Benchmark` interface and the registry of implementations."""
+"""Benchmarks: declarative definitions (YAML) loaded into :class:`DeclarativeBenchmark` objects."""
 
 from trust.benchmarks.base import Benchmark, limit_items
-from trust.benchmarks.registry import BENCHMARKS, UnknownBenchmarkError, available_benchmarks, get_benchmark
+from trust.benchmarks.registry import (
+    BENCHMARKS,
+    UnknownBenchmarkError,
+    available_benchmarks,
+    get_benchmark,
+    load_definition_file,
+)
 
-__all__ = ["BENCHMARKS", "Benchmark", "UnknownBenchmarkError", "available_benchmarks", "get_benchmark", "limit_items"]
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "UnknownBenchmarkError",
+    "available_benchmarks",
+    "get_benchmark",
+    "limit_items",
+    "load_definition_file",
+]

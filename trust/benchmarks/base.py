@@ -60,8 +60,11 @@ class Benchmark(ABC):
         """Map a model output to a label of the answer space, or ``REFUSED`` / ``INVALID``."""
 
     @abstractmethod
-    def score(self, items: list[Item], labels: list[str]) -> dict[str, float]:
-        """Compute :attr:`metric_names` from parsed labels aligned with ``items``.
+    def score(
+        self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None
+    ) -> dict[str, float]:
+        """Compute :attr:`metric_names` from parsed labels aligned with ``items`` (and, for
+        log-likelihood tasks, the per-choice log-probabilities).
 
         A metric whose denominator is empty is ``float('nan')``.
         """

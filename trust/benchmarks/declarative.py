@@ -1,0 +1,306 @@
+"""A benchmark defined by a YAML definition (see :mod:`trust.benchmarks.definition`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+from trust.benchmarks.base import Benchmark
+from trust.benchmarks.definition import BenchmarkDefinition, Demonstrations
+from trust.benchmarks.records import PathResolver, Record, read_records
+from trust.benchmarks.templates import LETTERS, evaluate, names_in_expression, names_in_template, render
+from trust.data import BenchmarkDataError, file_digest
+from trust.metric_functions import METRIC_FUNCTIONS, ScoreInput, metric_names
+from trust.parsing import parse_label_words
+from trust.refusal import detect_refusal, refusal_kind
+from trust.types import INVALID, REFUSED, Item
+
+COMPLIED = "complied"
+FULL_REFUSAL = "full_refusal"
+PARTIAL_REFUSAL = "partial_refusal"
+
+_CLAUSE_END = re.compile(r"[.;!?\n]")
+
+
+class DefinitionError(ValueError):
+    """A benchmark definition that cannot work; ``problems`` has one line per problem."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where = where
+        self.problems = problems
+        super().__init__(f"{where}: " + "; ".join(problems))
+
+
+def _options_model(definition: BenchmarkDefinition) -> type[BaseModel]:
+    fields: dict[str, Any] = {name: (Any, spec.default) for name, spec in definition.parameters.items()}
+    validators = {}
+    for name, spec in definition.parameters.items():
+        if spec.allowed is not None:
+            allowed = list(spec.allowed)
+
+            def check(cls: Any, value: Any, _allowed: list[Any] = allowed, _name: str = name) -> Any:
+                if value not in _allowed:
+                    raise ValueError(f"{_name} must be one of {_allowed}")
+                return value
+
+            validators[f"check_{name}"] = field_validator(name)(classmethod(check))
+    return create_model(  # type: ignore[call-overload]
+        f"{definition.name}_options", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields
+    )
+
+
+def _parse_option_letter(text: str, n_options: int, option_texts: list[str]) -> str | None:
+    """A letter A.. of the options from an answer such as "B", "(C) ...", "Answer: D" or the option text."""
+    letters = LETTERS[:n_options]
+    stripped = text.strip()
+    patterns = [
+        rf"^\(?([{letters}])\)?(?:[.):,\s]|$)",
+        rf"\b(?:answer|option|choice)(?: is)?\s*:?\s*\(?([{letters}])\)?\b",
+    ]
+    for pattern in patterns:
+        match = re.search(pattern, stripped, flags=re.IGNORECASE if pattern != patterns[0] else 0)
+        if match:
+            return match.group(1).upper()
+    lowered = stripped.lower()
+    hits = [i for i, option in enumerate(option_texts) if option and option.lower() in lowered]
+    if len(hits) == 1:
+        return letters[hits[0]]
+    return None
+
+
+class DeclarativeBenchmark(Benchmark):
+    """Loads, renders, parses and scores items as its definition says."""
+
+    def __init__(
+        self,
+        definition: BenchmarkDefinition,
+        options: dict[str, Any] | None = None,
+        definition_path: Path | None = None,
+    ) -> None:
+        self.definition = definition
+        self.definition_path = definition_path
+        self.name = definition.name
+        self.version = definition.version
+        self.task = definition.task
+        self.description = definition.description
+        self.Options = _options_model(definition)
+        self.options = self.Options.model_validate(options or {})
+        names: list[str] = []
+        for spec in definition.metrics:
+            names.extend(metric_names(spec.fn, spec.name, spec.args))
+        self.metric_names = tuple(names)
+        self.primary_metric = definition.primary_metric
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.options.model_dump()
+
+    def _resolver(self, data_dir: Path) -> PathResolver:
+        folder = self.definition_path.parent if self.definition_path else None
+        return PathResolver(data_dir, folder, lambda text: render(text, {"params": self.params}))
+
+    @property
+    def data_files(self) -> tuple[str, ...]:  # type: ignore[override]
+        d = self.definition
+        files = [d.data.path, *d.data.side_arrays.values()]
+        demos = d.prompt.demonstrations
+        if demos and demos.pool:
+            files += [demos.pool.path, *demos.pool.side_arrays.values()]
+        return tuple(render(f, {"params": self.params}) for f in files)
+
+    def dataset_digest(self, data_dir: Path) -> str:
+        resolve = self._resolver(data_dir)
+        combined = hashlib.sha256()
+        for relative in self.data_files:
+            combined.update(relative.encode() + b"\0" + file_digest(resolve(relative)).encode() + b"\n")
+        return combined.hexdigest()
+
+    def _context(self, record: Record) -> dict[str, Any]:
+        return {**record, "params": self.params}
+
+    def _demonstrations(self, demos: Demonstrations, record: Record, pool: list[Record] | None) -> list[dict[str, str]]:
+        if demos.source == "item":
+            entries = record.get(demos.field or "") or []
+            shots = [e if isinstance(e, dict) else dict(zip(demos.columns or ["input", "label"], e)) for e in entries]
+            if demos.count is not None:
+                shots = shots[: demos.count]
+        else:
+            shots = pool or []
+        messages = []
+        for shot in shots:
+            context = {**shot, "params": self.params}
+            messages.append({"role": "user", "content": render(demos.user, context)})
+            messages.append({"role": "assistant", "content": render(demos.assistant, context)})
+        return messages
+
+    def _pool(self, data_dir: Path) -> list[Record] | None:
+        demos = self.definition.prompt.demonstrations
+        if demos is None or demos.source != "pool" or demos.pool is None:
+            return None
+        records = read_records(demos.pool, data_dir, self._resolver(data_dir))
+        count = len(records) if demos.count is None else min(demos.count, len(records))
+        if count < len(records):
+            records = random.Random(demos.seed).sample(records, count)
+        return records
+
+    def _messages(self, record: Record, pool: list[Record] | None, options: list[str] | None) -> list[dict[str, str]]:
+        prompt = self.definition.prompt
+        context = self._context(record)
+        if options is not None:
+            context["options"] = options
+        messages: list[dict[str, str]] = []
+        if prompt.system is not None:
+            messages.append({"role": "system", "content": render(prompt.system, context)})
+        if prompt.demonstrations is not None:
+            messages.extend(self._demonstrations(prompt.demonstrations, record, pool))
+        messages.append({"role": "user", "content": render(prompt.user, context)})
+        if prompt.style == "completion":
+            text = "\n\n".join(m["content"] for m in messages)
+            return [{"role": "completion", "content": text}]
+        return messages
+
+    # -- the Benchmark interface ------------------------------------------------------------------
+    def load_all(self, data_dir: Path) -> list[Item]:
+        d = self.definition
+        records = read_records(d.data, Path(data_dir), self._resolver(Path(data_dir)))
+        if records:
+            self.check_fields(records[0])
+        pool = self._pool(Path(data_dir))
+        items: list[Item] = []
+        seen: set[str] = set()
+        for record in records:
+            context = self._context(record)
+            options = None
+            if d.answer is not None and d.answer.kind == "options":
+                options = [str(o) for o in evaluate(d.answer.choices or "[]", context)] + list(d.answer.extra_options)
+            choices = None
+            if d.task == "loglikelihood" and d.loglikelihood is not None:
+                choices = [d.loglikelihood.prefix + str(c) for c in evaluate(d.loglikelihood.choices, context)]
+            reference = None
+            if d.reference is not None:
+                raw = evaluate(d.reference.value, context)
+                reference = str(raw) if raw is not None else None
+                if d.reference.map is not None:
+                    if reference not in d.reference.map:
+                        raise BenchmarkDataError(
+                            f"{d.name}: record {record['_index']} has reference {reference!r}, "
+                            f"not one of {sorted(d.reference.map)} in reference.map"
+                        )
+                    reference = d.reference.map[reference]
+            if choices is not None and reference is not None and reference.isdigit():
+                reference = choices[int(reference)]
+            attributes = {name: str(evaluate(expr, context)) for name, expr in d.attributes.items()}
+            if options is not None:
+                attributes["options"] = json.dumps(options, ensure_ascii=False)
+            item_id = render(d.id, context)
+            if item_id in seen:
+                raise BenchmarkDataError(f"{d.name}: item id {item_id!r} repeats; make 'id' unique per record")
+            seen.add(item_id)
+            items.append(
+                Item(
+                    id=item_id,
+                    messages=self._messages(record, pool, options),
+                    reference=reference,
+                    choices=choices,
+                    attributes=attributes,
+                )
+            )
+        return items
+
+    def check_fields(self, record: Record) -> None:
+        """Fail with a clear message when a template names a field the records do not have."""
+        d = self.definition
+        known = set(record) | {"params", "options", "LETTERS"}
+        problems = []
+        checks: list[tuple[str, set[str]]] = [("id", names_in_template(d.id)), ("prompt.user", names_in_template(d.prompt.user))]
+        if d.prompt.system:
+            checks.append(("prompt.system", names_in_template(d.prompt.system)))
+        if d.reference:
+            checks.append(("reference.value", names_in_expression(d.reference.value)))
+        if d.answer and d.answer.choices:
+            checks.append(("answer.choices", names_in_expression(d.answer.choices)))
+        if d.loglikelihood:
+            checks.append(("loglikelihood.choices", names_in_expression(d.loglikelihood.choices)))
+        for name, expr in d.attributes.items():
+            checks.append((f"attributes.{name}", names_in_expression(expr)))
+        for where, names in checks:
+            unknown = sorted(names - known)
+            if unknown:
+                problems.append(
+                    f"{where} uses unknown field(s) {unknown}; the records have: {', '.join(sorted(set(record) - {'_index'}))}, _index"
+                )
+        if problems:
+            raise DefinitionError(f"benchmark {d.name!r}", problems)
+
+    def parse(self, item: Item, output: str) -> str:
+        answer = self.definition.answer
+        if answer is None:
+            return INVALID
+        if answer.kind == "open":
+            if not output.strip():
+                return INVALID
+            if answer.refusal_kinds:
+                kind = refusal_kind(output)
+                return {"full": FULL_REFUSAL, "partial": PARTIAL_REFUSAL}.get(kind, COMPLIED)
+            return REFUSED if detect_refusal(output) else COMPLIED
+        if answer.refusal and detect_refusal(output):
+            return REFUSED
+        text = output
+        if answer.first_clause:
+            text = _CLAUSE_END.split(output.strip(), maxsplit=1)[0]
+        if answer.kind == "labels":
+            label = parse_label_words(text, answer.labels)
+            return INVALID if label is None else label
+        options = json.loads(item.attributes.get("options", "[]"))
+        letter = _parse_option_letter(text, len(options), options)
+        return INVALID if letter is None else letter
+
+    def score(self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None) -> dict[str, float]:
+        if len(items) != len(labels):
+            raise ValueError(f"{len(items)} items but {len(labels)} labels")
+        score_input = ScoreInput(items, labels, list(logprobs) if logprobs is not None else [None] * len(items))
+        out: dict[str, float] = {}
+        for spec in self.definition.metrics:
+            value = METRIC_FUNCTIONS[spec.fn](score_input, **spec.args)
+            if isinstance(value, dict):
+                out.update(value)
+            else:
+                out[spec.name or spec.fn] = value
+        return out
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        info["license"] = self.definition.license
+        if self.definition_path is not None:
+            info["definition"] = str(self.definition_path)
+        return info
+
+
+def validate_definition(definition: BenchmarkDefinition, where: str) -> None:
+    """Checks that need no data: metric functions exist, the primary metric is produced."""
+    problems = []
+    for i, spec in enumerate(definition.metrics):
+        if spec.fn not in METRIC_FUNCTIONS:
+            problems.append(f"metrics[{i}].fn: unknown metric function {spec.fn!r}; available: {', '.join(sorted(METRIC_FUNCTIONS))}")
+    produced = {n for s in definition.metrics for n in metric_names(s.fn, s.name, s.args)}
+    dynamic = any(s.fn == "per_group_rate" for s in definition.metrics)
+    if definition.primary_metric not in produced and not dynamic:
+        problems.append(f"primary_metric: {definition.primary_metric!r} is not among the metrics ({', '.join(sorted(produced))})")
+    if problems:
+        raise DefinitionError(where, problems)
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return lines

@@ -1,0 +1,148 @@
+"""The schema of a declarative benchmark definition (a YAML file).
+
+A definition says where the data comes from (:class:`DataSource`), how a record becomes a prompt
+(:class:`PromptSpec`, Jinja templates over the record's fields), what the reference answer is
+(:class:`ReferenceSpec`), how an answer is parsed (:class:`AnswerSpec`), which group attributes an
+item carries, and which metric functions score it (:class:`MetricSpec`, names from
+:data:`trust.metric_functions.METRIC_FUNCTIONS`). Built-in definitions live in
+``trust/benchmarks/definitions/``; a user passes their own file in the sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Strict):
+    """Records from one file of the data folder."""
+
+    format: Literal["csv", "jsonl", "json"]
+    path: str = Field(description="file path relative to the data folder (may use {{ params.* }})")
+    key_path: str | None = Field(
+        None, description="json: '/'-separated keys leading to the list of records (may use {{ params.* }})"
+    )
+    columns: list[str] | None = Field(None, description="field names for records that are lists, not objects")
+    side_arrays: dict[str, str] = Field(
+        default_factory=dict, description="field -> .npy file whose entries align with the records"
+    )
+    where: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep records whose field (as text) is one of the values"
+    )
+    drop_null: list[str] = Field(default_factory=list, description="drop records where these fields are null")
+
+
+class Demonstrations(_Strict):
+    """Few-shot demonstrations shown as earlier user/assistant turns."""
+
+    source: Literal["item", "pool"]
+    field: str | None = Field(None, description="item: the record field holding a list of demonstrations")
+    pool: DataSource | None = Field(None, description="pool: where the demonstration records come from")
+    count: int | None = Field(None, ge=0, description="how many demonstrations (default: all)")
+    seed: int = Field(0, description="pool: seed of the deterministic draw")
+    columns: list[str] | None = Field(None, description="names for demonstrations that are lists ([input, label])")
+    user: str = Field(description="template of a demonstration's user turn")
+    assistant: str = Field(description="template of a demonstration's answer")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "Demonstrations":
+        if self.source == "item" and not self.field:
+            raise ValueError("demonstrations from the item need 'field' (the record field holding them)")
+        if self.source == "pool" and self.pool is None:
+            raise ValueError("demonstrations from a pool need 'pool' (a data source)")
+        return self
+
+
+class PromptSpec(_Strict):
+    style: Literal["chat", "completion"] = Field(
+        "chat", description="chat: messages through the model's chat template; completion: one plain text"
+    )
+    system: str | None = Field(None, description="template of the system message (none: the model's default)")
+    user: str = Field(description="template of the user message")
+    demonstrations: Demonstrations | None = None
+
+
+class ReferenceSpec(_Strict):
+    value: str = Field(description="template giving the raw reference value")
+    map: dict[str, str] | None = Field(None, description="raw value -> label of the answer space")
+
+
+class AnswerSpec(_Strict):
+    """How a model answer becomes a parsed label."""
+
+    kind: Literal["labels", "open", "options"]
+    labels: dict[str, list[str]] = Field(default_factory=dict, description="label -> words that mean it")
+    first_clause: bool = Field(False, description="only read the answer up to its first sentence break")
+    refusal: bool = Field(True, description="answers the refusal detector flags parse as REFUSED")
+    refusal_kinds: bool = Field(False, description="open answers: label full_refusal / partial_refusal / complied")
+    choices: str | None = Field(None, description="options: template giving the list of option texts (JSON list)")
+    extra_options: list[str] = Field(default_factory=list, description="options appended to every item's list")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "AnswerSpec":
+        if self.kind == "labels" and not self.labels:
+            raise ValueError("a 'labels' answer needs at least one label in 'labels'")
+        if self.kind == "labels":
+            empty = [label for label, words in self.labels.items() if not words]
+            if empty:
+                raise ValueError(f"labels {empty} have no words; list the words that mean each label")
+        if self.kind == "options" and not self.choices:
+            raise ValueError("an 'options' answer needs 'choices' (a template giving the option list)")
+        return self
+
+
+class LoglikelihoodSpec(_Strict):
+    """Multiple choice by option log-likelihood: the engine scores each choice after the prompt."""
+
+    choices: str = Field(description="template giving the list of continuations (JSON list)")
+    prefix: str = Field(" ", description="text put before every continuation")
+
+
+class MetricSpec(_Strict):
+    fn: str = Field(description="metric function name (see `qtrust benchmarks metrics`)")
+    name: str | None = Field(None, description="metric name for functions returning one number")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ParameterSpec(_Strict):
+    default: Any = None
+    allowed: list[Any] | None = None
+    description: str = ""
+
+
+class BenchmarkDefinition(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    version: str = "1"
+    description: str
+    perspective: str | None = Field(None, description="trust perspective, e.g. machine_ethics, fairness, safety")
+    citation: str | None = None
+    license: str = Field(description="license of the data, as its source states it")
+    license_note: str | None = Field(None, description="shown by `benchmarks show`, e.g. non-commercial terms")
+    source_folder: str | None = Field(None, description="folder of the data folder (for `qtrust data fetch`)")
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    data: DataSource
+    id: str = Field("{{ _index }}", description="template of the item id (unique, stable)")
+    task: Literal["generate", "loglikelihood"] = "generate"
+    prompt: PromptSpec
+    reference: ReferenceSpec | None = None
+    answer: AnswerSpec | None = None
+    loglikelihood: LoglikelihoodSpec | None = None
+    attributes: dict[str, str] = Field(default_factory=dict, description="name -> template of a group attribute")
+    judge: str = Field("refusal-rule", description="judge of open-ended answers (rule-based on CPU)")
+    metrics: list[MetricSpec] = Field(min_length=1)
+    primary_metric: str
+    max_new_tokens: int | None = Field(None, ge=1, description="suggested generation budget")
+    notes: str | None = Field(None, description="protocol notes: where this differs from the source")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> "BenchmarkDefinition":
+        if self.task == "generate" and self.answer is None:
+            raise ValueError("a 'generate' benchmark needs 'answer' (how answers are parsed)")
+        if self.task == "loglikelihood" and self.loglikelihood is None:
+            raise ValueError("a 'loglikelihood' benchmark needs 'loglikelihood' (the choices to score)")
+        return self

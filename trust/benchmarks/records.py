@@ -1,0 +1,109 @@
+"""Read benchmark records from csv, jsonl and json files (with optional .npy side arrays).
+
+Every record is a dict of fields plus ``_index``: its 0-based position in the source file, counted
+before any filtering, so item ids built from it are stable whatever subset is selected.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from trust.benchmarks.definition import DataSource
+from trust.data import BenchmarkDataError
+
+Record = dict[str, Any]
+
+
+def _navigate(document: Any, key_path: str | None, path: Path) -> Any:
+    if not key_path:
+        return document
+    node = document
+    walked: list[str] = []
+    for key in key_path.split("/"):
+        walked.append(key)
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            keys = ", ".join(sorted(map(str, node))[:20]) if isinstance(node, dict) else type(node).__name__
+            raise BenchmarkDataError(f"{path}: key path {'/'.join(walked)!r} not found (available here: {keys})")
+    return node
+
+
+def _read_raw(source: DataSource, path: Path) -> list[Any]:
+    if not path.is_file():
+        raise BenchmarkDataError(
+            f"expected the data file {path}; set --data-dir or QTRUST_DATA_DIR to a folder laid out like "
+            "shared/benchmarks (see README 'Data')"
+        )
+    if source.format == "csv":
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return list(csv.DictReader(handle))
+    if source.format == "jsonl":
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    with open(path, encoding="utf-8") as handle:
+        node = _navigate(json.load(handle), source.key_path, path)
+    if not isinstance(node, list):
+        raise BenchmarkDataError(
+            f"{path}: expected a list of records at key path {source.key_path!r}, found {type(node).__name__}"
+        )
+    return node
+
+
+def _as_record(raw: Any, columns: list[str] | None, path: Path, index: int) -> Record:
+    if isinstance(raw, dict):
+        return dict(raw)
+    if isinstance(raw, (list, tuple)):
+        if not columns:
+            raise BenchmarkDataError(f"{path}: record {index} is a list; name its fields with 'columns'")
+        return dict(zip(columns, raw))
+    raise BenchmarkDataError(f"{path}: record {index} is a {type(raw).__name__}, not an object or a list")
+
+
+def read_records(source: DataSource, data_dir: Path, resolve: "PathResolver") -> list[Record]:
+    """All records of ``source`` that pass its filters, each with its ``_index``."""
+    path = resolve(source.path)
+    raw = _read_raw(source, path)
+    records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]
+    for field, array_path in source.side_arrays.items():
+        import numpy as np
+
+        values = np.load(resolve(array_path), allow_pickle=False).tolist()
+        if len(values) != len(records):
+            raise BenchmarkDataError(
+                f"{resolve(array_path)} has {len(values)} entries but {path} has {len(records)} records"
+            )
+        for record, value in zip(records, values):
+            record[field] = value
+    kept = []
+    for index, record in enumerate(records):
+        record["_index"] = index
+        if any(record.get(f) is None for f in source.drop_null):
+            continue
+        if any(str(record.get(f)) not in values for f, values in source.where.items()):
+            continue
+        kept.append(record)
+    return kept
+
+
+class PathResolver:
+    """Turns a definition's relative path into a file path (data folder, or the definition's folder)."""
+
+    def __init__(self, data_dir: Path, definition_dir: Path | None, render: Any):
+        self.data_dir = Path(data_dir)
+        self.definition_dir = definition_dir
+        self.render = render
+
+    def __call__(self, relative: str) -> Path:
+        text = self.render(relative)
+        candidate = Path(text).expanduser()
+        if candidate.is_absolute():
+            return candidate
+        if text.startswith("./") and self.definition_dir is not None:
+            return self.definition_dir / text
+        return self.data_dir / text
