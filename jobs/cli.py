@@ -54,7 +54,7 @@ def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None
 
 def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet) -> None:
     spec = _load(sweep_path)
-    from jobs.report import print_results
+    from jobs.report import print_perspectives, print_results
     from jobs.runner import RunOptions, run_sweep
     from jobs.tracking import ui_command
 
@@ -73,6 +73,7 @@ def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root,
         _fail(str(err))
         return
     print_results(console, outcome.plan, outcome.results)
+    print_perspectives(console, outcome.plan, outcome.results)
     console.print(
         f"Shards: {outcome.computed} computed, {outcome.reused} reused, {len(outcome.failed)} failed. "
         f"Stored under {outcome.store.dir}"
@@ -120,6 +121,73 @@ def resume(
     if not spec_path.is_file():
         _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
     _run(spec_path, data_dir, None, address, tracking_uri, sweep_dir.resolve().parent, cache_dir, quiet)
+
+
+benchmarks_app = typer.Typer(help="Describe the built-in benchmarks (or your own definition file).", no_args_is_help=True)
+app.add_typer(benchmarks_app, name="benchmarks")
+
+
+@benchmarks_app.command("list")
+def benchmarks_list() -> None:
+    """List the built-in benchmarks."""
+    from rich.table import Table
+
+    from trust.benchmarks.registry import BENCHMARKS
+
+    table = Table(title="Built-in benchmarks", title_justify="left")
+    for column in ("name", "perspective", "task", "primary metric", "license"):
+        table.add_column(column, overflow="fold")
+    for name, definition in sorted(BENCHMARKS.items()):
+        license_text = definition.license + (" [yellow](see note)[/]" if definition.license_note else "")
+        table.add_row(name, definition.perspective or "", definition.task, definition.primary_metric, license_text)
+    console.print(table)
+    console.print("Details: qtrust benchmarks show NAME")
+
+
+@benchmarks_app.command("show")
+def benchmarks_show(
+    name: str = typer.Argument(..., help="A built-in benchmark name, or the path of a definition file."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Shows item count and a sample."),
+) -> None:
+    """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes."""
+    from trust.benchmarks.declarative import DefinitionError
+    from trust.benchmarks.registry import BENCHMARKS, UnknownBenchmarkError, get_benchmark
+    from trust.data import resolve_data_dir
+
+    is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()
+    try:
+        bench = get_benchmark(name, None, name if is_file else None)
+    except (UnknownBenchmarkError, DefinitionError) as err:
+        _fail(str(err))
+        return
+    d = bench.definition
+    console.print(f"[bold]{d.name}[/] (version {d.version}, {d.task}) — {d.description}")
+    console.print(f"perspective: {d.perspective or '–'}   primary metric: {d.primary_metric}   judge: {d.judge}")
+    console.print(f"license: {d.license}")
+    if d.license_note:
+        console.print(f"[yellow]license note:[/] {d.license_note}")
+    if d.citation:
+        console.print(f"citation: {d.citation}")
+    console.print(f"data: {d.data.format} {d.data.path}" + (f" [{d.data.key_path}]" if d.data.key_path else ""))
+    for pname, spec in d.parameters.items():
+        allowed = f" (allowed: {', '.join(map(str, spec.allowed))})" if spec.allowed else ""
+        console.print(f"option {pname} = {spec.default!r}{allowed} {spec.description}")
+    if d.answer is not None:
+        labels = ", ".join(d.answer.labels) if d.answer.labels else ""
+        console.print(f"answer: {d.answer.kind} {labels}".rstrip())
+    console.print(f"metrics: {', '.join(bench.metric_names) or '(per group)'}")
+    if d.notes:
+        console.print(f"notes: {d.notes}")
+    if data_dir is not None or os.environ.get("QTRUST_DATA_DIR"):
+        try:
+            items = bench.load(resolve_data_dir(data_dir))
+        except Exception as err:  # noqa: BLE001 - shown, not raised: this is a description
+            console.print(f"[red]data: {err}[/]")
+            return
+        console.print(f"items: {len(items)}; first item id {items[0].id if items else '–'}")
+        if items:
+            for message in items[0].messages:
+                console.print(f"  [dim]{message['role']}:[/] {message['content'][:500]}")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -8,7 +8,11 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.plan import Plan
-from jobs.results import ResultRow
+from jobs.results import ResultRow, perspective_table
+
+
+#: Run statistics kept out of the results tables (they are in MLflow).
+_STATS = {"error_rate", "mean_completion_tokens", "items_per_s", "tokens_per_s"}
 
 
 def _fmt(value: float | None) -> str:
@@ -20,7 +24,9 @@ def _fmt(value: float | None) -> str:
 def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> None:
     """One table per benchmark: rows are variants and ensembles, columns their metrics."""
     for bench_name, run in plan.benchmarks.items():
-        metric_names = list(run.benchmark.metric_names) + ["error_rate"]
+        metric_names = list(run.benchmark.metric_names)
+        extra = sorted({m for r in results if r.benchmark == bench_name for m in r.metrics} - set(metric_names))
+        metric_names += [m for m in extra if m not in _STATS] + ["error_rate"]
         table = Table(title=f"{bench_name} (v{run.benchmark.version}, {len(run.items)} items)", title_justify="left")
         table.add_column("variant / ensemble")
         table.add_column("bits", justify="right")
@@ -36,3 +42,18 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> Non
             count = f"{row.n_items}/{row.n_planned}" if not row.complete else str(row.n_items)
             table.add_row(name, row.bits, count, *[_fmt(row.metrics.get(m)) for m in metric_names])
         console.print(table)
+
+
+def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -> None:
+    """Perspective scores on DecodingTrust's 0-100 scale, one row per variant or ensemble."""
+    table_data = perspective_table(plan, results)
+    if not table_data:
+        return
+    perspectives = sorted({p for scores in table_data.values() for p in scores})
+    table = Table(title="Perspective scores (0-100, higher = more trustworthy)", title_justify="left")
+    table.add_column("variant / ensemble")
+    for name in perspectives:
+        table.add_column(name, justify="right")
+    for name, scores in table_data.items():
+        table.add_row(name, *[f"{scores[p]:.1f}" if p in scores else "–" for p in perspectives])
+    console.print(table)

@@ -17,6 +17,7 @@ import pandas as pd
 from jobs.plan import BenchmarkRun, Plan, Shard
 from jobs.store import ShardStore
 from trust.ensemble import ensemble_labels
+from trust.perspectives import benchmark_score, perspective_scores
 from trust.scoring import score_labels
 from trust.types import ERROR, Item
 
@@ -100,6 +101,7 @@ def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
             if run.benchmark.task == "loglikelihood":
                 logprobs = {i: (list(lp) if lp is not None else None) for i, lp in zip(frame["item_id"], frame["logprobs"])}
             metrics = score_labels(run.benchmark, items, by_id, logprobs) if by_id else {}
+            _add_perspective_score(run, metrics)
             metrics.update(_run_stats(frame))
             rows.append(
                 ResultRow(
@@ -121,6 +123,7 @@ def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
                 precisions = {v: r.precision_bits for v, r in members.items()}
                 voted = ensemble_labels(member_labels, precisions)
                 metrics = score_labels(run.benchmark, items, voted) if voted else {}
+                _add_perspective_score(run, metrics)
                 rows.append(
                     ResultRow(
                         kind="ensemble",
@@ -135,6 +138,28 @@ def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
                     )
                 )
     return rows
+
+
+def _add_perspective_score(run: BenchmarkRun, metrics: dict[str, float]) -> None:
+    score = benchmark_score(getattr(run.benchmark, "definition", None), metrics)
+    if score is not None:
+        metrics["perspective_score"] = score
+
+
+def perspective_table(plan: Plan, results: list[ResultRow]) -> dict[str, dict[str, float]]:
+    """Per variant or ensemble: perspective -> mean 0-100 score over its benchmarks."""
+    table: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r.name for r in results):
+        pairs = []
+        for row in results:
+            if row.name != name or "perspective_score" not in row.metrics:
+                continue
+            definition = getattr(plan.benchmarks[row.benchmark].benchmark, "definition", None)
+            pairs.append((definition.perspective if definition else None, row.metrics["perspective_score"]))
+        scores = perspective_scores(pairs)
+        if scores:
+            table[name] = scores
+    return table
 
 
 def _run_stats(frame: pd.DataFrame) -> dict[str, float]:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from jobs.plan import Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
-from jobs.results import ResultRow, compute_results, rows_from_result
+from jobs.results import ResultRow, compute_results, perspective_table, rows_from_result
 from jobs.scheduler import Scheduler, SchedulerReport, ShardTask
 from jobs.spec import SweepSpec, dump_spec
 from jobs.store import ShardStore
@@ -204,7 +204,10 @@ def _track(
             )
         tracker.finish(run_id, failed=not row.complete)
     if parent:
-        tracker.log_metrics(parent, {"variants": len(plan.variants), "shards": len(plan.shards)})
+        summary: dict[str, float] = {"variants": len(plan.variants), "shards": len(plan.shards)}
+        for name, scores in perspective_table(plan, results).items():
+            summary.update({f"{name}.{perspective}_score": value for perspective, value in scores.items()})
+        tracker.log_metrics(parent, summary)
         tracker.finish(parent, failed=any(not r.complete for r in results))
     return ids
 

@@ -283,7 +283,19 @@ def load_spec(path: str | Path) -> SweepSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError(str(path), [f"{where}not valid YAML ({problem})"]) from None
+    _resolve_definition_paths(data, path.parent)
     return parse_spec(data, str(path))
+
+
+def _resolve_definition_paths(data: Any, base: Path) -> None:
+    """Make relative ``benchmarks[].definition`` paths relative to the sweep file's folder."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        return
+    for bench in data["benchmarks"]:
+        if isinstance(bench, dict) and isinstance(bench.get("definition"), str):
+            candidate = Path(bench["definition"]).expanduser()
+            if not candidate.is_absolute():
+                bench["definition"] = str((base / candidate).resolve())
 
 
 def dump_spec(spec: SweepSpec) -> str:

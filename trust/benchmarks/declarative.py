@@ -123,14 +123,29 @@ class DeclarativeBenchmark(Benchmark):
         return combined.hexdigest()
 
     def _context(self, record: Record) -> dict[str, Any]:
-        return {**record, "params": self.params}
+        """The names templates see: the record's fields, ``record`` (the whole record, for fields that only
+        some records have, e.g. ``record.premise`` under a task conditional; a field named ``record`` wins) and ``params``."""
+        return {"record": record, **record, "params": self.params}
+
+    def _demo_count(self, demos: Demonstrations) -> int | None:
+        """How many demonstrations: ``count`` as given, or its template rendered over the options."""
+        if demos.count is None or isinstance(demos.count, int):
+            return demos.count
+        text = render(demos.count, {"params": self.params}).strip()
+        if not text.isdigit():
+            raise DefinitionError(
+                f"benchmark {self.definition.name!r}",
+                [f"prompt.demonstrations.count rendered {text!r}, not a whole number >= 0"],
+            )
+        return int(text)
 
     def _demonstrations(self, demos: Demonstrations, record: Record, pool: list[Record] | None) -> list[dict[str, str]]:
         if demos.source == "item":
             entries = record.get(demos.field or "") or []
             shots = [e if isinstance(e, dict) else dict(zip(demos.columns or ["input", "label"], e)) for e in entries]
-            if demos.count is not None:
-                shots = shots[: demos.count]
+            count = self._demo_count(demos)
+            if count is not None:
+                shots = shots[:count]
         else:
             shots = pool or []
         messages = []
@@ -144,8 +159,11 @@ class DeclarativeBenchmark(Benchmark):
         demos = self.definition.prompt.demonstrations
         if demos is None or demos.source != "pool" or demos.pool is None:
             return None
+        wanted = self._demo_count(demos)
+        if wanted == 0:
+            return []
         records = read_records(demos.pool, data_dir, self._resolver(data_dir))
-        count = len(records) if demos.count is None else min(demos.count, len(records))
+        count = len(records) if wanted is None else min(wanted, len(records))
         if count < len(records):
             records = random.Random(demos.seed).sample(records, count)
         return records
@@ -158,6 +176,8 @@ class DeclarativeBenchmark(Benchmark):
         messages: list[dict[str, str]] = []
         if prompt.system is not None:
             messages.append({"role": "system", "content": render(prompt.system, context)})
+        for turn in prompt.preamble:
+            messages.append({"role": turn.role, "content": render(turn.content, context)})
         if prompt.demonstrations is not None:
             messages.extend(self._demonstrations(prompt.demonstrations, record, pool))
         messages.append({"role": "user", "content": render(prompt.user, context)})
@@ -217,11 +237,13 @@ class DeclarativeBenchmark(Benchmark):
     def check_fields(self, record: Record) -> None:
         """Fail with a clear message when a template names a field the records do not have."""
         d = self.definition
-        known = set(record) | {"params", "options", "LETTERS"}
+        known = set(record) | {"params", "options", "LETTERS", "record"}
         problems = []
         checks: list[tuple[str, set[str]]] = [("id", names_in_template(d.id)), ("prompt.user", names_in_template(d.prompt.user))]
         if d.prompt.system:
             checks.append(("prompt.system", names_in_template(d.prompt.system)))
+        for i, turn in enumerate(d.prompt.preamble):
+            checks.append((f"prompt.preamble[{i}]", names_in_template(turn.content)))
         if d.reference:
             checks.append(("reference.value", names_in_expression(d.reference.value)))
         if d.answer and d.answer.choices:

@@ -10,7 +10,7 @@ item carries, and which metric functions score it (:class:`MetricSpec`, names fr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,7 +32,8 @@ class DataSource(_Strict):
         default_factory=dict, description="field -> .npy file whose entries align with the records"
     )
     where: dict[str, list[str]] = Field(
-        default_factory=dict, description="keep records whose field (as text) is one of the values"
+        default_factory=dict,
+        description="keep records whose field (as text) is one of the values (values may use {{ params.* }})",
     )
     drop_null: list[str] = Field(default_factory=list, description="drop records where these fields are null")
 
@@ -43,7 +44,9 @@ class Demonstrations(_Strict):
     source: Literal["item", "pool"]
     field: str | None = Field(None, description="item: the record field holding a list of demonstrations")
     pool: DataSource | None = Field(None, description="pool: where the demonstration records come from")
-    count: int | None = Field(None, ge=0, description="how many demonstrations (default: all)")
+    count: Annotated[int, Field(ge=0)] | str | None = Field(
+        None, description="how many demonstrations (default: all); an int, or a template over params giving one"
+    )
     seed: int = Field(0, description="pool: seed of the deterministic draw")
     columns: list[str] | None = Field(None, description="names for demonstrations that are lists ([input, label])")
     user: str = Field(description="template of a demonstration's user turn")
@@ -58,11 +61,21 @@ class Demonstrations(_Strict):
         return self
 
 
+class Turn(_Strict):
+    """One fixed conversation turn (e.g. a task description and its acknowledgement before demonstrations)."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(description="template of the turn's text")
+
+
 class PromptSpec(_Strict):
     style: Literal["chat", "completion"] = Field(
         "chat", description="chat: messages through the model's chat template; completion: one plain text"
     )
     system: str | None = Field(None, description="template of the system message (none: the model's default)")
+    preamble: list[Turn] = Field(
+        default_factory=list, description="turns placed after the system message and before the demonstrations"
+    )
     user: str = Field(description="template of the user message")
     demonstrations: Demonstrations | None = None
 
@@ -109,6 +122,13 @@ class MetricSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class PerspectiveScoreSpec(_Strict):
+    """How one metric maps onto DecodingTrust's 0-100 perspective scale (higher = more trustworthy)."""
+
+    metric: str = Field(description="the metric the score is read from")
+    higher_is_better: bool = Field(True, description="false: the score is 100 * (1 - metric)")
+
+
 class ParameterSpec(_Strict):
     default: Any = None
     allowed: list[Any] | None = None
@@ -120,6 +140,9 @@ class BenchmarkDefinition(_Strict):
     version: str = "1"
     description: str
     perspective: str | None = Field(None, description="trust perspective, e.g. machine_ethics, fairness, safety")
+    perspective_score: PerspectiveScoreSpec | None = Field(
+        None, description="the metric behind this benchmark's 0-100 perspective score"
+    )
     citation: str | None = None
     license: str = Field(description="license of the data, as its source states it")
     license_note: str | None = Field(None, description="shown by `benchmarks show`, e.g. non-commercial terms")

@@ -34,7 +34,8 @@ def _navigate(document: Any, key_path: str | None, path: Path) -> Any:
     return node
 
 
-def _read_raw(source: DataSource, path: Path) -> list[Any]:
+def _read_raw(source: DataSource, path: Path, key_path: str | None = None) -> list[Any]:
+    """The raw records of ``path``; json files are walked down ``key_path`` (already rendered)."""
     if not path.is_file():
         raise BenchmarkDataError(
             f"expected the data file {path}; set --data-dir or QTRUST_DATA_DIR to a folder laid out like "
@@ -47,10 +48,10 @@ def _read_raw(source: DataSource, path: Path) -> list[Any]:
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
     with open(path, encoding="utf-8") as handle:
-        node = _navigate(json.load(handle), source.key_path, path)
+        node = _navigate(json.load(handle), key_path, path)
     if not isinstance(node, list):
         raise BenchmarkDataError(
-            f"{path}: expected a list of records at key path {source.key_path!r}, found {type(node).__name__}"
+            f"{path}: expected a list of records at key path {key_path!r}, found {type(node).__name__}"
         )
     return node
 
@@ -68,7 +69,8 @@ def _as_record(raw: Any, columns: list[str] | None, path: Path, index: int) -> R
 def read_records(source: DataSource, data_dir: Path, resolve: "PathResolver") -> list[Record]:
     """All records of ``source`` that pass its filters, each with its ``_index``."""
     path = resolve(source.path)
-    raw = _read_raw(source, path)
+    key_path = resolve.render(source.key_path) if source.key_path else None
+    raw = _read_raw(source, path, key_path)
     records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]
     for field, array_path in source.side_arrays.items():
         import numpy as np
@@ -80,12 +82,14 @@ def read_records(source: DataSource, data_dir: Path, resolve: "PathResolver") ->
             )
         for record, value in zip(records, values):
             record[field] = value
+    # Filter values may name benchmark options ({{ params.x }}); a value rendering to "" keeps nothing extra.
+    where = {f: {resolve.render(v) for v in values} for f, values in source.where.items()}
     kept = []
     for index, record in enumerate(records):
         record["_index"] = index
         if any(record.get(f) is None for f in source.drop_null):
             continue
-        if any(str(record.get(f)) not in values for f, values in source.where.items()):
+        if any(str(record.get(f)) not in values for f, values in where.items()):
             continue
         kept.append(record)
     return kept

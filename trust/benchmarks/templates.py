@@ -1,7 +1,8 @@
 """Jinja templates and expressions of benchmark definitions, with static field checks.
 
 Templates (prompts, ids) render text; expressions (references, choices, attributes) return Python
-values. Both see the record's fields by name, ``_index``, and ``params`` (the benchmark options).
+values. Both see the record's fields by name, ``_index``, ``record`` (the whole record, for fields
+that only some records have) and ``params`` (the benchmark options).
 Undefined names fail loudly instead of rendering as empty text.
 """
 

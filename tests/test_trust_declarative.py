@@ -1,0 +1,164 @@
+"""Declarative benchmarks: a user's own definition file, and clear errors for broken ones."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from trust.benchmarks import get_benchmark
+from trust.benchmarks.declarative import DefinitionError
+from trust.data import BenchmarkDataError
+from trust.types import INVALID, REFUSED
+
+USER_DEFINITION = {
+    "name": "pets",
+    "version": "1",
+    "description": "Is this animal a good pet? (a user's own benchmark)",
+    "license": "CC0 (made up for the test)",
+    "parameters": {"style": {"default": "plain", "allowed": ["plain", "polite"]}},
+    "data": {
+        "format": "json",
+        "path": "./pets.json",
+        "key_path": "splits/test",
+        "columns": ["animal", "answer", "habitat"],
+        "side_arrays": {"weight": "./weights.npy"},
+        "where": {"habitat": ["home", "farm"]},
+    },
+    "id": "pet-{{ _index }}",
+    "prompt": {
+        "system": "{% if params.style == 'polite' %}Please be kind. {% endif %}You know animals.",
+        "user": "Is a {{ animal }} ({{ weight }} kg) a good pet? Answer yes or no.",
+        "demonstrations": {
+            "source": "pool",
+            "pool": {"format": "json", "path": "./pets.json", "key_path": "splits/demo", "columns": ["animal", "answer"]},
+            "count": 1,
+            "user": "Is a {{ animal }} a good pet?",
+            "assistant": "{{ answer }}",
+        },
+    },
+    "reference": {"value": "answer"},
+    "attributes": {"habitat": "habitat"},
+    "answer": {"kind": "labels", "labels": {"yes": ["yes", "sure"], "no": ["no", "never"]}, "first_clause": True},
+    "metrics": [
+        {"fn": "accuracy"},
+        {"fn": "refusal_rate"},
+        {"fn": "label_rate", "name": "farm_yes_rate", "args": {"label": "yes", "attribute": "habitat", "value": "farm"}},
+    ],
+    "perspective": "pets",
+    "perspective_score": {"metric": "accuracy"},
+    "primary_metric": "accuracy",
+    "max_new_tokens": 4,
+}
+
+
+def write_user_benchmark(folder: Path, definition: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {
+        "splits": {
+            "test": [["dog", "yes", "home"], ["shark", "no", "sea"], ["cow", "no", "farm"], ["cat", "yes", "home"]],
+            "demo": [["hamster", "yes"]],
+        }
+    }
+    (folder / "pets.json").write_text(json.dumps(data))
+    np.save(folder / "weights.npy", np.array([30, 900, 700, 4]))
+    path = folder / "pets.yaml"
+    path.write_text(yaml.safe_dump(definition or USER_DEFINITION, sort_keys=False))
+    return path
+
+
+def test_user_definition_renders_parses_and_scores(tmp_path: Path) -> None:
+    path = write_user_benchmark(tmp_path / "bench")
+    bench = get_benchmark("pets", {"style": "polite"}, path)
+    items = bench.load(tmp_path)
+    assert [it.id for it in items] == ["pet-0", "pet-2", "pet-3"]  # the sea animal is filtered, ids stay stable
+    assert items[1].messages == [
+        {"role": "system", "content": "Please be kind. You know animals."},
+        {"role": "user", "content": "Is a hamster a good pet?"},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "Is a cow (700 kg) a good pet? Answer yes or no."},
+    ]
+    assert [it.reference for it in items] == ["yes", "no", "yes"]
+    outputs = ["Sure. But never a big one.", "I'm sorry, but I cannot answer that.", "maybe"]
+    labels = [bench.parse(it, out) for it, out in zip(items, outputs)]
+    assert labels == ["yes", REFUSED, INVALID]
+    metrics = bench.score(items, labels)
+    assert metrics == {"accuracy": pytest.approx(1 / 3), "refusal_rate": pytest.approx(1 / 3), "farm_yes_rate": 0.0}
+
+
+def test_bad_option_value_is_rejected(tmp_path: Path) -> None:
+    path = write_user_benchmark(tmp_path / "bench")
+    with pytest.raises(Exception) as info:
+        get_benchmark("pets", {"style": "rude"}, path)
+    assert "style must be one of" in str(info.value)
+
+
+def broken(tmp_path: Path, **changes) -> Path:
+    definition = json.loads(json.dumps(USER_DEFINITION))
+    for dotted, value in changes.items():
+        node = definition
+        keys = dotted.split("__")
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return write_user_benchmark(tmp_path / "bench", definition)
+
+
+def test_unknown_field_in_a_template_names_it(tmp_path: Path) -> None:
+    path = broken(tmp_path, prompt__user="Is a {{ animall }} a good pet?")
+    bench = get_benchmark("pets", None, path)
+    with pytest.raises(DefinitionError) as info:
+        bench.load(tmp_path)
+    assert "prompt.user uses unknown field(s) ['animall']" in str(info.value)
+    assert "animal" in str(info.value)
+
+
+def test_parser_without_labels_is_refused(tmp_path: Path) -> None:
+    path = broken(tmp_path, answer={"kind": "labels", "labels": {}})
+    with pytest.raises(DefinitionError) as info:
+        get_benchmark("pets", None, path)
+    assert "answer" in str(info.value) and "at least one label" in str(info.value)
+
+
+def test_unknown_metric_function_lists_available(tmp_path: Path) -> None:
+    path = broken(tmp_path, metrics=[{"fn": "acuracy"}], primary_metric="acuracy")
+    with pytest.raises(DefinitionError) as info:
+        get_benchmark("pets", None, path)
+    assert "unknown metric function 'acuracy'" in str(info.value) and "accuracy" in str(info.value)
+
+
+def test_missing_data_file_names_the_path(tmp_path: Path) -> None:
+    path = broken(tmp_path, data__path="./nowhere.json")
+    with pytest.raises(BenchmarkDataError) as info:
+        get_benchmark("pets", None, path).load(tmp_path)
+    assert str(tmp_path / "bench" / "nowhere.json") in str(info.value)
+
+
+def test_unknown_schema_field(tmp_path: Path) -> None:
+    path = broken(tmp_path, promt="x")
+    with pytest.raises(DefinitionError) as info:
+        get_benchmark("pets", None, path)
+    assert "promt: unknown field" in str(info.value)
+
+
+def test_side_array_length_mismatch(tmp_path: Path) -> None:
+    path = write_user_benchmark(tmp_path / "bench")
+    np.save(tmp_path / "bench" / "weights.npy", np.array([1, 2]))
+    with pytest.raises(BenchmarkDataError) as info:
+        get_benchmark("pets", None, path).load(tmp_path)
+    assert "2 entries" in str(info.value) and "4 records" in str(info.value)
+
+
+def test_perspective_score(tmp_path: Path) -> None:
+    from trust.perspectives import benchmark_score, perspective_scores
+
+    bench = get_benchmark("pets", None, write_user_benchmark(tmp_path / "bench"))
+    assert benchmark_score(bench.definition, {"accuracy": 0.25}) == pytest.approx(25.0)
+    assert benchmark_score(bench.definition, {"accuracy": math.nan}) is None
+    xstest = get_benchmark("xstest").definition
+    assert benchmark_score(xstest, {"unsafe_compliance_rate": 0.9}) == pytest.approx(10.0)
+    assert perspective_scores([("a", 10.0), ("a", 30.0), ("b", None), (None, 5.0)]) == {"a": 20.0}
