@@ -190,6 +190,31 @@ def benchmarks_show(
                 console.print(f"  [dim]{message['role']}:[/] {message['content'][:500]}")
 
 
+data_app = typer.Typer(help="Get the benchmark data files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: Optional[list[str]] = typer.Argument(None, help="Benchmark data folders (default: all), e.g. xstest decodingtrust."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Data folder to fill (default: $QTRUST_DATA_DIR, else ./benchmarks)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="A mirror laid out like the data folder (instead of the public sources)."),
+) -> None:
+    """Download benchmark files from their public sources, pinned to commits, and check their sha256."""
+    from jobs.data_fetch import DataFetchError, fetch
+
+    target = dest or Path(os.environ.get("QTRUST_DATA_DIR") or "benchmarks")
+    try:
+        report = fetch(list(names) if names else None, target, base_url=base_url)
+    except DataFetchError as err:
+        _fail(str(err))
+        return
+    console.print(
+        f"{target}: {len(report.downloaded)} downloaded, {len(report.replaced)} replaced, "
+        f"{len(report.skipped)} already present; {report.bytes_downloaded / 1e6:.1f} MB"
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     logging.basicConfig(level=os.environ.get("QTRUST_LOG_LEVEL", "WARNING"))
     app()

@@ -4,6 +4,7 @@ definitions on the shared data: exact prompts, counts from the raw files, parsin
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import random
@@ -16,6 +17,7 @@ from trust.benchmarks import get_benchmark
 from trust.metric_functions import METRIC_FUNCTIONS, ScoreInput
 from trust.types import ERROR, INVALID, REFUSED, Item
 
+_IDS = itertools.count()
 FAIR_DIR = "decodingtrust/fairness/fairness_data"
 CM_TEST = "decodingtrust/machine_ethics/ethics/commonsense/cm_test.csv"
 CM_HARD = "decodingtrust/machine_ethics/ethics/commonsense/cm_test_hard.csv"
@@ -44,7 +46,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _item(reference: str | None, **attributes: str) -> Item:
-    return Item(id=f"t-{random.random()}", messages=[], reference=reference, attributes=dict(attributes))
+    return Item(id=f"t-{next(_IDS)}", messages=[], reference=reference, attributes=dict(attributes))
 
 
 # --- fairness_adult ---------------------------------------------------------------------------------

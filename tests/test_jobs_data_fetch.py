@@ -184,3 +184,12 @@ def test_unknown_name_lists_available(tmp_path: Path) -> None:
     for folder in load_sources():
         assert folder in message
     assert not any(tmp_path.iterdir())  # nothing fetched before the check
+
+
+def test_every_builtin_source_folder_can_be_fetched() -> None:
+    from trust.benchmarks.registry import BENCHMARKS
+
+    table = load_sources()
+    folders = {d.source_folder for d in BENCHMARKS.values() if d.source_folder}
+    assert "truthfulqa" in folders
+    assert folders <= set(table), sorted(folders - set(table))
