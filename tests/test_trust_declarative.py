@@ -162,3 +162,21 @@ def test_perspective_score(tmp_path: Path) -> None:
     xstest = get_benchmark("xstest").definition
     assert benchmark_score(xstest, {"unsafe_compliance_rate": 0.9}) == pytest.approx(10.0)
     assert perspective_scores([("a", 10.0), ("a", 30.0), ("b", None), (None, 5.0)]) == {"a": 20.0}
+
+
+def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path) -> None:
+    from trust.benchmarks import BENCHMARKS
+
+    for name, definition in BENCHMARKS.items():
+        bench = get_benchmark(name)
+        items = bench.load(data_dir, limit=2)
+        assert len(items) == 2, name
+        assert all(it.messages and all(m["content"].strip() for m in it.messages) for it in items), name
+        labels = [REFUSED, INVALID]
+        metrics = bench.score(items, labels, [None, None]) if bench.task == "loglikelihood" else bench.score(items, labels)
+        assert set(bench.metric_names) <= set(metrics), name
+        assert definition.primary_metric in metrics, name
+        if definition.perspective_score is not None:
+            assert definition.perspective_score.metric in bench.metric_names, name
+        assert definition.license.strip(), name
+        assert definition.notes, f"{name}: say where the protocol differs from its source"
