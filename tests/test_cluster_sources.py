@@ -87,13 +87,13 @@ def test_local_identity_uses_hash_cache(model_dir: Path, cache: Path, monkeypatc
     stored = json.loads((cache / "hashes.json").read_text())
     assert any(key.startswith(str((model_dir / "model.safetensors").resolve()) + "|") for key in stored)
     calls: list[Path] = []
-    real = sources._sha256_file
+    real = sources.file_digest
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(sources, "_sha256_file", counting)
+    monkeypatch.setattr(sources, "file_digest", counting)
     assert model_identity(str(model_dir)) == identity
     assert calls == []  # every file came from the cache
     weights = model_dir / "model.safetensors"

