@@ -69,8 +69,16 @@ class BenchmarkRun:
     def name(self) -> str:
         return self.spec.run_name
 
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+    _digest: str | None = field(default=None, repr=False)
+
     def items_frame(self) -> pd.DataFrame:
-        """The evaluated items as a table (logged to MLflow as the run's dataset input)."""
+        """The evaluated items as a table (logged to MLflow as the run's dataset input); built once."""
+        if self._frame is None:
+            self._frame = self._build_frame()
+        return self._frame
+
+    def _build_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "item_id": [it.id for it in self.items],
@@ -81,8 +89,10 @@ class BenchmarkRun:
         )
 
     def digest(self, data_dir: Path) -> str:
-        """Digest of the source files and of the selected item ids."""
-        return _digest([self.benchmark.dataset_digest(data_dir), [it.id for it in self.items]])
+        """Digest of the source files and of the selected item ids (the files are hashed once)."""
+        if self._digest is None:
+            self._digest = _digest([self.benchmark.dataset_digest(data_dir), [it.id for it in self.items]])
+        return self._digest
 
 
 @dataclass
