@@ -8,11 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.plan import Plan
-from jobs.results import ResultRow, perspective_table
-
-
-#: Run statistics kept out of the results tables (they are in MLflow).
-_STATS = {"error_rate", "mean_completion_tokens", "items_per_s", "tokens_per_s"}
+from jobs.results import RUN_STATS, ResultRow, perspective_table
 
 
 def _fmt(value: float | None) -> str:
@@ -26,7 +22,7 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> Non
     for bench_name, run in plan.benchmarks.items():
         metric_names = list(run.benchmark.metric_names)
         extra = sorted({m for r in results if r.benchmark == bench_name for m in r.metrics} - set(metric_names))
-        metric_names += [m for m in extra if m not in _STATS] + ["error_rate"]
+        metric_names += [m for m in extra if m not in RUN_STATS] + ["error_rate"]
         table = Table(title=f"{bench_name} (v{run.benchmark.version}, {len(run.items)} items)", title_justify="left")
         table.add_column("variant / ensemble")
         table.add_column("bits", justify="right")

@@ -162,6 +162,10 @@ def perspective_table(plan: Plan, results: list[ResultRow]) -> dict[str, dict[st
     return table
 
 
+#: Run statistics added to every variant's metrics (logged to MLflow, kept out of result tables).
+RUN_STATS = ("error_rate", "mean_completion_tokens", "items_per_s", "tokens_per_s")
+
+
 def _run_stats(frame: pd.DataFrame) -> dict[str, float]:
     if frame.empty:
         return {}

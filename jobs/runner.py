@@ -73,11 +73,9 @@ def _compute(
     """Start workers for the variants with missing shards and stream those shards to them."""
     from cluster.runtime import WorkerResources, start_ray, start_worker, stop_ray, stop_worker
 
-    started_here = False
     import ray
 
-    if not ray.is_initialized():
-        started_here = True
+    started_here = not ray.is_initialized()
     info = start_ray(options.address)
     console.print(
         f"Ray: {info['address']} with {info['nodes']} node(s), {info['cpus']:g} CPU(s), {info['gpus']:g} GPU(s)"

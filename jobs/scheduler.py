@@ -42,7 +42,6 @@ class ShardTask:
     payload: dict[str, Any]
     attempts: int = 0
     not_before: float = 0.0
-    errors: list[str] = field(default_factory=list)
     unavailable: int = 0
 
 
@@ -58,7 +57,6 @@ class SchedulerReport:
 class _VariantState:
     actor: Any
     queue: deque[ShardTask]
-    loading: Any = None
     load_attempts: int = 0
     ready: bool = False
     released: bool = False
@@ -132,9 +130,7 @@ class Scheduler:
     # -- loading ---------------------------------------------------------------------------------
     def _start_load(self, variant: str, state: _VariantState, in_flight: dict) -> None:
         state.load_attempts += 1
-        ref = state.actor.load.remote()
-        state.loading = ref
-        in_flight[ref] = (variant, None, time.monotonic())
+        in_flight[state.actor.load.remote()] = (variant, None, time.monotonic())
 
     def _fail_variant(self, variant: str, state: _VariantState, error: str, report: SchedulerReport) -> None:
         while state.queue:
@@ -194,7 +190,6 @@ class Scheduler:
             return
         if task is None:
             state.ready = True
-            state.loading = None
             report.worker_info[variant] = result
             self.progress.variant_started(variant, result)
             return
@@ -222,7 +217,6 @@ class Scheduler:
     def _shard_failed(
         self, variant: str, task: ShardTask, state: _VariantState, error: str, report: SchedulerReport
     ) -> None:
-        task.errors.append(error)
         if task.attempts <= self.max_retries:
             delay = self.backoff_s * (2 ** (task.attempts - 1))
             task.not_before = time.monotonic() + delay

@@ -6,24 +6,16 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from trust.data import file_digest, require_file
 from trust.types import Item, TaskKind
-
-
-class NoOptions(BaseModel):
-    """Options model of a benchmark that takes no options (any key is rejected)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Benchmark(ABC):
     """One benchmark: loads items, renders prompts, parses answers and computes metrics.
 
-    Subclasses set the class attributes below. ``version`` must be bumped whenever prompts,
+    Implementations set the attributes below (see :class:`~trust.benchmarks.declarative.DeclarativeBenchmark`). ``version`` must be bumped whenever prompts,
     parsing or scoring change: it is part of cache keys, so stale results are not reused.
 
     Scoring convention (all benchmarks): labels are aligned with items. An ``ERROR`` label
@@ -31,18 +23,13 @@ class Benchmark(ABC):
     failing run lowers accuracy instead of silently shrinking the test set.
     """
 
-    name: ClassVar[str]
-    version: ClassVar[str]
-    task: ClassVar[TaskKind] = "generate"
-    description: ClassVar[str]
-    data_files: ClassVar[tuple[str, ...]]
-    metric_names: ClassVar[tuple[str, ...]]
-    primary_metric: ClassVar[str]
-    Options: ClassVar[type[BaseModel]] = NoOptions
-
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        """Validate ``options`` against :attr:`Options` (a pydantic ``ValidationError`` propagates)."""
-        self.options: BaseModel = self.Options.model_validate(options or {})
+    name: str
+    version: str
+    task: TaskKind = "generate"
+    description: str
+    metric_names: tuple[str, ...]
+    primary_metric: str
+    options: BaseModel
 
     @abstractmethod
     def load_all(self, data_dir: Path) -> list[Item]:
@@ -69,19 +56,9 @@ class Benchmark(ABC):
         A metric whose denominator is empty is ``float('nan')``.
         """
 
-    def require(self, data_dir: Path, relative: str) -> Path:
-        """Return the path of one of this benchmark's data files, raising if it is missing."""
-        return require_file(Path(data_dir), relative, self.name)
-
+    @abstractmethod
     def dataset_digest(self, data_dir: Path) -> str:
-        """Return one sha256 over the digests of all :attr:`data_files` (for tracking which data was used)."""
-        combined = hashlib.sha256()
-        for relative in self.data_files:
-            combined.update(relative.encode("utf-8"))
-            combined.update(b"\0")
-            combined.update(file_digest(self.require(data_dir, relative)).encode("ascii"))
-            combined.update(b"\n")
-        return combined.hexdigest()
+        """One sha256 over the benchmark's data files (for tracking which data was used)."""
 
     def describe(self) -> dict[str, str]:
         """Return flat string parameters for tracking: name, version, task and options (JSON)."""

@@ -107,7 +107,7 @@ class DeclarativeBenchmark(Benchmark):
         return PathResolver(data_dir, folder, lambda text: render(text, {"params": self.params}))
 
     @property
-    def data_files(self) -> tuple[str, ...]:  # type: ignore[override]
+    def data_files(self) -> tuple[str, ...]:
         d = self.definition
         files = [d.data.path, *d.data.side_arrays.values()]
         demos = d.prompt.demonstrations
