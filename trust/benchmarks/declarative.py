@@ -162,7 +162,7 @@ class DeclarativeBenchmark(Benchmark):
         wanted = self._demo_count(demos)
         if wanted == 0:
             return []
-        records = read_records(demos.pool, data_dir, self._resolver(data_dir))
+        records = read_records(demos.pool, self._resolver(data_dir))
         count = len(records) if wanted is None else min(wanted, len(records))
         if count < len(records):
             records = random.Random(demos.seed).sample(records, count)
@@ -189,7 +189,7 @@ class DeclarativeBenchmark(Benchmark):
     # -- the Benchmark interface ------------------------------------------------------------------
     def load_all(self, data_dir: Path) -> list[Item]:
         d = self.definition
-        records = read_records(d.data, Path(data_dir), self._resolver(Path(data_dir)))
+        records = read_records(d.data, self._resolver(Path(data_dir)))
         if records:
             self.check_fields(records[0])
         pool = self._pool(Path(data_dir))

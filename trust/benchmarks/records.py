@@ -66,7 +66,7 @@ def _as_record(raw: Any, columns: list[str] | None, path: Path, index: int) -> R
     raise BenchmarkDataError(f"{path}: record {index} is a {type(raw).__name__}, not an object or a list")
 
 
-def read_records(source: DataSource, data_dir: Path, resolve: "PathResolver") -> list[Record]:
+def read_records(source: DataSource, resolve: "PathResolver") -> list[Record]:
     """All records of ``source`` that pass its filters, each with its ``_index``."""
     path = resolve(source.path)
     key_path = resolve.render(source.key_path) if source.key_path else None
