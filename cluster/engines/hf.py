@@ -91,15 +91,20 @@ class HFEngine:
         device: str = "cpu",
         trust_remote_code: bool = False,
         num_threads: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> "HFEngine":
-        """Load model and tokenizer from a local folder (or hub id) and wrap them."""
+        """Load model and tokenizer from a local folder (or hub id) and wrap them.
+
+        ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (e.g. a
+        ``quantization_config`` for methods that quantize at load time).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code
+            str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, **(model_kwargs or {})
         )
         return cls(model, tokenizer, device=device, num_threads=num_threads)
 

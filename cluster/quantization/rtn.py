@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from cluster.quantization.recipes import QuantRecipe
+from cluster.quantization.targets import TargetPlan, plan_targets
+
 log = logging.getLogger(__name__)
 
 _EPS = 1e-12
@@ -51,14 +54,6 @@ class RtnReport:
             "rtn_mean_relative_error": f"{self.mean_relative_error:.6g}",
             "rtn_max_relative_error": f"{self.max_relative_error:.6g}",
         }
-
-
-def _suggest_group_size(in_features: int, wanted: int) -> int:
-    """Largest divisor of ``in_features`` that is not above ``wanted`` (at least 1)."""
-    for size in range(min(wanted, in_features), 0, -1):
-        if in_features % size == 0:
-            return size
-    return 1
 
 
 def quantize_tensor_rtn(weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
@@ -89,18 +84,35 @@ def quantize_tensor_rtn(weight: torch.Tensor, bits: int, group_size: int | None,
     return deq.reshape(out_features, in_features).to(weight.dtype)
 
 
-def _tied_to_embeddings(model: nn.Module) -> set[int]:
-    """Storage pointers of the input embedding weights (to skip linears tied to them)."""
-    pointers: set[int] = set()
-    get_embeddings = getattr(model, "get_input_embeddings", None)
-    if callable(get_embeddings):
-        try:
-            embeddings = get_embeddings()
-        except (NotImplementedError, AttributeError):
-            embeddings = None
-        if embeddings is not None and getattr(embeddings, "weight", None) is not None:
-            pointers.add(embeddings.weight.data_ptr())
-    return pointers
+def apply_rtn(model: nn.Module, plan: TargetPlan, symmetric: bool) -> RtnReport:
+    """Fake-quantize the layers of ``plan`` in place (each with its own bits and group size)."""
+    modules = dict(model.named_modules())
+    first = next(iter(plan.layers.values()))
+    report = RtnReport(bits=first.bits, group_size=first.group_size, symmetric=symmetric)
+    report.layers_skipped = list(plan.full_precision)
+    errors: list[float] = []
+    with torch.no_grad():
+        for name, quant in plan.layers.items():
+            module = modules[name]
+            original = module.weight.data
+            new = quantize_tensor_rtn(original, quant.bits, quant.group_size, symmetric)
+            norm = original.float().norm().item()
+            rel = (new.float() - original.float()).norm().item() / norm if norm > 0 else 0.0
+            module.weight.data.copy_(new)
+            report.per_layer[name] = rel
+            errors.append(rel)
+    report.layers_quantized = len(plan.layers)
+    report.mean_relative_error = sum(errors) / len(errors) if errors else 0.0
+    report.max_relative_error = max(errors) if errors else 0.0
+    log.info(
+        "RTN %s %s: %d layers quantized, %d left in full precision, mean relative error %.4g",
+        plan.bits_histogram(),
+        "sym" if symmetric else "asym",
+        report.layers_quantized,
+        len(report.layers_skipped),
+        report.mean_relative_error,
+    )
+    return report
 
 
 def quantize_model_rtn(
@@ -110,11 +122,11 @@ def quantize_model_rtn(
     symmetric: bool,
     skip: Iterable[str] = ("lm_head",),
 ) -> RtnReport:
-    """Fake-quantize every ``nn.Linear`` of ``model`` in place with RTN; return a report.
+    """Fake-quantize every ``nn.Linear`` of ``model`` in place with RTN at one bit width.
 
-    Skipped: linears whose module name equals or ends with a name in ``skip`` (default: the LM
-    head), and any linear whose weight shares storage with the input embeddings (tied heads).
-    Every layer is checked before any is changed, so a bad ``group_size`` leaves the model intact.
+    Skipped: linears matching a pattern in ``skip`` (default: the LM head), and any linear whose
+    weight shares storage with the input embeddings (tied heads). Every layer is checked before
+    any is changed, so a bad ``group_size`` leaves the model intact.
 
     Raises:
         ValueError: ``bits`` outside 2..8, or ``group_size`` does not divide a layer's in-features
@@ -122,49 +134,5 @@ def quantize_model_rtn(
     """
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be from 2 to 8 (got {bits})")
-    if group_size is not None and group_size <= 0:
-        raise ValueError(f"group_size must be positive or None (got {group_size})")
-    skip_names = tuple(skip)
-    tied = _tied_to_embeddings(model)
-    report = RtnReport(bits=bits, group_size=group_size, symmetric=symmetric)
-
-    targets: list[tuple[str, nn.Linear]] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        short = name.rsplit(".", 1)[-1]
-        if name in skip_names or short in skip_names or module.weight.data_ptr() in tied:
-            report.layers_skipped.append(name)
-            continue
-        in_features = module.weight.shape[1]
-        if group_size is not None and in_features % group_size != 0:
-            works = _suggest_group_size(in_features, group_size)
-            raise ValueError(
-                f"group_size {group_size} does not divide in_features {in_features} of layer {name!r}; "
-                f"use a divisor of {in_features} such as {works}, or null for one scale per output channel"
-            )
-        targets.append((name, module))
-
-    errors: list[float] = []
-    with torch.no_grad():
-        for name, module in targets:
-            original = module.weight.data
-            new = quantize_tensor_rtn(original, bits, group_size, symmetric)
-            norm = original.float().norm().item()
-            rel = (new.float() - original.float()).norm().item() / norm if norm > 0 else 0.0
-            module.weight.data.copy_(new)
-            report.per_layer[name] = rel
-            errors.append(rel)
-    report.layers_quantized = len(targets)
-    report.mean_relative_error = sum(errors) / len(errors) if errors else 0.0
-    report.max_relative_error = max(errors) if errors else 0.0
-    log.info(
-        "RTN w%d group=%s %s: %d layers quantized, %d skipped, mean relative error %.4g",
-        bits,
-        group_size,
-        "sym" if symmetric else "asym",
-        report.layers_quantized,
-        len(report.layers_skipped),
-        report.mean_relative_error,
-    )
-    return report
+    recipe = QuantRecipe(method="rtn", bits=bits, group_size=group_size, symmetric=symmetric, keep_full_precision=list(skip))
+    return apply_rtn(model, plan_targets(model, recipe), symmetric)
