@@ -18,7 +18,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.worker import VariantWorker
+from cluster.worker import VariantWorker, prepare_variant
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +111,11 @@ def stop_worker(handle: WorkerHandle) -> None:
         remove_placement_group(handle.placement_group)
     except Exception as err:  # pragma: no cover
         log.debug("remove placement group %s: %s", handle.variant, err)
+
+
+def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache_dir: str | None = None) -> Any:
+    """Run :func:`cluster.worker.prepare_variant` as a Ray task with a worker's resources (returns a ref)."""
+    task = ray.remote(prepare_variant).options(
+        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0, name=f"qtrust-prepare-{config.get('variant')}"
+    )
+    return task.remote(config, cache_dir, resources.torch_threads)

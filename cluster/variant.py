@@ -1,50 +1,153 @@
-"""Load one model variant: a checkpoint plus a quantization recipe, ready as an engine."""
+"""Load one model variant: a checkpoint plus a quantization recipe, ready as an engine.
+
+* ``none``: the checkpoint as it is.
+* ``rtn`` / ``gptq`` / ``awq``: built once into the variant cache (see
+  :mod:`cluster.quantization.cache`), then loaded from there; packed compressed-tensors
+  checkpoints are loaded with dense (dequantized) weights by the Hugging Face engine.
+* ``bnb`` / ``hqq``: quantized while loading.
+* ``prequantized``: an already quantized checkpoint, loaded as it is.
+
+Every load records a quantization report (method, bits, storage, size, times, cache hit) and,
+unless disabled, a perplexity probe on a fixed local text set, so broken variants show up before
+trust numbers are read.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cluster.engines.hf import HFEngine
+from cluster.quantization.build import build_checkpoint, folder_size_bytes
 from cluster.quantization.recipes import QuantRecipe
-from cluster.quantization.rtn import quantize_model_rtn
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class VariantSource:
+    """Where a variant comes from and how it is built (plain data, from the worker config)."""
+
+    model_path: Path
+    recipe: QuantRecipe
+    variant_key: str | None = None
+    calibration_texts: list[str] | None = None
+    variant_cache: str | None = None
+    cache_dir: Path | None = None
+    prequantized_path: Path | None = None
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
+def _cache(source: VariantSource):  # -> VariantCache
+    from cluster.quantization.cache import VariantCache
+
+    if source.variant_cache:
+        return VariantCache(source.variant_cache)
+    return VariantCache.default(source.cache_dir)
+
+
+def prepare_cached_variant(
+    source: VariantSource, *, dtype: str, device: str, trust_remote_code: bool
+) -> tuple[Path, dict[str, Any]]:
+    """The cache folder of a rtn/gptq/awq variant, building it first if needed; and its report."""
+    if source.variant_key is None:
+        raise ValueError("a cached variant needs its variant_key")
+    recipe = source.recipe
+
+    def build(out_dir: Path) -> dict[str, Any]:
+        return build_checkpoint(
+            source.model_path,
+            recipe,
+            out_dir,
+            calibration_texts=source.calibration_texts,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
+
+    entry = _cache(source).get_or_build(source.variant_key, build, label=recipe.label, describe=source.describe)
+    report = {k: v for k, v in entry.meta.items() if not isinstance(v, (dict, list))}
+    report["cache"] = "hit" if entry.hit else "built"
+    report["cache_path"] = str(entry.path)
+    return entry.path, report
+
+
+def _packed_kwargs(path: Path, device: str) -> dict[str, Any]:
+    from cluster.quantization.prequantized import inspect_checkpoint, prequantized_model_kwargs
+
+    return prequantized_model_kwargs(inspect_checkpoint(path), path, device=device)
+
+
 def load_variant(
-    model_path: Path,
-    recipe: QuantRecipe,
+    source: VariantSource,
     *,
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
     num_threads: int | None = None,
+    quality_probe: bool = True,
 ) -> HFEngine:
-    """Load the model at ``model_path`` with transformers, apply ``recipe`` and wrap it in an engine.
+    """Build (if needed) and load the variant as an :class:`HFEngine`.
 
-    RTN is applied on the loaded weights (before moving to ``device``). The engine's
-    ``describe()`` carries the recipe (``recipe_*`` keys) and, for RTN, the report (``rtn_*``).
+    The engine's ``describe()`` carries the recipe (``recipe_*``); ``engine.quantization`` holds
+    the quantization report (also merged into ``describe()`` as ``quant_*``).
     """
+    recipe = source.recipe
     started = time.perf_counter()
-    engine = HFEngine.from_pretrained(
-        model_path, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code, num_threads=num_threads
-    )
-    extra = {f"recipe_{key}": value for key, value in recipe.describe().items()}
-    if recipe.method == "rtn":
-        assert recipe.bits is not None  # guaranteed by QuantRecipe validation
-        report = quantize_model_rtn(engine.model, recipe.bits, recipe.group_size, recipe.symmetric)
-        extra.update(report.describe())
-        engine.rtn_report = report
-    elif recipe.method != "none":
-        raise NotImplementedError(f"quantization method {recipe.method!r} is not supported yet")
-    if device != "cpu":
-        engine.model.to(device)
-        import torch
+    common = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code, "num_threads": num_threads}
+    report: dict[str, Any] = {"method": recipe.method, "storage": recipe.resolved_storage}
+    if recipe.method == "none":
+        engine = HFEngine.from_pretrained(source.model_path, **common)
+        report["size_bytes"] = folder_size_bytes(source.model_path)
+    elif recipe.is_cached:
+        path, cached = prepare_cached_variant(source, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        report.update(cached)
+        kwargs = _packed_kwargs(path, device) if cached.get("storage") == "packed" else {}
+        engine = HFEngine.from_pretrained(path, model_kwargs=kwargs, **common)
+    elif recipe.method == "bnb":
+        from transformers import AutoTokenizer
 
-        engine.device = torch.device(device)
-    extra["load_s"] = f"{time.perf_counter() - started:.2f}"
+        from cluster.quantization.loadtime import load_bnb
+
+        model, details = load_bnb(source.model_path, recipe, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.model_path), trust_remote_code=trust_remote_code)
+        engine = HFEngine(model, tokenizer, device=str(model.device), num_threads=num_threads)
+        report.update(details)
+        report["size_bytes"] = int(model.get_memory_footprint())
+        report["size_kind"] = "memory footprint"
+    elif recipe.method == "hqq":
+        from cluster.quantization.loadtime import apply_hqq
+
+        engine = HFEngine.from_pretrained(source.model_path, **common)
+        report.update(apply_hqq(engine.model, recipe, device=device))
+        report["size_bytes"] = int(engine.model.get_memory_footprint())
+        report["size_kind"] = "memory footprint"
+    elif recipe.method == "prequantized":
+        from cluster.quantization.prequantized import inspect_checkpoint, prequantized_model_kwargs
+
+        path = source.prequantized_path or source.model_path
+        info = inspect_checkpoint(path)
+        if recipe.bits is not None and info.bits is not None and recipe.bits != info.bits:
+            raise ValueError(f"recipe says {recipe.bits} bits but the checkpoint at {path} holds {info.bits}-bit weights")
+        kwargs = prequantized_model_kwargs(info, path, device=device)
+        engine = HFEngine.from_pretrained(path, model_kwargs=kwargs, **common)
+        report.update({f"checkpoint_{k}": v for k, v in info.describe().items()})
+        report["size_bytes"] = folder_size_bytes(path)
+    else:  # pragma: no cover - QuantRecipe validation forbids it
+        raise ValueError(f"unknown quantization method {recipe.method!r}")
+    report["load_s"] = f"{time.perf_counter() - started:.2f}"
+    if quality_probe:
+        from cluster.quantization.probe import probe_perplexity
+
+        probe = probe_perplexity(engine.model, engine.tokenizer)
+        report["probe_perplexity"] = probe["perplexity"]
+        report["probe_tokens"] = probe["tokens"]
+    engine.quantization = report
+    extra = {f"recipe_{key}": value for key, value in recipe.describe().items()}
     engine.extra_description.update(extra)
-    log.info("loaded variant %s from %s in %s s", recipe.label, model_path, extra["load_s"])
+    engine.extra_description["load_s"] = report["load_s"]
+    log.info("loaded variant %s from %s in %s s", recipe.label, source.model_path, report["load_s"])
     return engine

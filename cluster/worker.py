@@ -61,6 +61,7 @@ class VariantWorker:
         engine = self._ensure_engine()
         return {
             "engine": engine.describe(),
+            "quantization": dict(getattr(engine, "quantization", {}) or {}),
             "load_seconds": self._load_seconds,
             "placement": _placement(),
         }
@@ -93,3 +94,19 @@ class VariantWorker:
             "engine": engine.describe(),
             "placement": _placement(),
         }
+
+
+def prepare_variant(config: dict[str, Any], cache_dir: str | None = None, num_threads: int | None = None) -> dict[str, Any]:
+    """Build (into the variant cache) and load one variant, probe it, and return its report.
+
+    What ``qtrust quantize`` runs as a Ray task with the variant's own resources; nothing is
+    evaluated. The loaded engine is dropped when the task ends.
+    """
+    start = time.perf_counter()
+    engine = build_engine(config, cache_dir=Path(cache_dir) if cache_dir else None, num_threads=num_threads)
+    return {
+        "engine": engine.describe(),
+        "quantization": dict(getattr(engine, "quantization", {}) or {}),
+        "load_seconds": time.perf_counter() - start,
+        "placement": _placement(),
+    }

@@ -27,6 +27,10 @@ console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
 err_console = Console(stderr=True)
 
 DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
+VARIANT_CACHE_HELP = (
+    "Where quantized variants are kept: a folder shared by the cluster or an fsspec URL "
+    "(default: $QTRUST_VARIANT_CACHE, the spec's storage.variant_cache, then <cache dir>/variants)."
+)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -45,16 +49,16 @@ def _load(path: Path):
 def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None:
     """Check a sweep file without starting Ray or loading a model."""
     spec = _load(sweep)
-    n = len(spec.models) * len(spec.recipes)
+    n = len(spec.variant_pairs())
     console.print(
-        f"[green]ok[/]: {spec.name}: {len(spec.models)} model(s) × {len(spec.recipes)} recipe(s) = {n} variant(s), "
+        f"[green]ok[/]: {spec.name}: {len(spec.models)} model(s), {len(spec.recipes)} recipe(s) = {n} variant(s), "
         f"{len(spec.benchmarks)} benchmark(s), {len(spec.ensembles)} ensemble(s)"
     )
 
 
-def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet) -> None:
+def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet, variant_cache=None) -> None:
     spec = _load(sweep_path)
-    from jobs.report import print_perspectives, print_results
+    from jobs.report import print_perspectives, print_results, print_variants
     from jobs.runner import RunOptions, run_sweep
     from jobs.tracking import ui_command
 
@@ -65,6 +69,7 @@ def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root,
         tracking_uri=tracking_uri,
         storage_root=storage_root,
         cache_dir=cache_dir,
+        variant_cache=variant_cache,
         quiet=quiet,
     )
     try:
@@ -74,6 +79,7 @@ def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root,
         return
     print_results(console, outcome.plan, outcome.results)
     print_perspectives(console, outcome.plan, outcome.results)
+    print_variants(console, outcome.plan.variants, outcome.quant_reports)
     console.print(
         f"Shards: {outcome.computed} computed, {outcome.reused} reused, {len(outcome.failed)} failed. "
         f"Stored under {outcome.store.dir}"
@@ -101,10 +107,11 @@ def run(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."),
     storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where shards are stored (default: the spec's storage.root)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
+    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run a sweep; shards already committed with a matching key are not computed again."""
-    _run(sweep, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet)
+    _run(sweep, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet, variant_cache)
 
 
 @app.command()
@@ -114,13 +121,50 @@ def resume(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
+    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Resume a stored sweep: compute only missing, failed or changed shards."""
     spec_path = sweep_dir / "sweep.yaml"
     if not spec_path.is_file():
         _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
-    _run(spec_path, data_dir, None, address, tracking_uri, sweep_dir.resolve().parent, cache_dir, quiet)
+    _run(spec_path, data_dir, None, address, tracking_uri, sweep_dir.resolve().parent, cache_dir, quiet, variant_cache)
+
+
+@app.command()
+def quantize(
+    sweep: Path = typer.Argument(..., help="Sweep YAML file."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Needed for benchmark calibration sources."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
+    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+) -> None:
+    """Quantize (into the variant cache), load and probe every variant of a sweep, without evaluating."""
+    spec = _load(sweep)
+    from jobs.prepare import prepare_sweep
+    from jobs.report import print_variants
+    from jobs.runner import RunOptions
+
+    options = RunOptions(
+        data_dir=data_dir,
+        address=address,
+        tracking_uri=tracking_uri,
+        storage_root=storage_root,
+        cache_dir=cache_dir,
+        variant_cache=variant_cache,
+    )
+    try:
+        outcome = prepare_sweep(spec, options, console)
+    except (BenchmarkDataError, ModelSourceError) as err:
+        _fail(str(err))
+        return
+    print_variants(console, outcome.variants, {n: r.get("quantization", {}) for n, r in outcome.reports.items()})
+    if outcome.failed:
+        for name, error in sorted(outcome.failed.items()):
+            err_console.print(f"[red]failed[/] {name}: {error.splitlines()[0][:300]}")
+        raise typer.Exit(1)
 
 
 benchmarks_app = typer.Typer(help="Describe the built-in benchmarks (or your own definition file).", no_args_is_help=True)

@@ -17,13 +17,15 @@ from typing import Any
 import pandas as pd
 
 from cluster.models.sources import model_identity
-from jobs.spec import BenchmarkSpec, ModelSpec, RecipeSpec, SweepSpec
+from cluster.variant_key import variant_key
+from jobs.calibration import CalibrationSet, resolve_calibration
+from jobs.spec import BenchmarkSpec, EnsembleSpec, ModelSpec, RecipeSpec, SweepSpec
 from trust.benchmarks.base import Benchmark
 from trust.benchmarks.registry import get_benchmark
 from trust.types import Item
 
 #: Bumped when the meaning of a key changes, so old shards are recomputed instead of misread.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 
 @dataclass
@@ -34,9 +36,26 @@ class Variant:
     model: ModelSpec
     recipe: RecipeSpec
     identity: str
+    calibration: CalibrationSet | None = None
+    checkpoint_bits: int | None = None
+    """Bits read from a prequantized checkpoint's config (when the recipe does not give them)."""
+    quality_probe: bool = True
+    variant_cache: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What the variant computes: model identity, recipe, calibration text and dtype."""
+        return variant_key(
+            self.identity,
+            self.recipe.key_fields(),
+            self.calibration.digest if self.calibration else None,
+            self.model.dtype,
+        )
 
     @property
     def precision_bits(self) -> float:
+        if self.recipe.method == "prequantized" and self.recipe.bits is None and self.checkpoint_bits:
+            return float(self.checkpoint_bits)
         return self.recipe.precision_bits
 
     def worker_config(self) -> dict[str, Any]:
@@ -53,6 +72,10 @@ class Variant:
             "engine": self.model.engine,
             "engine_options": dict(self.model.engine_options),
             "recipe": self.recipe.model_dump(exclude={"name"}),
+            "variant_key": self.key,
+            "calibration_texts": list(self.calibration.texts) if self.calibration else None,
+            "variant_cache": self.variant_cache,
+            "quality_probe": self.quality_probe,
         }
 
 
@@ -118,6 +141,15 @@ class Plan:
     def shards_of(self, variant: str, benchmark: str) -> list[Shard]:
         return [s for s in self.shards if s.variant == variant and s.benchmark == benchmark]
 
+    def ensembles_of(self, model: ModelSpec) -> list[tuple[EnsembleSpec, list[Variant]]]:
+        """The ensembles ``model`` has every member of, with the member variants."""
+        out = []
+        for ens in self.spec.ensembles:
+            names = [self.spec.variant_name(model, self.spec.recipe(m)) for m in ens.members]
+            if all(n in self.variants for n in names):
+                out.append((ens, [self.variants[n] for n in names]))
+        return out
+
 
 def _digest(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -126,8 +158,7 @@ def _digest(payload: Any) -> str:
 
 def shard_key(
     *,
-    model_identity: str,
-    recipe: RecipeSpec,
+    variant_key: str,
     engine: str,
     benchmark: Benchmark,
     items: list[Item],
@@ -141,8 +172,7 @@ def shard_key(
     """
     payload = {
         "schema": KEY_SCHEMA,
-        "model": model_identity,
-        "recipe": recipe.model_dump(mode="json", exclude={"name"}),
+        "variant": variant_key,
         "engine": engine,
         "benchmark": {"name": benchmark.name, "version": benchmark.version, "task": benchmark.task},
         "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature},
@@ -170,14 +200,51 @@ def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -
     return runs
 
 
-def build_plan(spec: SweepSpec, data_dir: Path, limit: int | None = None) -> Plan:
-    """Variants × benchmarks, split into shards of ``spec.shard_size`` items, each with its key."""
+def _checkpoint_bits(model: ModelSpec, recipe: RecipeSpec) -> int | None:
+    """Bits of a local prequantized checkpoint, read from its config (None for hub ids)."""
+    if recipe.method != "prequantized" or recipe.bits is not None:
+        return None
+    folder = Path(recipe.source or model.source).expanduser()
+    if not folder.is_dir():
+        return None
+    from cluster.quantization.prequantized import inspect_checkpoint
+
+    return inspect_checkpoint(folder).bits
+
+
+def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | None = None) -> dict[str, Variant]:
+    """Every (model, recipe) of the sweep, with identities and calibration sets resolved."""
     identities = {m.name: model_identity(m.source, m.revision) for m in spec.models}
+    calibrations: dict[str, CalibrationSet] = {}
     variants = {}
-    for model in spec.models:
-        for recipe in spec.recipes:
-            name = spec.variant_name(model, recipe)
-            variants[name] = Variant(name=name, model=model, recipe=recipe, identity=identities[model.name])
+    for model, recipe in spec.variant_pairs():
+        name = spec.variant_name(model, recipe)
+        calibration = None
+        if recipe.calibration is not None:
+            if recipe.name not in calibrations:
+                calibrations[recipe.name] = resolve_calibration(recipe.calibration, data_dir)
+            calibration = calibrations[recipe.name]
+        identity = identities[model.name]
+        if recipe.method == "prequantized" and recipe.source:
+            identity = model_identity(recipe.source, recipe.revision)
+        variants[name] = Variant(
+            name=name,
+            model=model,
+            recipe=recipe,
+            identity=identity,
+            calibration=calibration,
+            checkpoint_bits=_checkpoint_bits(model, recipe),
+            quality_probe=spec.quality_probe,
+            variant_cache=variant_cache,
+        )
+    return variants
+
+
+def build_plan(
+    spec: SweepSpec, data_dir: Path, limit: int | None = None, *, variant_cache: str | None = None
+) -> Plan:
+    """Variants × benchmarks, split into shards of ``spec.shard_size`` items, each with its key."""
+    variants = build_variants(spec, data_dir, variant_cache)
     benchmarks = load_benchmarks(spec, data_dir, limit)
     plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks)
     for variant in variants.values():
@@ -185,8 +252,7 @@ def build_plan(spec: SweepSpec, data_dir: Path, limit: int | None = None) -> Pla
             for index, start in enumerate(range(0, len(run.items), spec.shard_size)):
                 chunk = run.items[start : start + spec.shard_size]
                 key = shard_key(
-                    model_identity=variant.identity,
-                    recipe=variant.recipe,
+                    variant_key=variant.key,
                     engine=variant.model.engine,
                     benchmark=run.benchmark,
                     items=chunk,

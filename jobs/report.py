@@ -53,3 +53,24 @@ def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -
     for name, scores in table_data.items():
         table.add_row(name, *[f"{scores[p]:.1f}" if p in scores else "–" for p in perspectives])
     console.print(table)
+
+
+def print_variants(console: Console, variants: dict, quant_reports: dict[str, dict]) -> None:
+    """One row per variant: recipe, storage, size, build and load times, cache use, probe perplexity."""
+    from jobs.variant_reports import variants_table
+
+    frame = variants_table(variants, quant_reports)
+    if frame.empty:
+        return
+    table = Table(title="variants", show_lines=False)
+    for column in frame.columns:
+        table.add_column(column, justify="right" if column not in ("variant", "label", "storage", "cache") else "left")
+    for record in frame.to_dict("records"):
+        table.add_row(*(_cell(v) for v in record.values()))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return _fmt(value) if abs(value) < 1e4 or math.isnan(value) else f"{value:.3g}"
+    return "–" if value is None else str(value)

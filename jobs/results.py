@@ -117,8 +117,8 @@ def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
                 )
             )
         for model in plan.spec.models:
-            for ens in plan.spec.ensembles:
-                members = {plan.spec.variant_name(model, plan.spec.recipe(m)): plan.spec.recipe(m) for m in ens.members}
+            for ens, member_variants in plan.ensembles_of(model):
+                members = {v.name: v for v in member_variants}
                 member_labels = {v: labels[(v, bench_name)] for v in members}
                 precisions = {v: r.precision_bits for v, r in members.items()}
                 voted = ensemble_labels(member_labels, precisions)

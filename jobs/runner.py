@@ -15,6 +15,7 @@ from rich.console import Console
 
 from jobs.plan import Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
+from jobs.variant_reports import quant_metrics, quant_params, variants_table
 from jobs.results import ResultRow, compute_results, perspective_table, rows_from_result
 from jobs.scheduler import Scheduler, SchedulerReport, ShardTask
 from jobs.spec import SweepSpec, dump_spec
@@ -35,7 +36,25 @@ class RunOptions:
     tracking_uri: str | None = None
     storage_root: str | Path | None = None
     cache_dir: str | Path | None = None
+    variant_cache: str | None = None
     quiet: bool = False
+
+
+VARIANT_CACHE_ENV = "QTRUST_VARIANT_CACHE"
+
+
+def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
+    """Where variants are cached: ``--variant-cache``, ``$QTRUST_VARIANT_CACHE``, the spec, else None.
+
+    None means ``<cache dir>/variants`` on each worker's node. Local paths are made absolute (workers
+    may run in another working directory); URLs (``s3://...``) are passed on as they are.
+    """
+    value = option or os.environ.get(VARIANT_CACHE_ENV) or spec.storage.variant_cache
+    if not value:
+        return None
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())
 
 
 @dataclass
@@ -51,6 +70,7 @@ class SweepOutcome:
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)
     tracking_failures: int = 0
+    quant_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _payload(plan: Plan, shard: Shard) -> dict[str, Any]:
@@ -144,28 +164,37 @@ def _track(
     if parent:
         tracker.log_params(parent, {"sweep": spec.name, "storage": str(store.dir), "shard_size": spec.shard_size})
         tracker.log_artifact(parent, store.spec_path)
+        table = variants_table(plan.variants, quant_reports)
+        if not table.empty:
+            tracker.log_table(parent, table, "variants.json")
     engines = {v: info.get("engine", {}) for v, info in worker_info.items()}
+    quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
     for row in results:
         run_run = plan.benchmarks[row.benchmark]
         bench_params = {f"benchmark.{k}": v for k, v in run_run.benchmark.describe().items()}
         bench_params.update({"benchmark.limit": run_run.spec.limit, "benchmark.max_new_tokens": run_run.max_new_tokens})
+        report_params: dict[str, Any] = {}
+        report_metrics: dict[str, float] = {}
         if row.kind == "variant":
             variant = plan.variants[row.name]
             params: dict[str, Any] = {
                 "model": variant.model.source,
                 "model.identity": variant.identity,
                 "variant": variant.name,
-                "method": variant.recipe.method,
-                "bits": variant.recipe.bits,
-                "group_size": variant.recipe.group_size,
-                "symmetric": variant.recipe.symmetric,
+                "variant.key": variant.key,
                 "engine": variant.model.engine,
                 "dtype": variant.model.dtype,
                 "generation.temperature": spec.generation.temperature,
+                **{("method" if k == "method" else f"quant.{k}"): v for k, v in variant.recipe.describe().items()},
                 **bench_params,
             }
+            if variant.calibration is not None:
+                params["quant.calibration.digest"] = variant.calibration.digest
+                params["quant.calibration.samples_used"] = len(variant.calibration.texts)
             for k, v in engines.get(variant.name, {}).items():
-                params[f"engine.{k}"] = v
+                report_params[f"engine.{k}"] = v
+            report_params.update(quant_params(quant_reports.get(variant.name, {})))
+            report_metrics.update(quant_metrics(quant_reports.get(variant.name, {})))
         else:
             ens = next(e for e in spec.ensembles if f"{row.model}-{e.name}" == row.name)
             params = {
@@ -175,7 +204,7 @@ def _track(
                 "ensemble.rule": f"{ens.rule}: refusals/invalid filtered, ties to highest precision, all filtered = REFUSED",
                 **bench_params,
             }
-        run_key = f"{row.kind}:{row.name}:{row.benchmark}:{_params_digest({k: v for k, v in params.items() if not k.startswith('engine.')})}"
+        run_key = f"{row.kind}:{row.name}:{row.benchmark}:{_params_digest(params)}"
         run_id = tracker.run(
             known.get(run_key),
             f"{row.name} · {row.benchmark}",
@@ -185,8 +214,9 @@ def _track(
         if not run_id:
             continue
         ids[run_key] = run_id
-        tracker.log_params(run_id, params)
+        tracker.log_params(run_id, {**params, **report_params})
         metrics = dict(row.metrics)
+        metrics.update(report_metrics)
         metrics.update({"n_items": row.n_items, "n_planned": row.n_planned})
         tracker.log_metrics(run_id, metrics)
         if row.frame is not None and not row.frame.empty:
@@ -225,7 +255,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     console = console or Console()
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
-    plan = build_plan(spec, data_dir)
+    plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     store = ShardStore(options.storage_root or spec.storage.root, spec.name)
     store.write_spec(dump_spec(spec))
     manifest = store.read_manifest()
@@ -281,4 +311,5 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         parent_run_id=parent,
         run_ids=run_ids,
         tracking_failures=tracker.failures,
+        quant_reports={v: info.get("quantization", {}) for v, info in worker_info.items()},
     )

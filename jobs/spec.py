@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.models.builtin import BUILTIN_MODELS
 from cluster.models.sources import validate_model_source
 from cluster.quantization.recipes import QuantRecipe
 from trust.benchmarks.declarative import DefinitionError
@@ -56,6 +57,9 @@ class ModelSpec(_Strict):
         "hf", description="inference engine; 'fake' is for scheduler tests and scale simulations only"
     )
     engine_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the engine")
+    recipes: list[str] | None = Field(
+        None, description="names of the recipes to apply to this model (default: every recipe of the sweep)"
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -125,6 +129,11 @@ class TrackingSpec(_Strict):
 
 class StorageSpec(_Strict):
     root: str = Field("qtrust-runs", description="folder holding <sweep>/generations/... (relative to the cwd)")
+    variant_cache: str | None = Field(
+        None,
+        description="where quantized variants are kept: a folder shared by the cluster or an fsspec URL "
+        "(s3://, gs://, ...); --variant-cache and $QTRUST_VARIANT_CACHE win; default <cache dir>/variants",
+    )
 
 
 class SweepSpec(_Strict):
@@ -141,11 +150,24 @@ class SweepSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     shard_size: int = Field(16, ge=1, le=100_000, description="items per shard")
+    quality_probe: bool = Field(
+        True, description="measure each variant's perplexity on a fixed local text set when it loads"
+    )
 
     _name = field_validator("name")(_check_name)
 
     def variant_name(self, model: ModelSpec, recipe: RecipeSpec) -> str:
         return f"{model.name}-{recipe.name}"
+
+    def recipes_of(self, model: ModelSpec) -> list[RecipeSpec]:
+        """The recipes applied to ``model`` (its own ``recipes`` list, else all), in sweep order."""
+        if model.recipes is None:
+            return list(self.recipes)
+        return [r for r in self.recipes if r.name in model.recipes]
+
+    def variant_pairs(self) -> list[tuple[ModelSpec, RecipeSpec]]:
+        """Every (model, recipe) pair the sweep evaluates."""
+        return [(m, r) for m in self.models for r in self.recipes_of(m)]
 
     def recipe(self, name: str) -> RecipeSpec:
         return next(r for r in self.recipes if r.name == name)
@@ -217,7 +239,14 @@ def cross_check(spec: SweepSpec) -> list[str]:
     ):
         for dup in _duplicates(names):
             problems.append(f"{label}: the name '{dup}' is used more than once; give each entry its own name")
-    variants = [spec.variant_name(m, r) for m in spec.models for r in spec.recipes]
+    recipe_names = [r.name for r in spec.recipes]
+    for i, model in enumerate(spec.models):
+        for j, name in enumerate(model.recipes or []):
+            if name not in recipe_names:
+                problems.append(
+                    f"models[{i}].recipes[{j}]: '{name}' is not a recipe of this sweep; recipes: {', '.join(recipe_names)}"
+                )
+    variants = [spec.variant_name(m, r) for m, r in spec.variant_pairs()]
     for dup in _duplicates(variants):
         problems.append(
             f"variants: two model × recipe pairs are both named '{dup}' (variant = <model>-<recipe>); rename a model or recipe"
@@ -245,7 +274,6 @@ def cross_check(spec: SweepSpec) -> list[str]:
                 problems.append(
                     f"benchmarks[{i}].name: '{bench.name}' differs from the name in {bench.definition} ('{benchmark.name}')"
                 )
-    recipe_names = [r.name for r in spec.recipes]
     for i, ens in enumerate(spec.ensembles):
         for j, member in enumerate(ens.members):
             if member not in recipe_names:
@@ -254,7 +282,92 @@ def cross_check(spec: SweepSpec) -> list[str]:
                 )
         for dup in _duplicates(ens.members):
             problems.append(f"ensembles[{i}].members: '{dup}' is listed more than once")
+        if all(m in recipe_names for m in ens.members) and not any(
+            set(ens.members) <= {r.name for r in spec.recipes_of(m)} for m in spec.models
+        ):
+            problems.append(
+                f"ensembles[{i}]: no model has every member recipe ({', '.join(ens.members)}); check models[].recipes"
+            )
+    problems.extend(recipe_problems(spec))
     return problems
+
+
+def recipe_problems(spec: SweepSpec) -> list[str]:
+    """Recipes that cannot run here or on their models: each line names the variant and what works."""
+    from cluster.quantization.availability import method_problem
+    from cluster.quantization.checks import read_model_config, recipe_shape_problems, shape_from_config
+
+    problems: list[str] = []
+    reported_methods: set[str] = set()
+    for j, recipe in enumerate(spec.recipes):
+        message = method_problem(recipe)
+        if message and recipe.method not in reported_methods:
+            reported_methods.add(recipe.method)
+            problems.append(f"recipes[{j}] ({recipe.name}): {message}")
+        if recipe.source is not None:
+            users = [m.name for m in spec.models if recipe in spec.recipes_of(m)]
+            if len(users) > 1:
+                problems.append(
+                    f"recipes[{j}] ({recipe.name}): a prequantized checkpoint given in 'source' belongs to one model, "
+                    f"but models {', '.join(users)} use it; list it in only one model's 'recipes'"
+                )
+        if recipe.calibration is not None:
+            message = _calibration_problem(recipe.calibration.source)
+            if message:
+                problems.append(f"recipes[{j}] ({recipe.name}).calibration.source: {message}")
+    for model in spec.models:
+        config = read_model_config(model.source, model.revision)
+        shape = shape_from_config(config) if config else None
+        for recipe in spec.recipes_of(model):
+            variant = spec.variant_name(model, recipe)
+            if recipe.method == "prequantized":
+                problems.extend(f"variant {variant}: {p}" for p in _prequantized_problems(model, recipe))
+            elif shape is not None:
+                problems.extend(f"variant {variant}: {p}" for p in recipe_shape_problems(recipe, shape))
+                if config and config.get("quantization_config") and recipe.method != "none":
+                    problems.append(
+                        f"variant {variant}: model {model.name} is already quantized "
+                        f"({config['quantization_config'].get('quant_method', '?')}); use a recipe with method: "
+                        "prequantized for it (models[].recipes selects the recipes of one model)"
+                    )
+    return problems
+
+
+def _calibration_problem(source: str) -> str | None:
+    if source == "builtin":
+        return None
+    if source.startswith("benchmark:"):
+        name = source.removeprefix("benchmark:")
+        if name not in available_benchmarks():
+            return f"unknown benchmark '{name}'; available: {', '.join(available_benchmarks())}"
+        return None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return f"calibration text file {source!r} not found; use 'builtin', 'benchmark:<name>' or an existing text file"
+    return None
+
+
+def _prequantized_problems(model: ModelSpec, recipe: RecipeSpec) -> list[str]:
+    from cluster.quantization.prequantized import inspect_checkpoint
+    from cluster.quantization.targets import QuantizationError
+
+    source = recipe.source or model.source
+    folder = Path(source).expanduser()
+    if source in available_builtin_models():
+        return [
+            f"built-in model {source!r} is stored dequantized; use method: none (or a quantizing recipe), "
+            "not prequantized"
+        ]
+    if not folder.is_dir():
+        message = validate_model_source(source)
+        return [f"prequantized source: {message}"] if message else []  # hub ids are checked when loaded
+    try:
+        info = inspect_checkpoint(folder)
+    except QuantizationError as err:
+        return [str(err)]
+    if recipe.bits is not None and info.bits is not None and recipe.bits != info.bits:
+        return [f"bits is {recipe.bits} but the checkpoint's config says {info.bits}; drop bits or fix it"]
+    return []
 
 
 def parse_spec(data: Any, source: str = "<sweep>") -> SweepSpec:
@@ -287,9 +400,22 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(data, str(path))
 
 
+def available_builtin_models() -> list[str]:
+    return sorted(BUILTIN_MODELS)
+
+
 def _resolve_definition_paths(data: Any, base: Path) -> None:
-    """Make relative ``benchmarks[].definition`` paths relative to the sweep file's folder."""
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+    """Make relative file paths (benchmark definitions, calibration texts) relative to the sweep file."""
+    if not isinstance(data, dict):
+        return
+    for recipe in data.get("recipes") or []:
+        calibration = recipe.get("calibration") if isinstance(recipe, dict) else None
+        source = calibration.get("source") if isinstance(calibration, dict) else None
+        if isinstance(source, str) and source != "builtin" and not source.startswith("benchmark:"):
+            candidate = Path(source).expanduser()
+            if not candidate.is_absolute():
+                calibration["source"] = str((base / candidate).resolve())
+    if not isinstance(data.get("benchmarks"), list):
         return
     for bench in data["benchmarks"]:
         if isinstance(bench, dict) and isinstance(bench.get("definition"), str):

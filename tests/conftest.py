@@ -22,6 +22,22 @@ def shared_benchmarks() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_variant_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Quantized variants go to a temporary cache for the session (removed afterwards), never ~/.cache."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("variant-cache")
+    previous = os.environ.get("QTRUST_VARIANT_CACHE")
+    os.environ["QTRUST_VARIANT_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("QTRUST_VARIANT_CACHE", None)
+    else:
+        os.environ["QTRUST_VARIANT_CACHE"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return shared_benchmarks()

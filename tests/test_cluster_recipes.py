@@ -13,7 +13,7 @@ def test_defaults_are_unquantized() -> None:
     assert recipe.method == "none"
     assert recipe.bits is None
     assert recipe.precision_bits == 32.0
-    assert recipe.describe() == {"method": "none", "label": "none"}
+    assert recipe.describe() == {"method": "none", "label": "none", "storage": "none"}
 
 
 def test_rtn_recipe_describes_itself() -> None:
@@ -76,3 +76,74 @@ def test_unknown_method_and_extra_fields_rejected() -> None:
 def test_round_trips_through_json() -> None:
     recipe = QuantRecipe(method="rtn", bits=3, group_size=None, symmetric=False)
     assert QuantRecipe.model_validate_json(recipe.model_dump_json()) == recipe
+
+
+def test_gptq_and_awq_store_packed_at_4_and_8_bits_and_simulated_otherwise() -> None:
+    assert QuantRecipe(method="gptq", bits=4).resolved_storage == "packed"
+    assert QuantRecipe(method="awq", bits=8).resolved_storage == "packed"
+    assert QuantRecipe(method="awq", bits=3).resolved_storage == "simulated"
+    assert QuantRecipe(method="gptq", bits=2, storage="simulated").resolved_storage == "simulated"
+    assert QuantRecipe(method="rtn", bits=4).resolved_storage == "simulated"
+    assert QuantRecipe(method="rtn", bits=4, storage="packed").resolved_storage == "packed"
+    mixed = QuantRecipe(method="gptq", bits=4, overrides=[{"blocks": [0], "bits": 3}])
+    assert mixed.resolved_storage == "simulated"
+    assert mixed.label.endswith("-mixed")
+
+
+def test_packed_storage_at_3_bits_is_refused_with_the_alternative() -> None:
+    with pytest.raises(ValidationError) as info:
+        QuantRecipe(method="awq", bits=3, storage="packed")
+    text = str(info.value)
+    assert "awq at 3 bits cannot be stored packed" in text
+    assert "storage: simulated" in text
+
+
+def test_calibration_defaults_for_gptq_and_is_refused_elsewhere() -> None:
+    recipe = QuantRecipe(method="gptq", bits=4)
+    assert recipe.calibration is not None and recipe.calibration.source == "builtin"
+    info = recipe.describe()
+    assert info["calibration.samples"] == str(recipe.calibration.samples)
+    with pytest.raises(ValidationError, match="calibration applies to gptq and awq only"):
+        QuantRecipe(method="rtn", bits=4, calibration={"samples": 8})
+    with pytest.raises(ValidationError, match="names no benchmark"):
+        QuantRecipe(method="awq", bits=4, calibration={"source": "benchmark:"})
+
+
+def test_bnb_derives_bits_and_type_and_refuses_other_widths() -> None:
+    assert QuantRecipe(method="bnb", bits=4).bnb_type == "nf4"
+    assert QuantRecipe(method="bnb", bits=8).bnb_type == "int8"
+    assert QuantRecipe(method="bnb", bnb_type="fp4").bits == 4
+    assert QuantRecipe(method="bnb", bnb_type="fp4").label == "bnb-fp4"
+    with pytest.raises(ValidationError, match="bnb quantizes to 8 bits"):
+        QuantRecipe(method="bnb", bits=3)
+    with pytest.raises(ValidationError, match="bnb_type int8 is 8-bit but bits is 4"):
+        QuantRecipe(method="bnb", bits=4, bnb_type="int8")
+    with pytest.raises(ValidationError, match="bnb_type applies to method 'bnb' only"):
+        QuantRecipe(method="rtn", bits=4, bnb_type="nf4")
+
+
+def test_hqq_widths_and_field_combinations() -> None:
+    assert QuantRecipe(method="hqq", bits=3).precision_bits == 3.0
+    with pytest.raises(ValidationError, match="hqq quantizes to"):
+        QuantRecipe(method="hqq", bits=7)
+    with pytest.raises(ValidationError, match="storage applies to rtn, gptq and awq only"):
+        QuantRecipe(method="hqq", bits=4, storage="packed")
+    with pytest.raises(ValidationError, match="source and revision apply to method 'prequantized' only"):
+        QuantRecipe(method="gptq", bits=4, source="/tmp/x")
+
+
+def test_overrides_need_a_selection_and_valid_patterns() -> None:
+    with pytest.raises(ValidationError, match="an override needs 'blocks'"):
+        QuantRecipe(method="rtn", bits=4, overrides=[{"bits": 8}])
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        QuantRecipe(method="rtn", bits=4, keep_full_precision=["re:model.(layers"])
+    with pytest.raises(ValidationError, match="overrides \\(mixed precision\\) apply to"):
+        QuantRecipe(method="bnb", bits=4, overrides=[{"blocks": [0], "bits": 8}])
+
+
+def test_prequantized_reads_bits_later_and_keys_exclude_nothing_that_matters() -> None:
+    recipe = QuantRecipe(method="prequantized", source="/models/llama-awq")
+    assert recipe.bits is None and recipe.resolved_storage == "prequantized"
+    a = QuantRecipe(method="gptq", bits=4, calibration={"seed": 0}).key_fields()
+    b = QuantRecipe(method="gptq", bits=4, calibration={"seed": 1}).key_fields()
+    assert a != b

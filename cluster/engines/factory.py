@@ -31,14 +31,29 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
     if config["engine"] != "hf":
         raise ValueError(f"unknown engine {config['engine']!r}; available: hf, fake")
     from cluster.models.sources import resolve_model_path
-    from cluster.variant import load_variant
+    from cluster.variant import VariantSource, load_variant
 
-    path = resolve_model_path(config["source"], cache_dir=cache_dir, revision=config.get("revision"))
+    prequantized_path = None
+    if recipe.method == "prequantized" and recipe.source:
+        prequantized_path = resolve_model_path(recipe.source, cache_dir=cache_dir, revision=recipe.revision)
+        model_path = prequantized_path
+    else:
+        model_path = resolve_model_path(config["source"], cache_dir=cache_dir, revision=config.get("revision"))
+    source = VariantSource(
+        model_path=model_path,
+        recipe=recipe,
+        variant_key=config.get("variant_key"),
+        calibration_texts=config.get("calibration_texts"),
+        variant_cache=config.get("variant_cache"),
+        cache_dir=cache_dir,
+        prequantized_path=prequantized_path,
+        describe={"variant": config.get("variant"), "model": config["source"], "recipe": recipe.describe()},
+    )
     return load_variant(
-        path,
-        recipe,
+        source,
         dtype=config.get("dtype", "float32"),
         device=pick_device(),
         trust_remote_code=bool(config.get("trust_remote_code", False)),
         num_threads=num_threads,
+        quality_probe=bool(config.get("quality_probe", True)),
     )

@@ -80,8 +80,8 @@ class HFEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._stop_ids = self._collect_stop_ids()
         self.extra_description: dict[str, str] = dict(extra_description or {})
-        #: Set by :func:`cluster.variant.load_variant` when the weights were RTN-quantized.
-        self.rtn_report: Any = None
+        #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
+        self.quantization: dict[str, Any] = {}
 
     @classmethod
     def from_pretrained(

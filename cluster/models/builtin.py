@@ -24,8 +24,9 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -51,6 +52,8 @@ class BuiltinModel:
     wheel_env: str
     """Environment variable that may point at an already-downloaded wheel."""
     description: str
+    config: dict[str, Any] = field(default_factory=dict)
+    """The prepared model's shape fields from config.json, known before it is prepared (for validation)."""
 
     @property
     def requirement(self) -> str:
@@ -75,6 +78,16 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0",
         wheel_env="QTRUST_SMOLLM2_WHEEL",
         description="SmolLM2-135M-Instruct, dequantized from Q4_1 GGUF to fp32 (30 layers, hidden 576, tied embeddings)",
+        config={
+            "model_type": "llama",
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "head_dim": 64,
+            "num_hidden_layers": 30,
+            "tie_word_embeddings": True,
+        },
     ),
 }
 
