@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from cluster.engines.base import GenerationRequest, GenerationSettings  # noqa: E402
 from cluster.models.sources import resolve_model_path  # noqa: E402
 from cluster.quantization.recipes import QuantRecipe  # noqa: E402
-from cluster.variant import load_variant  # noqa: E402
+from cluster.variant import VariantSource, load_variant  # noqa: E402
 from trust.benchmarks.registry import get_benchmark  # noqa: E402
 from trust.data import resolve_data_dir  # noqa: E402
 
@@ -38,7 +38,7 @@ def bare(args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
     start = time.perf_counter()
     items = get_benchmark(args.benchmark).load(data_dir, args.items)
     path = resolve_model_path(args.model)
-    engine = load_variant(path, QuantRecipe(method="none"), num_threads=args.threads)
+    engine = load_variant(VariantSource(model_path=path, recipe=QuantRecipe(method="none")), num_threads=args.threads, quality_probe=False)
     loaded = time.perf_counter()
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     results = engine.generate([GenerationRequest(it.id, it.messages) for it in items], settings)

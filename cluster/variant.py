@@ -15,6 +15,7 @@ trust numbers are read.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,17 @@ class VariantSource:
     describe: dict[str, Any] = field(default_factory=dict)
 
 
+#: Environment variable naming the variant cache (a folder or an fsspec URL).
+VARIANT_CACHE_ENV = "QTRUST_VARIANT_CACHE"
+
+
 def _cache(source: VariantSource):  # -> VariantCache
+    """The variant cache: the source's own, else ``$QTRUST_VARIANT_CACHE``, else ``<cache dir>/variants``."""
     from cluster.quantization.cache import VariantCache
 
-    if source.variant_cache:
-        return VariantCache(source.variant_cache)
+    root = source.variant_cache or os.environ.get(VARIANT_CACHE_ENV)
+    if root:
+        return VariantCache(root)
     return VariantCache.default(source.cache_dir)
 
 

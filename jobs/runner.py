@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from cluster.variant import VARIANT_CACHE_ENV
 from jobs.plan import Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
 from jobs.variant_reports import quant_metrics, quant_params, variants_table
@@ -38,9 +39,6 @@ class RunOptions:
     cache_dir: str | Path | None = None
     variant_cache: str | None = None
     quiet: bool = False
-
-
-VARIANT_CACHE_ENV = "QTRUST_VARIANT_CACHE"
 
 
 def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:

@@ -21,7 +21,7 @@ from cluster.engines.hf import HFEngine
 from cluster.models.builtin import BUILTIN_MODELS, MARKER_FILE, prepare_builtin_model
 from cluster.models.sources import model_identity, resolve_model_path, validate_model_source
 from cluster.quantization.recipes import QuantRecipe
-from cluster.variant import load_variant
+from cluster.variant import VariantSource, load_variant
 
 pytestmark = pytest.mark.slow
 
@@ -130,12 +130,14 @@ def test_scores_the_right_answer_higher(engine: HFEngine) -> None:
 
 
 def test_rtn_variant_of_builtin(prepared: Path) -> None:
+    bad = QuantRecipe(method="rtn", bits=4, group_size=128)
     with pytest.raises(ValueError, match="in_features 576"):
-        load_variant(prepared, QuantRecipe(method="rtn", bits=4, group_size=128))
-    engine = load_variant(prepared, QuantRecipe(method="rtn", bits=8, group_size=64))
-    info = engine.describe()
-    assert info["rtn_layers_quantized"] == str(30 * 7)
-    assert float(info["rtn_mean_relative_error"]) < 0.01
+        load_variant(VariantSource(prepared, bad, variant_key="1" * 64), quality_probe=False)
+    recipe = QuantRecipe(method="rtn", bits=8, group_size=64)
+    engine = load_variant(VariantSource(prepared, recipe, variant_key="2" * 64), quality_probe=False)
+    assert engine.describe()["recipe_bits"] == "8"
+    assert engine.quantization["layers_quantized"] == str(30 * 7)
+    assert float(engine.quantization["mean_relative_error"]) < 0.01
     (result,) = engine.generate(
         [GenerationRequest(id="q", messages=[{"role": "user", "content": "Say hello."}])],
         GenerationSettings(max_new_tokens=8),

@@ -17,7 +17,7 @@ from cluster.engines.base import (
 )
 from cluster.engines.hf import HFEngine, parse_dtype
 from cluster.quantization.recipes import QuantRecipe
-from cluster.variant import load_variant
+from cluster.variant import VariantSource, load_variant
 
 try:
     from tests.tiny_model import build_tiny_model
@@ -218,16 +218,15 @@ def test_parse_dtype() -> None:
 
 
 def test_load_variant_applies_recipe(tiny_path: Path, engine: HFEngine) -> None:
-    plain = load_variant(tiny_path, QuantRecipe())
+    plain = load_variant(VariantSource(tiny_path, QuantRecipe()), quality_probe=False)
     assert plain.describe()["recipe_method"] == "none"
-    assert plain.rtn_report is None
-    w2 = load_variant(tiny_path, QuantRecipe(method="rtn", bits=2, group_size=32))
+    assert plain.quantization["storage"] == "none"
+    w2 = load_variant(VariantSource(tiny_path, QuantRecipe(method="rtn", bits=2, group_size=32), variant_key="3" * 64), quality_probe=False)
     info = w2.describe()
     assert info["recipe_method"] == "rtn"
     assert info["recipe_bits"] == "2"
-    assert info["rtn_layers_quantized"] == "14"
-    assert float(info["rtn_mean_relative_error"]) > 0.1
-    assert w2.rtn_report is not None and w2.rtn_report.layers_quantized == 14
+    assert w2.quantization["layers_quantized"] == "14"
+    assert float(w2.quantization["mean_relative_error"]) > 0.1
     request = LoglikelihoodRequest(id="v", messages=[{"role": "user", "content": PROMPTS[1]}], continuations=["wrong"])
     settings = GenerationSettings()
     base = plain.loglikelihood([request], settings)[0].logprobs[0]
@@ -237,4 +236,4 @@ def test_load_variant_applies_recipe(tiny_path: Path, engine: HFEngine) -> None:
 
 def test_load_variant_reports_bad_group_size(tiny_path: Path) -> None:
     with pytest.raises(ValueError, match="does not divide in_features 128"):
-        load_variant(tiny_path, QuantRecipe(method="rtn", bits=4, group_size=96))
+        load_variant(VariantSource(tiny_path, QuantRecipe(method="rtn", bits=4, group_size=96), variant_key="4" * 64))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.variant_key import variant_key
 from jobs.plan import build_plan, shard_key
 from jobs.spec import RecipeSpec, parse_spec
 from tests.helpers import sweep_dict
@@ -16,9 +17,12 @@ ITEMS = [Item(id="a", messages=[{"role": "user", "content": "hi"}]), Item(id="b"
 
 
 def key(**changes) -> str:
+    identity = changes.pop("model_identity", "local:abc")
+    recipe = changes.pop("recipe", RecipeSpec(name="w4", method="rtn", bits=4, group_size=32))
+    calibration = changes.pop("calibration", None)
+    dtype = changes.pop("dtype", "float32")
     args = dict(
-        model_identity="local:abc",
-        recipe=RecipeSpec(name="w4", method="rtn", bits=4, group_size=32),
+        variant_key=variant_key(identity, recipe.key_fields(), calibration, dtype),
         engine="hf",
         benchmark=get_benchmark("xstest"),
         items=ITEMS,
@@ -41,6 +45,11 @@ def test_key_is_stable() -> None:
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=3, group_size=32)},
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=64)},
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, symmetric=True)},
+        {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, keep_full_precision=["lm_head", "down_proj"])},
+        {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, overrides=[{"blocks": [0], "bits": 8}])},
+        {"recipe": RecipeSpec(name="w4", method="gptq", bits=4, group_size=32)},
+        {"calibration": "digest-of-other-calibration-text"},
+        {"dtype": "bfloat16"},
         {"engine": "fake"},
         {"benchmark": get_benchmark("machine_ethics")},
         {"items": [ITEMS[0]]},
@@ -94,3 +103,24 @@ def test_plan_shards_cover_every_item_once(tmp_path: Path, data_dir: Path) -> No
             ids = [it.id for s in shards for it in s.items]
             assert ids == [it.id for it in run.items]
             assert all(len(s.items) <= 4 for s in shards)
+
+
+def test_calibration_text_is_part_of_the_variant_key(tmp_path: Path, data_dir: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cal = tmp_path / "cal.txt"
+    cal.write_text("First paragraph of calibration text.\n\nSecond paragraph.\n")
+    recipe = {"name": "g", "method": "gptq", "bits": 4, "group_size": 32, "calibration": {"source": str(cal), "samples": 8}}
+    spec = sweep_dict(model, tmp_path, recipes=[recipe], ensembles=[])
+    first = build_plan(parse_spec(spec), data_dir)
+    (variant,) = first.variants.values()
+    assert variant.calibration is not None and len(variant.calibration.texts) == 2  # fewer than asked: all of them
+    assert variant.worker_config()["calibration_texts"] == variant.calibration.texts
+    cal.write_text("First paragraph of calibration text.\n\nAn edited second paragraph.\n")
+    second = build_plan(parse_spec(spec), data_dir)
+    assert {s.key for s in first.shards}.isdisjoint(s.key for s in second.shards)
+    bench = dict(recipe, calibration={"source": "benchmark:xstest", "samples": 5, "seed": 3})
+    third = build_plan(parse_spec(dict(spec, recipes=[bench])), data_dir)
+    (variant,) = third.variants.values()
+    assert len(variant.calibration.texts) == 5 and variant.calibration.available >= 450
