@@ -156,6 +156,8 @@ def _track(
     known: dict[str, str] = dict(manifest.get("mlflow", {}).get("runs", {}))
     if manifest.get("mlflow", {}).get("uri") != tracker.uri:
         known = {}
+    engines = {v: info.get("engine", {}) for v, info in worker_info.items()}
+    quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
     parent_key = f"sweep:{spec.name}"
     parent = tracker.run(known.get(parent_key), spec.name, {"qtrust.sweep": spec.name, "qtrust.kind": "sweep"})
     ids = {parent_key: parent} if parent else {}
@@ -165,8 +167,6 @@ def _track(
         table = variants_table(plan.variants, quant_reports)
         if not table.empty:
             tracker.log_table(parent, table, "variants.json")
-    engines = {v: info.get("engine", {}) for v, info in worker_info.items()}
-    quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
     for row in results:
         run_run = plan.benchmarks[row.benchmark]
         bench_params = {f"benchmark.{k}": v for k, v in run_run.benchmark.describe().items()}

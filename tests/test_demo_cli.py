@@ -30,12 +30,14 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
     assert "machine_ethics (v" in out and "xstest (v" in out
-    for row in ("smollm2-ref", "smollm2-w8", "smollm2-w4", "smollm2-w3", "smollm2-vote-w8-w4-w3 (ensemble)"):
+    for row in ("smollm2-ref", "smollm2-w8", "smollm2-w4", "smollm2-w3", "smollm2-gptq-w4", "smollm2-awq-w4",
+                "smollm2-vote-w8-w4-w3 (ensemble)"):
         assert row in out
+    assert "probe_perplexity" in out and "packed" in out  # the variants table
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "/#/experiments/" in out
 
     table = ds.dataset(tmp_path / "qtrust-runs" / "demo" / "generations", format="parquet", partitioning="hive").to_table()
-    assert table.num_rows == 4 * 2 * 3
+    assert table.num_rows == 6 * 2 * 3
     frame = table.to_pandas()
     assert frame["error"].isna().all()
     assert frame["output"].str.len().gt(0).all(), "the real model answered every prompt"
@@ -43,10 +45,10 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("qtrust-demo")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1 + 4 * 2 + 2
+    assert len(runs) == 1 + 6 * 2 + 2
 
     second = qtrust("resume", "qtrust-runs/demo", "--quiet", cwd=tmp_path, data_dir=data_dir)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Nothing to compute" in second.stdout
-    assert "8 already committed, 0 to compute" in second.stdout
+    assert "12 already committed, 0 to compute" in second.stdout
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)

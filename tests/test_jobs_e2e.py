@@ -69,7 +69,7 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     kinds = sorted(r.data.tags["qtrust.kind"] for r in children)
     assert kinds == ["ensemble"] * 2 + ["variant"] * 6
     w4 = next(r for r in children if r.data.params.get("variant") == "tiny-w4" and r.data.tags["qtrust.benchmark"] == "xstest")
-    assert w4.data.params["bits"] == "4" and w4.data.params["method"] == "rtn" and w4.data.params["group_size"] == "32"
+    assert w4.data.params["quant.bits"] == "4" and w4.data.params["method"] == "rtn" and w4.data.params["quant.group_size"] == "32"
     assert w4.data.params["engine"] == "hf" and "engine.transformers" in " ".join(w4.data.params)
     assert {"over_refusal_rate", "unsafe_compliance_rate", "refusal_rate", "n_items"} <= set(w4.data.metrics)
     assert w4.data.metrics["n_items"] == 6

@@ -20,7 +20,7 @@ from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
 from tests.helpers import sweep_dict
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 CAL = {"samples": 8, "seq_len": 64}
 RECIPES = [

@@ -123,5 +123,6 @@ def test_cli_validate_prints_problems_without_traceback(model_dir: Path, tmp_pat
 
 def test_demo_spec_is_valid() -> None:
     spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "demo.yaml")
-    assert [r.name for r in spec.recipes] == ["ref", "w8", "w4", "w3"]
+    assert [r.name for r in spec.recipes] == ["ref", "w8", "w4", "w3", "gptq-w4", "awq-w4"]
+    assert [r.resolved_storage for r in spec.recipes][-2:] == ["packed", "packed"]
     assert spec.ensembles[0].members == ["w8", "w4", "w3"]
