@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,100 +223,3 @@ def test_rtn_packed_needs_no_data_and_matches_qtrust_rtn(tiny_model_dir: Path, t
         expected = quantize_tensor_rtn(run.original[f"{name}.weight"], 4, 32, symmetric=False)
         assert torch.allclose(state[f"{name}.weight"], expected, atol=1e-6), name
     assert torch.equal(state["model.embed_tokens.weight"], run.original["model.embed_tokens.weight"])
-
-
-# --- built-in model (slow) ---------------------------------------------------------------------------
-
-_SENTENCES = [
-    "The river wound slowly through the valley, past farms and old stone bridges.",
-    "Scientists measure the speed of light with lasers, mirrors and very precise clocks.",
-    "A good recipe for bread needs flour, water, salt, yeast and a little patience.",
-    "In the morning the market fills with people buying fruit, fish and fresh flowers.",
-    "Computers store numbers in binary, a system that uses only the digits zero and one.",
-    "The museum opened a new exhibition about the history of maps and navigation.",
-    "When you travel abroad, it is polite to learn a few words of the local language.",
-    "Doctors recommend regular exercise, enough sleep and a balanced diet.",
-    "The orchestra tuned their instruments before the concert began at eight o'clock.",
-    "Mountains are formed over millions of years as tectonic plates push against each other.",
-    "She wrote a letter to her grandmother describing the first snow of the winter.",
-    "Honest answers build trust, and trust makes cooperation between people easier.",
-    "The train to the coast leaves every hour from the central station.",
-    "Bees carry pollen from flower to flower, which helps many plants produce fruit.",
-    "Please explain your reasoning step by step and give a short final answer.",
-    "Libraries lend books, music and films, and many also offer free courses.",
-]
-#: Different samples (rotations of the sentences), each longer than 128 tokens. Eight of them: on two
-#: CPU cores GPTQ of the whole model takes about 80 s, AWQ about 25 s per sample for all 30 blocks.
-BUILTIN_TEXTS = [" ".join(_SENTENCES[i:] + _SENTENCES[:i]) for i in range(0, len(_SENTENCES), 2)]
-#: AWQ's grid search dominates its time, so the AWQ test quantizes the first six blocks only.
-LATER_BLOCKS = r"re:model\.layers\.([6-9]|[12][0-9])\..*"
-
-
-@pytest.fixture(scope="module")
-def builtin_model_dir() -> Path:
-    from cluster.models.sources import resolve_model_path
-
-    return resolve_model_path("smollm2-135m")
-
-
-def _greedy_text(model: torch.nn.Module, tokenizer: object) -> str:
-    batch = tokenizer(["The capital of France is"], return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
-def _check_builtin_run(run: Run, reloaded: torch.nn.Module, layers: int) -> dict[str, torch.Tensor]:
-    assert run.report["layers_quantized"] == str(layers) == str(len(run.plan.layers))
-    assert run.report["calibration_samples"] == str(len(BUILTIN_TEXTS))
-    state = reloaded.state_dict()
-    changed = sum(not torch.equal(state[f"{n}.weight"], run.original[f"{n}.weight"]) for n in run.plan.layers)
-    assert changed == len(run.plan.layers)
-    text = _greedy_text(reloaded, run.tokenizer)
-    assert any(ch.isalpha() for ch in text), text
-    return state
-
-
-@pytest.mark.slow
-def test_builtin_gptq_4bit_packed(builtin_model_dir: Path, tmp_path: Path) -> None:
-    started = time.perf_counter()
-    run = _run(
-        builtin_model_dir,
-        tmp_path / "gptq",
-        BUILTIN_TEXTS,
-        method="gptq",
-        bits=4,
-        group_size=64,
-        calibration={"seq_len": 128},
-    )
-    assert run.report["storage"] == "packed" and run.report["bits_per_layer"] == "4:210"
-    assert _config(run.out_dir)["quantization_config"]["format"] == "pack-quantized"
-    _check_builtin_run(run, _load_packed(run.out_dir), 30 * 7)
-    print(f"built-in GPTQ: quantize {run.report['quantize_s']} s, total {time.perf_counter() - started:.1f} s")
-
-
-@pytest.mark.slow
-def test_builtin_awq_3bit_simulated(builtin_model_dir: Path, tmp_path: Path) -> None:
-    started = time.perf_counter()
-    run = _run(
-        builtin_model_dir,
-        tmp_path / "awq",
-        BUILTIN_TEXTS,
-        method="awq",
-        bits=3,
-        group_size=64,
-        storage="simulated",
-        keep_full_precision=["lm_head", LATER_BLOCKS],
-        calibration={"seq_len": 128},
-    )
-    assert "quantization_config" not in _config(run.out_dir)
-    # Per block: input norm -> q,k,v; post-attention norm -> gate,up; up -> down. The grouped-query
-    # v_proj (192 outputs) cannot smooth o_proj (576 inputs).
-    assert run.report["awq_mappings"] == str(6 * 3)
-    state = _check_builtin_run(run, _load_dense(run.out_dir), 6 * 7)
-    for name in run.plan.layers:
-        assert _max_distinct_per_group(state[f"{name}.weight"], 64) <= 2**3, name
-    for name in run.plan.full_precision:
-        if name != "lm_head":
-            assert torch.equal(state[f"{name}.weight"], run.original[f"{name}.weight"]), name
-    print(f"built-in AWQ: quantize {run.report['quantize_s']} s, total {time.perf_counter() - started:.1f} s")
