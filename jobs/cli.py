@@ -195,7 +195,7 @@ def benchmarks_show(
 ) -> None:
     """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes."""
     from trust.benchmarks.declarative import DefinitionError
-    from trust.benchmarks.registry import BENCHMARKS, UnknownBenchmarkError, get_benchmark
+    from trust.benchmarks.registry import UnknownBenchmarkError, get_benchmark
     from trust.data import resolve_data_dir
 
     is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()

@@ -38,6 +38,17 @@ def isolated_variant_cache(tmp_path_factory: pytest.TempPathFactory):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small matrices run far faster on one torch thread on a busy two-core machine (measured ~20x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return shared_benchmarks()

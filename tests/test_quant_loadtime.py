@@ -47,13 +47,7 @@ def _generates(model: nn.Module, ids: torch.Tensor) -> None:
     assert torch.equal(out[:, :6], ids[:, :6])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices run far faster on one thread (two threads on a busy 2-core box: ~20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

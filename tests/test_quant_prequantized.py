@@ -22,13 +22,7 @@ from cluster.quantization.prequantized import (
 from cluster.quantization.targets import QuantizationError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices run far faster on one thread on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ def _sentences(paragraph: str) -> list[str]:
     return [s for s in re.split(r'(?:(?<=[.?!])|(?<=[.?!]"))\s+(?=["A-Z])', paragraph) if s]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices run far faster on one thread on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _load(path: Path):

@@ -92,25 +92,28 @@ class LayerOverride(BaseModel):
     bits: int
     group_size: int | None = Field(None, description="default: the recipe's group size")
 
-    @field_validator("bits")
-    @classmethod
-    def _check_bits(cls, value: int) -> int:
-        if not MIN_BITS <= value <= MAX_BITS:
-            raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS} (got {value})")
-        return value
-
-    @field_validator("modules")
-    @classmethod
-    def _check_patterns(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            check_pattern(pattern)
-        return value
+    _check_bits = field_validator("bits")(lambda cls, value: check_bits(value))
+    _check_patterns = field_validator("modules")(lambda cls, value: check_patterns(value))
 
     @model_validator(mode="after")
     def _selects_something(self) -> "LayerOverride":
         if not self.blocks and not self.modules:
             raise ValueError("an override needs 'blocks' (e.g. [0, -1]) or 'modules' (e.g. ['down_proj'])")
         return self
+
+
+def check_bits(value: int | None) -> int | None:
+    """Raise ``ValueError`` for a bit width outside ``MIN_BITS..MAX_BITS`` (None passes)."""
+    if value is not None and not (MIN_BITS <= value <= MAX_BITS):
+        raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS} (got {value})")
+    return value
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """Validate every module pattern of a list (see :func:`check_pattern`)."""
+    for pattern in patterns:
+        check_pattern(pattern)
+    return patterns
 
 
 def check_pattern(pattern: str) -> str:
@@ -150,12 +153,7 @@ class QuantRecipe(BaseModel):
     )
     revision: str | None = Field(None, description="prequantized only: hub revision of `source`")
 
-    @field_validator("bits")
-    @classmethod
-    def _check_bits(cls, value: int | None) -> int | None:
-        if value is not None and not (MIN_BITS <= value <= MAX_BITS):
-            raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS} (got {value})")
-        return value
+    _check_bits = field_validator("bits")(lambda cls, value: check_bits(value))
 
     @field_validator("group_size")
     @classmethod
@@ -166,12 +164,7 @@ class QuantRecipe(BaseModel):
             )
         return value
 
-    @field_validator("keep_full_precision")
-    @classmethod
-    def _check_keep(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            check_pattern(pattern)
-        return value
+    _check_keep = field_validator("keep_full_precision")(lambda cls, value: check_patterns(value))
 
     @model_validator(mode="before")
     @classmethod
