@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cluster.models.builtin import BUILTIN_MODELS
 from cluster.models.sources import validate_model_source
 from cluster.quantization.recipes import QuantRecipe
+from jobs.recipe_grid import expand_recipe_grids
 from trust.benchmarks.declarative import DefinitionError
 from trust.benchmarks.registry import UnknownBenchmarkError, available_benchmarks, get_benchmark
 
@@ -374,6 +375,7 @@ def parse_spec(data: Any, source: str = "<sweep>") -> SweepSpec:
     """Validate an already-parsed YAML document."""
     if not isinstance(data, dict):
         raise SpecError(source, ["the file must hold a mapping with at least 'name', 'models' and 'benchmarks'"])
+    data = expand_recipe_grids(data)
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:

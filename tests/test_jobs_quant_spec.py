@@ -116,3 +116,19 @@ def test_calibration_sources_are_checked_and_resolved_next_to_the_sweep(model_di
     sweep["recipes"][0]["calibration"] = {"source": "benchmark:no_such_benchmark"}
     (problem,) = problems_of(sweep)
     assert "unknown benchmark 'no_such_benchmark'" in problem
+
+
+def test_a_recipe_grid_crosses_bits_group_sizes_and_calibration_seeds(model_dir: Path, tmp_path: Path) -> None:
+    grid = {"name": "gptq", "method": "gptq", "bits": [4, 3], "group_size": [64, 32], "calibration": {"samples": 8, "seed": [0, 1]}}
+    spec = parse_spec(sweep_dict(model_dir, tmp_path, recipes=[{"name": "ref", "method": "none"}, grid], ensembles=[
+        {"name": "vote", "members": ["gptq-w4-g64-seed0", "gptq-w3-g64-seed0"]},
+    ]))
+    names = [r.name for r in spec.recipes]
+    assert len(names) == 1 + 8 and names[1] == "gptq-w4-g64-seed0" and names[-1] == "gptq-w3-g32-seed1"
+    last = spec.recipe("gptq-w3-g32-seed1")
+    assert (last.bits, last.group_size, last.calibration.seed, last.calibration.samples) == (3, 32, 1, 8)
+    single = parse_spec(sweep_dict(model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4], "group_size": 32}], ensembles=[]))
+    assert [r.name for r in single.recipes] == ["r"]
+    bad = sweep_dict(model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4, 9], "group_size": 32}], ensembles=[])
+    (problem,) = problems_of(bad)
+    assert problem.startswith("recipes[1].bits") and "2 to 8" in problem
