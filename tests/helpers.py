@@ -34,3 +34,14 @@ def sweep_dict(model_dir: Path, storage: Path, **overrides: Any) -> dict[str, An
 def write_sweep(path: Path, spec: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def problems_of(spec: dict[str, Any]) -> list[str]:
+    """The problems :func:`jobs.spec.parse_spec` reports for ``spec`` (it must fail)."""
+    import pytest
+
+    from jobs.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec, "sweep.yaml")
+    return info.value.problems

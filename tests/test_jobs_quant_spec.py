@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.spec import SpecError, load_spec, parse_spec
-from tests.helpers import sweep_dict, write_sweep
+from tests.helpers import problems_of, sweep_dict, write_sweep
 
 
 @pytest.fixture()
@@ -17,12 +17,6 @@ def model_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2}))
     return folder
-
-
-def problems_of(spec: dict) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(spec, "sweep.yaml")
-    return info.value.problems
 
 
 def test_every_method_is_a_recipe(model_dir: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.spec import SpecError, load_spec, parse_spec
-from tests.helpers import sweep_dict, write_sweep
+from tests.helpers import problems_of, sweep_dict, write_sweep
 
 
 @pytest.fixture()
@@ -18,12 +18,6 @@ def model_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     return folder
-
-
-def problems_of(spec: dict) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(spec, "sweep.yaml")
-    return info.value.problems
 
 
 def test_valid_spec_expands_defaults(model_dir: Path, tmp_path: Path) -> None:
