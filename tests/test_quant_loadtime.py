@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+import bitsandbytes as bnb
+from hqq.core.quantize import HQQLinear
 
 from cluster.quantization.loadtime import apply_hqq, check_bnb_available, load_bnb
 from cluster.quantization.recipes import QuantRecipe
 from cluster.quantization.targets import QuantizationError
 
-bnb = pytest.importorskip("bitsandbytes")
-hqq_quantize = pytest.importorskip("hqq.core.quantize")
-HQQLinear = hqq_quantize.HQQLinear
 
 #: Relative logit difference of bnb int8 on the tiny model measured at 0.032; nf4 0.32, fp4 0.48.
 INT8_MAX_RELATIVE_DIFF = 0.1
