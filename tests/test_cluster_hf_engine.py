@@ -98,9 +98,9 @@ def test_greedy_is_deterministic_and_batch_independent(engine: HFEngine) -> None
 
 
 def test_completion_tokens_stop_at_eos(engine: HFEngine) -> None:
-    assert engine._count_completion([5, 6, engine.tokenizer.eos_token_id, 7]) == [5, 6]
-    assert engine._count_completion([5, engine.tokenizer.pad_token_id]) == [5]
-    assert engine._count_completion([5, 6]) == [5, 6]
+    assert engine.prompts.cut_at_stop([5, 6, engine.tokenizer.eos_token_id, 7]) == [5, 6]
+    assert engine.prompts.cut_at_stop([5, engine.tokenizer.pad_token_id]) == [5]
+    assert engine.prompts.cut_at_stop([5, 6]) == [5, 6]
 
 
 def test_sampling_runs(engine: HFEngine) -> None:

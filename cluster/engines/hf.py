@@ -17,7 +17,7 @@ from cluster.engines.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
 )
-from trust.types import Message
+from cluster.engines.prompts import PromptTokens
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ class HFEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._stop_ids = self._collect_stop_ids()
+        self.prompts = PromptTokens(
+            self.tokenizer, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        )
         self.extra_description: dict[str, str] = dict(extra_description or {})
         #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
         self.quantization: dict[str, Any] = {}
@@ -110,41 +112,11 @@ class HFEngine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _collect_stop_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for value in (
-            self.tokenizer.eos_token_id,
-            self.tokenizer.pad_token_id,
-            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
-        ):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(v for v in value if isinstance(v, int))
-        return ids
-
-    def _prompt_text(self, messages: list[Message]) -> str:
-        """The chat-templated prompt, or the plain text of a single ``completion`` message."""
-        if len(messages) == 1 and messages[0].get("role") == "completion":
-            return messages[0]["content"]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def _encode(self, text: str) -> list[int]:
-        # The chat template already holds any special tokens the model needs.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _count_completion(self, tokens: list[int]) -> list[int]:
-        """Cut the generated tokens at the first stop (eos/pad) token."""
-        for i, tok in enumerate(tokens):
-            if tok in self._stop_ids:
-                return tokens[:i]
-        return tokens
-
     # --------------------------------------------------------------- generation
 
     def _generate_batch(self, batch: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
         start = time.perf_counter()
-        prompts = [self._encode(self._prompt_text(r.messages)) for r in batch]
+        prompts = [self.prompts.prompt_ids(r.messages) for r in batch]
         width = max(len(p) for p in prompts)
         pad_id = self.tokenizer.pad_token_id
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -169,8 +141,8 @@ class HFEngine:
         latency = (time.perf_counter() - start) / len(batch)
         results = []
         for request, ids, generated in zip(batch, prompts, new_tokens):
-            kept = self._count_completion(generated)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+            kept = self.prompts.cut_at_stop(generated)
+            text = self.prompts.decode(kept)
             results.append(
                 GenerationResult(
                     id=request.id,
@@ -207,21 +179,7 @@ class HFEngine:
 
     def _score_request(self, request: LoglikelihoodRequest, batch_size: int) -> LoglikelihoodResult:
         start = time.perf_counter()
-        prompt_text = self._prompt_text(request.messages)
-        prompt_ids = self._encode(prompt_text)
-        if not prompt_ids:
-            raise ValueError("the chat template produced an empty prompt")
-        sequences: list[tuple[list[int], int]] = []  # (full ids, number of continuation tokens)
-        for continuation in request.continuations:
-            full = self._encode(prompt_text + continuation)
-            # Tokens may merge across the boundary; score everything after the longest common prefix.
-            common = 0
-            for a, b in zip(prompt_ids, full):
-                if a != b:
-                    break
-                common += 1
-            common = max(1, common)  # the first token has no prediction to score
-            sequences.append((full, max(0, len(full) - common)))
+        prompt_ids, sequences = self.prompts.continuation_sequences(request.messages, request.continuations)
         logprobs: list[float] = []
         for chunk in _chunks(sequences, batch_size):
             logprobs.extend(self._score_chunk(chunk))

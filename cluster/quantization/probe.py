@@ -11,7 +11,7 @@ all texts, exponentiated.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -62,16 +62,33 @@ def probe_perplexity(
     Raises:
         ValueError: the texts give no token to score (each needs at least two tokens).
     """
+    texts = load_probe_texts() if texts is None else texts
+    device = _model_device(model)
+    with torch.no_grad():
+        return perplexity_from(lambda ids: text_nll(model, ids, device), probe_token_ids(tokenizer, texts, max_length))
+
+
+def probe_token_ids(tokenizer: Any, texts: list[str] | None = None, max_length: int = 256) -> list[list[int]]:
+    """Token ids of each probe text (default: the built-in paragraphs), cut to ``max_length``."""
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 (got {max_length})")
     texts = load_probe_texts() if texts is None else texts
-    device = _model_device(model)
+    return [_encode(tokenizer, text, max_length) for text in texts]
+
+
+def perplexity_from(text_nll_fn: Callable[[list[int]], tuple[float, int]], token_ids: list[list[int]]) -> dict[str, float]:
+    """Token-weighted perplexity from a function giving ``(sum NLL of ids[1:], count)`` per text.
+
+    Engines other than transformers (vLLM: prompt log-probabilities) pass their own function, so
+    every engine reports the same quantity on the same tokens.
+    """
     total, count = 0.0, 0
-    with torch.no_grad():
-        for text in texts:
-            nll, n = text_nll(model, _encode(tokenizer, text, max_length), device)
-            total += nll
-            count += n
+    for ids in token_ids:
+        if len(ids) < 2:
+            continue
+        nll, n = text_nll_fn(ids)
+        total += nll
+        count += n
     if count == 0:
         raise ValueError("the probe texts give no token to score; pass texts of at least two tokens")
     mean = total / count
