@@ -110,14 +110,14 @@ def test_sampling_runs(engine: HFEngine) -> None:
 
 
 def test_failed_batch_is_retried_item_by_item(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = engine._prompt_text
+    original = engine.prompts.text
 
     def flaky(messages: list[dict[str, str]]) -> str:
         if messages[-1]["content"] == "BOOM":
             raise RuntimeError("cannot render this prompt")
         return original(messages)
 
-    monkeypatch.setattr(engine, "_prompt_text", flaky)
+    monkeypatch.setattr(engine.prompts, "text", flaky)
     requests = _requests(["Hello there", "BOOM", "x"])
     results = engine.generate(requests, GenerationSettings(max_new_tokens=4, batch_size=3))
     assert [r.id for r in results] == ["item-0", "item-1", "item-2"]
@@ -135,15 +135,15 @@ def _round_trip_tokens(engine: HFEngine, prompt_text: str, prompt_ids: list[int]
         if token in special:
             continue
         text = engine.tokenizer.decode([token])
-        if text and engine._encode(prompt_text + text) == prompt_ids + [token]:
+        if text and engine.prompts.encode(prompt_text + text) == prompt_ids + [token]:
             found[token] = text
     return found
 
 
 def test_loglikelihood_matches_direct_scoring_and_prefers_greedy(engine: HFEngine) -> None:
     messages = [{"role": "user", "content": PROMPTS[1]}]
-    prompt_text = engine._prompt_text(messages)
-    prompt_ids = engine._encode(prompt_text)
+    prompt_text = engine.prompts.text(messages)
+    prompt_ids = engine.prompts.encode(prompt_text)
     with torch.inference_mode():
         logp = torch.log_softmax(engine.model(torch.tensor([prompt_ids])).logits[0, -1].float(), -1)
     greedy = int(logp.argmax())
@@ -169,10 +169,10 @@ def test_loglikelihood_matches_direct_scoring_and_prefers_greedy(engine: HFEngin
 
 def test_loglikelihood_multi_token_is_sum_of_conditionals(engine: HFEngine) -> None:
     messages = [{"role": "user", "content": PROMPTS[0]}]
-    prompt_text = engine._prompt_text(messages)
-    prompt_ids = engine._encode(prompt_text)
+    prompt_text = engine.prompts.text(messages)
+    prompt_ids = engine.prompts.encode(prompt_text)
     continuation = "The capital of Italy is Rome."
-    full = engine._encode(prompt_text + continuation)
+    full = engine.prompts.encode(prompt_text + continuation)
     assert full[: len(prompt_ids)] == prompt_ids
     with torch.inference_mode():
         logp = torch.log_softmax(engine.model(torch.tensor([full])).logits[0].float(), -1)
