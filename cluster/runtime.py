@@ -97,12 +97,17 @@ def start_worker(
             placement_group=group, placement_group_bundle_index=0
         ),
         name=None,
-    ).remote(config, cache_dir, resources.torch_threads)
+    ).remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)
     return WorkerHandle(variant=variant, actor=actor, placement_group=group)
 
 
 def stop_worker(handle: WorkerHandle) -> None:
-    """Kill a worker and give its bundle back to the cluster."""
+    """Stop a worker's engine, kill the worker and give its bundle back to the cluster."""
+    try:
+        # A vLLM engine runs in child processes: let the worker stop them before it goes.
+        ray.get(handle.actor.close.remote(), timeout=30)
+    except Exception as err:  # noqa: BLE001 - dead, busy or slow: killed below anyway
+        log.debug("close %s: %s", handle.variant, err)
     try:
         ray.kill(handle.actor, no_restart=True)
     except Exception as err:  # pragma: no cover - already dead
@@ -118,4 +123,4 @@ def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache
     task = ray.remote(prepare_variant).options(
         num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0, name=f"qtrust-prepare-{config.get('variant')}"
     )
-    return task.remote(config, cache_dir, resources.torch_threads)
+    return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)

@@ -46,7 +46,7 @@ class VariantSource:
 VARIANT_CACHE_ENV = "QTRUST_VARIANT_CACHE"
 
 
-def _cache(source: VariantSource):  # -> VariantCache
+def variant_cache_of(source: VariantSource):  # -> VariantCache
     """The variant cache: the source's own, else ``$QTRUST_VARIANT_CACHE``, else ``<cache dir>/variants``."""
     from cluster.quantization.cache import VariantCache
 
@@ -75,7 +75,7 @@ def prepare_cached_variant(
             trust_remote_code=trust_remote_code,
         )
 
-    entry = _cache(source).get_or_build(source.variant_key, build, label=recipe.label, describe=source.describe)
+    entry = variant_cache_of(source).get_or_build(source.variant_key, build, label=recipe.label, describe=source.describe)
     report = {k: v for k, v in entry.meta.items() if not isinstance(v, (dict, list))}
     report["cache"] = "hit" if entry.hit else "built"
     report["cache_path"] = str(entry.path)
@@ -91,19 +91,59 @@ def _packed_kwargs(path: Path, device: str) -> dict[str, Any]:
 def load_variant(
     source: VariantSource,
     *,
+    engine: str = "hf",
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
     num_threads: int | None = None,
     quality_probe: bool = True,
-) -> HFEngine:
-    """Build (if needed) and load the variant as an :class:`HFEngine`.
+    vllm_settings: Any = None,
+    num_gpus: float = 0.0,
+) -> Any:
+    """Build (if needed) and load the variant as an engine (``hf``: :class:`HFEngine`, ``vllm``: ``VLLMEngine``).
 
     The engine's ``describe()`` carries the recipe (``recipe_*``); ``engine.quantization`` holds
-    the quantization report (also merged into ``describe()`` as ``quant_*``).
+    the quantization report (method, storage, size, times, cache hit, probe perplexity).
     """
     recipe = source.recipe
     started = time.perf_counter()
+    common = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code, "num_threads": num_threads}
+    if engine == "vllm":
+        from cluster.variant_vllm import load_vllm_variant
+
+        loaded, report = load_vllm_variant(source, settings=vllm_settings, num_gpus=num_gpus, **common)
+    elif engine == "hf":
+        loaded, report = _load_hf_variant(source, **common)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; available: hf, vllm")
+    report["engine"] = engine
+    report["load_s"] = f"{time.perf_counter() - started:.2f}"
+    if quality_probe:
+        probe = _probe(loaded)
+        report["probe_perplexity"] = probe["perplexity"]
+        report["probe_tokens"] = probe["tokens"]
+    loaded.quantization = report
+    extra = {f"recipe_{key}": value for key, value in recipe.describe().items()}
+    loaded.extra_description.update(extra)
+    loaded.extra_description["load_s"] = report["load_s"]
+    log.info("loaded variant %s on %s from %s in %s s", recipe.label, engine, source.model_path, report["load_s"])
+    return loaded
+
+
+def _probe(engine: Any) -> dict[str, float]:
+    """The perplexity probe through whichever engine holds the variant."""
+    from cluster.quantization.probe import perplexity_from, probe_perplexity, probe_token_ids
+
+    if isinstance(engine, HFEngine):
+        return probe_perplexity(engine.model, engine.tokenizer)
+    return perplexity_from(engine.text_nll, probe_token_ids(engine.tokenizer))
+
+
+def _load_hf_variant(
+    source: VariantSource, *, dtype: str, device: str, trust_remote_code: bool, num_threads: int | None
+) -> tuple[HFEngine, dict[str, Any]]:
+    """The variant as an :class:`HFEngine`, and its quantization report."""
+    recipe = source.recipe
     common = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code, "num_threads": num_threads}
     report: dict[str, Any] = {"method": recipe.method, "storage": recipe.resolved_storage}
     if recipe.method == "none":
@@ -133,28 +173,25 @@ def load_variant(
         report["size_bytes"] = int(engine.model.get_memory_footprint())
         report["size_kind"] = "memory footprint"
     elif recipe.method == "prequantized":
-        from cluster.quantization.prequantized import inspect_checkpoint, prequantized_model_kwargs
+        from cluster.quantization.prequantized import prequantized_model_kwargs
 
-        path = source.prequantized_path or source.model_path
-        info = inspect_checkpoint(path)
-        if recipe.bits is not None and info.bits is not None and recipe.bits != info.bits:
-            raise ValueError(f"recipe says {recipe.bits} bits but the checkpoint at {path} holds {info.bits}-bit weights")
+        path, info = inspect_prequantized(source)
         kwargs = prequantized_model_kwargs(info, path, device=device)
         engine = HFEngine.from_pretrained(path, model_kwargs=kwargs, **common)
         report.update({f"checkpoint_{k}": v for k, v in info.describe().items()})
         report["size_bytes"] = folder_size_bytes(path)
     else:  # pragma: no cover - QuantRecipe validation forbids it
         raise ValueError(f"unknown quantization method {recipe.method!r}")
-    report["load_s"] = f"{time.perf_counter() - started:.2f}"
-    if quality_probe:
-        from cluster.quantization.probe import probe_perplexity
+    return engine, report
 
-        probe = probe_perplexity(engine.model, engine.tokenizer)
-        report["probe_perplexity"] = probe["perplexity"]
-        report["probe_tokens"] = probe["tokens"]
-    engine.quantization = report
-    extra = {f"recipe_{key}": value for key, value in recipe.describe().items()}
-    engine.extra_description.update(extra)
-    engine.extra_description["load_s"] = report["load_s"]
-    log.info("loaded variant %s from %s in %s s", recipe.label, source.model_path, report["load_s"])
-    return engine
+
+def inspect_prequantized(source: VariantSource):  # -> tuple[Path, PrequantizedInfo]
+    """The folder of a prequantized variant and what it holds (bits checked against the recipe)."""
+    from cluster.quantization.prequantized import inspect_checkpoint
+
+    recipe = source.recipe
+    path = source.prequantized_path or source.model_path
+    info = inspect_checkpoint(path)
+    if recipe.bits is not None and info.bits is not None and recipe.bits != info.bits:
+        raise ValueError(f"recipe says {recipe.bits} bits but the checkpoint at {path} holds {info.bits}-bit weights")
+    return path, info

@@ -21,6 +21,7 @@ from cluster.engines.base import (
     LoglikelihoodRequest,
 )
 from cluster.engines.factory import build_engine
+from cluster.engines.vllm_engine import EngineDead
 
 
 def _placement() -> dict[str, Any]:
@@ -48,13 +49,25 @@ class VariantWorker:
         self.num_threads = num_threads
         self._engine: Engine | None = None
         self._load_seconds = 0.0
+        self._loads = 0
 
     def _ensure_engine(self) -> Engine:
         if self._engine is None:
             start = time.perf_counter()
             self._engine = build_engine(self.config, cache_dir=self.cache_dir, num_threads=self.num_threads)
             self._load_seconds = time.perf_counter() - start
+            self._loads += 1
         return self._engine
+
+    def _drop_engine(self) -> None:
+        """Forget a dead engine (closing what is left of it); the next call loads a new one."""
+        engine, self._engine = self._engine, None
+        close = getattr(engine, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - it is dead already
+                pass
 
     def load(self) -> dict[str, Any]:
         """Load the variant (once) and describe the engine and placement."""
@@ -63,6 +76,7 @@ class VariantWorker:
             "engine": engine.describe(),
             "quantization": dict(getattr(engine, "quantization", {}) or {}),
             "load_seconds": self._load_seconds,
+            "loads": self._loads,
             "placement": _placement(),
         }
 
@@ -80,20 +94,30 @@ class VariantWorker:
             batch_size=payload["batch_size"],
         )
         start = time.perf_counter()
-        if payload["task"] == "loglikelihood":
-            ll_requests = [
-                LoglikelihoodRequest(r["id"], r["messages"], list(r["continuations"])) for r in payload["requests"]
-            ]
-            results = [dataclasses.asdict(r) for r in engine.loglikelihood(ll_requests, settings)]
-        else:
-            gen_requests = [GenerationRequest(r["id"], r["messages"]) for r in payload["requests"]]
-            results = [dataclasses.asdict(r) for r in engine.generate(gen_requests, settings)]
+        try:
+            if payload["task"] == "loglikelihood":
+                ll_requests = [
+                    LoglikelihoodRequest(r["id"], r["messages"], list(r["continuations"])) for r in payload["requests"]
+                ]
+                results = [dataclasses.asdict(r) for r in engine.loglikelihood(ll_requests, settings)]
+            else:
+                gen_requests = [GenerationRequest(r["id"], r["messages"]) for r in payload["requests"]]
+                results = [dataclasses.asdict(r) for r in engine.generate(gen_requests, settings)]
+        except EngineDead:
+            # The shard fails (the scheduler retries it); this worker stays and reloads its engine.
+            self._drop_engine()
+            raise
         return {
             "results": results,
             "elapsed_s": time.perf_counter() - start,
             "engine": engine.describe(),
+            "loads": self._loads,
             "placement": _placement(),
         }
+
+    def close(self) -> None:
+        """Stop the engine (vLLM's engine processes with it)."""
+        self._drop_engine()
 
 
 def prepare_variant(config: dict[str, Any], cache_dir: str | None = None, num_threads: int | None = None) -> dict[str, Any]:
@@ -104,9 +128,13 @@ def prepare_variant(config: dict[str, Any], cache_dir: str | None = None, num_th
     """
     start = time.perf_counter()
     engine = build_engine(config, cache_dir=Path(cache_dir) if cache_dir else None, num_threads=num_threads)
-    return {
+    report = {
         "engine": engine.describe(),
         "quantization": dict(getattr(engine, "quantization", {}) or {}),
         "load_seconds": time.perf_counter() - start,
         "placement": _placement(),
     }
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    return report

@@ -28,8 +28,8 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
         if "fail_items" in options:
             options["fail_items"] = set(options["fail_items"])
         return FakeEngine(seed, **options)
-    if config["engine"] != "hf":
-        raise ValueError(f"unknown engine {config['engine']!r}; available: hf, fake")
+    if config["engine"] not in ("hf", "vllm"):
+        raise ValueError(f"unknown engine {config['engine']!r}; available: hf, vllm, fake")
     from cluster.models.sources import resolve_model_path
     from cluster.variant import VariantSource, load_variant
 
@@ -51,6 +51,9 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
     )
     return load_variant(
         source,
+        engine=config["engine"],
+        vllm_settings=config.get("vllm"),
+        num_gpus=float(config.get("num_gpus") or 0.0),
         dtype=config.get("dtype", "float32"),
         device=pick_device(),
         trust_remote_code=bool(config.get("trust_remote_code", False)),

@@ -1,0 +1,304 @@
+"""The vLLM engine: the same requests and results as the Hugging Face engine, served by ``vllm.LLM``.
+
+Prompts are rendered and tokenised by the variant's own Hugging Face tokenizer (see
+:mod:`cluster.engines.prompts`) and handed to vLLM as token ids, so both engines see identical
+tokens. Generation is greedy; log-likelihood scoring reads vLLM's prompt log-probabilities of the
+continuation tokens (vLLM skips its prefix cache for such requests, so every position is
+computed). A whole shard goes to vLLM at once and its scheduler batches it continuously.
+
+When vLLM's engine process dies, :class:`EngineDead` is raised instead of per-item errors: the
+worker drops the engine and loads a new one for the retried shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.engines.base import (
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+)
+from cluster.engines.prompts import PromptTokens
+from cluster.engines.selection import VLLM_INSTALL_HINT, vllm_version
+from cluster.engines.vllm_settings import VLLMSettings
+
+log = logging.getLogger(__name__)
+
+
+class EngineDead(RuntimeError):
+    """vLLM's engine process is gone; the engine must be loaded again."""
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_engine_dead(exc: BaseException) -> bool:
+    return type(exc).__name__ in {"EngineDeadError", "EngineDead"} or "EngineCore" in str(exc) and "died" in str(exc)
+
+
+def _prepare_process(device: str, num_threads: int | None) -> None:
+    """Environment for vLLM in this process (inherited by the engine process it spawns)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+    if not device.startswith("cuda") and num_threads:
+        # Ray gives a worker CPUs, not particular cores: let OpenMP use as many threads as it has
+        # instead of vLLM pinning every worker of the node to the same cores.
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        os.environ["OMP_NUM_THREADS"] = str(int(num_threads))
+
+
+def wna16_kernel_available() -> bool:
+    """Whether this vLLM build can run packed 4/8-bit weights on CPU (the AVX2 build cannot)."""
+    import torch
+    import vllm._custom_ops  # noqa: F401 - registers torch.ops._C
+
+    return hasattr(torch.ops._C, "cpu_gemm_wna16")
+
+
+class VLLMEngine:
+    """An :class:`~cluster.engines.base.Engine` over ``vllm.LLM``."""
+
+    name = "vllm"
+
+    def __init__(self, llm: Any, tokenizer: Any, *, device: str, settings: VLLMSettings, llm_kwargs: dict[str, Any]):
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.device = device
+        self.settings = settings
+        self.llm_kwargs = dict(llm_kwargs)
+        generation_eos = None
+        try:
+            generation_eos = llm.llm_engine.model_config.hf_config.eos_token_id
+        except AttributeError:  # pragma: no cover - older vLLM
+            pass
+        self.prompts = PromptTokens(tokenizer, generation_eos)
+        self.extra_description: dict[str, str] = {}
+        #: Set by :func:`cluster.variant.load_variant`.
+        self.quantization: dict[str, Any] = {}
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+        settings: VLLMSettings | None = None,
+        num_gpus: float = 0.0,
+        num_threads: int | None = None,
+    ) -> "VLLMEngine":
+        """Start vLLM on the checkpoint folder ``path`` (dense, or quantized in a format vLLM reads)."""
+        settings = settings or VLLMSettings()
+        _prepare_process(device, num_threads)
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise RuntimeError(f"engine vllm: vLLM cannot be imported here ({err}); {VLLM_INSTALL_HINT}") from err
+        from transformers import AutoTokenizer
+
+        kwargs: dict[str, Any] = {
+            "model": str(path),
+            "tokenizer": str(path),
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            "seed": 0,
+            "disable_log_stats": True,
+            **settings.engine_kwargs(device=device, num_gpus=num_gpus),
+        }
+        llm = LLM(**kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(llm, tokenizer, device=device, settings=settings, llm_kwargs=kwargs)
+
+    # ------------------------------------------------------------------ running
+
+    def _run(self, token_ids: list[list[int]], params: Any) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        try:
+            return self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False)
+        except Exception as exc:
+            if _is_engine_dead(exc):
+                raise EngineDead(f"vLLM engine process died: {_error_text(exc)}") from exc
+            raise
+
+    def _sampling(self, **kwargs: Any) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(stop_token_ids=sorted(self.prompts.stop_ids), **kwargs)
+
+    def _generate_batch(self, batch: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
+        start = time.perf_counter()
+        prompts = [self.prompts.prompt_ids(r.messages) for r in batch]
+        params = self._sampling(
+            temperature=float(settings.temperature or 0.0),
+            max_tokens=settings.max_new_tokens,
+            skip_special_tokens=True,
+        )
+        outputs = self._run(prompts, params)
+        latency = (time.perf_counter() - start) / len(batch)
+        results = []
+        for request, ids, output in zip(batch, prompts, outputs):
+            kept = self.prompts.cut_at_stop(list(output.outputs[0].token_ids))
+            results.append(
+                GenerationResult(
+                    id=request.id,
+                    text=self.prompts.decode(kept),
+                    prompt_tokens=len(ids),
+                    completion_tokens=len(kept),
+                    latency_s=latency,
+                )
+            )
+        return results
+
+    def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
+        """Generate one answer per request, in request order; failures land in ``error``.
+
+        The requests go to vLLM together (its scheduler batches them); if that fails, each is
+        retried alone so one bad prompt (e.g. longer than ``max_model_len``) fails only itself.
+        """
+        if not requests:
+            return []
+        try:
+            return self._generate_batch(requests, settings)
+        except EngineDead:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad request must not sink the others
+            if len(requests) > 1:
+                log.warning("vLLM batch of %d failed (%s); retrying items one by one", len(requests), exc)
+            else:
+                log.warning("generation failed for %s: %s", requests[0].id, exc)
+                return [GenerationResult(id=requests[0].id, text=None, error=_error_text(exc))]
+        results = []
+        for request in requests:
+            try:
+                results.extend(self._generate_batch([request], settings))
+            except EngineDead:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("generation failed for %s: %s", request.id, exc)
+                results.append(GenerationResult(id=request.id, text=None, error=_error_text(exc)))
+        return results
+
+    def sequence_logprobs(self, sequences: list[tuple[list[int], int]]) -> list[float]:
+        """Sum of the log-probabilities of the last ``n`` tokens of each ``(ids, n)`` sequence."""
+        todo = [(i, ids, n) for i, (ids, n) in enumerate(sequences) if n > 0]
+        out = [0.0] * len(sequences)
+        if not todo:
+            return out
+        params = self._sampling(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        outputs = self._run([ids for _, ids, _ in todo], params)
+        for (i, ids, n), output in zip(todo, outputs):
+            logprobs = output.prompt_logprobs
+            out[i] = float(sum(logprobs[pos][ids[pos]].logprob for pos in range(len(ids) - n, len(ids))))
+        return out
+
+    def _score_requests(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        start = time.perf_counter()
+        prepared = [self.prompts.continuation_sequences(r.messages, r.continuations) for r in requests]
+        flat = [seq for _, sequences in prepared for seq in sequences]
+        scores = self.sequence_logprobs(flat)
+        latency = (time.perf_counter() - start) / len(requests)
+        results, offset = [], 0
+        for request, (prompt_ids, sequences) in zip(requests, prepared):
+            values = scores[offset : offset + len(sequences)]
+            offset += len(sequences)
+            if any(v != v for v in values):
+                raise FloatingPointError(f"NaN log-probability for {request.id}")
+            results.append(
+                LoglikelihoodResult(id=request.id, logprobs=values, prompt_tokens=len(prompt_ids), latency_s=latency)
+            )
+        return results
+
+    def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
+    ) -> list[LoglikelihoodResult]:
+        """Sum of log-probabilities of each continuation after the templated prompt."""
+        if not requests:
+            return []
+        try:
+            return self._score_requests(requests)
+        except EngineDead:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.warning("vLLM scoring of %d requests failed (%s); retrying one by one", len(requests), exc)
+        results = []
+        for request in requests:
+            try:
+                results.extend(self._score_requests([request]))
+            except EngineDead:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("scoring failed for %s: %s", request.id, exc)
+                results.append(LoglikelihoodResult(id=request.id, error=_error_text(exc)))
+        return results
+
+    def text_nll(self, ids: list[int]) -> tuple[float, int]:
+        """Negative log-likelihood of ``ids[1:]`` given the tokens before (for the quality probe)."""
+        if len(ids) < 2:
+            return 0.0, 0
+        return -self.sequence_logprobs([(ids, len(ids) - 1)])[0], len(ids) - 1
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def engine_pids(self) -> list[int]:
+        """Process ids of vLLM's engine processes (children of this process)."""
+        import psutil
+
+        return [p.pid for p in psutil.Process().children(recursive=True)]
+
+    def close(self) -> None:
+        """Stop vLLM's engine process and free its memory."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as err:  # noqa: BLE001 - already dead
+            log.debug("vLLM shutdown: %s", err)
+        del llm
+
+    def describe(self) -> dict[str, str]:
+        """Engine name, library versions, device, dtype and the vLLM settings in use."""
+        import torch
+        import transformers
+
+        info = {
+            "engine": self.name,
+            "vllm": vllm_version() or "unknown",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "device": self.device,
+            "dtype": str(self.llm_kwargs.get("dtype")),
+            "model": str(self.llm_kwargs.get("model")),
+        }
+        for key in (
+            "tensor_parallel_size",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "enable_prefix_caching",
+            "kv_cache_memory_bytes",
+            "max_num_seqs",
+            "enforce_eager",
+        ):
+            if key in self.llm_kwargs:
+                info[f"vllm_{key}"] = str(self.llm_kwargs[key])
+        if self.llm is not None and "max_model_len" not in self.llm_kwargs:
+            try:
+                info["vllm_max_model_len"] = str(self.llm.llm_engine.model_config.max_model_len)
+            except AttributeError:  # pragma: no cover
+                pass
+        if os.environ.get("OMP_NUM_THREADS") and not self.device.startswith("cuda"):
+            info["num_threads"] = os.environ["OMP_NUM_THREADS"]
+        info.update(self.extra_description)
+        return info
