@@ -55,8 +55,12 @@ def _dense_copy(source: VariantSource, packed: Path, *, dtype: str, trust_remote
             trust_remote_code=trust_remote_code,
             quantization_config=CompressedTensorsConfig(dequantize=True),
         )
-        model.save_pretrained(str(out_dir))
+        from cluster.quantization.dense import fresh_dense_model
+
+        dense = fresh_dense_model(model, {k: v.detach() for k, v in model.state_dict().items()})
         del model
+        dense.save_pretrained(str(out_dir))
+        del dense
         for name in _SIDE_FILES:
             if (packed / name).is_file() and not (out_dir / name).exists():
                 shutil.copy2(packed / name, out_dir / name)

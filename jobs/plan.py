@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from cluster.engines.selection import EngineChoice, choose_engine
 from cluster.models.sources import model_identity
 from cluster.variant_key import variant_key
 from jobs.calibration import CalibrationSet, resolve_calibration
@@ -41,6 +42,13 @@ class Variant:
     """Bits read from a prequantized checkpoint's config (when the recipe does not give them)."""
     quality_probe: bool = True
     variant_cache: str | None = None
+    engine_choice: EngineChoice | None = None
+    """The engine resolved for this variant (``auto`` decided on the driver, with its reason)."""
+
+    @property
+    def engine(self) -> str:
+        """The engine that serves this variant: ``hf``, ``vllm`` or ``fake`` (part of every shard key)."""
+        return self.engine_choice.engine if self.engine_choice else self.model.engine
 
     @property
     def key(self) -> str:
@@ -69,9 +77,10 @@ class Variant:
             "revision": self.model.revision,
             "dtype": self.model.dtype,
             "trust_remote_code": self.model.trust_remote_code,
-            "engine": self.model.engine,
+            "engine": self.engine,
             "engine_options": dict(self.model.engine_options),
-            "recipe": self.recipe.model_dump(exclude={"name"}),
+            "vllm": self.model.vllm.model_dump(),
+            "recipe": self.recipe.model_dump(exclude={"name", "engine"}),
             "variant_key": self.key,
             "calibration_texts": list(self.calibration.texts) if self.calibration else None,
             "variant_cache": self.variant_cache,
@@ -200,16 +209,16 @@ def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -
     return runs
 
 
-def _checkpoint_bits(model: ModelSpec, recipe: RecipeSpec) -> int | None:
-    """Bits of a local prequantized checkpoint, read from its config (None for hub ids)."""
-    if recipe.method != "prequantized" or recipe.bits is not None:
+def _checkpoint_info(model: ModelSpec, recipe: RecipeSpec):  # -> PrequantizedInfo | None
+    """What a local prequantized checkpoint holds, read from its config (None for hub ids)."""
+    if recipe.method != "prequantized":
         return None
     folder = Path(recipe.source or model.source).expanduser()
     if not folder.is_dir():
         return None
     from cluster.quantization.prequantized import inspect_checkpoint
 
-    return inspect_checkpoint(folder).bits
+    return inspect_checkpoint(folder)
 
 
 def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | None = None) -> dict[str, Variant]:
@@ -227,15 +236,19 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
         identity = identities[model.name]
         if recipe.method == "prequantized" and recipe.source:
             identity = model_identity(recipe.source, recipe.revision)
+        info = _checkpoint_info(model, recipe)
         variants[name] = Variant(
             name=name,
             model=model,
             recipe=recipe,
             identity=identity,
             calibration=calibration,
-            checkpoint_bits=_checkpoint_bits(model, recipe),
+            checkpoint_bits=info.bits if info is not None and recipe.bits is None else None,
             quality_probe=spec.quality_probe,
             variant_cache=variant_cache,
+            engine_choice=choose_engine(
+                spec.requested_engine(model, recipe), recipe, checkpoint_method=info.method if info else None
+            ),
         )
     return variants
 
@@ -253,7 +266,7 @@ def build_plan(
                 chunk = run.items[start : start + spec.shard_size]
                 key = shard_key(
                     variant_key=variant.key,
-                    engine=variant.model.engine,
+                    engine=variant.engine,
                     benchmark=run.benchmark,
                     items=chunk,
                     max_new_tokens=run.max_new_tokens,

@@ -51,7 +51,7 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
 
     data_dir = _data_dir_if_needed(spec, options.data_dir)
     variants = build_variants(spec, data_dir, resolve_variant_cache(options.variant_cache, spec))
-    real = {name: v for name, v in variants.items() if v.model.engine != "fake"}
+    real = {name: v for name, v in variants.items() if v.engine != "fake"}
     outcome = PrepareOutcome(variants=variants)
     started_here = not ray.is_initialized()
     info = start_ray(options.address)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.engines.vllm_settings import VLLMSettings
 from cluster.models.builtin import BUILTIN_MODELS
 from cluster.models.sources import validate_model_source
 from cluster.quantization.recipes import QuantRecipe
@@ -54,10 +55,13 @@ class ModelSpec(_Strict):
     revision: str | None = Field(None, description="hub revision (commit, tag or branch)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
-    engine: Literal["hf", "fake"] = Field(
-        "hf", description="inference engine; 'fake' is for scheduler tests and scale simulations only"
+    engine: Literal["auto", "hf", "vllm", "fake"] = Field(
+        "hf",
+        description="inference engine: hf (transformers), vllm, or auto (vLLM when installed and it serves the "
+        "variant, else hf); 'fake' is for scheduler tests and scale simulations only",
     )
-    engine_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the engine")
+    engine_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the fake engine")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="how vLLM serves this model's variants")
     recipes: list[str] | None = Field(
         None, description="names of the recipes to apply to this model (default: every recipe of the sweep)"
     )
@@ -69,8 +73,19 @@ class RecipeSpec(QuantRecipe):
     """A quantization recipe with the name it carries in variant names (``<model>-<name>``)."""
 
     name: str
+    engine: Literal["auto", "hf", "vllm"] | None = Field(
+        None, description="engine for this recipe's variants, instead of the model's engine"
+    )
 
     _name = field_validator("name")(_check_name)
+
+    def key_fields(self) -> dict[str, object]:
+        """The quantization fields only: the engine is keyed on its own (see ``jobs.plan.shard_key``)."""
+        return self.model_dump(mode="json", exclude={"name", "engine"})
+
+    def quant_recipe(self) -> QuantRecipe:
+        """The plain recipe the worker rebuilds (no name, no engine)."""
+        return QuantRecipe.model_validate(self.model_dump(exclude={"name", "engine"}))
 
 
 class BenchmarkSpec(_Strict):
@@ -169,6 +184,12 @@ class SweepSpec(_Strict):
     def variant_pairs(self) -> list[tuple[ModelSpec, RecipeSpec]]:
         """Every (model, recipe) pair the sweep evaluates."""
         return [(m, r) for m in self.models for r in self.recipes_of(m)]
+
+    def requested_engine(self, model: ModelSpec, recipe: RecipeSpec) -> str:
+        """The engine the sweep asks for one variant: the recipe's, else the model's."""
+        if model.engine == "fake":
+            return "fake"
+        return recipe.engine or model.engine
 
     def recipe(self, name: str) -> RecipeSpec:
         return next(r for r in self.recipes if r.name == name)
@@ -290,7 +311,46 @@ def cross_check(spec: SweepSpec) -> list[str]:
                 f"ensembles[{i}]: no model has every member recipe ({', '.join(ens.members)}); check models[].recipes"
             )
     problems.extend(recipe_problems(spec))
+    problems.extend(engine_problems(spec))
     return problems
+
+
+def engine_problems(spec: SweepSpec) -> list[str]:
+    """Variants whose engine cannot run them here, and vLLM settings that do not fit the resources."""
+    from cluster.engines.selection import engine_problem, vllm_installed
+
+    problems: list[str] = []
+    gpus = spec.resources.num_gpus_per_worker
+    installed = vllm_installed()
+    for i, model in enumerate(spec.models):
+        requested = {spec.requested_engine(model, r) for r in spec.recipes_of(model)}
+        if "vllm" in requested or ("auto" in requested and installed):
+            problems.extend(f"models[{i}].vllm: {p}" for p in model.vllm.placement_problems(gpus))
+        for recipe in spec.recipes_of(model):
+            method = _local_checkpoint_method(model, recipe)
+            message = engine_problem(
+                spec.requested_engine(model, recipe), recipe, checkpoint_method=method, installed=installed
+            )
+            if message:
+                where = "recipe's" if recipe.engine else "model's"
+                problems.append(f"variant {spec.variant_name(model, recipe)} ({where} engine: vllm): {message}")
+    return problems
+
+
+def _local_checkpoint_method(model: ModelSpec, recipe: RecipeSpec) -> str | None:
+    """The quant_method of a local prequantized checkpoint (None for other recipes and hub ids)."""
+    if recipe.method != "prequantized":
+        return None
+    folder = Path(recipe.source or model.source).expanduser()
+    if not folder.is_dir():
+        return None
+    from cluster.quantization.prequantized import inspect_checkpoint
+    from cluster.quantization.targets import QuantizationError
+
+    try:
+        return inspect_checkpoint(folder).method
+    except QuantizationError:
+        return None  # reported by recipe_problems
 
 
 def recipe_problems(spec: SweepSpec) -> list[str]:

@@ -18,6 +18,7 @@ def variants_table(variants: dict[str, Variant], quant_reports: dict[str, dict[s
             {
                 "variant": variant.name,
                 "label": variant.recipe.label,
+                "engine": variant.engine,
                 "bits": variant.precision_bits,
                 "storage": report.get("storage", variant.recipe.resolved_storage),
                 "size_mb": _mb(report.get("size_bytes")),

@@ -58,7 +58,9 @@ def _prepare_process(device: str, num_threads: int | None) -> None:
 def wna16_kernel_available() -> bool:
     """Whether this vLLM build can run packed 4/8-bit weights on CPU (the AVX2 build cannot)."""
     import torch
-    import vllm._custom_ops  # noqa: F401 - registers torch.ops._C
+    from vllm import _custom_ops  # noqa: F401 - registers torch.ops._C
+
+    del _custom_ops
 
     return hasattr(torch.ops._C, "cpu_gemm_wna16")
 

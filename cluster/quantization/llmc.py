@@ -23,7 +23,6 @@ llm-compressor is imported lazily: importing this module needs only torch and tr
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -425,26 +424,11 @@ def dense_copy(model: "PreTrainedModel", plan: TargetPlan) -> "PreTrainedModel":
     Raises:
         RuntimeError: the quantized model lacks a tensor the fresh one needs.
     """
-    from transformers import AutoModelForCausalLM
+    from cluster.quantization.dense import fresh_dense_model
 
     source = {k: v.detach() for k, v in model.state_dict().items()}
     source.update(dequantized_weights(model, plan))
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    fresh = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
-    target = fresh.state_dict()
-    missing = sorted(set(target) - set(source))
-    if missing:
-        raise RuntimeError(f"the quantized model lacks {len(missing)} tensors of a fresh copy, e.g. {missing[:3]}")
-    with torch.no_grad():
-        for key, tensor in target.items():
-            tensor.copy_(source[key].to(device=tensor.device, dtype=tensor.dtype))
-    fresh.tie_weights()
-    if getattr(model, "generation_config", None) is not None:
-        fresh.generation_config = copy.deepcopy(model.generation_config)
-    fresh.eval()
-    return fresh
+    return fresh_dense_model(model, source)
 
 
 def save_simulated(
