@@ -54,6 +54,13 @@ def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None
         f"[green]ok[/]: {spec.name}: {len(spec.models)} model(s), {len(spec.recipes)} recipe(s) = {n} variant(s), "
         f"{len(spec.benchmarks)} benchmark(s), {len(spec.ensembles)} ensemble(s)"
     )
+    from cluster.engines.selection import choose_engine
+
+    for model, recipe in spec.variant_pairs():
+        requested = spec.requested_engine(model, recipe)
+        if requested in ("auto", "vllm"):
+            choice = choose_engine(requested, recipe)
+            console.print(f"  {spec.variant_name(model, recipe)}: engine {choice.engine} ({choice.reason})")
 
 
 def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet, variant_cache=None) -> None:

@@ -43,11 +43,11 @@ def vllm_version() -> str | None:
 def vllm_unsupported(recipe: QuantRecipe, checkpoint_method: str | None = None) -> str | None:
     """Why vLLM cannot serve this recipe in qtrust, or None when it can."""
     if recipe.method in ("bnb", "hqq"):
-        return f"method {recipe.method} quantizes while transformers loads the model; vLLM does not run it (use engine: hf)"
+        return f"method {recipe.method} quantizes while transformers loads the model, which vLLM does not do"
     if recipe.method == "prequantized" and checkpoint_method and checkpoint_method not in VLLM_CHECKPOINT_FORMATS:
         return (
             f"the checkpoint is {checkpoint_method}; qtrust serves {', '.join(sorted(VLLM_CHECKPOINT_FORMATS))} "
-            "checkpoints with vLLM (use engine: hf)"
+            "checkpoints with vLLM"
         )
     return None
 
@@ -94,7 +94,7 @@ def engine_problem(
         return None
     problem = vllm_unsupported(recipe, checkpoint_method)
     if problem:
-        return problem
+        return f"{problem}; use engine: hf or auto for this recipe (a recipe may set its own engine)"
     installed = vllm_installed() if installed is None else installed
     if not installed:
         return f"engine vllm: vLLM is not installed; {VLLM_INSTALL_HINT}, or use engine: auto"

