@@ -63,7 +63,8 @@ def test_every_shard_ran_on_vllm(run_then_resume) -> None:
     generated = table[table["benchmark"] == "machine_ethics"]
     assert generated["output"].notna().all() and (generated["completion_tokens"] > 0).all()
     scored = table[table["benchmark"] == "truthfulqa_mc1"]
-    assert len(scored) == 2 * 4 and scored["output"].notna().all()
+    assert len(scored) == 2 * 4
+    assert all(len(lp) >= 2 and all(v < 0 for v in lp) for lp in scored["logprobs"])
 
 
 def test_packed_variant_ran_from_a_dense_copy_and_differs(run_then_resume) -> None:
@@ -82,7 +83,8 @@ def test_resume_recomputes_only_the_lost_shard_with_the_same_answers(run_then_re
     key = ["variant", "benchmark", "item_id"]
     merged = first_table.merge(again, on=key, suffixes=("_first", "_resumed"))
     assert len(merged) == len(first_table)
-    assert (merged["output_first"] == merged["output_resumed"]).all()
+    assert (merged["output_first"].fillna("") == merged["output_resumed"].fillna("")).all()
+    assert [list(x) for x in merged["logprobs_first"].dropna()] == [list(x) for x in merged["logprobs_resumed"].dropna()]
 
 
 def test_mlflow_records_the_engine_that_ran(run_then_resume) -> None:

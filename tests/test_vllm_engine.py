@@ -93,10 +93,13 @@ def test_greedy_answers_agree_with_the_hf_engine_on_the_demo_items(worker, hf_en
     agreement: dict[str, float] = {}
     first_token: dict[str, float] = {}
     for name, run in demo_benchmarks.items():
-        served = ray.get(handle.actor.run_shard.remote(_payload("generate", run.items, run.max_new_tokens)), timeout=900)
+        # All 48 machine-ethics items (8 tokens each) and the first 16 XSTest items (40 tokens each)
+        # keep this test near a minute; bench/engines.py compares all 96 demo items.
+        items = run.items if name == "machine_ethics" else run.items[:16]
+        served = ray.get(handle.actor.run_shard.remote(_payload("generate", items, run.max_new_tokens)), timeout=900)
         vllm_results = served["results"]
         hf_results = hf_engine.generate(
-            [GenerationRequest(it.id, it.messages) for it in run.items],
+            [GenerationRequest(it.id, it.messages) for it in items],
             GenerationSettings(max_new_tokens=run.max_new_tokens, batch_size=8),
         )
         assert all(r["error"] is None for r in vllm_results)
@@ -109,7 +112,7 @@ def test_greedy_answers_agree_with_the_hf_engine_on_the_demo_items(worker, hf_en
         ) / len(same)
     print(f"greedy agreement vLLM vs HF (exact text): {agreement}; first word: {first_token}")
     # Both run float32 greedy decoding on identical prompt tokens; differences come only from
-    # kernel rounding at near-ties, late in an answer. Measured: 1.0 on both (48 + 48 items).
+    # kernel rounding at near-ties, late in an answer. Measured: 1.0 on both (all 48 + 48 demo items).
     assert min(first_token.values()) >= 0.95, first_token
     assert min(agreement.values()) >= 0.85, agreement
 
