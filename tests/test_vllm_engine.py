@@ -135,6 +135,17 @@ def test_loglikelihood_choices_agree_with_the_hf_engine(worker, hf_engine: HFEng
         assert v["logprobs"] == pytest.approx(h.logprobs, abs=0.02)
 
 
+def test_a_prompt_longer_than_max_model_len_fails_alone(worker, demo_benchmarks) -> None:
+    handle, _ = worker
+    run = demo_benchmarks["machine_ethics"]
+    payload = _payload("generate", run.items[:2], run.max_new_tokens)
+    payload["requests"].append({"id": "too-long", "messages": [{"role": "user", "content": "word " * 3000}]})
+    results = ray.get(handle.actor.run_shard.remote(payload), timeout=600)["results"]
+    assert [r["id"] for r in results] == [run.items[0].id, run.items[1].id, "too-long"]
+    assert all(r["error"] is None and r["text"] for r in results[:2])
+    assert results[2]["text"] is None and "longer than the maximum model length of 2048" in results[2]["error"]
+
+
 class _Progress:
     def __init__(self) -> None:
         self.failures: list[str] = []
