@@ -74,3 +74,8 @@ class Engine(Protocol):
     def describe(self) -> dict[str, str]:
         """Engine name, library versions, device and dtype, for the record."""
         ...
+
+
+def error_text(exc: BaseException) -> str:
+    """How a failed request's ``error`` field describes the exception."""
+    return f"{type(exc).__name__}: {exc}"

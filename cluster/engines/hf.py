@@ -16,6 +16,7 @@ from cluster.engines.base import (
     GenerationSettings,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    error_text,
 )
 from cluster.engines.prompts import PromptTokens
 
@@ -44,10 +45,6 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     size = max(1, int(size))
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class HFEngine:
@@ -164,7 +161,7 @@ class HFEngine:
             except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
                 if len(batch) == 1:
                     log.warning("generation failed for %s: %s", batch[0].id, exc)
-                    results.append(GenerationResult(id=batch[0].id, text=None, error=_error_text(exc)))
+                    results.append(GenerationResult(id=batch[0].id, text=None, error=error_text(exc)))
                     continue
                 log.warning("batch of %d failed (%s); retrying items one by one", len(batch), exc)
             for request in batch:
@@ -172,7 +169,7 @@ class HFEngine:
                     results.extend(self._generate_batch([request], settings))
                 except Exception as exc:  # noqa: BLE001
                     log.warning("generation failed for %s: %s", request.id, exc)
-                    results.append(GenerationResult(id=request.id, text=None, error=_error_text(exc)))
+                    results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
 
     # ------------------------------------------------------------ loglikelihood
@@ -230,7 +227,7 @@ class HFEngine:
                 results.append(result)
             except Exception as exc:  # noqa: BLE001
                 log.warning("scoring failed for %s: %s", request.id, exc)
-                results.append(LoglikelihoodResult(id=request.id, error=_error_text(exc)))
+                results.append(LoglikelihoodResult(id=request.id, error=error_text(exc)))
         return results
 
     # ----------------------------------------------------------------- describe

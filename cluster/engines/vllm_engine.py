@@ -24,6 +24,7 @@ from cluster.engines.base import (
     GenerationSettings,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    error_text,
 )
 from cluster.engines.prompts import PromptTokens
 from cluster.engines.selection import VLLM_INSTALL_HINT, vllm_version
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 
 class EngineDead(RuntimeError):
     """vLLM's engine process is gone; the engine must be loaded again."""
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_engine_dead(exc: BaseException) -> bool:
@@ -131,7 +128,7 @@ class VLLMEngine:
             return self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False)
         except Exception as exc:
             if _is_engine_dead(exc):
-                raise EngineDead(f"vLLM engine process died: {_error_text(exc)}") from exc
+                raise EngineDead(f"vLLM engine process died: {error_text(exc)}") from exc
             raise
 
     def _sampling(self, **kwargs: Any) -> Any:
@@ -180,7 +177,7 @@ class VLLMEngine:
                 log.warning("vLLM batch of %d failed (%s); retrying items one by one", len(requests), exc)
             else:
                 log.warning("generation failed for %s: %s", requests[0].id, exc)
-                return [GenerationResult(id=requests[0].id, text=None, error=_error_text(exc))]
+                return [GenerationResult(id=requests[0].id, text=None, error=error_text(exc))]
         results = []
         for request in requests:
             try:
@@ -189,7 +186,7 @@ class VLLMEngine:
                 raise
             except Exception as exc:  # noqa: BLE001
                 log.warning("generation failed for %s: %s", request.id, exc)
-                results.append(GenerationResult(id=request.id, text=None, error=_error_text(exc)))
+                results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
 
     def sequence_logprobs(self, sequences: list[tuple[list[int], int]]) -> list[float]:
@@ -242,7 +239,7 @@ class VLLMEngine:
                 raise
             except Exception as exc:  # noqa: BLE001
                 log.warning("scoring failed for %s: %s", request.id, exc)
-                results.append(LoglikelihoodResult(id=request.id, error=_error_text(exc)))
+                results.append(LoglikelihoodResult(id=request.id, error=error_text(exc)))
         return results
 
     def text_nll(self, ids: list[int]) -> tuple[float, int]:
