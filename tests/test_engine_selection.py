@@ -66,6 +66,9 @@ def test_settings_follow_the_workers_placement() -> None:
     shared = settings.engine_kwargs(device="cuda", num_gpus=0.25)
     assert shared["tensor_parallel_size"] == 1 and shared["gpu_memory_utilization"] == pytest.approx(0.225)
     assert "distributed_executor_backend" not in shared
+    assert VLLMSettings().resolved_separate_process("cpu") is False
+    assert VLLMSettings().resolved_separate_process("cuda") is True
+    assert VLLMSettings(separate_process=True).resolved_separate_process("cpu") is True
     assert VLLMSettings(cpu_kv_cache_gib=2.5).engine_kwargs(device="cpu", num_gpus=0)["kv_cache_memory_bytes"] == int(2.5 * (1 << 30))
 
 

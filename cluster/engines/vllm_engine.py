@@ -41,10 +41,13 @@ def _is_engine_dead(exc: BaseException) -> bool:
     return type(exc).__name__ in {"EngineDeadError", "EngineDead"} or "EngineCore" in str(exc) and "died" in str(exc)
 
 
-def _prepare_process(device: str, num_threads: int | None) -> None:
+def _prepare_process(device: str, num_threads: int | None, separate_process: bool) -> None:
     """Environment for vLLM in this process (inherited by the engine process it spawns)."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+    # Read by vLLM when the engine is created: "0" runs the engine core (and, on CPU, the model
+    # runner) inside this worker instead of in spawned processes.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if separate_process else "0"
     if not device.startswith("cuda") and num_threads:
         # Ray gives a worker CPUs, not particular cores: let OpenMP use as many threads as it has
         # instead of vLLM pinning every worker of the node to the same cores.
@@ -97,7 +100,8 @@ class VLLMEngine:
     ) -> "VLLMEngine":
         """Start vLLM on the checkpoint folder ``path`` (dense, or quantized in a format vLLM reads)."""
         settings = settings or VLLMSettings()
-        _prepare_process(device, num_threads)
+        separate = settings.resolved_separate_process(device)
+        _prepare_process(device, num_threads, separate)
         try:
             from vllm import LLM
         except ImportError as err:
@@ -114,6 +118,7 @@ class VLLMEngine:
             **settings.engine_kwargs(device=device, num_gpus=num_gpus),
         }
         llm = LLM(**kwargs)
+        kwargs["separate_process"] = separate
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -289,6 +294,7 @@ class VLLMEngine:
             "kv_cache_memory_bytes",
             "max_num_seqs",
             "enforce_eager",
+            "separate_process",
         ):
             if key in self.llm_kwargs:
                 info[f"vllm_{key}"] = str(self.llm_kwargs[key])
