@@ -255,12 +255,6 @@ class VLLMEngine:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def engine_pids(self) -> list[int]:
-        """Process ids of vLLM's engine processes (children of this process)."""
-        import psutil
-
-        return [p.pid for p in psutil.Process().children(recursive=True)]
-
     def close(self) -> None:
         """Stop vLLM's engine process and free its memory."""
         llm, self.llm = self.llm, None
