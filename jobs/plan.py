@@ -20,7 +20,7 @@ from cluster.engines.selection import EngineChoice, choose_engine
 from cluster.models.sources import model_identity
 from cluster.variant_key import variant_key
 from jobs.calibration import CalibrationSet, resolve_calibration
-from jobs.spec import BenchmarkSpec, EnsembleSpec, ModelSpec, RecipeSpec, SweepSpec
+from jobs.spec import BenchmarkSpec, EnsembleSpec, ModelSpec, RecipeSpec, SweepSpec, local_checkpoint_info
 from trust.benchmarks.base import Benchmark
 from trust.benchmarks.registry import get_benchmark
 from trust.types import Item
@@ -209,18 +209,6 @@ def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -
     return runs
 
 
-def _checkpoint_info(model: ModelSpec, recipe: RecipeSpec):  # -> PrequantizedInfo | None
-    """What a local prequantized checkpoint holds, read from its config (None for hub ids)."""
-    if recipe.method != "prequantized":
-        return None
-    folder = Path(recipe.source or model.source).expanduser()
-    if not folder.is_dir():
-        return None
-    from cluster.quantization.prequantized import inspect_checkpoint
-
-    return inspect_checkpoint(folder)
-
-
 def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | None = None) -> dict[str, Variant]:
     """Every (model, recipe) of the sweep, with identities and calibration sets resolved."""
     identities = {m.name: model_identity(m.source, m.revision) for m in spec.models}
@@ -236,7 +224,7 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
         identity = identities[model.name]
         if recipe.method == "prequantized" and recipe.source:
             identity = model_identity(recipe.source, recipe.revision)
-        info = _checkpoint_info(model, recipe)
+        info = local_checkpoint_info(model, recipe)
         variants[name] = Variant(
             name=name,
             model=model,

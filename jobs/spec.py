@@ -327,7 +327,8 @@ def engine_problems(spec: SweepSpec) -> list[str]:
         if "vllm" in requested or ("auto" in requested and installed):
             problems.extend(f"models[{i}].vllm: {p}" for p in model.vllm.placement_problems(gpus))
         for recipe in spec.recipes_of(model):
-            method = _local_checkpoint_method(model, recipe)
+            info = local_checkpoint_info(model, recipe)
+            method = info.method if info is not None else None
             message = engine_problem(
                 spec.requested_engine(model, recipe), recipe, checkpoint_method=method, installed=installed
             )
@@ -337,8 +338,9 @@ def engine_problems(spec: SweepSpec) -> list[str]:
     return problems
 
 
-def _local_checkpoint_method(model: ModelSpec, recipe: RecipeSpec) -> str | None:
-    """The quant_method of a local prequantized checkpoint (None for other recipes and hub ids)."""
+def local_checkpoint_info(model: ModelSpec, recipe: RecipeSpec):  # -> PrequantizedInfo | None
+    """What a local prequantized checkpoint holds (None for other recipes, hub ids and unreadable
+    folders, which :func:`recipe_problems` reports)."""
     if recipe.method != "prequantized":
         return None
     folder = Path(recipe.source or model.source).expanduser()
@@ -348,9 +350,9 @@ def _local_checkpoint_method(model: ModelSpec, recipe: RecipeSpec) -> str | None
     from cluster.quantization.targets import QuantizationError
 
     try:
-        return inspect_checkpoint(folder).method
+        return inspect_checkpoint(folder)
     except QuantizationError:
-        return None  # reported by recipe_problems
+        return None
 
 
 def recipe_problems(spec: SweepSpec) -> list[str]:
