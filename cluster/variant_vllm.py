@@ -129,7 +129,7 @@ def load_vllm_variant(
             if not wna16_kernel_available():
                 raise ValueError(
                     f"engine vllm: this vLLM CPU build has no kernel for {info.method} checkpoints; "
-                    "run the variant on a GPU worker (resources.num_gpus_per_worker) or with engine: hf"
+                    "run the variant on a GPU worker (resources.num_gpus) or with engine: hf"
                 )
     else:
         raise ValueError(f"engine vllm: {vllm_unsupported(recipe) or f'method {recipe.method} is not served'}")

@@ -33,6 +33,7 @@ def _placement() -> dict[str, Any]:
         if ray.is_initialized():
             ctx = ray.get_runtime_context()
             info["node_id"] = ctx.get_node_id()
+            info["node_ip"] = ray.util.get_node_ip_address()
             info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
     except Exception:  # pragma: no cover - Ray absent or not in a worker
         pass
@@ -79,6 +80,13 @@ class VariantWorker:
             "loads": self._loads,
             "placement": _placement(),
         }
+
+    def ping(self) -> dict[str, Any]:
+        """Cheap liveness check: the process id and how many times the variant was loaded here.
+
+        A replica restarted by Ray answers with a new pid and ``loads == 0`` (it reloads lazily).
+        """
+        return {"pid": os.getpid(), "loads": self._loads}
 
     def run_shard(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one shard.

@@ -27,6 +27,10 @@ console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
 err_console = Console(stderr=True)
 
 DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
+RESPONSE_CACHE_HELP = (
+    "A folder or URI shared by sweeps: answers stored there with the same item key are reused "
+    "(default: the spec's storage.response_cache)."
+)
 VARIANT_CACHE_HELP = (
     "Where quantized variants are kept: a folder shared by the cluster or an fsspec URL "
     "(default: $QTRUST_VARIANT_CACHE, the spec's storage.variant_cache, then <cache dir>/variants)."
@@ -63,33 +67,38 @@ def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None
             console.print(f"  {spec.variant_name(model, recipe)}: engine {choice.engine} ({choice.reason})")
 
 
-def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet, variant_cache=None) -> None:
+def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False) -> None:
     spec = _load(sweep_path)
+    from jobs.lock import SweepLockHeld
     from jobs.report import print_perspectives, print_results, print_variants
-    from jobs.runner import RunOptions, run_sweep
+    from jobs.runner import EXIT_INTERRUPTED, PlacementError, RunOptions, SweepInterrupted, run_sweep
     from jobs.tracking import ui_command
 
-    options = RunOptions(
-        data_dir=data_dir,
-        limit=limit,
-        address=address,
-        tracking_uri=tracking_uri,
-        storage_root=storage_root,
-        cache_dir=cache_dir,
-        variant_cache=variant_cache,
-        quiet=quiet,
-    )
+    options = RunOptions(resume=resume_mode, **options_kwargs)
     try:
         outcome = run_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError) as err:
+    except (BenchmarkDataError, ModelSourceError, SweepLockHeld) as err:
         _fail(str(err))
         return
+    except PlacementError as err:
+        _fail(str(err))
+        return
+    except SweepInterrupted as stop:
+        done = stop.outcome
+        err_console.print(
+            f"[yellow]Interrupted{' (aborted)' if stop.aborted else ''}[/]: this run committed {done.items_computed} item(s) "
+            f"in {done.computed} shard(s); {len(done.not_started)} shard(s) were not started. Everything committed is kept "
+            f"under {done.store.uri}."
+        )
+        err_console.print(f"Resume with:  [bold]qtrust resume {done.store.uri}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED)
     print_results(console, outcome.plan, outcome.results)
     print_perspectives(console, outcome.plan, outcome.results)
     print_variants(console, outcome.plan.variants, outcome.quant_reports)
     console.print(
-        f"Shards: {outcome.computed} computed, {outcome.reused} reused, {len(outcome.failed)} failed. "
-        f"Stored under {outcome.store.dir}"
+        f"Items: {outcome.items_computed} computed in {outcome.computed} shard(s), {outcome.reused} already stored"
+        + (f", {outcome.items_from_cache} from the response cache" if outcome.items_from_cache else "")
+        + f"; {len(outcome.failed)} shard(s) failed. Stored under {outcome.store.uri}"
     )
     if outcome.experiment_id:
         console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
@@ -101,7 +110,7 @@ def _run(sweep_path: Path, data_dir, limit, address, tracking_uri, storage_root,
     if outcome.failed:
         for shard, error in sorted(outcome.failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
-        err_console.print("Run the same command again to retry only the failed shards.")
+        err_console.print("Run the same command again to retry only the failed items.")
         raise typer.Exit(1)
 
 
@@ -115,10 +124,15 @@ def run(
     storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where shards are stored (default: the spec's storage.root)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    response_cache: Optional[str] = typer.Option(None, "--response-cache", help=RESPONSE_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Run a sweep; shards already committed with a matching key are not computed again."""
-    _run(sweep, data_dir, limit, address, tracking_uri, storage_root, cache_dir, quiet, variant_cache)
+    """Run a sweep; items already stored (same item key) are not computed again."""
+    _run(
+        sweep,
+        dict(data_dir=data_dir, limit=limit, address=address, tracking_uri=tracking_uri, storage_root=storage_root,
+             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, response_cache=response_cache),
+    )
 
 
 @app.command()
@@ -131,11 +145,31 @@ def resume(
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Resume a stored sweep: compute only missing, failed or changed shards."""
+    """Resume a stored sweep: say what is missing, then compute only that (failed items included)."""
     spec_path = sweep_dir / "sweep.yaml"
     if not spec_path.is_file():
         _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
-    _run(spec_path, data_dir, None, address, tracking_uri, sweep_dir.resolve().parent, cache_dir, quiet, variant_cache)
+    _run(
+        spec_path,
+        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
+             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache),
+        resume_mode=True,
+    )
+
+
+@app.command()
+def status(
+    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until the sweep ends (Ctrl-C to stop watching)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest and lock holder as JSON."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
+) -> None:
+    """Show a sweep's progress (during a run or after it): items per variant × benchmark, replicas, ETA."""
+    from jobs.status import status_main
+
+    code = status_main(sweep_dir, watch=watch, as_json=json_out, interval_s=interval, console=console)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

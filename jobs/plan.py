@@ -1,9 +1,11 @@
-"""Expand a validated sweep into variants and keyed shards.
+"""Expand a validated sweep into variants, benchmark items and item keys.
 
-A shard key is a hash of everything that changes what a correct engine outputs: model identity,
-recipe, benchmark name and version, rendered prompts, generation settings and engine kind. Cluster
-shape, batch size and node names are recorded elsewhere, never keyed, so a sweep resumes on a
-different cluster.
+Every item request has a key (DESIGN v2): a hash of what changes a correct engine's answer — the
+variant key (model identity, recipe, calibration text, dtype), the engine that serves it, the
+decoding settings and the rendered request (messages, continuations). Benchmark names and
+versions, parsers, item ids, shard boundaries, batch sizes, limits, resources and cluster shape are
+not keyed: a parser change re-scores stored answers, a new shard size or a raised limit reuses them,
+and a sweep resumes on another cluster.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ from cluster.engines.selection import EngineChoice, choose_engine
 from cluster.models.sources import model_identity
 from cluster.variant_key import variant_key
 from jobs.calibration import CalibrationSet, resolve_calibration
-from jobs.spec import BenchmarkSpec, EnsembleSpec, ModelSpec, RecipeSpec, SweepSpec, local_checkpoint_info
+from jobs.spec import (
+    NOT_QUANTIZATION,
+    BenchmarkSpec,
+    EnsembleSpec,
+    ModelSpec,
+    RecipeSpec,
+    ResourcesSpec,
+    SweepSpec,
+    local_checkpoint_info,
+)
 from trust.benchmarks.base import Benchmark
 from trust.benchmarks.registry import get_benchmark
 from trust.types import Item
 
 #: Bumped when the meaning of a key changes, so old shards are recomputed instead of misread.
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3
 
 
 @dataclass
@@ -44,6 +55,8 @@ class Variant:
     variant_cache: str | None = None
     engine_choice: EngineChoice | None = None
     """The engine resolved for this variant (``auto`` decided on the driver, with its reason)."""
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    """Replicas, placement and scheduling of this variant's worker pool (never keyed)."""
 
     @property
     def engine(self) -> str:
@@ -80,7 +93,7 @@ class Variant:
             "engine": self.engine,
             "engine_options": dict(self.model.engine_options),
             "vllm": self.model.vllm.model_dump(),
-            "recipe": self.recipe.model_dump(exclude={"name", "engine"}),
+            "recipe": self.recipe.model_dump(exclude=NOT_QUANTIZATION),
             "variant_key": self.key,
             "calibration_texts": list(self.calibration.texts) if self.calibration else None,
             "variant_cache": self.variant_cache,
@@ -129,11 +142,17 @@ class BenchmarkRun:
 
 @dataclass
 class Shard:
+    """Items of one variant and one benchmark computed (and committed) together.
+
+    Shards are cut from the items that are missing when a run starts, so their boundaries are not
+    part of any key: a new ``shard_size`` or a raised limit reuses every stored item.
+    """
+
     variant: str
     benchmark: str
     index: int
     items: list[Item]
-    key: str
+    keys: list[str]
 
     @property
     def id(self) -> str:
@@ -142,13 +161,28 @@ class Shard:
 
 @dataclass
 class Plan:
+    """Variants × benchmarks with the item key of every (variant, item) request."""
+
     spec: SweepSpec
     variants: dict[str, Variant]
     benchmarks: dict[str, BenchmarkRun]
-    shards: list[Shard] = field(default_factory=list)
+    keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    """(variant, benchmark) -> item keys, parallel to ``benchmarks[benchmark].items``."""
 
-    def shards_of(self, variant: str, benchmark: str) -> list[Shard]:
-        return [s for s in self.shards if s.variant == variant and s.benchmark == benchmark]
+    def keys_of(self, variant: str, benchmark: str) -> list[str]:
+        return self.keys[(variant, benchmark)]
+
+    @property
+    def n_requests(self) -> int:
+        """(variant, item) pairs the sweep scores (an item shared by two aliases counts twice)."""
+        return sum(len(k) for k in self.keys.values())
+
+    def unique_keys(self) -> set[str]:
+        """Every distinct item key of the sweep (what the store must hold)."""
+        out: set[str] = set()
+        for keys in self.keys.values():
+            out.update(keys)
+        return out
 
     def ensembles_of(self, model: ModelSpec) -> list[tuple[EnsembleSpec, list[Variant]]]:
         """The ensembles ``model`` has every member of, with the member variants."""
@@ -159,35 +193,65 @@ class Plan:
                 out.append((ens, [self.variants[n] for n in names]))
         return out
 
+    def shards(self, stored: set[str] | frozenset[str] = frozenset()) -> list[Shard]:
+        """The items whose key is not in ``stored``, cut into shards of ``spec.shard_size``.
+
+        Each key is computed once per sweep even when several benchmarks (aliases with the same
+        prompts) ask for it; the first benchmark in sweep order gets it.
+        """
+        size = self.spec.shard_size
+        out: list[Shard] = []
+        for variant in self.variants:
+            planned: set[str] = set()
+            for bench_name, run in self.benchmarks.items():
+                todo_items: list[Item] = []
+                todo_keys: list[str] = []
+                for item, key in zip(run.items, self.keys[(variant, bench_name)]):
+                    if key in stored or key in planned:
+                        continue
+                    planned.add(key)
+                    todo_items.append(item)
+                    todo_keys.append(key)
+                for index, start in enumerate(range(0, len(todo_keys), size)):
+                    out.append(
+                        Shard(variant, bench_name, index, todo_items[start : start + size], todo_keys[start : start + size])
+                    )
+        return out
+
 
 def _digest(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-def shard_key(
-    *,
-    variant_key: str,
-    engine: str,
-    benchmark: Benchmark,
-    items: list[Item],
-    max_new_tokens: int,
-    temperature: float,
-) -> str:
-    """The key of one shard (hex sha256).
+def context_digest(*, variant_key: str, engine: str, task: str, max_new_tokens: int, temperature: float) -> str:
+    """What every request of one variant and one benchmark shares: variant, engine, decoding settings.
 
-    Names, batch sizes and engine options (delays, fault injection, memory settings) are left out:
-    they change how an answer is computed, not what a correct engine answers.
+    For log-likelihood scoring ``max_new_tokens`` does not change the answer and is left out.
     """
-    payload = {
-        "schema": KEY_SCHEMA,
-        "variant": variant_key,
-        "engine": engine,
-        "benchmark": {"name": benchmark.name, "version": benchmark.version, "task": benchmark.task},
-        "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature},
-        "items": [[it.id, it.messages, it.choices] for it in items],
-    }
-    return _digest(payload)
+    generation: dict[str, Any] = {"temperature": temperature}
+    if task != "loglikelihood":
+        generation["max_new_tokens"] = max_new_tokens
+    return _digest({"schema": KEY_SCHEMA, "variant": variant_key, "engine": engine, "task": task, "generation": generation})
+
+
+def request_digest(task: str, item: Item) -> str:
+    """The rendered request alone: chat messages and, for scoring, the continuations."""
+    return _digest([task, item.messages, item.choices if task == "loglikelihood" else None])
+
+
+def item_key(context: str, request: str) -> str:
+    """An item request's key: 24 hex digits of its context digest + 40 of its request digest.
+
+    Both halves are sha256 digests of content (no names, versions, ids or shard boundaries), so
+    equal requests get equal keys in any sweep, and the first 24 digits group a variant's
+    requests (the response cache is laid out by them).
+    """
+    return context[:CONTEXT_CHARS] + request[:40]
+
+
+#: How many leading hex digits of an item key name its context (variant, engine, decoding).
+CONTEXT_CHARS = 24
 
 
 def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -> dict[str, BenchmarkRun]:
@@ -237,6 +301,7 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
             engine_choice=choose_engine(
                 spec.requested_engine(model, recipe), recipe, checkpoint_method=info.method if info else None
             ),
+            resources=spec.resources_for(model, recipe),
         )
     return variants
 
@@ -244,21 +309,21 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
 def build_plan(
     spec: SweepSpec, data_dir: Path, limit: int | None = None, *, variant_cache: str | None = None
 ) -> Plan:
-    """Variants × benchmarks, split into shards of ``spec.shard_size`` items, each with its key."""
+    """Variants × benchmarks with every item request's key (shards are cut later, from what is missing)."""
     variants = build_variants(spec, data_dir, variant_cache)
     benchmarks = load_benchmarks(spec, data_dir, limit)
     plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks)
+    requests = {
+        name: [request_digest(run.benchmark.task, item) for item in run.items] for name, run in benchmarks.items()
+    }
     for variant in variants.values():
-        for run in benchmarks.values():
-            for index, start in enumerate(range(0, len(run.items), spec.shard_size)):
-                chunk = run.items[start : start + spec.shard_size]
-                key = shard_key(
-                    variant_key=variant.key,
-                    engine=variant.engine,
-                    benchmark=run.benchmark,
-                    items=chunk,
-                    max_new_tokens=run.max_new_tokens,
-                    temperature=spec.generation.temperature,
-                )
-                plan.shards.append(Shard(variant.name, run.name, index, chunk, key))
+        for name, run in benchmarks.items():
+            context = context_digest(
+                variant_key=variant.key,
+                engine=variant.engine,
+                task=run.benchmark.task,
+                max_new_tokens=run.max_new_tokens,
+                temperature=spec.generation.temperature,
+            )[:CONTEXT_CHARS]
+            plan.keys[(variant.name, name)] = [context + r[:40] for r in requests[name]]
     return plan

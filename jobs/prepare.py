@@ -19,7 +19,7 @@ from rich.console import Console
 from jobs.plan import Variant, build_variants
 from jobs.runner import RunOptions, resolve_variant_cache
 from jobs.spec import SweepSpec
-from jobs.store import ShardStore
+from jobs.store import SweepStore
 from jobs.tracking import Tracker, resolve_tracking_uri
 from jobs.variant_reports import quant_metrics, variants_table
 from trust.data import BenchmarkDataError, resolve_data_dir
@@ -53,14 +53,17 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
     variants = build_variants(spec, data_dir, resolve_variant_cache(options.variant_cache, spec))
     real = {name: v for name, v in variants.items() if v.engine != "fake"}
     outcome = PrepareOutcome(variants=variants)
-    started_here = not ray.is_initialized()
     info = start_ray(options.address)
-    console.print(f"Ray: {info['address']} with {info['nodes']} node(s), {info['cpus']:g} CPU(s), {info['gpus']:g} GPU(s)")
-    res = spec.resources
-    resources = WorkerResources(num_cpus=min(res.num_cpus_per_worker, info["cpus"]), num_gpus=res.num_gpus_per_worker)
+    console.print(info.describe())
     cache_dir = str(options.cache_dir) if options.cache_dir else os.environ.get("QTRUST_CACHE_DIR")
+
+    def resources_of(variant: Variant) -> WorkerResources:
+        res = variant.resources
+        return WorkerResources(num_cpus=min(res.num_cpus, info.cpus), num_gpus=res.num_gpus, memory=res.memory,  # type: ignore[arg-type]
+                               custom=dict(res.custom))
+
     try:
-        refs = {start_prepare_task(v.worker_config(), resources, cache_dir): name for name, v in real.items()}
+        refs = {start_prepare_task(v.worker_config(), resources_of(v), cache_dir): name for name, v in real.items()}
         pending = list(refs)
         started = time.perf_counter()
         while pending:
@@ -79,7 +82,7 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
                 f"probe perplexity {float(report.get('probe_perplexity', 'nan')):.4g}) after {time.perf_counter() - started:.0f} s"
             )
     finally:
-        if started_here and not options.address:
+        if info.started_here and not options.address:
             stop_ray()
     _record(spec, options, outcome, console)
     return outcome
@@ -87,7 +90,7 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
 
 def _record(spec: SweepSpec, options: RunOptions, outcome: PrepareOutcome, console: Console) -> None:
     """Keep the reports in the sweep's manifest (later runs log them) and log one MLflow run."""
-    store = ShardStore(options.storage_root or spec.storage.root, spec.name)
+    store = SweepStore(options.storage_root or spec.storage.root, spec.name)
     manifest = store.read_manifest()
     workers = dict(manifest.get("workers", {}))
     workers.update(outcome.reports)

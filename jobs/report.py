@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.plan import Plan
-from jobs.results import RUN_STATS, ResultRow, perspective_table
+from jobs.scoring import RUN_STATS, ResultRow, perspective_table
 
 
 def _fmt(value: float | None) -> str:

@@ -1,30 +1,40 @@
-"""Run a sweep end to end: plan, compute what is missing on Ray workers, score, track, report."""
+"""Run a sweep: plan, find what is stored, stream the missing items through pools, score, track.
+
+One trip, in order: spec → plan (item keys) → one scan of the store → Ray and pools → the
+scheduler streams shards while live tracking and the manifest follow → scoring from stored records
+→ final tracking → manifest. See DESIGN.md (v2).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 import logging
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import pandas as pd
 from rich.console import Console
 
 from cluster.variant import VARIANT_CACHE_ENV
-from jobs.plan import Plan, Shard, build_plan
+from jobs.pipeline.generate import Committer, default_cache_dir, pool_name, variant_pool, worker_resources
+from jobs.pipeline.scheduler import Scheduler, SchedulerReport, Task
+from jobs.pipeline.state import Counts, SweepState
+from jobs.plan import CONTEXT_CHARS, Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
-from jobs.variant_reports import quant_metrics, quant_params, variants_table
-from jobs.results import ResultRow, compute_results, perspective_table, rows_from_result
-from jobs.scheduler import Scheduler, SchedulerReport, ShardTask
+from jobs.scoring import ResultRow, compute_results
 from jobs.spec import SweepSpec, dump_spec
-from jobs.store import ShardStore
-from jobs.tracking import Tracker, resolve_tracking_uri
+from jobs.store import ResponseCache, ScanResult, SweepStore, dedupe_records
+from jobs.sweep_tracking import SweepTracking
 from trust.data import resolve_data_dir
 
 log = logging.getLogger(__name__)
+
+#: Exit code of an interrupted sweep (128 + SIGINT), as shells expect.
+EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -38,7 +48,30 @@ class RunOptions:
     storage_root: str | Path | None = None
     cache_dir: str | Path | None = None
     variant_cache: str | None = None
+    response_cache: str | None = None
     quiet: bool = False
+    resume: bool = False
+    stop_deadline_s: float = 60.0
+    """After a first Ctrl-C, how long shards in flight may take to finish and commit."""
+    num_cpus: int | None = None
+    """CPUs of a private local Ray (default: all of the machine's)."""
+
+
+class PlacementError(Exception):
+    """Some pool could never be placed on this cluster; ``problems`` names each one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("the cluster cannot hold these workers:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class SweepInterrupted(Exception):
+    """The user stopped the sweep (Ctrl-C); what was committed is kept."""
+
+    def __init__(self, outcome: "SweepOutcome", aborted: bool):
+        self.outcome = outcome
+        self.aborted = aborted
+        super().__init__("interrupted")
 
 
 def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
@@ -58,186 +91,26 @@ def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
 @dataclass
 class SweepOutcome:
     plan: Plan
-    store: ShardStore
+    store: SweepStore
     results: list[ResultRow]
     computed: int
+    """Shards computed by this run."""
     reused: int
+    """Items (variant × item requests) found stored when the run started."""
+    items_computed: int = 0
+    items_from_cache: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    not_started: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
     tracking_uri: str | None = None
     experiment_id: str | None = None
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)
     tracking_failures: int = 0
     quant_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _payload(plan: Plan, shard: Shard) -> dict[str, Any]:
-    run = plan.benchmarks[shard.benchmark]
-    return {
-        "shard": shard.id,
-        "task": run.benchmark.task,
-        "requests": [
-            {"id": it.id, "messages": it.messages, "continuations": it.choices or []} for it in shard.items
-        ],
-        "max_new_tokens": run.max_new_tokens,
-        "temperature": plan.spec.generation.temperature,
-        "batch_size": plan.spec.generation.batch_size,
-    }
-
-
-def _compute(
-    plan: Plan, store: ShardStore, todo: list[Shard], options: RunOptions, console: Console
-) -> SchedulerReport:
-    """Start workers for the variants with missing shards and stream those shards to them."""
-    from cluster.runtime import WorkerResources, start_ray, start_worker, stop_ray, stop_worker
-
-    import ray
-
-    started_here = not ray.is_initialized()
-    info = start_ray(options.address)
-    console.print(
-        f"Ray: {info['address']} with {info['nodes']} node(s), {info['cpus']:g} CPU(s), {info['gpus']:g} GPU(s)"
-    )
-    res = plan.spec.resources
-    resources = WorkerResources(num_cpus=res.num_cpus_per_worker, num_gpus=res.num_gpus_per_worker)
-    if resources.num_cpus > info["cpus"]:
-        resources.num_cpus = info["cpus"]
-    variants = sorted({s.variant for s in todo}, key=list(plan.variants).index)
-    cache_dir = str(options.cache_dir) if options.cache_dir else os.environ.get("QTRUST_CACHE_DIR")
-    handles = {v: start_worker(v, plan.variants[v].worker_config(), resources, cache_dir) for v in variants}
-
-    def on_result(shard: Shard, result: dict[str, Any]) -> None:
-        rows = rows_from_result(plan.benchmarks[shard.benchmark], shard, result)
-        store.commit_shard(shard.variant, shard.benchmark, shard.index, shard.key, rows)
-
-    def release(variant: str) -> None:
-        handle = handles.pop(variant, None)
-        if handle is not None:
-            stop_worker(handle)
-
-    totals = {v: sum(len(s.items) for s in todo if s.variant == v) for v in variants}
-    progress = QuietProgress(console) if options.quiet else RichProgress(console, totals)
-    scheduler = Scheduler(
-        {v: h.actor for v, h in handles.items()},
-        on_result=on_result,
-        progress=progress,
-        max_in_flight=res.max_in_flight_per_worker,
-        max_retries=res.max_retries,
-        backoff_s=res.retry_backoff_s,
-        shard_timeout_s=res.shard_timeout_s,
-        release=release,
-    )
-    try:
-        with progress:
-            report = scheduler.run([ShardTask(shard=s, payload=_payload(plan, s)) for s in todo])
-    finally:
-        for variant in list(handles):
-            release(variant)
-        if started_here and not options.address:
-            stop_ray()
-    return report
-
-
-def _params_digest(params: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _track(
-    plan: Plan,
-    store: ShardStore,
-    results: list[ResultRow],
-    manifest: dict[str, Any],
-    tracker: Tracker,
-    worker_info: dict[str, dict[str, Any]],
-    data_dir: Path,
-) -> dict[str, str]:
-    """Log the sweep into MLflow; return the run ids by run key (kept in the manifest)."""
-    spec = plan.spec
-    known: dict[str, str] = dict(manifest.get("mlflow", {}).get("runs", {}))
-    if manifest.get("mlflow", {}).get("uri") != tracker.uri:
-        known = {}
-    engines = {v: info.get("engine", {}) for v, info in worker_info.items()}
-    quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
-    parent_key = f"sweep:{spec.name}"
-    parent = tracker.run(known.get(parent_key), spec.name, {"qtrust.sweep": spec.name, "qtrust.kind": "sweep"})
-    ids = {parent_key: parent} if parent else {}
-    if parent:
-        tracker.log_params(parent, {"sweep": spec.name, "storage": str(store.dir), "shard_size": spec.shard_size})
-        tracker.log_artifact(parent, store.spec_path)
-        table = variants_table(plan.variants, quant_reports)
-        if not table.empty:
-            tracker.log_table(parent, table, "variants.json")
-    for row in results:
-        run_run = plan.benchmarks[row.benchmark]
-        bench_params = {f"benchmark.{k}": v for k, v in run_run.benchmark.describe().items()}
-        bench_params.update({"benchmark.limit": run_run.spec.limit, "benchmark.max_new_tokens": run_run.max_new_tokens})
-        report_params: dict[str, Any] = {}
-        report_metrics: dict[str, float] = {}
-        if row.kind == "variant":
-            variant = plan.variants[row.name]
-            params: dict[str, Any] = {
-                "model": variant.model.source,
-                "model.identity": variant.identity,
-                "variant": variant.name,
-                "variant.key": variant.key,
-                "engine": variant.engine,
-                "engine.requested": variant.engine_choice.requested if variant.engine_choice else variant.engine,
-                "engine.reason": variant.engine_choice.reason if variant.engine_choice else "",
-                "dtype": variant.model.dtype,
-                "generation.temperature": spec.generation.temperature,
-                **{("method" if k == "method" else f"quant.{k}"): v for k, v in variant.recipe.describe().items()},
-                **bench_params,
-            }
-            if variant.calibration is not None:
-                params["quant.calibration.digest"] = variant.calibration.digest
-                params["quant.calibration.samples_used"] = len(variant.calibration.texts)
-            for k, v in engines.get(variant.name, {}).items():
-                report_params[f"engine.{k}"] = v
-            report_params.update(quant_params(quant_reports.get(variant.name, {})))
-            report_metrics.update(quant_metrics(quant_reports.get(variant.name, {})))
-        else:
-            ens = next(e for e in spec.ensembles if f"{row.model}-{e.name}" == row.name)
-            params = {
-                "model": spec.model(row.model).source,
-                "ensemble": ens.name,
-                "ensemble.members": ",".join(f"{row.model}-{m}" for m in ens.members),
-                "ensemble.rule": f"{ens.rule}: refusals/invalid filtered, ties to highest precision, all filtered = REFUSED",
-                **bench_params,
-            }
-        run_key = f"{row.kind}:{row.name}:{row.benchmark}:{_params_digest(params)}"
-        run_id = tracker.run(
-            known.get(run_key),
-            f"{row.name} · {row.benchmark}",
-            {"qtrust.sweep": spec.name, "qtrust.kind": row.kind, "qtrust.benchmark": row.benchmark, "qtrust.model": row.model},
-            parent_id=parent,
-        )
-        if not run_id:
-            continue
-        ids[run_key] = run_id
-        tracker.log_params(run_id, {**params, **report_params})
-        metrics = dict(row.metrics)
-        metrics.update(report_metrics)
-        metrics.update({"n_items": row.n_items, "n_planned": row.n_planned})
-        tracker.log_metrics(run_id, metrics)
-        if row.frame is not None and not row.frame.empty:
-            table = row.frame.drop(columns=[c for c in ("logprobs",) if c in row.frame.columns])
-            tracker.log_table(run_id, table, f"items/{row.name}__{row.benchmark}.json")
-            items_frame = run_run.items_frame()
-            tracker.log_dataset(
-                run_id,
-                items_frame,
-                name=row.benchmark,
-                source=str(data_dir),
-                digest=run_run.digest(data_dir),
-            )
-        tracker.finish(run_id, failed=not row.complete)
-    if parent:
-        summary: dict[str, float] = {"variants": len(plan.variants), "shards": len(plan.shards)}
-        for name, scores in perspective_table(plan, results).items():
-            summary.update({f"{name}.{perspective}_score": value for perspective, value in scores.items()})
-        tracker.log_metrics(parent, summary)
-        tracker.finish(parent, failed=any(not r.complete for r in results))
-    return ids
+    retried: int = 0
+    replaced: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def apply_limit(spec: SweepSpec, limit: int | None) -> SweepSpec:
@@ -250,66 +123,312 @@ def apply_limit(spec: SweepSpec, limit: int | None) -> SweepSpec:
     return spec
 
 
+class _Interrupts:
+    """First Ctrl-C: stop submitting and let shards in flight commit. Second: abort now."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.count = 0
+        self.scheduler: Scheduler | None = None
+        self._previous: Any = None
+        self.installed = False
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1 and self.scheduler is not None:
+            self.say(
+                "Stopping: no new shards start; shards in flight finish and commit. Press Ctrl-C again to abort now."
+            )
+            self.scheduler.request_stop()
+            return
+        raise KeyboardInterrupt
+
+
 def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = None) -> SweepOutcome:
-    """Plan the sweep, compute only missing shards, score everything and log it to MLflow."""
+    """Plan the sweep, compute only missing items, score everything and track it in MLflow."""
+    from jobs.lock import SweepLock
+
     console = console or Console()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
-    store = ShardStore(options.storage_root or spec.storage.root, spec.name)
+    timings["plan_s"] = time.perf_counter() - t0
+    store = SweepStore(options.storage_root or spec.storage.root, spec.name)
+    lock = SweepLock(store.uri).acquire()
+    try:
+        return _run_locked(spec, options, console, plan, store, data_dir, timings)
+    finally:
+        lock.release()
+
+
+def _scan(store: SweepStore, console: Console) -> ScanResult:
+    scan = store.scan()
+    for damaged in scan.damaged:
+        console.print(
+            f"[yellow]damaged shard {damaged.path}: {damaged.reason}; moved aside as a dot-file, its items will be computed again"
+        )
+    return scan
+
+
+def _reuse_from_cache(
+    plan: Plan, store: SweepStore, cache: ResponseCache, stored: set[str], console: Console
+) -> pd.DataFrame | None:
+    """Copy answers of the response cache that this sweep lacks into its store; return them."""
+    missing = plan.unique_keys() - stored
+    if not missing:
+        return None
+    found = cache.lookup(missing, CONTEXT_CHARS)
+    if found.empty:
+        return None
+    found = found.drop_duplicates("item_key")
+    by_key = found.set_index("item_key", drop=False)
+    written = []
+    for (variant, bench), keys in plan.keys.items():
+        want = [k for k in dict.fromkeys(keys) if k in missing and k in by_key.index]
+        if not want:
+            continue
+        rows = by_key.loc[want].to_dict("records")
+        for row, key in zip(rows, want):
+            row["item_key"] = key
+            if isinstance(row.get("logprobs"), float):
+                row["logprobs"] = None
+        store.commit_generations(variant, bench, rows)
+        written.append(pd.DataFrame(rows))
+        missing.difference_update(want)
+    if not written:
+        return None
+    frame = pd.concat(written, ignore_index=True)
+    console.print(f"Response cache {cache.uri}: reused {len(frame)} stored answer(s)")
+    return frame
+
+
+def _run_locked(
+    spec: SweepSpec,
+    options: RunOptions,
+    console: Console,
+    plan: Plan,
+    store: SweepStore,
+    data_dir: Path,
+    timings: dict[str, float],
+) -> SweepOutcome:
     store.write_spec(dump_spec(spec))
-    manifest = store.read_manifest()
+    previous = store.read_manifest()
+    t = time.perf_counter()
+    scan = _scan(store, console)
+    stored = scan.keys
+    from_cache = None
+    cache_uri = options.response_cache or spec.storage.response_cache
+    cache = ResponseCache(cache_uri) if cache_uri else None
+    if cache is not None:
+        from_cache = _reuse_from_cache(plan, store, cache, stored, console)
+        if from_cache is not None:
+            stored = stored | set(from_cache["item_key"])
+    shards = plan.shards(stored)
+    timings["scan_s"] = time.perf_counter() - t
+    state = SweepState(plan, say=lambda text: console.print(f"[yellow]{text}"))
+    state.start(stored, shards)
+    _print_plan(console, plan, state, shards, options.resume)
 
-    todo = [s for s in plan.shards if not store.is_done(s.variant, s.benchmark, s.index, s.key)]
-    reused = len(plan.shards) - len(todo)
-    items_todo = sum(len(s.items) for s in todo)
-    console.print(
-        f"[bold]{spec.name}[/]: {len(plan.variants)} variant(s) × {len(plan.benchmarks)} benchmark(s) = "
-        f"{len(plan.shards)} shard(s); {reused} already committed, {len(todo)} to compute ({items_todo} items)"
-    )
-    report = SchedulerReport()
-    if todo:
-        report = _compute(plan, store, todo, options, console)
-    else:
-        console.print("Nothing to compute: every shard is already committed with a matching key.")
-
-    results = compute_results(plan, store)
-    uri = resolve_tracking_uri(options.tracking_uri, spec.tracking.uri)
-    tracker = Tracker(uri, spec.tracking.experiment, warn=lambda m: console.print(f"[yellow]{m}"))
-    worker_info = dict(manifest.get("workers", {}))
-    worker_info.update(report.worker_info)
-    run_ids = _track(plan, store, results, manifest, tracker, worker_info, data_dir)
-
-    shard_status = {}
-    for s in plan.shards:
-        done = store.is_done(s.variant, s.benchmark, s.index, s.key)
-        entry: dict[str, Any] = {"key": s.key, "items": len(s.items), "status": "done" if done else "failed"}
-        if s.id in report.failed:
-            entry["error"] = report.failed[s.id]
-        shard_status[s.id] = entry
-    store.write_manifest(
-        {
-            "sweep": spec.name,
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "data_dir": str(data_dir),
-            "variants": {v.name: {"identity": v.identity, **v.recipe.describe()} for v in plan.variants.values()},
-            "shards": shard_status,
-            "workers": worker_info,
-            "mlflow": {"uri": uri, "experiment_id": tracker.experiment_id, "runs": run_ids},
-        }
-    )
-    parent = run_ids.get(f"sweep:{spec.name}")
-    return SweepOutcome(
+    tracking = SweepTracking.open(plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}"))
+    state.on_progress = tracking.progress
+    state.on_ready = tracking.variant_loaded
+    outcome = SweepOutcome(
         plan=plan,
         store=store,
-        results=results,
-        computed=len(report.committed),
-        reused=reused,
-        failed=report.failed,
-        tracking_uri=uri,
-        experiment_id=tracker.experiment_id,
-        parent_run_id=parent,
-        run_ids=run_ids,
-        tracking_failures=tracker.failures,
-        quant_reports={v: info.get("quantization", {}) for v, info in worker_info.items()},
+        results=[],
+        computed=0,
+        reused=state.stored_items,
+        items_from_cache=0 if from_cache is None else len(from_cache),
+        damaged=[d.path for d in scan.damaged],
+        tracking_uri=tracking.uri,
+        timings=timings,
     )
+    ray_info: dict[str, Any] = {}
+    committer = Committer(store, cache, CONTEXT_CHARS)
+    manifest_extra = lambda: {"ray": ray_info, "mlflow": tracking.manifest_entry()}  # noqa: E731
+
+    last_pools: dict[str, Any] = dict(previous.get("pools", {})) if not shards else {}
+
+    def write_manifest(status: str, pools: dict[str, Any] | None = None) -> None:
+        if pools is not None:
+            last_pools.clear()
+            last_pools.update(pools)
+        try:
+            store.write_manifest(state.manifest(state=status, pools=dict(last_pools), extra=manifest_extra()))
+        except Exception as err:  # noqa: BLE001 - the manifest is a view; the shards are the truth
+            log.warning("manifest not written: %s", err)
+
+    write_manifest("running")
+    report = SchedulerReport()
+    interrupted = False
+    aborted = False
+    if shards:
+        try:
+            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest, ray_info, timings)
+        except KeyboardInterrupt:
+            interrupted = aborted = True
+    else:
+        console.print("Nothing to compute: every item is already stored.")
+    outcome.computed = len(report.done)
+    outcome.items_computed = state.computed_items
+    outcome.failed = dict(report.failed)
+    outcome.not_started = list(report.not_started)
+    outcome.retried, outcome.replaced = report.retried, report.replaced
+    worker_info = dict(previous.get("workers", {}))
+    worker_info.update(state.worker_info)
+    outcome.quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
+
+    if interrupted:
+        tracking.interrupted()
+        write_manifest("interrupted")
+        outcome.tracking_failures = tracking.close(timeout_s=5.0 if not aborted else 2.0)
+        outcome.run_ids = tracking.run_ids()
+        raise SweepInterrupted(outcome, aborted)
+
+    t = time.perf_counter()
+    frames = [scan.records]
+    if from_cache is not None:
+        frames.append(from_cache)
+    new = committer.committed()
+    if new is not None:
+        frames.append(new)
+    records, _dups = dedupe_records(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else (scan.records, 0)
+    outcome.results = compute_results(plan, records)
+    timings["score_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tracking.final(outcome.results, worker_info)
+    outcome.tracking_failures = tracking.close(timeout_s=30.0)
+    timings["tracking_close_s"] = time.perf_counter() - t
+    outcome.run_ids = tracking.run_ids()
+    outcome.experiment_id = tracking.experiment_id
+    outcome.parent_run_id = outcome.run_ids.get(tracking.parent_key)
+    state.worker_info = worker_info
+    write_manifest("failed" if outcome.failed else "finished")
+    return outcome
+
+
+def _print_plan(console: Console, plan: Plan, state: SweepState, shards: list[Shard], detailed: bool) -> None:
+    todo = sum(len(s.items) for s in shards)
+    console.print(
+        f"[bold]{plan.spec.name}[/]: {len(plan.variants)} variant(s) × {len(plan.benchmarks)} benchmark(s) = "
+        f"{plan.n_requests} item request(s); {state.stored_items} already stored, {todo} to compute in {len(shards)} shard(s)"
+    )
+    if detailed and shards:
+        per: dict[tuple[str, str], int] = {}
+        for s in shards:
+            per[(s.variant, s.benchmark)] = per.get((s.variant, s.benchmark), 0) + len(s.items)
+        for (variant, bench), n in per.items():
+            console.print(f"  to compute: {variant} × {bench}: {n} item(s)")
+
+
+def _compute(
+    plan: Plan,
+    shards: list[Shard],
+    options: RunOptions,
+    console: Console,
+    state: SweepState,
+    committer: Committer,
+    tracking: "SweepTracking",
+    write_manifest: Callable[..., None],
+    ray_info: dict[str, Any],
+    timings: dict[str, float],
+) -> tuple[SchedulerReport, bool]:
+    """Start Ray and one pool per variant with work, and stream the shards through them."""
+    from cluster.runtime import placement_problem, start_ray, stop_ray
+
+    t = time.perf_counter()
+    info = start_ray(options.address, num_cpus=options.num_cpus)
+    timings["ray_start_s"] = time.perf_counter() - t
+    console.print(info.describe())
+    ray_info.update({"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus})
+    try:
+        variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
+        problems = []
+        for name in variants:
+            variant = plan.variants[name]
+            problem = placement_problem(
+                f"variant {name}", worker_resources(variant).bundle(), variant.resources.replicas
+            )
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise PlacementError(problems)
+        cache_dir = default_cache_dir(options.cache_dir)
+        progress = QuietProgress(console) if options.quiet else RichProgress(
+            console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
+        )
+        state.progress_bar = progress
+        scheduler = Scheduler(
+            state,
+            tick=lambda: (write_manifest("running", scheduler.pool_snapshot()), tracking.tick(state)),
+        )
+        for name in variants:
+            scheduler.add_pool(variant_pool(plan.variants[name], cache_dir))
+
+        def done(shard: Shard) -> Callable[[Task, Any], None]:
+            return lambda task, value: state.shard_committed(shard, value["errors"]) or tracking.shard_committed(shard, value)
+
+        def failed(shard: Shard) -> Callable[[Task, str], None]:
+            return lambda task, error: state.shard_failed(shard, error)
+
+        for shard in shards:
+            scheduler.submit(pool_name(shard.variant), committer.task(plan, shard, done(shard), failed(shard)))
+        for name in variants:
+            scheduler.close(pool_name(name))
+        with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
+            interrupts.scheduler = scheduler
+            deadline = _StopDeadline(scheduler, options.stop_deadline_s)
+            scheduler._tick = _chain(scheduler._tick, deadline.check)  # noqa: SLF001 - one more periodic check
+            try:
+                report = scheduler.run()
+            except KeyboardInterrupt:
+                console.print("[red]Aborting: replicas are being killed; nothing half-written counts.")
+                scheduler.abort()
+                raise
+        timings["compute_s"] = time.perf_counter() - t
+        write_manifest("running", scheduler.pool_snapshot())
+        return report, report.stopped
+    finally:
+        if info.started_here and not options.address:
+            stop_ray()
+
+
+class _StopDeadline:
+    """After a first Ctrl-C, give shards in flight ``seconds`` to finish; then abort."""
+
+    def __init__(self, scheduler: Scheduler, seconds: float):
+        self.scheduler = scheduler
+        self.seconds = seconds
+        self.since: float | None = None
+
+    def check(self) -> None:
+        if not self.scheduler.stopping:
+            return
+        if self.since is None:
+            self.since = time.monotonic()
+        elif time.monotonic() - self.since > self.seconds:
+            raise KeyboardInterrupt
+
+
+def _chain(*fns: Callable[[], Any] | None) -> Callable[[], None]:
+    def run() -> None:
+        for fn in fns:
+            if fn is not None:
+                fn()
+
+    return run
+
+
+__all__ = ["RunOptions", "SweepOutcome", "SweepInterrupted", "PlacementError", "run_sweep", "apply_limit", "Counts"]

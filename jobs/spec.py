@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.engines.vllm_settings import VLLMSettings
 from cluster.models.builtin import BUILTIN_MODELS
@@ -65,6 +65,9 @@ class ModelSpec(_Strict):
     recipes: list[str] | None = Field(
         None, description="names of the recipes to apply to this model (default: every recipe of the sweep)"
     )
+    resources: "PlacementOverride | None" = Field(
+        None, description="replicas and resources of this model's workers (overrides the sweep's resources)"
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -76,16 +79,19 @@ class RecipeSpec(QuantRecipe):
     engine: Literal["auto", "hf", "vllm"] | None = Field(
         None, description="engine for this recipe's variants, instead of the model's engine"
     )
+    resources: "PlacementOverride | None" = Field(
+        None, description="replicas and resources of this recipe's workers (overrides the model's and the sweep's)"
+    )
 
     _name = field_validator("name")(_check_name)
 
     def key_fields(self) -> dict[str, object]:
-        """The quantization fields only: the engine is keyed on its own (see ``jobs.plan.shard_key``)."""
-        return self.model_dump(mode="json", exclude={"name", "engine"})
+        """The quantization fields only: the engine is keyed on its own (see ``jobs.plan.item_key``)."""
+        return self.model_dump(mode="json", exclude=NOT_QUANTIZATION)
 
     def quant_recipe(self) -> QuantRecipe:
-        """The plain recipe the worker rebuilds (no name, no engine)."""
-        return QuantRecipe.model_validate(self.model_dump(exclude={"name", "engine"}))
+        """The plain recipe the worker rebuilds (no name, no engine, no resources)."""
+        return QuantRecipe.model_validate(self.model_dump(exclude=NOT_QUANTIZATION))
 
 
 class BenchmarkSpec(_Strict):
@@ -129,13 +135,87 @@ class GenerationSpec(_Strict):
         return value
 
 
+#: RecipeSpec fields that are not part of the quantization recipe (never keyed, never sent as the recipe).
+NOT_QUANTIZATION = {"name", "engine", "resources"}
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(value: int | float | str | None) -> int | None:
+    """Bytes from ``8GiB``, ``512MB``, ``2e9`` or a number (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError("memory must be positive")
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _MEMORY_UNITS:
+        raise ValueError(f"'{value}' is not a memory size; write e.g. 8GiB, 512MiB, 16GB or a number of bytes")
+    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+
+
+class PlacementOverride(_Strict):
+    """Per model or per recipe: the fields given here replace the sweep's ``resources``."""
+
+    replicas: int | None = Field(None, ge=1, le=1024, description="actors serving one variant (data parallel)")
+    num_cpus: float | None = Field(None, gt=0, validation_alias=AliasChoices("num_cpus", "num_cpus_per_worker"))
+    num_gpus: float | None = Field(None, ge=0, validation_alias=AliasChoices("num_gpus", "num_gpus_per_worker"))
+    memory: int | str | None = Field(None, description="memory reserved per replica (8GiB, 512MB or bytes)")
+    custom: dict[str, float] | None = Field(None, description="custom Ray resources per replica, e.g. {a100: 1}")
+    placement: Literal["pack", "spread"] | None = Field(None, description="pack replicas on few nodes or spread them")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int | str | None) -> int | None:
+        return parse_memory(value)
+
+
 class ResourcesSpec(_Strict):
-    num_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each variant worker")
-    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; fractions share a GPU")
-    max_in_flight_per_worker: int = Field(2, ge=1, le=64)
+    """How every worker pool is placed and how the scheduler treats its work (the sweep default)."""
+
+    replicas: int = Field(1, ge=1, le=1024, description="actors per variant; they pull from one queue")
+    num_cpus: float = Field(
+        1.0, gt=0, validation_alias=AliasChoices("num_cpus", "num_cpus_per_worker"), description="CPUs per replica"
+    )
+    num_gpus: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=AliasChoices("num_gpus", "num_gpus_per_worker"),
+        description="GPUs per replica; fractions share a GPU, whole numbers above 1 mean tensor parallelism",
+    )
+    memory: int | str | None = Field(None, description="memory reserved per replica (8GiB, 512MB or bytes)")
+    custom: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
+    placement: Literal["pack", "spread"] = Field("pack", description="pack a variant's replicas or spread them")
+    max_in_flight: int = Field(
+        2, ge=1, le=64, validation_alias=AliasChoices("max_in_flight", "max_in_flight_per_worker"),
+        description="shards queued on one replica at a time",
+    )
     max_retries: int = Field(2, ge=0, le=20, description="retries of a failed shard before it counts as failed")
-    retry_backoff_s: float = Field(1.0, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles with every attempt")
     shard_timeout_s: float | None = Field(None, gt=0, description="a shard running longer than this is retried")
+    load_timeout_s: float | None = Field(
+        3600.0, gt=0, description="a replica that has not loaded its variant by then is replaced"
+    )
+    max_replacements: int = Field(
+        3, ge=0, le=100, description="dead replicas replaced per pool before its remaining shards fail"
+    )
+    max_restarts: int = Field(1, ge=0, le=100, description="Ray restarts of one replica actor before it is replaced")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int | str | None) -> int | None:
+        return parse_memory(value)
+
+    def merged(self, *overrides: PlacementOverride | None) -> "ResourcesSpec":
+        """These resources with the fields the overrides set (later overrides win)."""
+        data = self.model_dump()
+        for override in overrides:
+            if override is not None:
+                data.update({k: v for k, v in override.model_dump().items() if v is not None})
+        return ResourcesSpec.model_validate(data)
 
 
 class TrackingSpec(_Strict):
@@ -144,7 +224,13 @@ class TrackingSpec(_Strict):
 
 
 class StorageSpec(_Strict):
-    root: str = Field("qtrust-runs", description="folder holding <sweep>/generations/... (relative to the cwd)")
+    root: str = Field(
+        "qtrust-runs", description="folder or URI (file://, s3://, gs://) holding <sweep>/generations/..."
+    )
+    response_cache: str | None = Field(
+        None,
+        description="a folder or URI shared by sweeps: any sweep reuses a stored answer with the same item key",
+    )
     variant_cache: str | None = Field(
         None,
         description="where quantized variants are kept: a folder shared by the cluster or an fsspec URL "
@@ -190,6 +276,10 @@ class SweepSpec(_Strict):
         if model.engine == "fake":
             return "fake"
         return recipe.engine or model.engine
+
+    def resources_for(self, model: ModelSpec, recipe: RecipeSpec) -> ResourcesSpec:
+        """The resources of one variant's pool: the sweep's, then the model's, then the recipe's fields."""
+        return self.resources.merged(model.resources, recipe.resources)
 
     def recipe(self, name: str) -> RecipeSpec:
         return next(r for r in self.recipes if r.name == name)
@@ -320,12 +410,17 @@ def engine_problems(spec: SweepSpec) -> list[str]:
     from cluster.engines.selection import engine_problem, vllm_installed
 
     problems: list[str] = []
-    gpus = spec.resources.num_gpus_per_worker
     installed = vllm_installed()
     for i, model in enumerate(spec.models):
-        requested = {spec.requested_engine(model, r) for r in spec.recipes_of(model)}
-        if "vllm" in requested or ("auto" in requested and installed):
-            problems.extend(f"models[{i}].vllm: {p}" for p in model.vllm.placement_problems(gpus))
+        seen: set[str] = set()
+        for recipe in spec.recipes_of(model):
+            requested = spec.requested_engine(model, recipe)
+            if requested == "vllm" or (requested == "auto" and installed):
+                gpus = spec.resources_for(model, recipe).num_gpus
+                for p in model.vllm.placement_problems(gpus):
+                    if p not in seen:
+                        seen.add(p)
+                        problems.append(f"models[{i}].vllm: {p}")
         for recipe in spec.recipes_of(model):
             info = local_checkpoint_info(model, recipe)
             method = info.method if info is not None else None
@@ -491,3 +586,7 @@ def _resolve_definition_paths(data: Any, base: Path) -> None:
 def dump_spec(spec: SweepSpec) -> str:
     """The resolved spec as YAML (every default written out)."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+ModelSpec.model_rebuild()
+RecipeSpec.model_rebuild()

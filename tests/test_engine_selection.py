@@ -86,7 +86,7 @@ def test_spec_rejects_vllm_settings_that_do_not_fit_the_resources(tiny_model_dir
     assert any("gpu_memory_utilization 0.8" in p and "at most 0.5" in p for p in problems), problems
     spec["models"][0]["vllm"] = {"tensor_parallel_size": 2}
     spec["resources"] = {"num_gpus_per_worker": 4}
-    assert any("must equal resources.num_gpus_per_worker (4)" in p for p in problems_of(spec))
+    assert any("must equal resources.num_gpus (4)" in p for p in problems_of(spec))
     spec["models"][0]["vllm"] = {"tensor_parallel_size": 4, "max_model_len": 1024}
     assert parse_spec(spec).models[0].vllm.tensor_parallel_size == 4
 

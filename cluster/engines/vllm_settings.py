@@ -65,15 +65,15 @@ class VLLMSettings(BaseModel):
         if tp is not None and tp > 1:
             if num_gpus < 1:
                 problems.append(
-                    f"tensor_parallel_size {tp} needs {tp} whole GPUs per worker; set resources.num_gpus_per_worker: {tp}"
+                    f"tensor_parallel_size {tp} needs {tp} whole GPUs per worker; set resources.num_gpus: {tp}"
                 )
             elif tp != int(num_gpus) or not float(num_gpus).is_integer():
                 problems.append(
-                    f"tensor_parallel_size {tp} must equal resources.num_gpus_per_worker ({num_gpus:g}); "
+                    f"tensor_parallel_size {tp} must equal resources.num_gpus ({num_gpus:g}); "
                     "the worker's bundle holds the GPUs vLLM splits the model over"
                 )
         if num_gpus > 1 and not float(num_gpus).is_integer():
-            problems.append(f"resources.num_gpus_per_worker {num_gpus:g}: vLLM needs whole GPUs above one")
+            problems.append(f"resources.num_gpus {num_gpus:g}: vLLM needs whole GPUs above one")
         util = self.gpu_memory_utilization
         if util is not None and 0 < num_gpus < 1 and util > num_gpus + 1e-9:
             problems.append(

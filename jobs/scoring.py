@@ -1,8 +1,9 @@
-"""Turn committed shards into per-item rows and metrics, for variants and precision ensembles.
+"""Scoring: stored generation records -> labels -> metrics, for variants and precision ensembles.
 
-Parsing happens on the driver when a shard arrives (:func:`rows_from_result`); scoring reads only
-committed shards whose key matches the plan, so ensembles are evaluated from stored predictions
-without any inference.
+Labels are derived here, from the stored outputs, never frozen into the records: a parser or
+metric change (a new benchmark ``version``) re-scores a whole sweep without inference. Records are
+looked up by item key (see :mod:`jobs.plan`), so an answer stored under another benchmark alias,
+another shard size or by another sweep (the response cache) counts as well.
 """
 
 from __future__ import annotations
@@ -14,50 +15,95 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.plan import BenchmarkRun, Plan, Shard
-from jobs.store import ShardStore
+from jobs.plan import BenchmarkRun, Plan
 from trust.ensemble import ensemble_labels
 from trust.perspectives import benchmark_score, perspective_scores
 from trust.scoring import score_labels
 from trust.types import ERROR, Item
 
 
-def label_for(run: BenchmarkRun, item: Item, result: dict[str, Any]) -> str:
-    """The parsed label of one engine result."""
-    if result.get("error"):
+def label_for(run: BenchmarkRun, item: Item, output: str | None, logprobs: Any, error: str | None) -> str:
+    """The label of one stored answer under the benchmark's current parser."""
+    if error:
         return ERROR
     if run.benchmark.task == "loglikelihood":
-        logprobs = result.get("logprobs") or []
-        if not item.choices or len(logprobs) != len(item.choices):
+        values = list(logprobs) if logprobs is not None else []
+        if not item.choices or len(values) != len(item.choices):
             return ERROR
-        best = max(range(len(logprobs)), key=lambda i: logprobs[i])
+        best = max(range(len(values)), key=lambda i: values[i])
         return item.choices[best]
-    return run.benchmark.parse(item, result.get("text") or "")
+    return run.benchmark.parse(item, output or "")
 
 
-def rows_from_result(run: BenchmarkRun, shard: Shard, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-item rows of one shard: prompt, output, parsed label, token counts, latency, error."""
+def result_rows(
+    items: list[Item], keys: list[str], result: dict[str, Any], *, attempt: int, worker: dict[str, Any], now: float
+) -> list[dict[str, Any]]:
+    """Generation records of one shard (what the store keeps): the answer, never a label."""
     by_id = {r["id"]: r for r in result["results"]}
+    worker_text = json.dumps({k: worker.get(k) for k in ("node_ip", "node_id", "pid", "gpu_ids")}, sort_keys=True)
     rows = []
-    for item in shard.items:
-        res = by_id.get(item.id) or {"error": "the worker returned no result for this item"}
+    for item, key in zip(items, keys):
+        res = by_id.get(key) or {"error": "the worker returned no result for this item"}
         rows.append(
             {
+                "item_key": key,
                 "item_id": item.id,
                 "prompt": json.dumps(item.messages, ensure_ascii=False),
-                "output": res.get("text"),
-                "label": label_for(run, item, res),
-                "reference": item.reference,
                 "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
-                "logprobs": res.get("logprobs") if run.benchmark.task == "loglikelihood" else None,
+                "output": res.get("text"),
+                "logprobs": res.get("logprobs") or None,
                 "prompt_tokens": int(res.get("prompt_tokens") or 0),
                 "completion_tokens": int(res.get("completion_tokens") or 0),
                 "latency_s": float(res.get("latency_s") or 0.0),
                 "error": res.get("error"),
-                "attributes": json.dumps(item.attributes, ensure_ascii=False, sort_keys=True),
+                "attempt": attempt,
+                "worker": worker_text,
+                "committed_at": now,
             }
         )
     return rows
+
+
+def item_frame(run: BenchmarkRun, keys: list[str], records: pd.DataFrame) -> pd.DataFrame:
+    """The benchmark's items with their stored answers and labels (only items that have a record)."""
+    found = records.reindex(keys)
+    present = found["item_key"].notna().to_numpy()
+    rows = []
+    for item, key, has, output, logprobs, error, ptok, ctok, latency in zip(
+        run.items,
+        keys,
+        present,
+        found["output"],
+        found["logprobs"],
+        found["error"],
+        found["prompt_tokens"],
+        found["completion_tokens"],
+        found["latency_s"],
+    ):
+        if not has:
+            continue
+        error = error if isinstance(error, str) else None
+        output = output if isinstance(output, str) else None
+        rows.append(
+            {
+                "item_id": item.id,
+                "item_key": key,
+                "prompt": json.dumps(item.messages, ensure_ascii=False),
+                "output": output,
+                "label": label_for(run, item, output, logprobs, error),
+                "reference": item.reference,
+                "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
+                "logprobs": list(logprobs) if logprobs is not None and not isinstance(logprobs, float) else None,
+                "prompt_tokens": int(ptok),
+                "completion_tokens": int(ctok),
+                "latency_s": float(latency),
+                "error": error,
+                "attributes": json.dumps(item.attributes, ensure_ascii=False, sort_keys=True),
+            }
+        )
+    columns = ["item_id", "item_key", "prompt", "output", "label", "reference", "choices", "logprobs",
+               "prompt_tokens", "completion_tokens", "latency_s", "error", "attributes"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass
@@ -79,22 +125,21 @@ class ResultRow:
         return self.n_items == self.n_planned
 
 
-def _shard_refs(plan: Plan, variant: str, benchmark: str) -> list[tuple[str, str, int, str]]:
-    return [(s.variant, s.benchmark, s.index, s.key) for s in plan.shards_of(variant, benchmark)]
-
-
 def _bits_label(bits: float) -> str:
     return "ref" if bits >= 16 else f"{bits:g}"
 
 
-def compute_results(plan: Plan, store: ShardStore) -> list[ResultRow]:
-    """Score every (variant, benchmark) and every (model, ensemble, benchmark) from the store."""
+def compute_results(plan: Plan, records: pd.DataFrame) -> list[ResultRow]:
+    """Score every (variant, benchmark) and every (model, ensemble, benchmark) from stored records.
+
+    ``records`` is indexed by item key (one record per key, see :class:`jobs.store.ScanResult`).
+    """
     rows: list[ResultRow] = []
     labels: dict[tuple[str, str], dict[str, str]] = {}
     for bench_name, run in plan.benchmarks.items():
         items = run.items
         for variant in plan.variants.values():
-            frame = store.read_shards(_shard_refs(plan, variant.name, bench_name))
+            frame = item_frame(run, plan.keys_of(variant.name, bench_name), records)
             by_id = dict(zip(frame["item_id"], frame["label"]))
             labels[(variant.name, bench_name)] = by_id
             logprobs = None

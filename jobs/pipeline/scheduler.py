@@ -1,0 +1,675 @@
+"""One scheduler over pools of Ray actors, fed while it runs.
+
+A **pool** is R replicas of one worker kind (a variant's generation workers, a judge's workers),
+each an actor on its own bundle of the pool's placement group. Work is a :class:`Task` submitted
+to a pool at any time — before :meth:`Scheduler.run` or from a completion callback while it runs,
+which is how a later stage hangs on an earlier one. Replicas of a pool pull from its one queue
+(data parallel), with at most ``max_in_flight`` tasks each.
+
+What the scheduler owns:
+
+- **Placement**: a pool reserves its placement group only when it has work, and gives it back
+  when it is *closed* (no more work will come) and drained, so pools waiting for room start.
+- **Retries**: a failed attempt is retried after ``backoff_s · 2^(attempt-1)``; after
+  ``max_retries`` retries the task is recorded as failed and the sweep goes on.
+- **Replicas that die**: Ray restarts an actor ``max_restarts`` times; a call that fails because its
+  actor died triggers a ``ping``; when the ping fails too, Ray's restarts are spent and the
+  scheduler replaces the replica with a fresh actor on the same bundle, up to ``max_replacements``
+  per pool, after which the pool's remaining work fails with the reason.
+- **Timeouts**: a replica that has not loaded within ``load_timeout_s`` is replaced; a task running
+  longer than ``shard_timeout_s`` gets its replica restarted and is retried.
+- **Commits**: results are stored by ``on_result`` in a thread pool, off the scheduling loop;
+  ``on_done`` then runs on the loop (it may submit more work).
+
+The loop blocks in ``ray.wait`` until a call finishes or the next deadline; it never spins.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+log = logging.getLogger(__name__)
+
+
+class PoolEvents(Protocol):
+    """Where the scheduler reports what happens (console, manifest, tracking)."""
+
+    def replica_state(self, pool: str, index: int, state: str, info: dict[str, Any]) -> None: ...
+
+    def task_done(self, pool: str, task: "Task", replica: int) -> None: ...
+
+    def task_retry(self, pool: str, task: "Task", error: str, delay_s: float, replica: dict[str, Any]) -> None: ...
+
+    def task_failed(self, pool: str, task: "Task", error: str) -> None: ...
+
+    def message(self, kind: str, text: str) -> None: ...
+
+
+class NullEvents:
+    """Ignores every event."""
+
+    def replica_state(self, pool: str, index: int, state: str, info: dict[str, Any]) -> None:
+        return None
+
+    def task_done(self, pool: str, task: "Task", replica: int) -> None:
+        return None
+
+    def task_retry(self, pool: str, task: "Task", error: str, delay_s: float, replica: dict[str, Any]) -> None:
+        return None
+
+    def task_failed(self, pool: str, task: "Task", error: str) -> None:
+        return None
+
+    def message(self, kind: str, text: str) -> None:
+        return None
+
+
+@dataclass
+class PoolConfig:
+    """A pool's shape and its scheduling rules."""
+
+    name: str
+    make_group: Callable[[], Any]
+    """Creates the pool's placement group (R bundles); called when the pool first has work."""
+    make_actor: Callable[[Any, int], Any]
+    """Starts one replica actor on bundle ``i`` of the group (the actor offers load/ping/run_shard/close)."""
+    replicas: int = 1
+    kind: str = "generate"
+    max_in_flight: int = 2
+    max_retries: int = 2
+    backoff_s: float = 1.0
+    shard_timeout_s: float | None = None
+    load_timeout_s: float | None = None
+    max_replacements: int = 3
+    run_method: str = "run_shard"
+
+
+@dataclass
+class Task:
+    """One unit of work for a pool (a shard)."""
+
+    id: str
+    payload: Any
+    size: int = 1
+    on_result: Callable[["Task", Any, dict[str, Any]], Any] | None = None
+    """Stores a result (runs in a commit thread; raising counts as a failed attempt)."""
+    on_done: Callable[["Task", Any], None] | None = None
+    """After a successful commit, on the scheduling loop (may submit more work); gets on_result's value."""
+    on_failed: Callable[["Task", str], None] | None = None
+    """After the last attempt failed, on the scheduling loop."""
+    attempts: int = 0
+    unavailable: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class Replica:
+    index: int
+    actor: Any = None
+    state: str = "waiting"  # waiting | loading | ready | checking | dead | released
+    in_flight: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    started: float = 0.0
+    items_done: int = 0
+    replacements: int = 0
+    pings: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        placement = self.info.get("placement", {}) if self.info else {}
+        return {
+            "index": self.index,
+            "state": self.state,
+            "pid": placement.get("pid", self.pid),
+            "host": placement.get("host"),
+            "node_id": placement.get("node_id"),
+            "node_ip": placement.get("node_ip"),
+            "gpu_ids": placement.get("gpu_ids", []),
+            "items_done": self.items_done,
+            "replacements": self.replacements,
+        }
+
+
+@dataclass
+class Pool:
+    config: PoolConfig
+    queue: deque[Task] = field(default_factory=deque)
+    replicas: list[Replica] = field(default_factory=list)
+    group: Any = None
+    state: str = "idle"  # idle | waiting | running | released | failed
+    closed: bool = False
+    replacements: int = 0
+    failed_reason: str | None = None
+    pending: int = 0
+    """Tasks of this pool not finished yet (queued, delayed, running or committing)."""
+    items_done: int = 0
+    first_ready: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class _Call:
+    kind: str  # group | load | ping | run
+    pool: Pool
+    replica: Replica | None = None
+    task: Task | None = None
+    started: float = 0.0
+    timed_out: bool = False
+
+
+@dataclass
+class SchedulerReport:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    not_started: list[str] = field(default_factory=list)
+    retried: int = 0
+    replaced: int = 0
+    worker_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Pool name -> the first replica's load report (engine, quantization, placement)."""
+    stopped: bool = False
+
+
+def describe_error(err: BaseException) -> str:
+    """One readable line (the cause of a task error, not Ray's wrapper)."""
+    if isinstance(err, RayTaskError):
+        cause = err.cause if getattr(err, "cause", None) is not None else err
+        return f"{type(cause).__name__}: {cause}".strip()[:2000]
+    return f"{type(err).__name__}: {err}".strip()[:2000]
+
+
+class Scheduler:
+    """Runs tasks on pools of replicas; see the module docstring."""
+
+    def __init__(self, events: PoolEvents | None = None, *, commit_threads: int = 4, tick: Callable[[], None] | None = None,
+                 tick_interval_s: float = 1.0, max_wait_s: float = 0.5):
+        self.events = events or NullEvents()
+        self.pools: dict[str, Pool] = {}
+        self.report = SchedulerReport()
+        self._inbox: deque[tuple[str, Task]] = deque()
+        self._closing: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._delayed: list[tuple[float, int, str, Task]] = []
+        self._counter = itertools.count()
+        self._calls: dict[Any, _Call] = {}
+        self._commits: queue.SimpleQueue[tuple[Pool, Replica, Task, Future]] = queue.SimpleQueue()
+        self._committing = 0
+        self._executor = ThreadPoolExecutor(max_workers=commit_threads, thread_name_prefix="qtrust-commit")
+        self._releaser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qtrust-release")
+        self._stop = threading.Event()
+        self._tick = tick
+        self._tick_interval_s = tick_interval_s
+        self._last_tick = 0.0
+        self._max_wait_s = max_wait_s
+        self._retry_pings: list[tuple[float, Callable[[], None]]] = []
+
+    # -- the public surface ----------------------------------------------------------------------
+    def add_pool(self, config: PoolConfig) -> None:
+        if config.name in self.pools:
+            raise ValueError(f"pool {config.name!r} exists already")
+        self.pools[config.name] = Pool(config=config)
+
+    def submit(self, pool: str, task: Task) -> None:
+        """Queue ``task`` on ``pool``; safe from any thread, before or during :meth:`run`."""
+        if pool not in self.pools:
+            raise KeyError(f"no pool named {pool!r}")
+        with self._lock:
+            self._inbox.append((pool, task))
+
+    def close(self, pool: str) -> None:
+        """No more work will come to ``pool``: its replicas go once it is drained."""
+        with self._lock:
+            self._closing.append(pool)
+
+    def request_stop(self) -> None:
+        """Stop starting tasks; the ones running finish and commit, then :meth:`run` returns."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def pool_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Pools and their replicas, for the manifest and ``qtrust status``."""
+        return {
+            name: {
+                "kind": p.config.kind,
+                "state": p.state,
+                "replicas": [r.describe() for r in p.replicas],
+                "items_done": p.items_done,
+                "pending": p.pending,
+                "first_ready": p.first_ready,
+            }
+            for name, p in self.pools.items()
+        }
+
+    def run(self) -> SchedulerReport:
+        """Run until every submitted task is done or failed (or a stop was requested)."""
+        try:
+            while True:
+                self._drain_inbox()
+                now = time.monotonic()
+                self._promote_delayed(now)
+                self._drain_commits()
+                if not self._stop.is_set():
+                    self._start_pools()
+                    self._dispatch()
+                self._check_deadlines(now)
+                self._release_idle()
+                self._maybe_tick(now)
+                if self._finished():
+                    break
+                self._wait(self._wait_timeout(now))
+        finally:
+            self._finish()
+        return self.report
+
+    # -- queueing --------------------------------------------------------------------------------
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, deque()
+            closing, self._closing = self._closing, deque()
+        for name, task in inbox:
+            pool = self.pools[name]
+            pool.pending += 1
+            if pool.state == "failed":
+                self._fail_task(pool, task, pool.failed_reason or "the pool failed")
+                continue
+            if pool.state == "released":
+                pool.state = "idle"
+                pool.replicas = []
+            pool.queue.append(task)
+        for name in closing:
+            self.pools[name].closed = True
+
+    def _promote_delayed(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _when, _n, name, task = heapq.heappop(self._delayed)
+            pool = self.pools[name]
+            if pool.state == "failed":
+                self._fail_task(pool, task, pool.failed_reason or "the pool failed")
+            else:
+                pool.queue.appendleft(task)
+
+    def _later(self, pool: Pool, task: Task, delay_s: float) -> None:
+        task.not_before = time.monotonic() + delay_s
+        heapq.heappush(self._delayed, (task.not_before, next(self._counter), pool.name, task))
+
+    # -- pools and replicas ------------------------------------------------------------------------
+    def _start_pools(self) -> None:
+        for pool in self.pools.values():
+            if pool.state == "idle" and pool.queue:
+                pool.group = pool.config.make_group()
+                pool.replicas = [Replica(index=i) for i in range(pool.config.replicas)]
+                pool.state = "waiting"
+                self._calls[pool.group.ready()] = _Call("group", pool, started=time.monotonic())
+                for replica in pool.replicas:
+                    self.events.replica_state(pool.name, replica.index, "waiting", {})
+
+    def _start_replica(self, pool: Pool, replica: Replica) -> None:
+        replica.actor = pool.config.make_actor(pool.group, replica.index)
+        replica.state = "loading"
+        replica.started = time.monotonic()
+        replica.in_flight = 0
+        replica.pings = 0
+        self._calls[replica.actor.load.remote()] = _Call("load", pool, replica, started=replica.started)
+        self.events.replica_state(pool.name, replica.index, "loading", {})
+
+    def _replace(self, pool: Pool, replica: Replica, reason: str) -> None:
+        from cluster.runtime import kill_actor
+
+        if replica.actor is not None:
+            kill_actor(replica.actor)
+        if pool.state in ("released", "failed") or (pool.closed and not pool.pending):
+            replica.state = "dead"
+            return
+        if pool.replacements >= pool.config.max_replacements:
+            replica.state = "dead"
+            self.events.replica_state(pool.name, replica.index, "dead", replica.describe())
+            self.events.message(
+                "worker_died",
+                f"{pool.name}: replica {replica.index} died ({reason}); the pool's {pool.config.max_replacements} "
+                "replacement(s) are spent",
+            )
+            if all(r.state == "dead" for r in pool.replicas):
+                self._fail_pool(pool, f"every replica died and max_replacements={pool.config.max_replacements} is spent; last: {reason}")
+            return
+        pool.replacements += 1
+        replica.replacements += 1
+        self.report.replaced += 1
+        old = replica.describe()
+        self.events.message(
+            "replica_replaced",
+            f"{pool.name}: replica {replica.index} (pid {old.get('pid')} on {old.get('node_ip') or old.get('host') or '?'}) "
+            f"is gone ({reason.splitlines()[0][:200]}); starting a fresh actor ({pool.replacements}/{pool.config.max_replacements})",
+        )
+        self._start_replica(pool, replica)
+
+    def _fail_pool(self, pool: Pool, reason: str) -> None:
+        pool.state = "failed"
+        pool.failed_reason = reason
+        while pool.queue:
+            self._fail_task(pool, pool.queue.popleft(), reason)
+        kept = []
+        for entry in self._delayed:
+            if entry[2] == pool.name:
+                self._fail_task(pool, entry[3], reason)
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._delayed = kept
+        self.events.message("pool_failed", f"{pool.name}: {reason.splitlines()[0][:300]}")
+        self._release(pool)
+
+    def _release(self, pool: Pool) -> None:
+        from cluster.runtime import close_actor, remove_group
+
+        actors = [r.actor for r in pool.replicas if r.actor is not None]
+        group = pool.group
+        for replica in pool.replicas:
+            replica.actor = None
+            if replica.state != "dead":
+                replica.state = "released"
+            self.events.replica_state(pool.name, replica.index, replica.state, replica.describe())
+        if pool.state != "failed":
+            pool.state = "released"
+        pool.group = None
+        for ref, call in list(self._calls.items()):
+            if call.pool is pool and call.kind in ("group", "load", "ping"):
+                del self._calls[ref]
+
+        def release() -> None:
+            for actor in actors:
+                close_actor(actor, timeout_s=15.0)
+            remove_group(group)
+
+        self._releaser.submit(release)
+
+    def _release_idle(self) -> None:
+        for pool in self.pools.values():
+            if pool.closed and pool.pending == 0 and pool.state in ("waiting", "running"):
+                self._release(pool)
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for pool in self.pools.values():
+            if not pool.queue or pool.state != "running":
+                continue
+            for replica in pool.replicas:
+                while replica.state == "ready" and replica.in_flight < pool.config.max_in_flight and pool.queue:
+                    task = pool.queue.popleft()
+                    task.attempts += 1
+                    replica.in_flight += 1
+                    ref = getattr(replica.actor, pool.config.run_method).remote(task.payload)
+                    self._calls[ref] = _Call("run", pool, replica, task, time.monotonic())
+                if not pool.queue:
+                    break
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def _wait_timeout(self, now: float) -> float:
+        if self._committing:
+            return 0.005
+        timeout = self._max_wait_s
+        if self._delayed:
+            timeout = min(timeout, max(0.0, self._delayed[0][0] - now))
+        if self._retry_pings:
+            timeout = min(timeout, max(0.0, min(p[0] for p in self._retry_pings) - now))
+        return timeout
+
+    def _wait(self, timeout: float) -> None:
+        refs = list(self._calls)
+        if not refs:
+            if timeout > 0:
+                try:
+                    item = self._commits.get(timeout=timeout)
+                except queue.Empty:
+                    return
+                self._on_commit(*item)
+            return
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            got = set(ready)
+            rest = [r for r in refs if r not in got]
+            if rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+        for ref in ready:
+            call = self._calls.pop(ref, None)
+            if call is not None:
+                self._handle(ref, call)
+
+    def _handle(self, ref: Any, call: _Call) -> None:
+        pool = call.pool
+        if call.kind == "group":
+            if pool.state == "waiting":
+                for replica in pool.replicas:
+                    self._start_replica(pool, replica)
+                pool.state = "running"
+            return
+        replica = call.replica
+        assert replica is not None
+        try:
+            value = ray.get(ref)
+        except Exception as err:  # noqa: BLE001 - every failure is classified below
+            self._call_failed(call, err)
+            return
+        if call.kind == "load":
+            replica.info = value
+            replica.pid = value.get("placement", {}).get("pid")
+            replica.state = "ready"
+            if pool.first_ready is None:
+                pool.first_ready = time.monotonic()
+            self.report.worker_info.setdefault(pool.name, value)
+            self.events.replica_state(pool.name, replica.index, "ready", {**replica.describe(), "load": value})
+        elif call.kind == "ping":
+            if value.get("pid") != replica.pid or not value.get("loads"):
+                self.events.message(
+                    "worker_restarted",
+                    f"{pool.name}: replica {replica.index} was restarted by Ray (pid {replica.pid} -> {value.get('pid')}); reloading",
+                )
+                replica.state = "loading"
+                replica.started = time.monotonic()
+                replica.in_flight = 0
+                self._calls[replica.actor.load.remote()] = _Call("load", pool, replica, started=replica.started)
+                self.events.replica_state(pool.name, replica.index, "loading", {})
+            elif replica.state == "checking":
+                replica.state = "ready"
+        else:
+            task = call.task
+            assert task is not None
+            replica.in_flight = max(0, replica.in_flight - 1)
+            self._committing += 1
+            future = self._executor.submit(self._store, task, value, replica.describe())
+            future.add_done_callback(lambda f, p=pool, r=replica, t=task: self._commits.put((p, r, t, f)))
+
+    @staticmethod
+    def _store(task: Task, value: Any, replica: dict[str, Any]) -> Any:
+        return task.on_result(task, value, replica) if task.on_result else value
+
+    def _drain_commits(self) -> None:
+        while True:
+            try:
+                item = self._commits.get_nowait()
+            except queue.Empty:
+                return
+            self._on_commit(*item)
+
+    def _on_commit(self, pool: Pool, replica: Replica, task: Task, future: Future) -> None:
+        self._committing -= 1
+        err = future.exception()
+        if err is not None:
+            log.error("storing %s failed", task.id, exc_info=err)
+            self._attempt_failed(pool, task, f"could not store the result: {describe_error(err)}", replica.describe())
+            return
+        pool.pending -= 1
+        pool.items_done += task.size
+        replica.items_done += task.size
+        self.report.done.append(task.id)
+        self.events.task_done(pool.name, task, replica.index)
+        if task.on_done:
+            task.on_done(task, future.result())
+
+    # -- failures --------------------------------------------------------------------------------
+    def _call_failed(self, call: _Call, err: BaseException) -> None:
+        pool, replica = call.pool, call.replica
+        assert replica is not None
+        error = describe_error(err)
+        actor_trouble = isinstance(err, RayActorError) and not isinstance(err, RayTaskError)
+        if call.kind == "load":
+            if actor_trouble:
+                self._check_replica(pool, replica, error)
+            else:
+                self._fail_pool(pool, f"worker could not load the variant: {error}")
+            return
+        if call.kind == "ping":
+            if isinstance(err, ActorUnavailableError) and replica.pings < 120:
+                replica.pings += 1
+                self._ping_later(pool, replica)
+            else:
+                self._replace(pool, replica, error)
+            return
+        task = call.task
+        assert task is not None
+        replica.in_flight = max(0, replica.in_flight - 1)
+        where = replica.describe()
+        if call.timed_out:
+            error = f"no answer within shard_timeout_s={pool.config.shard_timeout_s:g}s; the worker was restarted ({error})"
+        if actor_trouble:
+            self._check_replica(pool, replica, error)
+            if isinstance(err, ActorUnavailableError) and not call.timed_out and task.unavailable < 30:
+                # The worker is unreachable (restarting, node going away): another replica or the
+                # restarted one takes the task, without spending one of its attempts.
+                task.unavailable += 1
+                task.attempts -= 1
+                self._later(pool, task, min(pool.config.backoff_s * task.unavailable, 5.0))
+                return
+            error = f"worker died (pid {where.get('pid')} on {where.get('node_ip') or where.get('host') or '?'}): {error}"
+        self._attempt_failed(pool, task, error, where)
+
+    def _attempt_failed(self, pool: Pool, task: Task, error: str, where: dict[str, Any]) -> None:
+        if pool.state == "failed":
+            self._fail_task(pool, task, pool.failed_reason or error)
+            return
+        if task.attempts <= pool.config.max_retries:
+            delay = pool.config.backoff_s * (2 ** max(0, task.attempts - 1))
+            self.report.retried += 1
+            self.events.task_retry(pool.name, task, error, delay, where)
+            self._later(pool, task, delay)
+            return
+        self._fail_task(pool, task, error)
+
+    def _fail_task(self, pool: Pool, task: Task, error: str) -> None:
+        pool.pending -= 1
+        self.report.failed[task.id] = error
+        self.events.task_failed(pool.name, task, error)
+        if task.on_failed:
+            task.on_failed(task, error)
+
+    def _check_replica(self, pool: Pool, replica: Replica, error: str) -> None:
+        """After an actor error: ask the replica whether it is still (or again) there."""
+        if replica.state in ("checking", "dead", "released") or replica.actor is None:
+            return
+        replica.state = "checking"
+        self.events.message("worker_died", f"{pool.name}: replica {replica.index} failed a call ({error.splitlines()[0][:200]}); checking it")
+        self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic())
+
+    def _ping_later(self, pool: Pool, replica: Replica) -> None:
+        def ping() -> None:
+            if replica.actor is not None and replica.state == "checking":
+                self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic())
+
+        # Ask again in a second, without blocking the loop.
+        self._retry_pings.append((time.monotonic() + 1.0, ping))
+
+    def _check_deadlines(self, now: float) -> None:
+        due = [p for p in self._retry_pings if p[0] <= now]
+        if due:
+            self._retry_pings = [p for p in self._retry_pings if p[0] > now]
+            for _when, ping in due:
+                ping()
+        for ref, call in list(self._calls.items()):
+            config = call.pool.config
+            if call.kind == "load" and config.load_timeout_s and now - call.started > config.load_timeout_s:
+                del self._calls[ref]
+                assert call.replica is not None
+                self._replace(call.pool, call.replica, f"no answer to load within load_timeout_s={config.load_timeout_s:g}s")
+            elif call.kind == "ping" and now - call.started > max(60.0, config.load_timeout_s or 0.0):
+                del self._calls[ref]
+                assert call.replica is not None
+                self._replace(call.pool, call.replica, "no answer to a liveness check")
+            elif (
+                call.kind == "run"
+                and config.shard_timeout_s
+                and not call.timed_out
+                and now - call.started > config.shard_timeout_s
+            ):
+                call.timed_out = True
+                assert call.replica is not None and call.task is not None
+                self.events.message(
+                    "timeout", f"{call.task.id}: no answer after {config.shard_timeout_s:g}s; restarting its worker"
+                )
+                try:
+                    # Killing with restart fails every call in flight on this actor; each is retried.
+                    ray.kill(call.replica.actor, no_restart=False)
+                except Exception as err:  # noqa: BLE001 - already gone
+                    log.debug("kill for timeout: %s", err)
+
+    def _maybe_tick(self, now: float) -> None:
+        if self._tick is not None and now - self._last_tick >= self._tick_interval_s:
+            self._last_tick = now
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - a reporting hiccup never stops the work
+                log.exception("tick failed")
+
+    # -- the end ---------------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        if self._committing or self._inbox:
+            return False
+        running = any(c.kind == "run" for c in self._calls.values())
+        if self._stop.is_set():
+            return not running
+        if running or self._delayed:
+            return False
+        return all(not p.queue for p in self.pools.values())
+
+    def _finish(self) -> None:
+        self.report.stopped = self._stop.is_set()
+        for pool in self.pools.values():
+            for task in list(pool.queue):
+                self.report.not_started.append(task.id)
+            pool.queue.clear()
+        for _when, _n, _name, task in self._delayed:
+            self.report.not_started.append(task.id)
+        self._delayed = []
+        for pool in self.pools.values():
+            if pool.state in ("waiting", "running"):
+                self._release(pool)
+        self._executor.shutdown(wait=True)
+        self._releaser.shutdown(wait=True)
+        self._calls.clear()
+
+    def abort(self) -> None:
+        """Kill every replica now (second Ctrl-C); nothing half-written counts anyway."""
+        from cluster.runtime import kill_actor, remove_group
+
+        for pool in self.pools.values():
+            for replica in pool.replicas:
+                if replica.actor is not None:
+                    kill_actor(replica.actor)
+            remove_group(pool.group)
+        self._executor.shutdown(wait=False, cancel_futures=True)
