@@ -266,9 +266,9 @@ class SweepStore:
         self.generations = RecordFolder(self.fs, f"{self.path}/generations", self.local)
 
     @property
-    def dir(self) -> str:
-        """The sweep folder (a local path, or the path inside the object store)."""
-        return self.path
+    def dir(self) -> Path | str:
+        """The sweep folder: a ``Path`` on a local disk, the path inside the filesystem otherwise."""
+        return Path(self.path) if self.local else self.path
 
     @property
     def uri(self) -> str:

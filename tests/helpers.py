@@ -45,3 +45,15 @@ def problems_of(spec: dict[str, Any]) -> list[str]:
     with pytest.raises(SpecError) as info:
         parse_spec(spec, "sweep.yaml")
     return info.value.problems
+
+
+def stored_records(outcome: Any):  # -> pandas.DataFrame
+    """Every generation record a sweep's store holds, with its ``variant`` and ``benchmark`` folders.
+
+    Read with ``pyarrow.dataset`` and hive partitioning, as a user would; dot-files (temp files,
+    damaged shards set aside) are skipped by the reader.
+    """
+    import pyarrow.dataset as ds
+
+    folder = Path(outcome.store.dir) / "generations"
+    return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()

@@ -118,12 +118,11 @@ def test_plan_records_the_resolved_engine_and_keys_shards_by_it(tiny_model_dir: 
 
     spec_dict["models"][0]["engine"] = "hf"
     hf = build_plan(parse_spec(spec_dict), data_dir)
-    # Same variant (the engine is not part of the variant key), different answers expected: new shard keys.
+    # Same variant (the engine is not part of the variant key), different answers expected: new item keys.
     assert hf.variants["tiny-w4"].key == auto.variants["tiny-w4"].key
-    hf_keys = {s.id: s.key for s in hf.shards}
-    auto_keys = {s.id: s.key for s in auto.shards}
-    assert all(hf_keys[i] != auto_keys[i] for i in hf_keys if not i.startswith("tiny-nf4/"))
-    assert all(hf_keys[i] == auto_keys[i] for i in hf_keys if i.startswith("tiny-nf4/"))
+    for (variant, bench), keys in hf.keys.items():
+        same = [a == b for a, b in zip(keys, auto.keys[(variant, bench)])]
+        assert all(same) if variant == "tiny-nf4" else not any(same)
 
 
 def test_recipe_engine_overrides_the_model_engine(tiny_model_dir: Path, tmp_path: Path) -> None:

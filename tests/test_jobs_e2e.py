@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
+import pandas as pd
 from mlflow import MlflowClient
 
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
-from tests.helpers import sweep_dict
+from tests.helpers import stored_records, sweep_dict
 from trust.types import REFUSED
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -26,14 +26,14 @@ def first_and_second(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pyt
     return spec, first, second, root
 
 
-def test_first_run_commits_every_shard(first_and_second) -> None:
+def test_first_run_commits_every_item(first_and_second) -> None:
     spec, first, _second, root = first_and_second
     n_shards = 3 * 2 * 2  # variants × benchmarks × ceil(6 / 4)
-    assert len(first.plan.shards) == n_shards
     assert first.computed == n_shards and first.reused == 0 and not first.failed
-    dataset = ds.dataset(first.store.dir / "generations", format="parquet", partitioning="hive")
-    table = dataset.to_table().to_pandas()
-    assert len(table) == 3 * (6 + 6)
+    assert first.items_computed == first.plan.n_requests == 3 * (6 + 6)
+    table = stored_records(first)
+    assert len(table) == 3 * (6 + 6) and table["item_key"].is_unique
+    assert "label" not in table.columns  # labels are derived when scoring, never stored
     assert set(table["variant"]) == {"tiny-ref", "tiny-w8", "tiny-w4"}
     assert table["error"].isna().all()
     assert (table["prompt_tokens"] > 0).all() and (table["completion_tokens"] > 0).all()
@@ -43,7 +43,7 @@ def test_first_run_commits_every_shard(first_and_second) -> None:
 
 def test_quantized_variants_really_differ(first_and_second) -> None:
     _spec, first, _second, _root = first_and_second
-    table = ds.dataset(first.store.dir / "generations", format="parquet", partitioning="hive").to_table().to_pandas()
+    table = stored_records(first)
     outputs = table.pivot_table(index=["benchmark", "item_id"], columns="variant", values="output", aggfunc="first")
     # A random tiny model at 4 bits answers differently from the reference on at least one prompt.
     assert (outputs["tiny-w4"] != outputs["tiny-ref"]).any()
@@ -51,7 +51,7 @@ def test_quantized_variants_really_differ(first_and_second) -> None:
 
 def test_second_run_computes_nothing_and_reuses_runs(first_and_second) -> None:
     _spec, first, second, _root = first_and_second
-    assert second.computed == 0 and second.reused == len(first.plan.shards)
+    assert second.computed == 0 and second.items_computed == 0 and second.reused == first.plan.n_requests
     assert second.run_ids == first.run_ids
     for a, b in zip(first.results, second.results):
         assert (a.name, a.benchmark, a.metrics.keys()) == (b.name, b.benchmark, b.metrics.keys())
@@ -73,6 +73,9 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     assert w4.data.params["engine"] == "hf" and "engine.transformers" in " ".join(w4.data.params)
     assert {"over_refusal_rate", "unsafe_compliance_rate", "refusal_rate", "n_items"} <= set(w4.data.metrics)
     assert w4.data.metrics["n_items"] == 6
+    assert w4.info.status == "FINISHED" and w4.data.tags["method"] == "rtn" and w4.data.tags["bits"] == "4"
+    history = client.get_metric_history(w4.info.run_id, "progress.items_done")
+    assert sorted(m.step for m in history) == [1, 2] and max(m.value for m in history) == 6  # two shards landed
     ens = next(r for r in children if r.data.tags["qtrust.kind"] == "ensemble" and r.data.tags["qtrust.benchmark"] == "machine_ethics")
     assert ens.data.params["ensemble.members"] == "tiny-ref,tiny-w8,tiny-w4"
     assert "accuracy" in ens.data.metrics
@@ -83,9 +86,9 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
 
 def test_ensemble_follows_the_vote(first_and_second) -> None:
     _spec, first, _second, _root = first_and_second
-    table = ds.dataset(first.store.dir / "generations", format="parquet", partitioning="hive").to_table().to_pandas()
     ens = next(r for r in first.results if r.kind == "ensemble" and r.benchmark == "xstest")
-    labels = table[table["benchmark"] == "xstest"].pivot_table(index="item_id", columns="variant", values="label", aggfunc="first")
+    frames = [r.frame.assign(variant=r.name) for r in first.results if r.kind == "variant" and r.benchmark == "xstest"]
+    labels = pd.concat(frames).pivot_table(index="item_id", columns="variant", values="label", aggfunc="first")
     voted = dict(zip(ens.frame["item_id"], ens.frame["label"]))
     for item_id, row in labels.iterrows():
         answered = [row[v] for v in ("tiny-ref", "tiny-w8", "tiny-w4") if row[v] != REFUSED and row[v] in ("complied",)]

@@ -39,7 +39,7 @@ def test_worker_crash_is_retried_and_results_equal_an_uninterrupted_run(
     outcome = run_sweep(parse_spec(crashing), options(tmp_path / "a", data_dir))
     assert marker.exists(), "the fake engine never crashed: the test would prove nothing"
     assert not outcome.failed
-    assert outcome.computed == len(outcome.plan.shards)
+    assert outcome.items_computed == outcome.plan.n_requests
 
     calm = fake_sweep(tiny_model_dir, tmp_path / "b", one_recipe=True)
     clean = run_sweep(parse_spec(calm), options(tmp_path / "b", data_dir))
@@ -53,32 +53,38 @@ def test_a_failing_item_becomes_an_error_row(tiny_model_dir: Path, data_dir: Pat
     assert not outcome.failed
     plan_items = {it.id for it in outcome.plan.benchmarks["xstest"].items}
     row = next(r for r in outcome.results if r.name == "tiny-ref" and r.benchmark == "xstest")
-    frame = outcome.store.read_shards(
-        [(s.variant, s.benchmark, s.index, s.key) for s in outcome.plan.shards_of("tiny-ref", "xstest")]
-    )
+    frame = row.frame
     failing = plan_items & {"xstest-1", "xstest-2"}
     assert set(frame.loc[frame["error"].notna(), "item_id"]) == failing
     assert set(frame.loc[frame["label"] == "ERROR", "item_id"]) == failing
     assert row.metrics["error_rate"] == pytest.approx(len(failing) / 6)
+    # error rows are stored, and a later run retries exactly those items
+    again = run_sweep(spec, options(tmp_path, data_dir))
+    assert again.items_computed == len(failing) * len(outcome.plan.variants)
 
 
 def test_broken_variant_fails_alone_and_resume_computes_only_its_shards(
     tiny_model_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     spec = fake_sweep(tiny_model_dir, tmp_path, one_recipe=True, resources={"max_retries": 1, "retry_backoff_s": 0.05})
-    spec["models"].append({"name": "bad", "source": str(tiny_model_dir), "engine": "fake", "engine_options": {"no_such_option": 1}})
+    other = tmp_path / "other-model"  # another model (keys are content-based: the same folder would share answers)
+    other.mkdir()
+    (other / "config.json").write_text('{"other": true}')
+    spec["models"].append({"name": "bad", "source": str(other), "engine": "fake", "engine_options": {"no_such_option": 1}})
     outcome = run_sweep(parse_spec(spec), options(tmp_path, data_dir))
-    bad_shards = {s.id for s in outcome.plan.shards if s.variant == "bad-ref"}
+    bad_shards = {s.id for s in outcome.plan.shards() if s.variant == "bad-ref"}
     assert set(outcome.failed) == bad_shards
     assert all("no_such_option" in e for e in outcome.failed.values())
-    assert outcome.computed == len(outcome.plan.shards) - len(bad_shards)
+    bad_items = sum(len(k) for (v, _b), k in outcome.plan.keys.items() if v == "bad-ref")
+    assert outcome.items_computed == outcome.plan.n_requests - bad_items
     manifest = outcome.store.read_manifest()
-    assert {k for k, v in manifest["shards"].items() if v["status"] == "failed"} == bad_shards
+    assert set(manifest["failed_shards"]) == bad_shards
+    assert manifest["progress"]["bad-ref"]["xstest"]["failed"] == 6 and manifest["state"] == "failed"
 
     spec["models"][1]["engine_options"] = {}
     again = run_sweep(parse_spec(spec), options(tmp_path, data_dir))
     assert not again.failed
-    assert again.computed == len(bad_shards) and again.reused == len(outcome.plan.shards) - len(bad_shards)
+    assert again.items_computed == bad_items and again.reused == outcome.plan.n_requests - bad_items
 
 
 def test_a_hanging_shard_times_out_and_is_recorded_as_failed(
@@ -94,6 +100,6 @@ def test_a_hanging_shard_times_out_and_is_recorded_as_failed(
     )
     spec["benchmarks"] = spec["benchmarks"][:1]
     outcome = run_sweep(parse_spec(spec), options(tmp_path, data_dir))
-    assert set(outcome.failed) == {s.id for s in outcome.plan.shards}
+    assert set(outcome.failed) == {s.id for s in outcome.plan.shards()}
     assert all("shard_timeout_s=2" in e for e in outcome.failed.values()), outcome.failed
-    assert outcome.computed == 0
+    assert outcome.computed == 0 and outcome.items_computed == 0

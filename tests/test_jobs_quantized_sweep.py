@@ -11,14 +11,13 @@ import json
 import math
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 from mlflow import MlflowClient
 
 from cluster.quantization.cache import VariantCache
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
-from tests.helpers import sweep_dict
+from tests.helpers import stored_records, sweep_dict
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
@@ -56,7 +55,7 @@ def two_sweeps(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.Te
 
 
 def _outputs(outcome) -> dict[tuple[str, str], str]:
-    table = ds.dataset(outcome.store.dir / "generations", format="parquet", partitioning="hive").to_table().to_pandas()
+    table = stored_records(outcome)
     return {(v, i): o for v, i, o in zip(table["variant"], table["item_id"], table["output"])}
 
 

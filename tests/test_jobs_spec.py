@@ -120,3 +120,57 @@ def test_demo_spec_is_valid() -> None:
     assert [r.name for r in spec.recipes] == ["ref", "w8", "w4", "w3", "gptq-w4", "awq-w4"]
     assert [r.resolved_storage for r in spec.recipes][-2:] == ["packed", "packed"]
     assert spec.ensembles[0].members == ["w8", "w4", "w3"]
+
+
+def test_resources_are_overridden_per_model_and_per_recipe(model_dir: Path, tmp_path: Path) -> None:
+    spec_dict = sweep_dict(model_dir, tmp_path)
+    spec_dict["resources"] = {"replicas": 2, "num_cpus_per_worker": 2, "memory": "2GiB", "custom": {"a100": 1}}
+    spec_dict["models"][0]["resources"] = {"num_gpus": 1, "placement": "spread"}
+    spec_dict["recipes"][2]["resources"] = {"replicas": 4, "num_gpus": 0.5}
+    spec = parse_spec(spec_dict)
+    model = spec.models[0]
+    ref = spec.resources_for(model, spec.recipe("ref"))
+    w4 = spec.resources_for(model, spec.recipe("w4"))
+    assert (ref.replicas, ref.num_cpus, ref.num_gpus, ref.placement, ref.memory) == (2, 2.0, 1.0, "spread", 2 * 2**30)
+    assert ref.custom == {"a100": 1.0}
+    assert (w4.replicas, w4.num_gpus, w4.num_cpus) == (4, 0.5, 2.0)
+    # resources are not part of what a recipe computes
+    assert "resources" not in spec.recipe("w4").key_fields()
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({"replicas": 0}, "resources.replicas: Input should be greater than or equal to 1"),
+        ({"memory": "lots"}, "resources.memory: 'lots' is not a memory size; write e.g. 8GiB"),
+        ({"placement": "scatter"}, "resources.placement: Input should be 'pack' or 'spread'"),
+        ({"num_cpu": 1}, "resources.num_cpu: unknown field; allowed fields: replicas, num_cpus"),
+    ],
+)
+def test_bad_resources_name_the_field(model_dir: Path, tmp_path: Path, resources: dict, expected: str) -> None:
+    problems = problems_of(sweep_dict(model_dir, tmp_path, resources=resources))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_recipe_resources_errors_name_the_recipe(model_dir: Path, tmp_path: Path) -> None:
+    spec = sweep_dict(model_dir, tmp_path)
+    spec["recipes"][1]["resources"] = {"replicas": -1}
+    assert any(p.startswith("recipes[1].resources.replicas:") for p in problems_of(spec))
+
+
+def test_validate_and_help_import_neither_torch_nor_ray(model_dir: Path, tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "s.yaml", sweep_dict(model_dir, tmp_path))
+    code = (
+        "import sys\n"
+        "from jobs.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        f"r = CliRunner().invoke(app, ['validate', {str(sweep)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'ray', 'transformers', 'vllm') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,4 +1,4 @@
-"""The store: a shard counts as done only after an atomic rename, with a matching key."""
+"""The store: records keyed by item key in content-addressed shards; a shard counts only when whole."""
 
 from __future__ import annotations
 
@@ -9,40 +9,56 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from jobs.store import ShardStore
-
-ROW = {
-    "item_id": "x-1",
-    "prompt": "[]",
-    "output": "not wrong",
-    "label": "not wrong",
-    "reference": "wrong",
-    "choices": None,
-    "logprobs": None,
-    "prompt_tokens": 12,
-    "completion_tokens": 3,
-    "latency_s": 0.5,
-    "error": None,
-    "attributes": "{}",
-}
+from jobs.store import ResponseCache, SweepStore
 
 
-def test_commit_and_read_back(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, "s")
-    path = store.commit_shard("v", "b", 0, "k1", [ROW, {**ROW, "item_id": "x-2", "error": "boom"}])
-    assert path.name == "shard-00000.parquet"
-    assert path.parent == tmp_path / "s" / "generations" / "variant=v" / "benchmark=b"
-    assert store.is_done("v", "b", 0, "k1")
-    assert not store.is_done("v", "b", 0, "k2")
-    assert not store.is_done("v", "b", 1, "k1")
-    frame = store.read_shards([("v", "b", 0, "k1"), ("v", "b", 1, "k1")])
-    assert list(frame["item_id"]) == ["x-1", "x-2"]
-    assert list(frame["error"].isna()) == [True, False]
-    assert list(store.read_shards([("v", "b", 0, "other")])["item_id"]) == []
-    assert [p.name for p in path.parent.iterdir()] == ["shard-00000.parquet"]
+def row(key: str, **changes) -> dict:
+    base = {
+        "item_key": key,
+        "item_id": f"id-{key}",
+        "prompt": "[]",
+        "choices": None,
+        "output": "not wrong",
+        "logprobs": None,
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "latency_s": 0.5,
+        "error": None,
+        "attempt": 1,
+        "worker": "{}",
+        "committed_at": 1.0,
+    }
+    base.update(changes)
+    return base
 
 
-def test_crash_between_write_and_rename_leaves_no_done_shard(tmp_path: Path) -> None:
+def test_commit_and_scan_back(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    path = store.commit_generations("v", "b", [row("k1"), row("k2", error="boom", output=None)])
+    assert Path(path).parent == tmp_path / "s" / "generations" / "variant=v" / "benchmark=b"
+    assert Path(path).name.startswith("shard-") and len(Path(path).name) == len("shard-") + 20 + len(".parquet")
+    scan = store.scan()
+    assert scan.files == 1 and not scan.damaged
+    assert list(scan.records.sort_index()["item_key"]) == ["k1", "k2"]
+    assert scan.keys == {"k1"}  # an error record is computed again
+    # the same records committed again land in the same file (content-addressed): no duplicate
+    assert store.commit_generations("v", "b", [row("k1"), row("k2", error="boom", output=None)]) == path
+    assert store.scan().files == 1
+
+
+def test_an_answer_beats_an_error_and_duplicates_collapse(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    store.commit_generations("v", "b", [row("k1", error="oom", output=None, committed_at=1.0)])
+    store.commit_generations("v", "b2", [row("k1", output="wrong", committed_at=2.0), row("k3")])
+    store.commit_generations("v", "b", [row("k3", output="later", committed_at=3.0)])
+    scan = store.scan()
+    assert scan.files == 3 and scan.duplicates == 2
+    assert scan.records.loc["k1", "output"] == "wrong"
+    assert scan.records.loc["k3", "output"] == "later"
+    assert scan.keys == {"k1", "k3"}
+
+
+def test_crash_between_write_and_rename_leaves_no_shard(tmp_path: Path) -> None:
     """Kill the process right before the rename: only an ignored dot-file remains."""
     script = textwrap.dedent(
         f"""
@@ -52,40 +68,64 @@ def test_crash_between_write_and_rename_leaves_no_done_shard(tmp_path: Path) -> 
         def crash(src, dst):
             os._exit(17)
         store_mod.os.replace = crash
-        store = store_mod.ShardStore({str(tmp_path)!r}, "s")
-        store.commit_shard("v", "b", 0, "k1", [{ROW!r}][0:1])
+        store = store_mod.SweepStore({str(tmp_path)!r}, "s")
+        store.commit_generations("v", "b", [{row("k1")!r}])
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 17, proc.stderr
-    store = ShardStore(tmp_path, "s")
-    folder = store.shard_path("v", "b", 0).parent
+    store = SweepStore(tmp_path, "s")
+    folder = tmp_path / "s" / "generations" / "variant=v" / "benchmark=b"
     leftovers = list(folder.iterdir())
     assert leftovers and all(p.name.startswith(".tmp-") for p in leftovers)
     assert leftovers[0].stat().st_size > 0
-    assert not store.is_done("v", "b", 0, "k1")
-    assert store.read_shards([("v", "b", 0, "k1")]).empty
-    dataset = ds.dataset(store.dir / "generations", format="parquet", partitioning="hive")
+    scan = store.scan()
+    assert scan.files == 0 and scan.records.empty and not scan.damaged
+    dataset = ds.dataset(tmp_path / "s" / "generations", format="parquet", partitioning="hive")
     assert dataset.files == []
 
 
-def test_recommit_replaces_with_new_key(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, "s")
-    store.commit_shard("v", "b", 0, "old", [ROW])
-    store.commit_shard("v", "b", 0, "new", [{**ROW, "output": "wrong"}])
-    assert store.is_done("v", "b", 0, "new") and not store.is_done("v", "b", 0, "old")
-    assert list(store.read_shards([("v", "b", 0, "new")])["output"]) == ["wrong"]
+def test_damaged_shards_are_named_moved_aside_and_not_counted(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    good = Path(store.commit_generations("v", "b", [row("k1")]))
+    truncated = Path(store.commit_generations("v", "b", [row("k2")]))
+    middle = Path(store.commit_generations("v", "b", [row("k3", output="x" * 5000)]))
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    data = bytearray(middle.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = b"\x00" * 16  # the footer is intact, the middle is not
+    middle.write_bytes(bytes(data))
+    scan = store.scan()
+    assert {Path(d.path).name for d in scan.damaged} == {truncated.name, middle.name}
+    assert scan.keys == {"k1"}
+    assert good.exists() and not truncated.exists() and not middle.exists()
+    assert (truncated.parent / f".damaged-{truncated.name}").exists()
+    again = store.scan()
+    assert not again.damaged and again.keys == {"k1"}
 
 
-def test_truncated_file_does_not_count(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, "s")
-    path = store.commit_shard("v", "b", 0, "k", [ROW])
-    path.write_bytes(path.read_bytes()[:20])
-    assert not store.is_done("v", "b", 0, "k")
+def test_foreign_files_are_ignored(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    folder = tmp_path / "s" / "generations" / "variant=v" / "benchmark=b"
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.parquet").write_bytes(b"an older layout")
+    store.commit_generations("v", "b", [row("k1")])
+    scan = store.scan()
+    assert scan.files == 1 and scan.keys == {"k1"} and not scan.damaged
 
 
-def test_manifest_roundtrip(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, "s")
-    assert store.read_manifest() == {}
+def test_manifest_roundtrip_and_uri_root(tmp_path: Path) -> None:
+    store = SweepStore(f"file://{tmp_path}", "s")
+    assert store.local and store.read_manifest() == {}
     store.write_manifest({"a": {"b": 1}})
     assert store.read_manifest() == {"a": {"b": 1}}
+    assert (tmp_path / "s" / "manifest.json").is_file()
+
+
+def test_response_cache_publishes_and_finds_by_key(tmp_path: Path) -> None:
+    from jobs.store import records_table
+
+    cache = ResponseCache(tmp_path / "cache")
+    cache.publish("a" * 24, records_table([row("a" * 24 + "1" * 40), row("a" * 24 + "2" * 40, error="x", output=None)]))
+    found = cache.lookup({"a" * 24 + "1" * 40, "a" * 24 + "2" * 40, "b" * 64}, 24)
+    assert list(found["item_key"]) == ["a" * 24 + "1" * 40]

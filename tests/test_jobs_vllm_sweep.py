@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
@@ -19,7 +19,7 @@ from cluster.engines.base import GenerationRequest, GenerationSettings
 from cluster.variant import VariantSource, load_variant
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
-from tests.helpers import sweep_dict
+from tests.helpers import stored_records, sweep_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
 
@@ -41,7 +41,7 @@ def _spec(model_dir: Path, runs: Path):
 
 
 def _table(outcome):
-    return ds.dataset(outcome.store.dir / "generations", format="parquet", partitioning="hive").to_table().to_pandas()
+    return stored_records(outcome)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +51,17 @@ def run_then_resume(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pyte
     options = RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True)
     first = run_sweep(spec, options)
     first_table = _table(first)
-    lost = first.store.shard_path("tiny-w4", "machine_ethics", 1)
+    folder = first.store.dir / "generations" / "variant=tiny-w4" / "benchmark=machine_ethics"
+    lost = sorted(folder.glob("shard-*.parquet"))[-1]
+    lost_items = pq.read_metadata(lost).num_rows
     lost.unlink()
     second = run_sweep(spec, options)
-    return root, first, first_table, second
+    return root, first, first_table, second, lost_items
 
 
 def test_every_shard_ran_on_vllm(run_then_resume) -> None:
-    _root, first, table, _second = run_then_resume
-    assert not first.failed and first.computed == len(first.plan.shards) == 2 + 1
+    _root, first, table, _second, _lost = run_then_resume
+    assert not first.failed and first.computed == len(first.plan.shards()) == 2 + 1
     assert {v.engine for v in first.plan.variants.values()} == {"vllm"}
     assert table["error"].isna().all()
     generated = table[table["benchmark"] == "machine_ethics"]
@@ -70,7 +72,7 @@ def test_every_shard_ran_on_vllm(run_then_resume) -> None:
 
 
 def test_packed_variant_ran_from_a_dense_copy_matching_the_hf_engine(run_then_resume, data_dir: Path) -> None:
-    _root, first, table, _second = run_then_resume
+    _root, first, table, _second, _lost = run_then_resume
     report = first.quant_reports["tiny-w4"]
     assert report["engine"] == "vllm" and report["storage"] == "packed"
     assert report["vllm_weights"].startswith("dequantized") and "probe_perplexity" not in report
@@ -92,8 +94,9 @@ def test_packed_variant_ran_from_a_dense_copy_matching_the_hf_engine(run_then_re
 
 
 def test_resume_recomputes_only_the_lost_shard_with_the_same_answers(run_then_resume) -> None:
-    _root, first, first_table, second = run_then_resume
-    assert second.computed == 1 and second.reused == len(first.plan.shards) - 1 and not second.failed
+    _root, first, first_table, second, lost = run_then_resume
+    assert second.computed == 1 and second.items_computed == lost and not second.failed
+    assert second.reused == first.plan.n_requests - lost
     again = _table(second)
     key = ["variant", "benchmark", "item_id"]
     merged = first_table.merge(again, on=key, suffixes=("_first", "_resumed"))
@@ -103,7 +106,7 @@ def test_resume_recomputes_only_the_lost_shard_with_the_same_answers(run_then_re
 
 
 def test_mlflow_records_the_engine_that_ran(run_then_resume) -> None:
-    root, first, _table, _second = run_then_resume
+    root, first, _table, _second, _lost = run_then_resume
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     run_id = next(rid for key, rid in first.run_ids.items() if key.startswith("variant:tiny-w4:machine_ethics"))
     params = client.get_run(run_id).data.params

@@ -2,9 +2,9 @@
 
 Answers are picked by a hash of ``(seed, prompt text)`` from a few canned replies that look like
 real model output (labels, refusals, letters, free text), so parsers see varied input. Faults can
-be injected: per-item errors (``fail_items``) and a hard process exit on the N-th ``generate``
-call (``crash_on_call``), which happens once per ``crash_marker`` file so that a restarted worker
-does not crash again.
+be injected: per-item errors (``fail_items``) and a hard process exit on the N-th call of a process
+(``crash_on_call``), which happens ``crash_times`` times in all per ``crash_marker`` file (once by
+default) so that a restarted or replaced worker stops crashing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from cluster.engines.base import (
@@ -54,6 +55,20 @@ def _digest(*parts: str) -> int:
     return int.from_bytes(h[:8], "big")
 
 
+@contextmanager
+def _locked(path: Path):
+    """``path`` opened for reading and appending under an exclusive ``flock`` (processes race)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _prompt_text(messages: list[Message]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
@@ -65,10 +80,13 @@ class FakeEngine:
         seed: variant seed; different seeds give different (but each deterministic) answers.
         delay_s: sleep per item, to simulate inference time.
         fail_items: request ids that get an ``error`` instead of a result.
-        crash_on_call: on this 1-based ``generate`` call, ``os._exit(1)`` the process.
-        crash_marker: file created just before the crash; when it exists no crash happens, so a
-            restarted worker survives. Without it the crash happens on every process that reaches
-            the N-th call.
+        crash_on_call: on this 1-based call (``generate`` or ``loglikelihood``) of the engine,
+            ``os._exit(1)`` the process. Each process (a worker restarted by Ray, a replacement)
+            counts its own calls.
+        crash_marker: file that counts crashes (one line each, written just before the crash):
+            once it holds ``crash_times`` lines no crash happens, so a restarted worker survives.
+            Without it the crash happens on every process that reaches the N-th call.
+        crash_times: how many crashes the marker allows in all, across processes (default 1).
     """
 
     name = "fake"
@@ -81,24 +99,32 @@ class FakeEngine:
         fail_items: set[str] | None = None,
         crash_on_call: int | None = None,
         crash_marker: str | None = None,
+        crash_times: int = 1,
     ) -> None:
         self.seed = str(seed)
         self.delay_s = float(delay_s)
         self.fail_items = set(fail_items or ())
         self.crash_on_call = crash_on_call
         self.crash_marker = crash_marker
+        self.crash_times = int(crash_times)
         self.generate_calls = 0
+        self.calls = 0
 
     def _maybe_crash(self) -> None:
-        if self.crash_on_call is None or self.generate_calls != self.crash_on_call:
+        self.calls += 1
+        if self.crash_on_call is None or self.calls != self.crash_on_call:
             return
         if self.crash_marker is not None:
-            marker = Path(self.crash_marker)
-            if marker.exists():
-                return
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"crashed pid={os.getpid()} call={self.generate_calls}\n")
-        log.warning("FakeEngine: simulated crash on generate call %d", self.generate_calls)
+            with _locked(Path(self.crash_marker)) as handle:
+                handle.seek(0)
+                crashes = sum(1 for line in handle.read().splitlines() if line.strip())
+                if crashes >= self.crash_times:
+                    return
+                handle.seek(0, os.SEEK_END)
+                handle.write(f"crashed pid={os.getpid()} call={self.calls}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        log.warning("FakeEngine: simulated crash on call %d", self.calls)
         os._exit(1)
 
     def answer_for(self, messages: list[Message]) -> str:
@@ -138,6 +164,7 @@ class FakeEngine:
         self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
     ) -> list[LoglikelihoodResult]:
         """Deterministic negative scores per continuation (or an injected error)."""
+        self._maybe_crash()
         results = []
         for request in requests:
             if self.delay_s > 0:
@@ -168,4 +195,5 @@ class FakeEngine:
             "delay_s": str(self.delay_s),
             "fail_items": str(len(self.fail_items)),
             "crash_on_call": str(self.crash_on_call),
+            "crash_times": str(self.crash_times),
         }

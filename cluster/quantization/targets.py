@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cluster.quantization.recipes import QuantRecipe
+
+if TYPE_CHECKING:  # torch is imported where a model is at hand, never by validation
+    from torch import nn
 
 
 class QuantizationError(ValueError):
@@ -64,6 +66,8 @@ def decoder_blocks(model: nn.Module) -> list[str]:
 
     The blocks are the children of the longest ``nn.ModuleList`` in the model.
     """
+    from torch import nn
+
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
@@ -114,6 +118,8 @@ def plan_targets(model: nn.Module, recipe: QuantRecipe) -> TargetPlan:
         raise QuantizationError(f"recipe {recipe.label} quantizes nothing (no bits)")
     blocks = decoder_blocks(model)
     tied = _tied_to_embeddings(model)
+    from torch import nn
+
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     plan = TargetPlan()
 

@@ -111,6 +111,9 @@ class SweepState:
         )
 
     def task_failed(self, pool: str, task: Task, error: str) -> None:
+        if task.attempts == 0:  # its pool failed before it ran: the pool's message said why, once
+            self.events.append({"time": now_iso(), "kind": "shard_failed", "message": f"{task.id}: {error[:200]}"})
+            return
         self.message("shard_failed", f"{task.id}: failed after {task.attempts} attempt(s): {error.splitlines()[0][:200]}")
 
     def message(self, kind: str, text: str) -> None:
