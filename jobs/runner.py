@@ -308,7 +308,7 @@ def _run_locked(
     outcome.results = compute_results(plan, records)
     timings["score_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    tracking.final(outcome.results, worker_info)
+    tracking.final(outcome.results, worker_info, state)
     outcome.tracking_failures = tracking.close(timeout_s=30.0)
     timings["tracking_close_s"] = time.perf_counter() - t
     outcome.run_ids = tracking.run_ids()
@@ -399,6 +399,7 @@ def _compute(
                 raise
         timings["compute_s"] = time.perf_counter() - t
         write_manifest("running", scheduler.pool_snapshot())
+        tracking.tick(state)  # the last progress point, after the last commit
         return report, report.stopped
     finally:
         if info.started_here and not options.address:

@@ -43,7 +43,7 @@ def result_rows(
     worker_text = json.dumps({k: worker.get(k) for k in ("node_ip", "node_id", "pid", "gpu_ids")}, sort_keys=True)
     rows = []
     for item, key in zip(items, keys):
-        res = by_id.get(key) or {"error": "the worker returned no result for this item"}
+        res = by_id.get(item.id) or {"error": "the worker returned no result for this item"}
         rows.append(
             {
                 "item_key": key,

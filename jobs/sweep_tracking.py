@@ -250,9 +250,18 @@ class SweepTracking:
             self.tracker.log_metrics(self.variant_key(variant, bench), {f"running.{primary}": value}, step=counts.shards_done)
 
     # -- the end -------------------------------------------------------------------------------
-    def final(self, results: list[ResultRow], worker_info: dict[str, dict[str, Any]]) -> None:
-        """Final metrics, tables, datasets; close every run (FAILED when items are missing)."""
+    def final(self, results: list[ResultRow], worker_info: dict[str, dict[str, Any]], state: Any = None) -> None:
+        """Final metrics, tables, datasets; close every run (FAILED when items are missing).
+
+        A run this driver computed nothing for gets one progress point (it may be the run of a
+        sweep resumed after a tracking outage that outlasted it), and after an outage every run's
+        last progress point is logged again, so every run ends with its true progress.
+        """
         t = self.tracker
+        if state is not None:
+            for (variant, bench), counts in state.counts.items():
+                if counts.shards_done == 0 or t.failures:
+                    self.progress(variant, bench, counts)
         quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
         table = variants_table(self.plan.variants, quant_reports)
         if not table.empty:

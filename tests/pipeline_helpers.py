@@ -48,7 +48,8 @@ def fake_sweep(
 def run_options(root: Path, data_dir: Path, **kwargs: Any):  # -> RunOptions
     from jobs.runner import RunOptions
 
-    return RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True, **kwargs)
+    kwargs.setdefault("tracking_uri", f"sqlite:///{root}/mlflow.db")
+    return RunOptions(data_dir=data_dir, quiet=True, **kwargs)
 
 
 def run(spec: dict[str, Any], root: Path, data_dir: Path, console: Console | None = None, **kwargs: Any):

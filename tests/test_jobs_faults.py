@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.plan import build_plan
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
 from tests.helpers import sweep_dict
@@ -47,14 +48,13 @@ def test_worker_crash_is_retried_and_results_equal_an_uninterrupted_run(
 
 
 def test_a_failing_item_becomes_an_error_row(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    spec = parse_spec(fake_sweep(tiny_model_dir, tmp_path, {"fail_items": ["xstest-1", "xstest-2"]}))
-    plan_items = None
+    plan = build_plan(parse_spec(fake_sweep(tiny_model_dir, tmp_path)), data_dir)
+    failing = {it.id for it in plan.benchmarks["xstest"].items[:2]}
+    spec = parse_spec(fake_sweep(tiny_model_dir, tmp_path, {"fail_items": sorted(failing)}))
     outcome = run_sweep(spec, options(tmp_path, data_dir))
     assert not outcome.failed
-    plan_items = {it.id for it in outcome.plan.benchmarks["xstest"].items}
     row = next(r for r in outcome.results if r.name == "tiny-ref" and r.benchmark == "xstest")
     frame = row.frame
-    failing = plan_items & {"xstest-1", "xstest-2"}
     assert set(frame.loc[frame["error"].notna(), "item_id"]) == failing
     assert set(frame.loc[frame["label"] == "ERROR", "item_id"]) == failing
     assert row.metrics["error_rate"] == pytest.approx(len(failing) / 6)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import ray
+import yaml
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.runtime import WorkerResources, create_pool_group
@@ -26,6 +27,7 @@ from tests.pipeline_helpers import (
     planned_keys,
     records_in,
     run,
+    shard_files,
 )
 
 #: A custom resource the module's Ray has exactly one of: two pools asking for it cannot both hold it.
@@ -304,6 +306,19 @@ def test_the_loop_does_not_spin_while_it_waits() -> None:
 
 
 # -- sweeps with the fake engine ---------------------------------------------------------------
+def no_run_left_running(db: Path) -> bool:
+    """True when no MLflow run of the store at ``db`` is RUNNING (or the store was never created)."""
+    if not db.exists():
+        return True
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = [r.info.run_name for r in client.search_runs(experiments) if r.info.status == "RUNNING"]
+    assert not running, f"runs left RUNNING: {running}"
+    return True
+
+
 def test_two_replicas_share_the_work_and_answer_like_one(data_dir: Path, tmp_path: Path) -> None:
     two = fake_sweep(tmp_path / "two", {"delay_s": 0.15}, resources={"replicas": 2, "max_in_flight": 1})
     outcome = run(two, tmp_path / "two", data_dir)
@@ -323,3 +338,108 @@ def test_two_replicas_share_the_work_and_answer_like_one(data_dir: Path, tmp_pat
     assert metrics_of(outcome) == metrics_of(single)
     assert outputs_by_key(records) == outputs_by_key(records_in(single.store.dir))
     assert set(records["item_key"]) == planned_keys(outcome)
+
+
+def test_a_bundle_the_cluster_cannot_hold_is_a_placement_error(data_dir: Path, tmp_path: Path) -> None:
+    from jobs.runner import PlacementError
+
+    spec = fake_sweep(tmp_path, resources={"num_gpus": 1})
+    with pytest.raises(PlacementError) as info:
+        run(spec, tmp_path, data_dir)
+    message = str(info.value)
+    assert len(info.value.problems) == 1
+    assert "variant tiny-ref" in message and "1 GPU" in message
+    assert "0 GPU" in message and "2 CPU" in message, "the message should say what the cluster has"
+    assert shard_files(tmp_path / "runs" / "pipe") == []
+    assert no_run_left_running(tmp_path / "mlflow.db")
+
+
+def test_the_cli_reports_an_impossible_bundle_in_one_message(data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(fake_sweep(tmp_path, resources={"memory": "10TiB"})))
+    result = CliRunner().invoke(
+        app, ["run", str(sweep), "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--quiet"]
+    )
+    output = result.output  # stdout and stderr as a terminal shows them
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output and result.exception is None or isinstance(result.exception, SystemExit), output
+    assert output.count("cannot hold") == 1, output
+    assert "variant tiny-ref" in output and "10240.0 GiB memory" in output, output
+    assert re.search(r"nodes: [^)]*GiB memory", output), output
+    assert shard_files(tmp_path / "runs" / "pipe") == []
+
+
+def test_a_replica_dead_past_its_restarts_is_replaced_and_the_sweep_completes(data_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "crashes"
+    # Every fresh worker process dies on its first call, twice in all; Ray does not restart them.
+    crashing = fake_sweep(
+        tmp_path / "a",
+        {"crash_on_call": 1, "crash_marker": str(marker), "crash_times": 2, "delay_s": 0.05},
+        resources={"max_restarts": 0, "max_retries": 3, "max_replacements": 3},
+    )
+    outcome = run(crashing, tmp_path / "a", data_dir)
+    assert len(marker.read_text().splitlines()) == 2, "the workers did not crash twice: the test would prove nothing"
+    assert not outcome.failed
+    assert outcome.replaced >= 2
+    manifest = outcome.store.read_manifest()
+    replaced = [e for e in manifest["events"] if e["kind"] == "replica_replaced"]
+    assert len(replaced) >= 2, manifest["events"]
+    assert "starting a fresh actor" in replaced[0]["message"]
+    replicas = manifest["pools"]["generate:tiny-ref"]["replicas"]
+    assert replicas[0]["replacements"] >= 2
+    crashed_pids = {int(line.split("pid=")[1].split()[0]) for line in marker.read_text().splitlines()}
+    records = records_in(outcome.store.dir)
+    assert not crashed_pids & {json.loads(w)["pid"] for w in records["worker"]}
+
+    calm = run(fake_sweep(tmp_path / "b"), tmp_path / "b", data_dir)
+    assert labels_of(outcome) == labels_of(calm)
+    assert outputs_by_key(records) == outputs_by_key(records_in(calm.store.dir))
+    assert set(records["item_key"]) == planned_keys(outcome)
+
+
+def test_when_the_replacements_are_spent_the_pools_shards_fail_and_say_so(data_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "crashes"
+    spec = fake_sweep(
+        tmp_path,
+        {"crash_on_call": 1, "crash_marker": str(marker), "crash_times": 5},
+        resources={"max_restarts": 0, "max_retries": 3, "max_replacements": 1},
+    )
+    outcome = run(spec, tmp_path, data_dir)
+    assert len(marker.read_text().splitlines()) == 2  # the first worker and its one replacement
+    assert outcome.replaced == 1
+    shards = len(outcome.plan.shards())
+    assert len(outcome.failed) == shards and outcome.computed == 0
+    for error in outcome.failed.values():
+        assert "max_replacements=1 is spent" in error, outcome.failed
+    manifest = outcome.store.read_manifest()
+    assert manifest["state"] == "failed"
+    assert any(e["kind"] == "pool_failed" and "max_replacements=1" in e["message"] for e in manifest["events"])
+    assert shard_files(tmp_path / "runs" / "pipe") == []
+
+
+def test_a_released_pool_that_gets_work_again_starts_again() -> None:
+    events = Recorder()
+    scheduler = Scheduler(events, max_wait_s=0.2)
+    scheduler.add_pool(tiny_pool("again"))
+    scheduler.add_pool(tiny_pool("between"))
+    results: dict[str, Any] = {}
+
+    def back(task: Task, value: Any) -> None:
+        scheduler.submit("again", Task("second", {"id": "second"}, on_result=keep(results)))
+
+    def forth(task: Task, value: Any) -> None:
+        scheduler.submit("between", Task("middle", {"id": "middle", "sleep": 0.5}, on_result=keep(results), on_done=back))
+        scheduler.close("between")
+
+    scheduler.submit("again", Task("first", {"id": "first"}, on_result=keep(results), on_done=forth))
+    scheduler.close("again")
+    report = scheduler.run()
+    assert report.done == ["first", "middle", "second"] and not report.failed
+    states = [what[2] for _when, kind, what in events.events if kind == "replica" and what[0] == "again"]
+    assert states.count("loading") == 2 and states.count("released") == 2, states
+    assert results["first"]["pid"] != results["second"]["pid"]
+    assert placement_groups_alive() == 0

@@ -63,15 +63,12 @@ def variant_pool(variant: Variant, cache_dir: str | None) -> PoolConfig:
 
 
 def shard_payload(plan: Plan, shard: Shard) -> dict[str, Any]:
-    """What a worker needs to answer one shard (request ids are the item keys)."""
+    """What a worker needs to answer one shard (request ids are the item ids, unique in a shard)."""
     run = plan.benchmarks[shard.benchmark]
     return {
         "shard": shard.id,
         "task": run.benchmark.task,
-        "requests": [
-            {"id": key, "messages": item.messages, "continuations": item.choices or []}
-            for item, key in zip(shard.items, shard.keys)
-        ],
+        "requests": [{"id": item.id, "messages": item.messages, "continuations": item.choices or []} for item in shard.items],
         "max_new_tokens": run.max_new_tokens,
         "temperature": plan.spec.generation.temperature,
         "batch_size": plan.spec.generation.batch_size,

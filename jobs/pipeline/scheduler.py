@@ -22,6 +22,8 @@ What the scheduler owns:
   ``on_done`` then runs on the loop (it may submit more work).
 
 The loop blocks in ``ray.wait`` until a call finishes or the next deadline; it never spins.
+An exception out of the loop (a second Ctrl-C, a stop deadline) kills every replica at once
+instead of waiting for them to close.
 """
 
 from __future__ import annotations
@@ -170,6 +172,12 @@ class _Call:
     task: Task | None = None
     started: float = 0.0
     timed_out: bool = False
+    actor: Any = None
+    """The actor the call went to: a replica replaced since then makes the call stale."""
+
+    @property
+    def stale(self) -> bool:
+        return self.replica is not None and self.actor is not None and self.actor is not self.replica.actor
 
 
 @dataclass
@@ -258,7 +266,12 @@ class Scheduler:
         }
 
     def run(self) -> SchedulerReport:
-        """Run until every submitted task is done or failed (or a stop was requested)."""
+        """Run until every submitted task is done or failed (or a stop was requested).
+
+        Anything raised out of the loop (``KeyboardInterrupt`` from a second Ctrl-C or a stop
+        deadline) aborts: replicas are killed at once, commits in progress are not waited for.
+        """
+        aborted = False
         try:
             while True:
                 self._drain_inbox()
@@ -274,8 +287,12 @@ class Scheduler:
                 if self._finished():
                     break
                 self._wait(self._wait_timeout(now))
+        except BaseException:
+            aborted = True
+            self.abort()
+            raise
         finally:
-            self._finish()
+            self._finish(aborted)
         return self.report
 
     # -- queueing --------------------------------------------------------------------------------
@@ -313,21 +330,35 @@ class Scheduler:
     def _start_pools(self) -> None:
         for pool in self.pools.values():
             if pool.state == "idle" and pool.queue:
-                pool.group = pool.config.make_group()
+                try:
+                    pool.group = pool.config.make_group()
+                    ready = pool.group.ready()
+                except Exception as err:  # noqa: BLE001 - e.g. a bundle Ray refuses: the pool fails, not the sweep
+                    pool.group = None
+                    self._fail_pool(pool, f"could not reserve the pool's resources: {describe_error(err)}")
+                    continue
                 pool.replicas = [Replica(index=i) for i in range(pool.config.replicas)]
                 pool.state = "waiting"
-                self._calls[pool.group.ready()] = _Call("group", pool, started=time.monotonic())
+                self._calls[ready] = _Call("group", pool, started=time.monotonic())
                 for replica in pool.replicas:
                     self.events.replica_state(pool.name, replica.index, "waiting", {})
 
-    def _start_replica(self, pool: Pool, replica: Replica) -> None:
-        replica.actor = pool.config.make_actor(pool.group, replica.index)
+    def _start_replica(self, pool: Pool, replica: Replica) -> bool:
+        try:
+            replica.actor = pool.config.make_actor(pool.group, replica.index)
+            load = replica.actor.load.remote()
+        except Exception as err:  # noqa: BLE001 - bad actor options: nothing of this pool can run
+            replica.actor = None
+            replica.state = "dead"
+            self._fail_pool(pool, f"could not start a worker: {describe_error(err)}")
+            return False
         replica.state = "loading"
         replica.started = time.monotonic()
         replica.in_flight = 0
         replica.pings = 0
-        self._calls[replica.actor.load.remote()] = _Call("load", pool, replica, started=replica.started)
+        self._calls[load] = _Call("load", pool, replica, started=replica.started, actor=replica.actor)
         self.events.replica_state(pool.name, replica.index, "loading", {})
+        return True
 
     def _replace(self, pool: Pool, replica: Replica, reason: str) -> None:
         from cluster.runtime import kill_actor
@@ -376,9 +407,12 @@ class Scheduler:
         self._release(pool)
 
     def _release(self, pool: Pool) -> None:
-        from cluster.runtime import close_actor, remove_group
+        from cluster.runtime import kill_actor, remove_group
 
-        actors = [r.actor for r in pool.replicas if r.actor is not None]
+        # A ready replica is asked to close its engine (vLLM's processes) first; one that is loading,
+        # being checked or restarting may never answer, so it is killed at once.
+        to_close = [r.actor for r in pool.replicas if r.actor is not None and r.state == "ready"]
+        to_kill = [r.actor for r in pool.replicas if r.actor is not None and r.state != "ready"]
         group = pool.group
         for replica in pool.replicas:
             replica.actor = None
@@ -393,8 +427,19 @@ class Scheduler:
                 del self._calls[ref]
 
         def release() -> None:
-            for actor in actors:
-                close_actor(actor, timeout_s=15.0)
+            closing = []
+            for actor in to_close:
+                try:
+                    closing.append(actor.close.remote())
+                except Exception as err:  # noqa: BLE001 - already gone: killed below anyway
+                    log.debug("close: %s", err)
+            if closing:
+                try:
+                    ray.wait(closing, num_returns=len(closing), timeout=15.0)
+                except Exception as err:  # noqa: BLE001 - the cluster is going away
+                    log.debug("waiting for close: %s", err)
+            for actor in to_close + to_kill:
+                kill_actor(actor)
             remove_group(group)
 
         self._releaser.submit(release)
@@ -415,15 +460,17 @@ class Scheduler:
                     task.attempts += 1
                     replica.in_flight += 1
                     ref = getattr(replica.actor, pool.config.run_method).remote(task.payload)
-                    self._calls[ref] = _Call("run", pool, replica, task, time.monotonic())
+                    self._calls[ref] = _Call("run", pool, replica, task, time.monotonic(), actor=replica.actor)
                 if not pool.queue:
                     break
 
     # -- waiting ---------------------------------------------------------------------------------
     def _wait_timeout(self, now: float) -> float:
-        if self._committing:
-            return 0.005
         timeout = self._max_wait_s
+        if self._committing and self._calls:
+            # A finished commit cannot wake ray.wait: look at the commits every 20 ms meanwhile.
+            # (With no Ray call to wait on, _wait blocks on the commit queue itself.)
+            timeout = 0.02
         if self._delayed:
             timeout = min(timeout, max(0.0, self._delayed[0][0] - now))
         if self._retry_pings:
@@ -455,10 +502,17 @@ class Scheduler:
     def _handle(self, ref: Any, call: _Call) -> None:
         pool = call.pool
         if call.kind == "group":
-            if pool.state == "waiting":
-                for replica in pool.replicas:
-                    self._start_replica(pool, replica)
-                pool.state = "running"
+            if pool.state != "waiting":
+                return
+            try:
+                ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - the group was removed or could not be created
+                self._fail_pool(pool, f"the pool's placement group failed: {describe_error(err)}")
+                return
+            pool.state = "running"
+            for replica in pool.replicas:
+                if not self._start_replica(pool, replica):
+                    return
             return
         replica = call.replica
         assert replica is not None
@@ -466,6 +520,11 @@ class Scheduler:
             value = ray.get(ref)
         except Exception as err:  # noqa: BLE001 - every failure is classified below
             self._call_failed(call, err)
+            return
+        if call.stale:
+            # An answer from an actor this replica no longer has (it was replaced meanwhile).
+            if call.kind == "run":
+                self._commit(pool, replica, call.task, value)
             return
         if call.kind == "load":
             replica.info = value
@@ -484,17 +543,22 @@ class Scheduler:
                 replica.state = "loading"
                 replica.started = time.monotonic()
                 replica.in_flight = 0
-                self._calls[replica.actor.load.remote()] = _Call("load", pool, replica, started=replica.started)
+                self._calls[replica.actor.load.remote()] = _Call(
+                    "load", pool, replica, started=replica.started, actor=replica.actor
+                )
                 self.events.replica_state(pool.name, replica.index, "loading", {})
             elif replica.state == "checking":
                 replica.state = "ready"
         else:
-            task = call.task
-            assert task is not None
             replica.in_flight = max(0, replica.in_flight - 1)
-            self._committing += 1
-            future = self._executor.submit(self._store, task, value, replica.describe())
-            future.add_done_callback(lambda f, p=pool, r=replica, t=task: self._commits.put((p, r, t, f)))
+            self._commit(pool, replica, call.task, value)
+
+    def _commit(self, pool: Pool, replica: Replica, task: Task | None, value: Any) -> None:
+        """Store a result in a commit thread; :meth:`_on_commit` follows on the loop."""
+        assert task is not None
+        self._committing += 1
+        future = self._executor.submit(self._store, task, value, replica.describe())
+        future.add_done_callback(lambda f, p=pool, r=replica, t=task: self._commits.put((p, r, t, f)))
 
     @staticmethod
     def _store(task: Task, value: Any, replica: dict[str, Any]) -> Any:
@@ -529,6 +593,14 @@ class Scheduler:
         assert replica is not None
         error = describe_error(err)
         actor_trouble = isinstance(err, RayActorError) and not isinstance(err, RayTaskError)
+        if call.stale:
+            # The actor this call went to was replaced meanwhile: the new actor is not suspect (no
+            # check, its in-flight count untouched); the task's attempt failed as any other.
+            if call.kind == "run" and call.task is not None:
+                if actor_trouble:
+                    error = f"worker died (replaced since): {error}"
+                self._attempt_failed(pool, call.task, error, replica.describe())
+            return
         if call.kind == "load":
             if actor_trouble:
                 self._check_replica(pool, replica, error)
@@ -585,12 +657,14 @@ class Scheduler:
             return
         replica.state = "checking"
         self.events.message("worker_died", f"{pool.name}: replica {replica.index} failed a call ({error.splitlines()[0][:200]}); checking it")
-        self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic())
+        self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic(), actor=replica.actor)
 
     def _ping_later(self, pool: Pool, replica: Replica) -> None:
+        actor = replica.actor
+
         def ping() -> None:
-            if replica.actor is not None and replica.state == "checking":
-                self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic())
+            if replica.actor is not None and replica.actor is actor and replica.state == "checking":
+                self._calls[actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic(), actor=actor)
 
         # Ask again in a second, without blocking the loop.
         self._retry_pings.append((time.monotonic() + 1.0, ping))
@@ -647,8 +721,8 @@ class Scheduler:
             return False
         return all(not p.queue for p in self.pools.values())
 
-    def _finish(self) -> None:
-        self.report.stopped = self._stop.is_set()
+    def _finish(self, aborted: bool = False) -> None:
+        self.report.stopped = self._stop.is_set() or aborted
         for pool in self.pools.values():
             for task in list(pool.queue):
                 self.report.not_started.append(task.id)
@@ -656,20 +730,35 @@ class Scheduler:
         for _when, _n, _name, task in self._delayed:
             self.report.not_started.append(task.id)
         self._delayed = []
+        for call in self._calls.values():
+            if call.kind == "run" and call.task is not None:
+                self.report.not_started.append(call.task.id)  # (only when aborted: killed in flight)
+        self._calls.clear()
+        if aborted:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._releaser.shutdown(wait=False, cancel_futures=True)
+            return
         for pool in self.pools.values():
             if pool.state in ("waiting", "running"):
                 self._release(pool)
         self._executor.shutdown(wait=True)
         self._releaser.shutdown(wait=True)
-        self._calls.clear()
 
     def abort(self) -> None:
-        """Kill every replica now (second Ctrl-C); nothing half-written counts anyway."""
+        """Kill every replica and remove every placement group now (second Ctrl-C, stop deadline).
+
+        Nothing half-written counts anyway (commits are atomic). Safe to call more than once.
+        """
         from cluster.runtime import kill_actor, remove_group
 
         for pool in self.pools.values():
             for replica in pool.replicas:
                 if replica.actor is not None:
                     kill_actor(replica.actor)
+                    replica.actor = None
+                    replica.state = "dead" if replica.state == "dead" else "released"
             remove_group(pool.group)
+            pool.group = None
+            if pool.state in ("waiting", "running"):
+                pool.state = "released"
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -53,6 +53,9 @@ def bound_http_requests(request_timeout_s: float) -> dict[str, str]:
     }
     os.environ.update(applied)
     _APPLIED.update(applied)
+    # MLflow prints "View run ... at: <url>" on stdout whenever a run ends on a server; qtrust prints
+    # the experiment's URL once itself.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return applied
 
 

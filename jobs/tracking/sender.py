@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import posixpath
 import tempfile
@@ -44,6 +45,8 @@ class RunState:
     params: dict[str, str] = field(default_factory=dict)
     tables: list[Any] = field(default_factory=list)  # value of the mlflow.loggedArtifacts tag
     status: str = "RUNNING"
+    start_ms: int = 0
+
 
 
 def table_entry(artifact_file: str) -> dict[str, str]:
@@ -108,7 +111,7 @@ class Sender:
         if state is not None:
             self._resume(state, tags)
         else:
-            state = RunState(self._create(op, request, tags))
+            state = RunState(self._create(op, request, tags), start_ms=int(time.time() * 1000))
         self.runs[key] = state
         self.publish(key, state.run_id)
 
@@ -155,7 +158,9 @@ class Sender:
         state = self._state(call.run_key)
         data = call.ops[0].data
         assert isinstance(data, FinishData)
-        self.client.set_terminated(state.run_id, status=data.status, end_time=data.end_time_ms)
+        # A run created late (after an outage) ends no earlier than it started.
+        end_ms = max(data.end_time_ms, state.start_ms)
+        self.client.set_terminated(state.run_id, status=data.status, end_time=end_ms)
         state.status = data.status
 
     def _close_stale(self, call: Call) -> None:
