@@ -27,7 +27,7 @@ from jobs.plan import CONTEXT_CHARS, Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
 from jobs.scoring import ResultRow, compute_results
 from jobs.spec import SweepSpec, dump_spec
-from jobs.store import ResponseCache, ScanResult, SweepStore, dedupe_records
+from jobs.store import ResponseCache, ScanResult, SweepStore, dedupe_records, frame_rows
 from jobs.sweep_tracking import SweepTracking
 from trust.data import resolve_data_dir
 
@@ -199,11 +199,7 @@ def _reuse_from_cache(
         want = [k for k in dict.fromkeys(keys) if k in missing and k in by_key.index]
         if not want:
             continue
-        rows = by_key.loc[want].to_dict("records")
-        for row, key in zip(rows, want):
-            row["item_key"] = key
-            if isinstance(row.get("logprobs"), float):
-                row["logprobs"] = None
+        rows = frame_rows(by_key.loc[want])
         store.commit_generations(variant, bench, rows)
         written.append(pd.DataFrame(rows))
         missing.difference_update(want)

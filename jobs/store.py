@@ -124,6 +124,16 @@ def records_table(rows: list[dict[str, Any]]) -> pa.Table:
     return table.replace_schema_metadata({KIND_FIELD: b"generations", SCHEMA_FIELD: RECORD_SCHEMA_VERSION})
 
 
+def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records of a pandas frame as dicts for :func:`records_table` (pandas' NaN back to None)."""
+    rows = frame[RECORD_COLUMNS].to_dict("records")
+    for row in rows:
+        for name, value in row.items():
+            if isinstance(value, float) and value != value:
+                row[name] = None
+    return rows
+
+
 def serialize(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")

@@ -77,6 +77,13 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
         replicas = during["pools"]["generate:tiny-ref"]["replicas"]
         assert len(replicas) == 2
         assert during["ray"]["address"] != someone_elses_cluster
+        # a second driver of the same sweep is refused and told who holds it
+        second = subprocess.run(
+            [QTRUST, "run", str(sweep_file), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--quiet"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"pid {driver.pid}" in second.stderr and "Traceback" not in second.stderr
         output, _ = driver.communicate(timeout=240)
     finally:
         kill_session(driver.pid, [driver.pid])

@@ -28,6 +28,7 @@ from tests.pipeline_helpers import (
     records_in,
     run,
     shard_files,
+    wait_for,
 )
 
 #: A custom resource the module's Ray has exactly one of: two pools asking for it cannot both hold it.
@@ -443,3 +444,30 @@ def test_a_released_pool_that_gets_work_again_starts_again() -> None:
     assert states.count("loading") == 2 and states.count("released") == 2, states
     assert results["first"]["pid"] != results["second"]["pid"]
     assert placement_groups_alive() == 0
+
+
+def test_an_exception_out_of_the_loop_kills_the_replicas_at_once() -> None:
+    # What a second Ctrl-C or the stop deadline does: no waiting for the shard in flight to end.
+    started: dict[str, float] = {}
+
+    def tick() -> None:
+        if "ready" in started and time.monotonic() - started["ready"] > 1.0:
+            raise KeyboardInterrupt
+
+    class Ready(Recorder):
+        def replica_state(self, pool: str, index: int, state: str, info: dict[str, Any]) -> None:
+            if state == "ready":
+                started["ready"] = time.monotonic()
+            super().replica_state(pool, index, state, info)
+
+    scheduler = Scheduler(Ready(), tick=tick, tick_interval_s=0.2)
+    scheduler.add_pool(tiny_pool("stuck", concurrency=1))  # busy like a variant worker: close would wait
+    scheduler.submit("stuck", Task("long", {"id": "long", "sleep": 60.0}))
+    scheduler.close("stuck")
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run()
+    took = time.monotonic() - started["ready"]
+    assert took < 5.0, f"aborting took {took:.1f}s"
+    assert scheduler.report.stopped and "long" in scheduler.report.not_started
+    scheduler.abort()  # what the runner calls next: harmless the second time
+    wait_for(lambda: placement_groups_alive() == 0, 10, what="the pool's placement group to be removed")
