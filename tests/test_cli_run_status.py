@@ -40,8 +40,7 @@ def someone_elses_cluster(tmp_path: Path):
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
-        [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--block",
-         f"--temp-dir={tmp_path / 'ray-head'}"],
+        [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--block"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     try:
@@ -55,7 +54,7 @@ def someone_elses_cluster(tmp_path: Path):
 
 
 def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: str, tmp_path: Path, data_dir: Path) -> None:
-    spec = fake_sweep(tmp_path, {"delay_s": 0.4}, items=8, shard_size=2, resources={"replicas": 2, "max_in_flight": 1})
+    spec = fake_sweep(tmp_path, {"delay_s": 2.0}, items=12, shard_size=2, resources={"replicas": 2, "max_in_flight": 1})
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "runs" / "pipe"
@@ -73,7 +72,7 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
 
         during = wait_for(running_with_progress, 180, 0.5, "a running sweep with committed items")
         assert during["lock_holder"]["pid"] == driver.pid and not during["stale"]
-        assert 0 < during["totals"]["done"] < during["totals"]["planned"] == 16
+        assert 0 < during["totals"]["done"] < during["totals"]["planned"] == 24
         replicas = during["pools"]["generate:tiny-ref"]["replicas"]
         assert len(replicas) == 2
         assert during["ray"]["address"] != someone_elses_cluster
@@ -91,20 +90,20 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
     assert "private local Ray started for this sweep" in output
     after = _status(sweep_dir, env)
     assert after["state"] == "finished" and after["lock_holder"] is None and not after["stale"]
-    assert after["totals"]["done"] == after["totals"]["planned"] == 16 and after["totals"]["pending"] == 0
-    assert after["progress"]["tiny-ref"]["xstest"] == {"planned": 8, "done": 8, "failed": 0, "pending": 0}
-    assert sum(r["items_done"] for r in after["pools"]["generate:tiny-ref"]["replicas"]) == 16
+    assert after["totals"]["done"] == after["totals"]["planned"] == 24 and after["totals"]["pending"] == 0
+    assert after["progress"]["tiny-ref"]["xstest"] == {"planned": 12, "done": 12, "failed": 0, "pending": 0}
+    assert sum(r["items_done"] for r in after["pools"]["generate:tiny-ref"]["replicas"]) == 24
     text = subprocess.run([QTRUST, "status", str(sweep_dir)], capture_output=True, text=True, env=env, timeout=60)
     assert text.returncode == 0 and "finished" in text.stdout and "tiny-ref" in text.stdout
     # a second run with another shard size and a raised limit computes only the new items
     spec["shard_size"] = 3
     for bench in spec["benchmarks"]:
-        bench["limit"] = 10
+        bench["limit"] = 14
     sweep_file.write_text(yaml.safe_dump(spec))
     again = subprocess.run(
         [QTRUST, "run", str(sweep_file), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--quiet"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "16 already stored, 4 to compute" in again.stdout
+    assert "24 already stored, 4 to compute" in again.stdout
     assert "Items: 4 computed" in again.stdout
