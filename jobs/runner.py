@@ -366,10 +366,14 @@ def _compute(
             console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
         )
         state.progress_bar = progress
-        scheduler = Scheduler(
-            state,
-            tick=lambda: (write_manifest("running", scheduler.pool_snapshot()), tracking.tick(state)),
-        )
+        deadline = _StopDeadline(options.stop_deadline_s)
+
+        def tick() -> None:
+            write_manifest("running", scheduler.pool_snapshot())
+            tracking.tick(state)
+            deadline.check(scheduler)
+
+        scheduler = Scheduler(state, tick=tick)
         for name in variants:
             scheduler.add_pool(variant_pool(plan.variants[name], cache_dir))
 
@@ -385,8 +389,6 @@ def _compute(
             scheduler.close(pool_name(name))
         with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
             interrupts.scheduler = scheduler
-            deadline = _StopDeadline(scheduler, options.stop_deadline_s)
-            scheduler._tick = _chain(scheduler._tick, deadline.check)  # noqa: SLF001 - one more periodic check
             try:
                 report = scheduler.run()
             except KeyboardInterrupt:
@@ -405,27 +407,17 @@ def _compute(
 class _StopDeadline:
     """After a first Ctrl-C, give shards in flight ``seconds`` to finish; then abort."""
 
-    def __init__(self, scheduler: Scheduler, seconds: float):
-        self.scheduler = scheduler
+    def __init__(self, seconds: float):
         self.seconds = seconds
         self.since: float | None = None
 
-    def check(self) -> None:
-        if not self.scheduler.stopping:
+    def check(self, scheduler: Scheduler) -> None:
+        if not scheduler.stopping:
             return
         if self.since is None:
             self.since = time.monotonic()
         elif time.monotonic() - self.since > self.seconds:
             raise KeyboardInterrupt
-
-
-def _chain(*fns: Callable[[], Any] | None) -> Callable[[], None]:
-    def run() -> None:
-        for fn in fns:
-            if fn is not None:
-                fn()
-
-    return run
 
 
 __all__ = ["RunOptions", "SweepOutcome", "SweepInterrupted", "PlacementError", "run_sweep", "apply_limit", "Counts"]
