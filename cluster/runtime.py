@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def start_ray(address: str | None = None, *, quiet: bool = True, num_cpus: int |
         else:
             kwargs["address"] = "local"
             kwargs["include_dashboard"] = False
+            # The private cluster keeps Ray's token authentication; its start-up notice is noise here.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             if num_cpus is not None:
                 kwargs["num_cpus"] = num_cpus
             how = "private local Ray started for this sweep"
@@ -183,9 +186,16 @@ def placement_problem(
 
 
 def create_pool_group(name: str, resources: WorkerResources, replicas: int, placement: str = "pack") -> PlacementGroup:
-    """One placement group holding a pool's bundles (returns at once; ``group.ready()`` resolves when placed)."""
+    """One placement group holding a pool's bundles (returns at once; ``group.ready()`` resolves when placed).
+
+    Its name is ``qtrust-<name>-<8 hex digits>``: Ray refuses a second group of the same name in a
+    namespace, and a released pool that gets work again (or another driver's pool of the same
+    variant) must not collide with a group whose removal is still under way.
+    """
     strategy = "SPREAD" if placement == "spread" else "PACK"
-    return placement_group([resources.bundle() for _ in range(replicas)], strategy=strategy, name=f"qtrust-{name}")
+    return placement_group(
+        [resources.bundle() for _ in range(replicas)], strategy=strategy, name=f"qtrust-{name}-{uuid.uuid4().hex[:8]}"
+    )
 
 
 def start_actor(

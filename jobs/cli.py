@@ -119,7 +119,7 @@ def run(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per benchmark (a deterministic subset)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."),
     storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where shards are stored (default: the spec's storage.root)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
@@ -139,7 +139,7 @@ def run(
 def resume(
     sweep_dir: Path = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml), e.g. qtrust-runs/demo."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
@@ -176,7 +176,7 @@ def status(
 def quantize(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Needed for benchmark calibration sources."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start local Ray)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),

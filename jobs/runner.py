@@ -237,6 +237,59 @@ def _run_locked(
     state.start(stored, shards)
     _print_plan(console, plan, state, shards, options.resume)
 
+    ray_info: dict[str, Any] = {}
+    # Ray and the placement check come before MLflow and the manifest: an impossible bundle is one
+    # error, with no run left RUNNING and no manifest saying "running".
+    ray_started = _attach(plan, shards, options, console, ray_info, timings) if shards else None
+    try:
+        return _run_attached(spec, options, console, plan, store, data_dir, timings, previous, scan, shards,
+                             state, cache, from_cache, ray_info)
+    finally:
+        if ray_started is not None and ray_started.started_here and not options.address:
+            from cluster.runtime import stop_ray
+
+            stop_ray()
+
+
+def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Console, ray_info: dict[str, Any],
+            timings: dict[str, float]):  # -> RayInfo
+    """Start (or join) Ray and check that every pool with work could ever be placed there."""
+    from cluster.runtime import placement_problem, start_ray, stop_ray
+
+    t = time.perf_counter()
+    info = start_ray(options.address, num_cpus=options.num_cpus)
+    timings["ray_start_s"] = time.perf_counter() - t
+    console.print(info.describe())
+    ray_info.update({"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus})
+    problems = []
+    for name in [v for v in plan.variants if any(s.variant == v for s in shards)]:
+        variant = plan.variants[name]
+        problem = placement_problem(f"variant {name}", worker_resources(variant).bundle(), variant.resources.replicas)
+        if problem:
+            problems.append(problem)
+    if problems:
+        if info.started_here and not options.address:
+            stop_ray()
+        raise PlacementError(problems)
+    return info
+
+
+def _run_attached(
+    spec: SweepSpec,
+    options: RunOptions,
+    console: Console,
+    plan: Plan,
+    store: SweepStore,
+    data_dir: Path,
+    timings: dict[str, float],
+    previous: dict[str, Any],
+    scan: ScanResult,
+    shards: list[Shard],
+    state: SweepState,
+    cache: ResponseCache | None,
+    from_cache: pd.DataFrame | None,
+    ray_info: dict[str, Any],
+) -> SweepOutcome:
     tracking = SweepTracking.open(plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}"))
     state.on_progress = tracking.progress
     state.on_ready = tracking.variant_loaded
@@ -251,7 +304,6 @@ def _run_locked(
         tracking_uri=tracking.uri,
         timings=timings,
     )
-    ray_info: dict[str, Any] = {}
     committer = Committer(store, cache, CONTEXT_CHARS)
     manifest_extra = lambda: {"ray": ray_info, "mlflow": tracking.manifest_entry()}  # noqa: E731
 
@@ -272,7 +324,7 @@ def _run_locked(
     aborted = False
     if shards:
         try:
-            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest, ray_info, timings)
+            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest, timings)
         except KeyboardInterrupt:
             interrupted = aborted = True
     else:
@@ -288,9 +340,9 @@ def _run_locked(
 
     if interrupted:
         tracking.interrupted()
-        write_manifest("interrupted")
         outcome.tracking_failures = tracking.close(timeout_s=5.0 if not aborted else 2.0)
         outcome.run_ids = tracking.run_ids()
+        write_manifest("interrupted")  # after close: it names every run opened, for the resume to reuse
         raise SweepInterrupted(outcome, aborted)
 
     t = time.perf_counter()
@@ -338,70 +390,49 @@ def _compute(
     committer: Committer,
     tracking: "SweepTracking",
     write_manifest: Callable[..., None],
-    ray_info: dict[str, Any],
     timings: dict[str, float],
 ) -> tuple[SchedulerReport, bool]:
-    """Start Ray and one pool per variant with work, and stream the shards through them."""
-    from cluster.runtime import placement_problem, start_ray, stop_ray
-
+    """One pool per variant with work on the Ray :func:`_attach` joined; stream the shards through them."""
     t = time.perf_counter()
-    info = start_ray(options.address, num_cpus=options.num_cpus)
-    timings["ray_start_s"] = time.perf_counter() - t
-    console.print(info.describe())
-    ray_info.update({"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus})
-    try:
-        variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
-        problems = []
-        for name in variants:
-            variant = plan.variants[name]
-            problem = placement_problem(
-                f"variant {name}", worker_resources(variant).bundle(), variant.resources.replicas
-            )
-            if problem:
-                problems.append(problem)
-        if problems:
-            raise PlacementError(problems)
-        cache_dir = default_cache_dir(options.cache_dir)
-        progress = QuietProgress(console) if options.quiet else RichProgress(
-            console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
-        )
-        state.progress_bar = progress
-        deadline = _StopDeadline(options.stop_deadline_s)
+    variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
+    cache_dir = default_cache_dir(options.cache_dir)
+    progress = QuietProgress(console) if options.quiet else RichProgress(
+        console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
+    )
+    state.progress_bar = progress
+    deadline = _StopDeadline(options.stop_deadline_s)
 
-        def tick() -> None:
-            write_manifest("running", scheduler.pool_snapshot())
-            tracking.tick(state)
-            deadline.check(scheduler)
-
-        scheduler = Scheduler(state, tick=tick)
-        for name in variants:
-            scheduler.add_pool(variant_pool(plan.variants[name], cache_dir))
-
-        def done(shard: Shard) -> Callable[[Task, Any], None]:
-            return lambda task, value: state.shard_committed(shard, value["errors"]) or tracking.shard_committed(shard, value)
-
-        def failed(shard: Shard) -> Callable[[Task, str], None]:
-            return lambda task, error: state.shard_failed(shard, error)
-
-        for shard in shards:
-            scheduler.submit(pool_name(shard.variant), committer.task(plan, shard, done(shard), failed(shard)))
-        for name in variants:
-            scheduler.close(pool_name(name))
-        with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
-            interrupts.scheduler = scheduler
-            try:
-                report = scheduler.run()
-            except KeyboardInterrupt:
-                console.print("[red]Aborting: replicas are being killed; nothing half-written counts.")
-                scheduler.abort()
-                raise
-        timings["compute_s"] = time.perf_counter() - t
+    def tick() -> None:
         write_manifest("running", scheduler.pool_snapshot())
-        tracking.tick(state)  # the last progress point, after the last commit
-        return report, report.stopped
-    finally:
-        if info.started_here and not options.address:
-            stop_ray()
+        tracking.tick(state)
+        deadline.check(scheduler)
+
+    scheduler = Scheduler(state, tick=tick)
+    for name in variants:
+        scheduler.add_pool(variant_pool(plan.variants[name], cache_dir))
+
+    def done(shard: Shard) -> Callable[[Task, Any], None]:
+        return lambda task, value: state.shard_committed(shard, value["errors"]) or tracking.shard_committed(shard, value)
+
+    def failed(shard: Shard) -> Callable[[Task, str], None]:
+        return lambda task, error: state.shard_failed(shard, error)
+
+    for shard in shards:
+        scheduler.submit(pool_name(shard.variant), committer.task(plan, shard, done(shard), failed(shard)))
+    for name in variants:
+        scheduler.close(pool_name(name))
+    with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
+        interrupts.scheduler = scheduler
+        try:
+            report = scheduler.run()
+        except KeyboardInterrupt:
+            console.print("[red]Aborting: replicas are being killed; nothing half-written counts.")
+            scheduler.abort()
+            raise
+    timings["compute_s"] = time.perf_counter() - t
+    write_manifest("running", scheduler.pool_snapshot())
+    tracking.tick(state)  # the last progress point, after the last commit
+    return report, report.stopped
 
 
 class _StopDeadline:

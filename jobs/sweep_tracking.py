@@ -77,7 +77,7 @@ class SweepTracking:
 
     def _open_runs(self) -> None:
         spec = self.plan.spec
-        t = self.tracker
+        t = _StoreTagged(self.tracker, self.store.uri)
         t.ensure_run(
             self.parent_key,
             spec.name,
@@ -318,6 +318,20 @@ class SweepTracking:
             "runs": self.tracker.run_ids(),
             "url": self.tracker.run_url(self.parent_key),
         }
+
+
+class _StoreTagged:
+    """The tracker, with every run it opens tagged with the sweep's store (runs are found by it)."""
+
+    def __init__(self, tracker: LiveTracker, store_uri: str):
+        self._tracker = tracker
+        self._store = store_uri
+
+    def ensure_run(self, key: str, name: str, tags: dict[str, str], **kwargs: Any) -> None:
+        self._tracker.ensure_run(key, name, {**tags, "qtrust.store": self._store}, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
 
 
 def tracker_uri(tracker: Any) -> str:

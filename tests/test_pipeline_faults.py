@@ -21,7 +21,6 @@ import ray
 import yaml
 
 from tests.pipeline_helpers import (
-    REPO,
     console_text,
     fake_sweep,
     kill_session,
@@ -48,7 +47,7 @@ def local_ray():
     """One local Ray for the in-process sweeps of this module (2 CPUs, no GPU, no dashboard)."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield ray
     if ray.is_initialized():
         ray.shutdown()
@@ -125,10 +124,19 @@ def start_slow_sweep(root: Path, data_dir: Path) -> tuple[Driver, Path]:
     return Driver(driver_args("run", sweep, root, data_dir), root, root / "run.log"), root / "runs" / "pipe"
 
 
-def wait_for_first_shard(driver: Driver, sweep_dir: Path) -> int:
+def wait_for_first_shard(driver: Driver, sweep_dir: Path, mlflow_runs: int = 0) -> int:
+    """Wait until a shard is committed (and the manifest names ``mlflow_runs`` MLflow runs)."""
+
     def committed() -> int:
         if driver.proc.poll() is not None:
             raise AssertionError(f"the driver ended before any shard was committed:\n{driver.output[-3000:]}")
+        if mlflow_runs:
+            try:
+                runs = json.loads((sweep_dir / "manifest.json").read_text())["mlflow"]["runs"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return 0
+            if len(runs) < mlflow_runs:
+                return 0
         return len(shard_files(sweep_dir))
 
     return wait_for(committed, 240, 0.05, "the first committed shard")
@@ -150,8 +158,10 @@ def test_a_sigkilled_driver_is_resumed_to_the_results_of_an_uninterrupted_run(
     baseline: dict[str, Any], local_ray, data_dir: Path, tmp_path: Path
 ) -> None:
     driver, sweep_dir = start_slow_sweep(tmp_path, data_dir)
+    baseline_runs = mlflow_runs(baseline["root"] / "mlflow.db")
     try:
-        done = wait_for_first_shard(driver, sweep_dir)
+        # Killed once its MLflow runs are open (and named in the manifest): the resume must reuse them.
+        done = wait_for_first_shard(driver, sweep_dir, mlflow_runs=len(baseline_runs))
         os.kill(driver.proc.pid, signal.SIGKILL)
         driver.wait(30)
     finally:
@@ -171,7 +181,7 @@ def test_a_sigkilled_driver_is_resumed_to_the_results_of_an_uninterrupted_run(
 
     # MLflow: the resumed sweep finished the same runs (none doubled, none left RUNNING).
     runs = mlflow_runs(tmp_path / "mlflow.db")
-    assert [name for name, _ in runs] == [name for name, _ in mlflow_runs(baseline["root"] / "mlflow.db")]
+    assert [name for name, _ in runs] == [name for name, _ in baseline_runs]
     assert all(status == "FINISHED" for _, status in runs), runs
 
     # Scored from the store, the resumed sweep equals the uninterrupted one (nothing is computed).
@@ -187,8 +197,9 @@ def test_ctrl_c_stops_after_the_shards_in_flight_and_resume_completes(
     baseline: dict[str, Any], local_ray, data_dir: Path, tmp_path: Path
 ) -> None:
     driver, sweep_dir = start_slow_sweep(tmp_path, data_dir)
+    baseline_runs = mlflow_runs(baseline["root"] / "mlflow.db")
     try:
-        wait_for_first_shard(driver, sweep_dir)
+        wait_for_first_shard(driver, sweep_dir, mlflow_runs=len(baseline_runs))
         sent = time.monotonic()
         os.kill(driver.proc.pid, signal.SIGINT)
         code = driver.wait(90)
@@ -204,13 +215,16 @@ def test_ctrl_c_stops_after_the_shards_in_flight_and_resume_completes(
     assert f"this run committed {stored} item(s)" in " ".join(output.split()), output[-3000:]
     assert f"qtrust resume {sweep_dir}" in output
     assert "Traceback" not in output
-    assert json.loads((sweep_dir / "manifest.json").read_text())["state"] == "interrupted"
+    interrupted = json.loads((sweep_dir / "manifest.json").read_text())
+    assert interrupted["state"] == "interrupted"
     assert not [p for p in left if Path(f"/proc/{p}/cmdline").exists() and b"ray" in Path(f"/proc/{p}/cmdline").read_bytes()], \
         "the interrupted driver left Ray processes running"
 
     resume(tmp_path, sweep_dir, data_dir)
     assert_equals_baseline(sweep_dir, baseline)
-    assert all(status == "FINISHED" for _, status in mlflow_runs(tmp_path / "mlflow.db"))
+    runs = mlflow_runs(tmp_path / "mlflow.db")
+    assert [name for name, _ in runs] == [name for name, _ in baseline_runs], (runs, interrupted["mlflow"])
+    assert all(status == "FINISHED" for _, status in runs), (runs, interrupted["mlflow"])
 
 
 # -- damaged shard files -----------------------------------------------------------------------

@@ -40,7 +40,7 @@ def ray_two_cpus():
     """A local Ray for this module: 2 CPUs, no GPU (whatever the machine has), one SLOT."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, resources={SLOT: 1}, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, resources={SLOT: 1}, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -258,8 +258,9 @@ def test_failed_attempts_are_retried_with_backoff_and_counted() -> None:
     assert delays == [pytest.approx(0.4), pytest.approx(0.8)]
 
 
-def test_an_idle_closed_pool_gives_its_bundle_back_before_a_waiting_pool_starts() -> None:
+def test_an_idle_closed_pool_gives_its_bundle_back_before_a_waiting_pool_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     # Both pools need the cluster's one SLOT: the second can only be placed once the first let go.
+    monkeypatch.setattr("jobs.pipeline.scheduler.GROUP_WAIT_NOTICE_S", 0.5)
     events = Recorder()
     scheduler = Scheduler(events, max_wait_s=0.2)
     scheduler.add_pool(tiny_pool("a", custom={SLOT: 1}))
@@ -282,6 +283,8 @@ def test_an_idle_closed_pool_gives_its_bundle_back_before_a_waiting_pool_starts(
     b_first_start = min(v["start"] for v in b.values())
     assert b_first_start >= a_last_end
     assert placement_groups_alive() == 0
+    waiting = [what[1] for _when, kind, what in events.events if kind == "message" and what[0] == "waiting"]
+    assert len(waiting) == 1 and waiting[0].startswith("b: no room for its 1 replica(s)"), waiting
 
 
 def test_the_loop_does_not_spin_while_it_waits() -> None:
@@ -353,6 +356,8 @@ def test_a_bundle_the_cluster_cannot_hold_is_a_placement_error(data_dir: Path, t
     assert "0 GPU" in message and "2 CPU" in message, "the message should say what the cluster has"
     assert shard_files(tmp_path / "runs" / "pipe") == []
     assert no_run_left_running(tmp_path / "mlflow.db")
+    manifest = tmp_path / "runs" / "pipe" / "manifest.json"
+    assert not manifest.exists() or json.loads(manifest.read_text())["state"] != "running"
 
 
 def test_the_cli_reports_an_impossible_bundle_in_one_message(data_dir: Path, tmp_path: Path) -> None:

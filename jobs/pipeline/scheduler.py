@@ -44,6 +44,9 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 log = logging.getLogger(__name__)
 
+#: After this long without room for a pool's placement group, say so once (the pool keeps waiting).
+GROUP_WAIT_NOTICE_S = 60.0
+
 
 class PoolEvents(Protocol):
     """Where the scheduler reports what happens (console, manifest, tracking)."""
@@ -172,6 +175,7 @@ class _Call:
     task: Task | None = None
     started: float = 0.0
     timed_out: bool = False
+    noticed: bool = False
     actor: Any = None
     """The actor the call went to: a replica replaced since then makes the call stale."""
 
@@ -677,7 +681,14 @@ class Scheduler:
                 ping()
         for ref, call in list(self._calls.items()):
             config = call.pool.config
-            if call.kind == "load" and config.load_timeout_s and now - call.started > config.load_timeout_s:
+            if call.kind == "group" and not call.noticed and now - call.started > GROUP_WAIT_NOTICE_S:
+                call.noticed = True
+                self.events.message(
+                    "waiting",
+                    f"{call.pool.name}: no room for its {config.replicas} replica(s) after {GROUP_WAIT_NOTICE_S:g}s; "
+                    "waiting for other pools or jobs to give their resources back",
+                )
+            elif call.kind == "load" and config.load_timeout_s and now - call.started > config.load_timeout_s:
                 del self._calls[ref]
                 assert call.replica is not None
                 self._replace(call.pool, call.replica, f"no answer to load within load_timeout_s={config.load_timeout_s:g}s")

@@ -31,6 +31,8 @@ NOTE_TAG = "mlflow.note.content"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NOTE
 PARENT_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 SWEEP_TAG = "qtrust.sweep"
 TOKEN_TAG = "qtrust.run_token"
+RUN_KEY_TAG = "qtrust.run_key"
+STORE_TAG = "qtrust.store"
 
 
 class UnknownRun(LookupError):
@@ -108,12 +110,33 @@ class Sender:
         state = self.runs.get(key)
         if state is None and key in self.known_runs:
             state = self._reopen(self.known_runs[key])
+        if state is None:
+            state = self._find_previous(key, tags)
         if state is not None:
             self._resume(state, tags)
         else:
             state = RunState(self._create(op, request, tags), start_ms=int(time.time() * 1000))
         self.runs[key] = state
         self.publish(key, state.run_id)
+
+    def _find_previous(self, key: str, tags: dict[str, str]) -> RunState | None:
+        """The newest run an earlier driver made for ``key`` of the same sweep and store.
+
+        A driver killed before the run ids reached the sweep's manifest leaves runs nobody knows by
+        id; they carry their run key, sweep and store as tags, and are found here instead of being
+        duplicated.
+        """
+        wanted = {RUN_KEY_TAG: key, SWEEP_TAG: tags.get(SWEEP_TAG), STORE_TAG: tags.get(STORE_TAG)}
+        if any(v is None for v in wanted.values()):
+            return None
+        filters = []
+        for name, value in wanted.items():
+            quote = "'" if "'" not in str(value) else '"'
+            filters.append(f"tags.`{name}` = {quote}{value}{quote}")
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=" and ".join(filters), max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return self._reopen(found[0].info.run_id) if found else None
 
     def _reopen(self, run_id: str) -> RunState | None:
         """The state of ``run_id`` when it still exists, active, in this experiment; else None."""
@@ -146,6 +169,7 @@ class Sender:
                 return found[0].info.run_id
         op.tried = True
         tags[TOKEN_TAG] = request.token
+        tags[RUN_KEY_TAG] = op.run_key or ""
         return self.client.create_run(self.experiment_id, run_name=request.name, tags=tags).info.run_id
 
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
