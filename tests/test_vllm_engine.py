@@ -23,8 +23,8 @@ from cluster.engines.hf import HFEngine
 from cluster.models.sources import resolve_model_path
 from cluster.quantization.probe import probe_perplexity
 from cluster.runtime import WorkerResources, start_worker, stop_worker
-from jobs.plan import Shard, load_benchmarks
-from jobs.scheduler import Scheduler, ShardTask
+from jobs.pipeline.scheduler import NullEvents, PoolConfig, Scheduler, Task
+from jobs.plan import load_benchmarks
 from jobs.spec import load_spec, parse_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
@@ -149,19 +149,17 @@ def test_a_prompt_longer_than_max_model_len_fails_alone(worker, demo_benchmarks)
     assert results[2]["text"] is None and "VLLMValidationError" in error and "2048" in error, error
 
 
-class _Progress:
+class _Events(NullEvents):
+    """What the scheduler told about failed attempts."""
+
     def __init__(self) -> None:
         self.failures: list[str] = []
 
-    def variant_started(self, variant: str, info: dict[str, Any]) -> None: ...
-
-    def shard_done(self, variant: str, items: int) -> None: ...
-
-    def shard_failed(self, variant: str, items: int, error: str) -> None:
+    def task_retry(self, pool: str, task: Task, error: str, delay_s: float, replica: dict[str, Any]) -> None:
         self.failures.append(error)
 
-    def message(self, text: str) -> None:
-        self.failures.append(text)
+    def task_failed(self, pool: str, task: Task, error: str) -> None:
+        self.failures.append(error)
 
 
 def test_worker_survives_a_dead_engine_and_the_shard_retry_succeeds(worker, demo_benchmarks) -> None:
@@ -176,23 +174,32 @@ def test_worker_survives_a_dead_engine_and_the_shard_retry_succeeds(worker, demo
         proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(engine_procs, timeout=30)
 
-    committed: dict[str, list[dict[str, Any]]] = {}
-    shard = Shard("smollm2-ref", "machine_ethics", 0, run.items[:4], key="k")
-    progress = _Progress()
-    scheduler = Scheduler(
-        {"smollm2-ref": handle.actor},
-        on_result=lambda s, result: committed.setdefault(s.id, result["results"]),
-        progress=progress,
-        max_retries=1,
-        backoff_s=0.1,
-        max_in_flight=1,
+    committed: dict[str, dict[str, Any]] = {}
+    events = _Events()
+    # The pool's one replica is the module's worker, on its own placement group (this is the
+    # last test of the module: the scheduler releases the worker when the pool is drained).
+    scheduler = Scheduler(events)
+    scheduler.add_pool(
+        PoolConfig(
+            name="generate:smollm2-ref",
+            make_group=lambda: handle.placement_group,
+            make_actor=lambda group, index: handle.actor,
+            max_retries=1,
+            backoff_s=0.1,
+            max_in_flight=1,
+        )
     )
+    scheduler.submit(
+        "generate:smollm2-ref",
+        Task(id="shard-0", payload=payload, size=4, on_result=lambda task, result, replica: committed.setdefault(task.id, result)),
+    )
+    scheduler.close("generate:smollm2-ref")
     started = time.perf_counter()
-    report = scheduler.run([ShardTask(shard, payload)])
-    assert report.failed == {} and report.retried == 1, (report, progress.failures)
-    assert any("EngineDead" in f for f in progress.failures), progress.failures
-    assert [r["text"] for r in committed[shard.id]] == [r["text"] for r in before]
-    after = ray.get(handle.actor.load.remote(), timeout=60)
-    assert after["placement"]["pid"] == actor_pid  # the same worker, not a restarted actor
-    assert after["loads"] == 2  # it loaded a fresh engine for the retry
+    report = scheduler.run()
+    assert report.failed == {} and report.retried == 1, (report, events.failures)
+    assert any("EngineDead" in f for f in events.failures), events.failures
+    result = committed["shard-0"]
+    assert [r["text"] for r in result["results"]] == [r["text"] for r in before]
+    assert result["placement"]["pid"] == actor_pid  # the same worker, not a restarted actor
+    assert result["loads"] == 2  # it loaded a fresh engine for the retry
     print(f"dead engine → retried shard committed in {time.perf_counter() - started:.1f} s")
