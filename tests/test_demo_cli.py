@@ -50,5 +50,5 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
     second = qtrust("resume", "qtrust-runs/demo", "--quiet", cwd=tmp_path, data_dir=data_dir)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Nothing to compute" in second.stdout
-    assert "12 already committed, 0 to compute" in second.stdout
+    assert "36 already stored, 0 to compute" in second.stdout
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
