@@ -118,9 +118,9 @@ def driver_args(command: str, target: Path, root: Path, data_dir: Path) -> list[
 
 
 def start_slow_sweep(root: Path, data_dir: Path) -> tuple[Driver, Path]:
-    """``qtrust run`` of the fake sweep, slowed down (0.5 s per item) so it can be disturbed."""
+    """``qtrust run`` of the fake sweep, slowed down (1 s per item) so it can be disturbed."""
     sweep = root / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump(fake_sweep(root, {"delay_s": 0.5}, items=ITEMS, resources={"max_in_flight": 1})))
+    sweep.write_text(yaml.safe_dump(fake_sweep(root, {"delay_s": 1.0}, items=ITEMS, resources={"max_in_flight": 1})))
     return Driver(driver_args("run", sweep, root, data_dir), root, root / "run.log"), root / "runs" / "pipe"
 
 
