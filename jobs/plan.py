@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cluster.engines.selection import EngineChoice, choose_engine
@@ -116,6 +117,7 @@ class BenchmarkRun:
 
     _frame: pd.DataFrame | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)
+    _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def items_frame(self) -> pd.DataFrame:
         """The evaluated items as a table (logged to MLflow as the run's dataset input); built once."""
@@ -123,13 +125,21 @@ class BenchmarkRun:
             self._frame = self._build_frame()
         return self._frame
 
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        """The columns of :meth:`items_frame` as arrays of Python objects (what scoring indexes into); built once."""
+        if self._arrays is None:
+            frame = self.items_frame()
+            self._arrays = {c: frame[c].to_numpy(dtype=object) for c in frame.columns}
+        return self._arrays
+
     def _build_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "item_id": [it.id for it in self.items],
                 "prompt": [json.dumps(it.messages, ensure_ascii=False) for it in self.items],
                 "reference": [it.reference for it in self.items],
-                "attributes": [json.dumps(it.attributes, sort_keys=True) for it in self.items],
+                "choices": [json.dumps(it.choices, ensure_ascii=False) if it.choices else None for it in self.items],
+                "attributes": [json.dumps(it.attributes, ensure_ascii=False, sort_keys=True) for it in self.items],
             }
         )
 

@@ -327,6 +327,8 @@ def _run_attached(
             report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest, timings)
         except KeyboardInterrupt:
             interrupted = aborted = True
+        finally:
+            committer.flush()
     else:
         console.print("Nothing to compute: every item is already stored.")
     outcome.computed = len(report.done)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from jobs.plan import BenchmarkRun, Plan
@@ -64,46 +65,110 @@ def result_rows(
     return rows
 
 
-def item_frame(run: BenchmarkRun, keys: list[str], records: pd.DataFrame) -> pd.DataFrame:
+ITEM_COLUMNS = ["item_id", "item_key", "prompt", "output", "label", "reference", "choices", "logprobs",
+                "prompt_tokens", "completion_tokens", "latency_s", "error", "attributes"]
+
+
+class LabelCache:
+    """Labels of stored answers for one benchmark: each distinct (parser context, output) is parsed once.
+
+    The parser context of an item (:meth:`trust.benchmarks.base.Benchmark.parse_context`) is what the
+    parser reads of it; a benchmark whose parser reads only the output parses ``"wrong"`` once for a
+    whole sweep, however many variants and items answered it.
+    """
+
+    def __init__(self, run: BenchmarkRun):
+        self.run = run
+        self.parsed = 0
+        self._memo: dict[tuple[Any, str], str] = {}
+        self._loglikelihood = run.benchmark.task == "loglikelihood"
+        if not self._loglikelihood:
+            contexts = pd.Series([run.benchmark.parse_context(it) for it in run.items], dtype=object)
+            self._ctx_codes, self._ctx_values = pd.factorize(contexts, use_na_sentinel=False)
+
+    def labels(self, where: np.ndarray, outputs: list[str | None], logprobs: list[Any], errors: list[str | None]) -> np.ndarray:
+        """Labels of the items at positions ``where`` of the run with these stored answers."""
+        items = self.run.items
+        if self._loglikelihood:
+            return np.array([label_for(self.run, items[i], o, lp, e) for i, o, lp, e in zip(where, outputs, logprobs, errors)],
+                            dtype=object)
+        texts = pd.Series([o or "" for o in outputs], dtype=object)
+        out_codes, out_values = pd.factorize(texts, use_na_sentinel=False)
+        combined = self._ctx_codes[where].astype(np.int64) * max(1, len(out_values)) + out_codes
+        unique, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        distinct = np.empty(len(unique), dtype=object)
+        for j, row in enumerate(first):
+            key = (self._ctx_values[self._ctx_codes[where[row]]], out_values[out_codes[row]])
+            label = self._memo.get(key)
+            if label is None:
+                label = self._memo[key] = self.run.benchmark.parse(items[where[row]], key[1])
+                self.parsed += 1
+            distinct[j] = label
+        labels = distinct[inverse.reshape(-1)]
+        failed = np.fromiter((e is not None for e in errors), dtype=bool, count=len(errors))
+        labels[failed] = ERROR
+        return labels
+
+
+def _objects(values: Any) -> pd.Series:
+    """A column kept as Python objects (no conversion of every string to Arrow)."""
+    return pd.Series(values, dtype=object, copy=False)
+
+
+class RecordView:
+    """Stored records as plain arrays with a hash index on the item key: looked up by many (variant, benchmark)."""
+
+    COLUMNS = ("output", "error", "logprobs", "prompt_tokens", "completion_tokens", "latency_s")
+
+    def __init__(self, records: pd.DataFrame):
+        self.index = pd.Index(records["item_key"].to_numpy(dtype=object)) if len(records) else pd.Index([], dtype=object)
+        self.columns = {c: records[c].to_numpy(dtype=object) for c in self.COLUMNS}
+
+    def positions(self, keys: list[str]) -> np.ndarray:
+        """Row of each key, -1 where there is no record."""
+        return self.index.get_indexer(keys) if len(self.index) else np.full(len(keys), -1)
+
+
+def item_frame(
+    run: BenchmarkRun,
+    keys: list[str],
+    records: pd.DataFrame | RecordView,
+    labels: LabelCache | None = None,
+) -> pd.DataFrame:
     """The benchmark's items with their stored answers and labels (only items that have a record)."""
-    found = records.reindex(keys)
-    present = found["item_key"].notna().to_numpy()
-    rows = []
-    for item, key, has, output, logprobs, error, ptok, ctok, latency in zip(
-        run.items,
-        keys,
-        present,
-        found["output"],
-        found["logprobs"],
-        found["error"],
-        found["prompt_tokens"],
-        found["completion_tokens"],
-        found["latency_s"],
-    ):
-        if not has:
-            continue
-        error = error if isinstance(error, str) else None
-        output = output if isinstance(output, str) else None
-        rows.append(
-            {
-                "item_id": item.id,
-                "item_key": key,
-                "prompt": json.dumps(item.messages, ensure_ascii=False),
-                "output": output,
-                "label": label_for(run, item, output, logprobs, error),
-                "reference": item.reference,
-                "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
-                "logprobs": list(logprobs) if logprobs is not None and not isinstance(logprobs, float) else None,
-                "prompt_tokens": int(ptok),
-                "completion_tokens": int(ctok),
-                "latency_s": float(latency),
-                "error": error,
-                "attributes": json.dumps(item.attributes, ensure_ascii=False, sort_keys=True),
-            }
-        )
-    columns = ["item_id", "item_key", "prompt", "output", "label", "reference", "choices", "logprobs",
-               "prompt_tokens", "completion_tokens", "latency_s", "error", "attributes"]
-    return pd.DataFrame(rows, columns=columns)
+    labels = labels or LabelCache(run)
+    view = records if isinstance(records, RecordView) else RecordView(records)
+    rows = view.positions(keys)
+    where = np.flatnonzero(rows >= 0)
+    if not len(where):
+        return pd.DataFrame(columns=ITEM_COLUMNS)
+    rows = rows[where]
+    static = run.item_arrays()
+    col = view.columns
+    outputs = [o if isinstance(o, str) else None for o in col["output"][rows]]
+    errors = [e if isinstance(e, str) else None for e in col["error"][rows]]
+    if run.benchmark.task == "loglikelihood":
+        logprobs = [list(lp) if lp is not None and not isinstance(lp, float) else None for lp in col["logprobs"][rows]]
+    else:
+        logprobs = [None] * len(where)
+    return pd.DataFrame(
+        {
+            "item_id": _objects(static["item_id"][where]),
+            "item_key": _objects(np.asarray(keys, dtype=object)[where]),
+            "prompt": _objects(static["prompt"][where]),
+            "output": _objects(outputs),
+            "label": _objects(labels.labels(where, outputs, logprobs, errors)),
+            "reference": _objects(static["reference"][where]),
+            "choices": _objects(static["choices"][where]),
+            "logprobs": _objects(logprobs),
+            "prompt_tokens": col["prompt_tokens"][rows].astype("int64"),
+            "completion_tokens": col["completion_tokens"][rows].astype("int64"),
+            "latency_s": col["latency_s"][rows].astype("float64"),
+            "error": _objects(errors),
+            "attributes": _objects(static["attributes"][where]),
+        },
+        columns=ITEM_COLUMNS,
+    )
 
 
 @dataclass
@@ -136,15 +201,17 @@ def compute_results(plan: Plan, records: pd.DataFrame) -> list[ResultRow]:
     """
     rows: list[ResultRow] = []
     labels: dict[tuple[str, str], dict[str, str]] = {}
+    view = RecordView(records)
     for bench_name, run in plan.benchmarks.items():
         items = run.items
+        cache = LabelCache(run)
         for variant in plan.variants.values():
-            frame = item_frame(run, plan.keys_of(variant.name, bench_name), records)
-            by_id = dict(zip(frame["item_id"], frame["label"]))
+            frame = item_frame(run, plan.keys_of(variant.name, bench_name), view, cache)
+            by_id = dict(zip(frame["item_id"].tolist(), frame["label"].tolist()))
             labels[(variant.name, bench_name)] = by_id
             logprobs = None
             if run.benchmark.task == "loglikelihood":
-                logprobs = {i: (list(lp) if lp is not None else None) for i, lp in zip(frame["item_id"], frame["logprobs"])}
+                logprobs = dict(zip(frame["item_id"].tolist(), frame["logprobs"].tolist()))
             metrics = score_labels(run.benchmark, items, by_id, logprobs) if by_id else {}
             _add_perspective_score(run, metrics)
             metrics.update(_run_stats(frame))

@@ -6,6 +6,7 @@ Layout under ``<root>/<sweep>/`` (``root`` is a local folder or any URI ``pyarro
     sweep.yaml                                          resolved spec
     manifest.json                                       live plan summary, progress, MLflow run ids
     generations/variant=<v>/benchmark=<b>/shard-<digest>.parquet
+    generations/_index/segment-<digest>.parquet         scan index (an optimisation, see below)
 
 Every record carries its **item key** (see :mod:`jobs.plan`); the store is a set of records, and
 shard files are only the unit of atomic commit. A shard's file name holds the first 20 hex digits
@@ -16,6 +17,16 @@ a dot-file (readers ignore dot-files) and its items are computed again.
 Commit: locally a dot-prefixed temp file in the shard's folder, fsync, ``os.replace`` and a
 directory fsync; on object stores a single PUT of the whole object. A crash at any point leaves
 either nothing or a whole shard, never a half-written one that counts.
+
+Scan index: reading 100,000 small files costs minutes, so whoever commits shards also writes
+*index segments* every few seconds: one content-addressed Parquet file holding the records of many
+shards, with a ``source`` column naming the shard each row came from and the sizes of the shards
+it covers. A scan lists the folder, takes each shard from a segment when the segment covers it
+at the same size, and reads (and verifies) only the shards no segment covers. The index never
+decides what exists: a shard that is gone is gone, a shard no segment covers is read, a damaged
+segment is ignored; deleting ``_index/`` only makes the next scan slower. Shards are verified
+against their digest when they are first read into a segment; ``scan(use_index=False)`` verifies
+every file again.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import logging
 import os
 import re
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +46,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -63,6 +77,10 @@ RECORD_SCHEMA = pa.schema(
 RECORD_COLUMNS = [f.name for f in RECORD_SCHEMA]
 
 _SHARD_NAME = re.compile(r"^shard-([0-9a-f]{20})\.parquet$")
+_SEGMENT_NAME = re.compile(r"^segment-([0-9a-f]{20})\.parquet$")
+INDEX_FOLDER = "_index"
+INDEX_FILES_FIELD = b"qtrust.index_files"
+INDEX_SCHEMA = RECORD_SCHEMA.append(pa.field("source", pa.string()))
 
 
 def content_digest(data: bytes) -> str:
@@ -157,12 +175,14 @@ class ScanResult:
     files: int = 0
     damaged: list[Damaged] = field(default_factory=list)
     duplicates: int = 0
+    from_index: int = 0
+    """How many of the ``files`` were taken from index segments instead of being read one by one."""
 
     @property
     def keys(self) -> set[str]:
         """Keys whose record holds an answer (error records are computed again)."""
-        ok = self.records["error"].isna()
-        return set(self.records.index[ok.to_numpy()])
+        ok = self.records["error"].isna().to_numpy()
+        return set(self.records["item_key"].to_numpy(dtype=object)[ok].tolist())
 
 
 def empty_records() -> pd.DataFrame:
@@ -174,11 +194,23 @@ def dedupe_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One record per item key: answers before errors, then the latest commit."""
     if frame.empty:
         return empty_records(), 0
-    ranked = frame.assign(_ok=frame["error"].isna()).sort_values(
-        ["item_key", "_ok", "committed_at"], kind="stable"
-    )
-    unique = ranked.drop_duplicates("item_key", keep="last").drop(columns="_ok")
+    repeated = frame["item_key"].duplicated(keep=False).to_numpy()
+    if not repeated.any():  # the usual case: nothing to rank, no sort of a million strings
+        return frame.set_index("item_key", drop=False), 0
+    clash = frame[repeated]
+    ranked = clash.assign(_ok=clash["error"].isna()).sort_values(["item_key", "_ok", "committed_at"], kind="stable")
+    winners = ranked.drop_duplicates("item_key", keep="last").drop(columns="_ok")
+    unique = pd.concat([frame[~repeated], winners])
     return unique.set_index("item_key", drop=False), len(frame) - len(unique)
+
+
+@dataclass
+class ShardFile:
+    """A committed shard: its path in the filesystem, its path inside the folder and its size."""
+
+    path: str
+    relative: str
+    size: int
 
 
 class RecordFolder:
@@ -191,36 +223,53 @@ class RecordFolder:
 
     def write(self, relative: str, table: pa.Table) -> str:
         """Commit ``table`` as ``<relative>/shard-<digest>.parquet``; returns the file's path."""
-        data = serialize(table)
-        folder = f"{self.path}/{relative}" if relative else self.path
-        path = f"{folder}/shard-{content_digest(data)}.parquet"
-        write_atomic(self.fs, path, data, self.local)
-        return path
+        return self.write_shard(relative, table).path
 
-    def shard_files(self, under: str = "") -> list[str]:
+    def write_shard(self, relative: str, table: pa.Table) -> ShardFile:
+        """Like :meth:`write`, returning what an index segment needs to cover the shard."""
+        data = serialize(table)
+        name = f"{relative}/shard-{content_digest(data)}.parquet" if relative else f"shard-{content_digest(data)}.parquet"
+        path = f"{self.path}/{name}"
+        write_atomic(self.fs, path, data, self.local)
+        return ShardFile(path, name, len(data))
+
+    def _listing(self, under: str = "") -> dict[str, int]:
+        """Shard files below ``under``: path inside the folder -> size (dot- and underscore-folders skipped)."""
         base = f"{self.path}/{under}" if under else self.path
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         except (OSError, pa.ArrowException) as err:
             log.warning("cannot list %s: %s", base, err)
-            return []
-        return sorted(
-            i.path for i in infos if i.type == pafs.FileType.File and _SHARD_NAME.match(i.path.rsplit("/", 1)[-1])
-            and not any(part.startswith((".", "_")) for part in i.path[len(self.path):].split("/"))
-        )
+            return {}
+        found = {}
+        cut = len(self.path) + 1
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            relative = info.path[cut:]
+            parts = relative.split("/")
+            if _SHARD_NAME.match(parts[-1]) and not any(p.startswith((".", "_")) for p in parts):
+                found[relative] = info.size
+        return dict(sorted(found.items()))
 
-    def read_file(self, path: str) -> pa.Table:
-        """One shard, checked against the digest in its name (raises ``ValueError`` when damaged)."""
+    def shard_files(self, under: str = "") -> list[str]:
+        return [f"{self.path}/{relative}" for relative in self._listing(under)]
+
+    def _read_verified(self, path: str, pattern: re.Pattern[str], kind: bytes) -> pa.Table:
         with self.fs.open_input_stream(path) as stream:
             data = stream.readall()
-        expected = _SHARD_NAME.match(path.rsplit("/", 1)[-1]).group(1)  # type: ignore[union-attr]
+        expected = pattern.match(path.rsplit("/", 1)[-1]).group(1)  # type: ignore[union-attr]
         if content_digest(data) != expected:
             raise ValueError(f"content does not match its digest ({len(data)} bytes; truncated or overwritten)")
         table = pq.read_table(pa.BufferReader(data))
         meta = table.schema.metadata or {}
-        if meta.get(KIND_FIELD) != b"generations" or meta.get(SCHEMA_FIELD) != RECORD_SCHEMA_VERSION:
-            raise ValueError("not a qtrust generation shard of this version")
-        return table.select(RECORD_COLUMNS).cast(RECORD_SCHEMA)
+        if meta.get(KIND_FIELD) != kind or meta.get(SCHEMA_FIELD) != RECORD_SCHEMA_VERSION:
+            raise ValueError(f"not a qtrust {kind.decode()} file of this version")
+        return table
+
+    def read_file(self, path: str) -> pa.Table:
+        """One shard, checked against the digest in its name (raises ``ValueError`` when damaged)."""
+        return self._read_verified(path, _SHARD_NAME, b"generations").select(RECORD_COLUMNS).cast(RECORD_SCHEMA)
 
     def move_aside(self, path: str) -> None:
         """Rename a damaged shard to a dot-file next to it (ignored by readers, kept for inspection)."""
@@ -230,28 +279,178 @@ class RecordFolder:
         except (OSError, pa.ArrowException) as err:
             log.warning("could not move damaged shard %s aside: %s", path, err)
 
-    def scan(self, under: str = "", *, threads: int = 8, move_damaged: bool = True) -> ScanResult:
-        """Read every shard (in threads), set damaged ones aside, and keep one record per key."""
-        files = self.shard_files(under)
+    # -- index segments ------------------------------------------------------------------------
+
+    @property
+    def index_path(self) -> str:
+        return f"{self.path}/{INDEX_FOLDER}"
+
+    def write_segment(self, shards: list[tuple[ShardFile, pa.Table]]) -> str | None:
+        """Write one index segment covering ``shards`` (each with the records it holds)."""
+        if not shards:
+            return None
+        table = pa.concat_tables([_with_source(shard, t) for shard, t in shards])
+        return self._write_segment_table(table, {shard.relative: shard.size for shard, _ in shards})
+
+    def _write_segment_table(self, table: pa.Table, files: dict[str, int]) -> str:
+        meta = {KIND_FIELD: b"index", SCHEMA_FIELD: RECORD_SCHEMA_VERSION,
+                INDEX_FILES_FIELD: json.dumps(files, sort_keys=True).encode()}
+        data = serialize(table.replace_schema_metadata(meta))
+        path = f"{self.index_path}/segment-{content_digest(data)}.parquet"
+        write_atomic(self.fs, path, data, self.local)
+        return path
+
+    def _segments(self) -> list[str]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.index_path, allow_not_found=True))
+        except (OSError, pa.ArrowException):
+            return []
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and _SEGMENT_NAME.match(i.base_name))
+
+    def _read_segment(self, path: str) -> tuple[pa.Table, dict[str, int]] | None:
+        try:
+            table = self._read_verified(path, _SEGMENT_NAME, b"index")
+            files = json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD])
+            return table.select([*RECORD_COLUMNS, "source"]).cast(INDEX_SCHEMA), files
+        except Exception as err:  # noqa: BLE001 - an unusable segment only means reading its shards
+            log.info("index segment %s not used: %s", path, err)
+            return None
+
+    def _remove(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                self.fs.delete_file(path)
+            except (OSError, pa.ArrowException) as err:
+                log.info("could not remove %s: %s", path, err)
+
+    # -- scan ----------------------------------------------------------------------------------
+
+    def scan(
+        self,
+        under: str = "",
+        *,
+        threads: int = 8,
+        move_damaged: bool = True,
+        use_index: bool = True,
+        update_index: bool = True,
+    ) -> ScanResult:
+        """Every usable record: index segments for the shards they cover, the other shards read (in threads).
+
+        Damaged shards are set aside; one record per key is kept. With ``update_index`` the shards read
+        one by one are written into a new segment, and many segments are merged into one.
+        """
+        listing = self._listing(under)
+        use_index = use_index and not under
+        covered: dict[str, int] = {}
+        parts: list[pa.Table] = []
+        segment_paths = self._segments() if use_index else []
+        if segment_paths:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(segment_paths)))) as pool:
+                segments = [s for s in pool.map(self._read_segment, segment_paths) if s is not None]
+            segments.sort(key=lambda s: -len(s[1]))
+            for table, files in segments:
+                usable = [f for f, size in files.items() if listing.get(f) == size and f not in covered]
+                if not usable:
+                    continue
+                if len(usable) < len(files):
+                    table = table.filter(pc.is_in(table["source"], pa.array(usable, pa.string())))
+                covered.update((f, listing[f]) for f in usable)
+                parts.append(table)
+        to_read = [f for f in listing if f not in covered]
         damaged: list[Damaged] = []
 
-        def load(path: str) -> pa.Table | None:
+        def load(relative: str) -> tuple[str, pa.Table] | None:
+            path = f"{self.path}/{relative}"
             try:
-                return self.read_file(path)
+                return relative, self.read_file(path)
             except Exception as err:  # noqa: BLE001 - any unreadable file is damaged, never fatal
                 damaged.append(Damaged(path, f"{type(err).__name__}: {str(err)[:300]}"))
                 return None
 
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
-            tables = [t for t in pool.map(load, files) if t is not None]
+        read: list[tuple[str, pa.Table]] = []
+        if to_read:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(to_read)))) as pool:
+                read = [r for r in pool.map(load, to_read) if r is not None]
         if move_damaged:
             for item in damaged:
                 self.move_aside(item.path)
+        if use_index and update_index:
+            self._update_index(parts, covered, read, listing, segment_paths)
+        tables = [t.select(RECORD_COLUMNS) for t in parts] + [t for _, t in read]
         if not tables:
-            return ScanResult(empty_records(), len(files), damaged)
+            return ScanResult(empty_records(), len(listing), damaged)
         frame = pa.concat_tables(tables).to_pandas()
         records, duplicates = dedupe_records(frame)
-        return ScanResult(records, len(files), damaged, duplicates)
+        return ScanResult(records, len(listing), damaged, duplicates, from_index=len(covered))
+
+    def _update_index(
+        self, parts: list[pa.Table], covered: dict[str, int], read: list[tuple[str, pa.Table]], listing: dict[str, int],
+        old: list[str],
+    ) -> None:
+        """Cover what was read one by one; merge the segments into one when there are many."""
+        try:
+            fresh = [(ShardFile(f"{self.path}/{f}", f, listing[f]), t) for f, t in read]
+            if len(old) + (1 if read else 0) <= MAX_SEGMENTS:
+                if fresh:
+                    self.write_segment(fresh)
+                return
+            tables = parts + [_with_source(shard, table) for shard, table in fresh]
+            files = {**covered, **{shard.relative: shard.size for shard, _ in fresh}}
+            if tables and self._write_segment_table(pa.concat_tables(tables), files):
+                self._remove(old)
+        except Exception as err:  # noqa: BLE001 - the index is an optimisation; the shards are the truth
+            log.info("scan index not updated: %s", err)
+
+
+def _with_source(shard: ShardFile, table: pa.Table) -> pa.Table:
+    table = table.select(RECORD_COLUMNS).cast(RECORD_SCHEMA)
+    return table.append_column("source", pa.array([shard.relative] * table.num_rows, pa.string()))
+
+
+#: More index segments than this are merged into one by the next scan.
+MAX_SEGMENTS = 32
+
+
+class IndexWriter:
+    """Collects committed shards and writes them as index segments every ``every_files`` or ``every_s``.
+
+    Thread-safe (commits run in a thread pool). Call :meth:`flush` when the run ends or stops.
+    """
+
+    def __init__(self, folder: RecordFolder, every_files: int = 512, every_s: float = 5.0):
+        self.folder = folder
+        self.every_files = every_files
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._pending: list[tuple[ShardFile, pa.Table]] = []
+        self._since = time.monotonic()
+        self.failures = 0
+
+    def add(self, shard: ShardFile, table: pa.Table) -> None:
+        with self._lock:
+            self._pending.append((shard, table))
+            due = len(self._pending) >= self.every_files or time.monotonic() - self._since >= self.every_s
+            batch = self._take() if due else []
+        self._write(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch = self._take()
+        self._write(batch)
+
+    def _take(self) -> list[tuple[ShardFile, pa.Table]]:
+        batch, self._pending = self._pending, []
+        self._since = time.monotonic()
+        return batch
+
+    def _write(self, batch: list[tuple[ShardFile, pa.Table]]) -> None:
+        if not batch:
+            return
+        try:
+            self.folder.write_segment(batch)
+        except Exception as err:  # noqa: BLE001 - the next scan reads these shards one by one instead
+            self.failures += 1
+            log.info("index segment not written: %s", err)
 
 
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes, local: bool) -> None:

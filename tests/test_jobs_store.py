@@ -129,3 +129,80 @@ def test_response_cache_publishes_and_finds_by_key(tmp_path: Path) -> None:
     cache.publish("a" * 24, records_table([row("a" * 24 + "1" * 40), row("a" * 24 + "2" * 40, error="x", output=None)]))
     found = cache.lookup({"a" * 24 + "1" * 40, "a" * 24 + "2" * 40, "b" * 64}, 24)
     assert list(found["item_key"]) == ["a" * 24 + "1" * 40]
+
+
+# -- the scan index --------------------------------------------------------------------------------
+
+
+def _commit_indexed(store: SweepStore, writer, variant: str, keys: list[str]) -> None:
+    from jobs.store import records_table
+
+    table = records_table([row(k) for k in keys])
+    writer.add(store.generations.write_shard(f"variant={variant}/benchmark=b", table), table)
+
+
+def test_committed_shards_are_scanned_from_index_segments(tmp_path: Path) -> None:
+    from jobs.store import IndexWriter
+
+    store = SweepStore(tmp_path, "s")
+    writer = IndexWriter(store.generations, every_files=3, every_s=3600)
+    for i in range(7):
+        _commit_indexed(store, writer, "v", [f"k{i}a", f"k{i}b"])
+    writer.flush()
+    segments = sorted((tmp_path / "s" / "generations" / "_index").glob("segment-*.parquet"))
+    assert len(segments) == 3  # 3 + 3 + the flushed 1
+    scan = store.scan()
+    assert scan.files == 7 and scan.from_index == 7 and len(scan.records) == 14
+    # the index never decides what exists: a deleted shard's records are gone from the next scan
+    victim = store.generations.shard_files()[0]
+    gone = set(SweepStore(tmp_path, "s").generations.read_file(victim).column("item_key").to_pylist())
+    Path(victim).unlink()
+    scan = store.scan()
+    assert scan.files == 6 and scan.from_index == 6 and not gone & scan.keys and len(scan.records) == 12
+    # a shard no segment covers is read one by one, then covered by a segment the scan writes
+    store.commit_generations("v", "b", [row("new")])
+    first = store.scan()
+    assert first.files == 7 and first.from_index == 6 and "new" in first.keys
+    again = store.scan()
+    assert again.from_index == 7 and again.keys == first.keys
+    # verifying every file again ignores the index
+    assert store.scan(use_index=False).from_index == 0
+
+
+def test_a_damaged_or_foreign_segment_only_makes_the_scan_read_the_shards(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    for i in range(4):
+        store.commit_generations("v", "b", [row(f"k{i}")])
+    assert store.scan().from_index == 0
+    index = tmp_path / "s" / "generations" / "_index"
+    (segment,) = index.glob("segment-*.parquet")
+    segment.write_bytes(segment.read_bytes()[:-100])  # truncated: no longer matches its digest
+    (index / "segment-0123456789abcdef0123.parquet").write_bytes(b"garbage")
+    scan = store.scan()
+    assert scan.files == 4 and scan.from_index == 0 and scan.keys == {"k0", "k1", "k2", "k3"} and not scan.damaged
+
+
+def test_a_shard_changed_after_indexing_is_read_and_set_aside(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path, "s")
+    keep = store.commit_generations("v", "b", [row("k1")])
+    broken = store.commit_generations("v", "b", [row("k2")])
+    assert store.scan().from_index == 0 and store.scan().from_index == 2
+    Path(broken).write_bytes(Path(broken).read_bytes()[:-10])  # another size: the segment no longer covers it
+    scan = store.scan()
+    assert scan.keys == {"k1"} and [d.path for d in scan.damaged] == [broken] and Path(keep).exists()
+
+
+def test_many_segments_are_merged_into_one(tmp_path: Path) -> None:
+    from jobs.store import MAX_SEGMENTS, IndexWriter
+
+    store = SweepStore(tmp_path, "s")
+    writer = IndexWriter(store.generations, every_files=1, every_s=3600)
+    for i in range(MAX_SEGMENTS + 2):
+        _commit_indexed(store, writer, f"v{i % 3}", [f"k{i}"])
+    index = tmp_path / "s" / "generations" / "_index"
+    assert len(list(index.glob("segment-*.parquet"))) == MAX_SEGMENTS + 2
+    first = store.scan()
+    assert first.from_index == MAX_SEGMENTS + 2
+    assert len(list(index.glob("segment-*.parquet"))) == 1
+    again = store.scan()
+    assert again.from_index == MAX_SEGMENTS + 2 and again.keys == first.keys == {f"k{i}" for i in range(MAX_SEGMENTS + 2)}

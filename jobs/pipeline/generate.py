@@ -10,7 +10,7 @@ from typing import Any, Callable
 from jobs.pipeline.scheduler import PoolConfig, Task
 from jobs.plan import Plan, Shard, Variant
 from jobs.scoring import result_rows
-from jobs.store import SweepStore, records_table
+from jobs.store import IndexWriter, SweepStore, records_table
 
 
 def pool_name(variant: str) -> str:
@@ -84,14 +84,16 @@ class Committer:
         self.context_chars = context_chars
         self._lock = threading.Lock()
         self.tables: list[Any] = []
+        self.index = IndexWriter(store.generations)
         self.cache_failures = 0
 
     def task(self, plan: Plan, shard: Shard, on_done: Callable[[Task, Any], None] | None = None,
              on_failed: Callable[[Task, str], None] | None = None) -> Task:
         def on_result(task: Task, result: dict[str, Any], replica: dict[str, Any]) -> dict[str, Any]:
             rows = result_rows(shard.items, shard.keys, result, attempt=task.attempts, worker=replica, now=time.time())
-            self.store.commit_generations(shard.variant, shard.benchmark, rows)
             table = records_table(rows)
+            written = self.store.generations.write_shard(f"variant={shard.variant}/benchmark={shard.benchmark}", table)
+            self.index.add(written, table)
             with self._lock:
                 self.tables.append(table)
             if self.cache is not None:
@@ -120,6 +122,10 @@ class Committer:
                     self.cache.publish(context, part)
         except Exception:  # noqa: BLE001 - the cache is an optimisation; the sweep store has the shard
             self.cache_failures += 1
+
+    def flush(self) -> None:
+        """Write the index segment of the shards committed since the last one (at the end of a run)."""
+        self.index.flush()
 
     def committed(self):  # -> pandas.DataFrame
         """Every record committed by this run (not deduplicated)."""

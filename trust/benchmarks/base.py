@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -45,6 +47,14 @@ class Benchmark(ABC):
     @abstractmethod
     def parse(self, item: Item, output: str) -> str:
         """Map a model output to a label of the answer space, or ``REFUSED`` / ``INVALID``."""
+
+    def parse_context(self, item: Item) -> Hashable:
+        """What of ``item`` :meth:`parse` reads: equal contexts and equal outputs give equal labels.
+
+        Scoring parses each distinct (context, output) once. The default, the item id, shares
+        nothing between items; a benchmark whose parser reads less of the item says so.
+        """
+        return item.id
 
     @abstractmethod
     def score(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import hashlib
 import json
 import random
@@ -91,6 +93,8 @@ class DeclarativeBenchmark(Benchmark):
         self.description = definition.description
         self.Options = _options_model(definition)
         self.options = self.Options.model_validate(options or {})
+        self._params: dict[str, Any] | None = None
+        self._pool_messages: tuple[Any, list[dict[str, str]]] | None = None
         names: list[str] = []
         for spec in definition.metrics:
             names.extend(metric_names(spec.fn, spec.name, spec.args))
@@ -100,7 +104,9 @@ class DeclarativeBenchmark(Benchmark):
     # -- helpers ----------------------------------------------------------------------------------
     @property
     def params(self) -> dict[str, Any]:
-        return self.options.model_dump()
+        if self._params is None:
+            self._params = self.options.model_dump()
+        return self._params
 
     def _resolver(self, data_dir: Path) -> PathResolver:
         folder = self.definition_path.parent if self.definition_path else None
@@ -179,7 +185,12 @@ class DeclarativeBenchmark(Benchmark):
         for turn in prompt.preamble:
             messages.append({"role": turn.role, "content": render(turn.content, context)})
         if prompt.demonstrations is not None:
-            messages.extend(self._demonstrations(prompt.demonstrations, record, pool))
+            if prompt.demonstrations.source == "item":
+                messages.extend(self._demonstrations(prompt.demonstrations, record, pool))
+            else:  # the same pool for every item: rendered once per load
+                if self._pool_messages is None or self._pool_messages[0] is not pool:
+                    self._pool_messages = (pool, self._demonstrations(prompt.demonstrations, record, pool))
+                messages.extend(dict(m) for m in self._pool_messages[1])
         messages.append({"role": "user", "content": render(prompt.user, context)})
         if prompt.style == "completion":
             text = "\n\n".join(m["content"] for m in messages)
@@ -260,6 +271,13 @@ class DeclarativeBenchmark(Benchmark):
                 )
         if problems:
             raise DefinitionError(f"benchmark {d.name!r}", problems)
+
+    def parse_context(self, item: Item) -> Hashable:
+        """Only option answers read the item (its ``options``); label and open answers read the output alone."""
+        answer = self.definition.answer
+        if answer is not None and answer.kind not in ("open", "labels"):
+            return item.attributes.get("options", "[]")
+        return None
 
     def parse(self, item: Item, output: str) -> str:
         answer = self.definition.answer
