@@ -10,8 +10,11 @@ and a sweep resumes on another cluster.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,19 +212,29 @@ class Plan:
         Each key is computed once per sweep even when several benchmarks (aliases with the same
         prompts) ask for it; the first benchmark in sweep order gets it.
         """
+        with bulk_allocation():
+            return self._shards(stored)
+
+    def _shards(self, stored: set[str] | frozenset[str]) -> list[Shard]:
         size = self.spec.shard_size
         out: list[Shard] = []
         for variant in self.variants:
             planned: set[str] = set()
             for bench_name, run in self.benchmarks.items():
+                keys = self.keys[(variant, bench_name)]
                 todo_items: list[Item] = []
                 todo_keys: list[str] = []
-                for item, key in zip(run.items, self.keys[(variant, bench_name)]):
-                    if key in stored or key in planned:
-                        continue
-                    planned.add(key)
-                    todo_items.append(item)
-                    todo_keys.append(key)
+                unique = set(keys)
+                if len(unique) == len(keys) and unique.isdisjoint(stored) and unique.isdisjoint(planned):
+                    todo_items, todo_keys = run.items, keys  # nothing stored, nothing repeated: every item
+                    planned |= unique
+                else:
+                    for item, key in zip(run.items, keys):
+                        if key in stored or key in planned:
+                            continue
+                        planned.add(key)
+                        todo_items.append(item)
+                        todo_keys.append(key)
                 for index, start in enumerate(range(0, len(todo_keys), size)):
                     out.append(
                         Shard(variant, bench_name, index, todo_items[start : start + size], todo_keys[start : start + size])
@@ -320,6 +333,28 @@ def build_plan(
     spec: SweepSpec, data_dir: Path, limit: int | None = None, *, variant_cache: str | None = None
 ) -> Plan:
     """Variants × benchmarks with every item request's key (shards are cut later, from what is missing)."""
+    with bulk_allocation():
+        return _build_plan(spec, data_dir, limit, variant_cache)
+
+
+@contextmanager
+def bulk_allocation() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many objects that all stay alive.
+
+    Planning creates millions of strings, items and shards and frees none of them; every collection
+    would walk them all (measured: 0.9 s of work took 4.2 s). Reference counting still frees
+    everything else; the collector resumes afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build_plan(spec: SweepSpec, data_dir: Path, limit: int | None, variant_cache: str | None) -> Plan:
     variants = build_variants(spec, data_dir, variant_cache)
     benchmarks = load_benchmarks(spec, data_dir, limit)
     plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks)
