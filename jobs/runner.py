@@ -411,7 +411,7 @@ def _compute(
 
     scheduler = Scheduler(state, tick=tick)
     for name in variants:
-        scheduler.add_pool(variant_pool(plan.variants[name], cache_dir))
+        scheduler.add_pool(variant_pool(plan.variants[name], cache_dir, committer.commit_batch))
 
     def done(shard: Shard) -> Callable[[Task, Any], None]:
         return lambda task, value: state.shard_committed(shard, value["errors"]) or tracking.shard_committed(shard, value)

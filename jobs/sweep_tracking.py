@@ -45,6 +45,7 @@ class SweepTracking:
         self._rows: dict[tuple[str, str], list[tuple[Shard, list[dict[str, Any]]]]] = {}
         self._labels: dict[tuple[str, str], dict[str, str]] = {}
         self._last_running: dict[tuple[str, str], float] = {}
+        self._progress: dict[tuple[str, str], Any] = {}
         self._ticks = 0
         self._logged_engines: set[str] = set()
 
@@ -195,15 +196,21 @@ class SweepTracking:
         return params, quant_metrics(info.get("quantization", {}) or {})
 
     def progress(self, variant: str, bench: str, counts: Any) -> None:
-        self.tracker.log_metrics(
-            self.variant_key(variant, bench),
-            {
-                "progress.items_done": counts.done,
-                "progress.items_failed": counts.failed,
-                "progress.fraction": counts.done / counts.planned if counts.planned else 1.0,
-            },
-            step=counts.shards_done,
-        )
+        """A shard of (variant, bench) landed: its progress is logged with the next tick (at most once a second)."""
+        self._progress[(variant, bench)] = counts
+
+    def _log_progress(self) -> None:
+        dirty, self._progress = self._progress, {}
+        for (variant, bench), counts in dirty.items():
+            self.tracker.log_metrics(
+                self.variant_key(variant, bench),
+                {
+                    "progress.items_done": counts.done,
+                    "progress.items_failed": counts.failed,
+                    "progress.fraction": counts.done / counts.planned if counts.planned else 1.0,
+                },
+                step=counts.shards_done,
+            )
 
     def shard_committed(self, shard: Shard, value: dict[str, Any]) -> None:
         self._rows.setdefault((shard.variant, shard.benchmark), []).append((shard, value["rows"]))
@@ -211,6 +218,7 @@ class SweepTracking:
     def tick(self, state: Any) -> None:
         """Once a second from the scheduler: sweep progress, and running metrics every few seconds."""
         self._ticks += 1
+        self._log_progress()
         totals = state.totals()
         self.tracker.log_metrics(
             self.parent_key,
@@ -262,6 +270,7 @@ class SweepTracking:
             for (variant, bench), counts in state.counts.items():
                 if counts.shards_done == 0 or t.failures:
                     self.progress(variant, bench, counts)
+        self._log_progress()
         quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
         table = variants_table(self.plan.variants, quant_reports)
         if not table.empty:
@@ -289,6 +298,7 @@ class SweepTracking:
         t.finish(self.parent_key, "FAILED" if any(not r.complete for r in results) else "FINISHED")
 
     def interrupted(self) -> None:
+        self._log_progress()
         for key in list(self._all_keys()):
             self.tracker.finish(key, "KILLED")
 

@@ -31,7 +31,7 @@ def worker_resources(variant: Variant, cluster_cpus: float | None = None):  # ->
     )
 
 
-def variant_pool(variant: Variant, cache_dir: str | None) -> PoolConfig:
+def variant_pool(variant: Variant, cache_dir: str | None, commit_batch: Callable[..., list[Any]] | None = None) -> PoolConfig:
     """The pool of ``variant``'s generation workers (placement group of R bundles, one actor each)."""
     from cluster.runtime import create_pool_group, start_actor
     from cluster.worker import VariantWorker
@@ -59,6 +59,7 @@ def variant_pool(variant: Variant, cache_dir: str | None) -> PoolConfig:
         shard_timeout_s=res.shard_timeout_s,
         load_timeout_s=res.load_timeout_s,
         max_replacements=res.max_replacements,
+        commit_batch=commit_batch,
     )
 
 
@@ -101,14 +102,48 @@ class Committer:
             errors = sum(1 for r in rows if r["error"])
             return {"rows": rows, "errors": errors, "engine": result.get("engine"), "loads": result.get("loads")}
 
-        return Task(
+        task = Task(
             id=shard.id,
             payload=shard_payload(plan, shard),
             size=len(shard.items),
             on_result=on_result,
             on_done=on_done,
             on_failed=on_failed,
+            subject=shard,
         )
+        return task
+
+    def commit_batch(self, batch: list[tuple[Task, dict[str, Any], dict[str, Any]]]) -> list[Any]:
+        """Group commit: the shards of ``batch`` stored together, one file per benchmark (see ``PoolConfig.commit_batch``).
+
+        Each shard is still all-or-nothing: its rows land in one atomically written file or not at all.
+        """
+        outcomes: list[Any] = [None] * len(batch)
+        groups: dict[tuple[str, str], list[tuple[int, list[dict[str, Any]]]]] = {}
+        for position, (task, result, replica) in enumerate(batch):
+            shard: Shard = task.subject
+            try:
+                rows = result_rows(shard.items, shard.keys, result, attempt=task.attempts, worker=replica, now=time.time())
+            except Exception as err:  # noqa: BLE001 - a malformed result fails its own task, not the batch
+                outcomes[position] = err
+                continue
+            groups.setdefault((shard.variant, shard.benchmark), []).append((position, rows))
+            outcomes[position] = {"rows": rows, "errors": sum(1 for r in rows if r["error"]),
+                                  "engine": result.get("engine"), "loads": result.get("loads")}
+        for (variant, benchmark), members in groups.items():
+            table = records_table([row for _position, rows in members for row in rows])
+            try:
+                written = self.store.generations.write_shard(f"variant={variant}/benchmark={benchmark}", table)
+            except Exception as err:  # noqa: BLE001 - this group's shards are retried; the others stand
+                for position, _rows in members:
+                    outcomes[position] = err
+                continue
+            self.index.add(written, table)
+            with self._lock:
+                self.tables.append(table)
+            if self.cache is not None:
+                self._publish(table)
+        return outcomes
 
     def _publish(self, table: Any) -> None:
         import pyarrow.compute as pc

@@ -99,6 +99,13 @@ class PoolConfig:
     load_timeout_s: float | None = None
     max_replacements: int = 3
     run_method: str = "run_shard"
+    commit_batch: Callable[[list[tuple["Task", Any, dict[str, Any]]]], list[Any]] | None = None
+    """Stores many results at once (group commit, in a commit thread): gets ``(task, value, replica)``
+    triples, returns one outcome per task (what ``on_result`` would return, or an exception for a task
+    that could not be stored); raising fails every task of the batch. Results that arrive while a
+    batch is being stored wait for the next one, so batches grow with the rate of results and a
+    slow store is written less often, not later. Without it each task's ``on_result`` runs alone."""
+    max_batch: int = 256
 
 
 @dataclass
@@ -114,6 +121,8 @@ class Task:
     """After a successful commit, on the scheduling loop (may submit more work); gets on_result's value."""
     on_failed: Callable[["Task", str], None] | None = None
     """After the last attempt failed, on the scheduling loop."""
+    subject: Any = None
+    """What the task is about, for whoever stores its result (a generation shard); not sent anywhere."""
     attempts: int = 0
     unavailable: int = 0
     not_before: float = 0.0
@@ -161,6 +170,9 @@ class Pool:
     """Tasks of this pool not finished yet (queued, delayed, running or committing)."""
     items_done: int = 0
     first_ready: float | None = None
+    backlog: list[tuple["Replica", Task, Any]] = field(default_factory=list)
+    """Results waiting for the pool's next group commit."""
+    storing: bool = False
 
     @property
     def name(self) -> str:
@@ -218,7 +230,7 @@ class Scheduler:
         self._delayed: list[tuple[float, int, str, Task]] = []
         self._counter = itertools.count()
         self._calls: dict[Any, _Call] = {}
-        self._commits: queue.SimpleQueue[tuple[Pool, Replica, Task, Future]] = queue.SimpleQueue()
+        self._commits: queue.SimpleQueue[tuple[Pool, Replica | None, Any, Future]] = queue.SimpleQueue()
         self._committing = 0
         self._executor = ThreadPoolExecutor(max_workers=commit_threads, thread_name_prefix="qtrust-commit")
         self._releaser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qtrust-release")
@@ -561,8 +573,23 @@ class Scheduler:
         """Store a result in a commit thread; :meth:`_on_commit` follows on the loop."""
         assert task is not None
         self._committing += 1
+        if pool.config.commit_batch is not None:
+            pool.backlog.append((replica, task, value))
+            self._store_backlog(pool)
+            return
         future = self._executor.submit(self._store, task, value, replica.describe())
         future.add_done_callback(lambda f, p=pool, r=replica, t=task: self._commits.put((p, r, t, f)))
+
+    def _store_backlog(self, pool: Pool) -> None:
+        """Start the pool's next group commit unless one is running (one at a time per pool)."""
+        if pool.storing or not pool.backlog:
+            return
+        batch, pool.backlog = pool.backlog[: pool.config.max_batch], pool.backlog[pool.config.max_batch :]
+        pool.storing = True
+        commit = pool.config.commit_batch
+        assert commit is not None
+        future = self._executor.submit(commit, [(t, v, r.describe()) for r, t, v in batch])
+        future.add_done_callback(lambda f, p=pool, b=batch: self._commits.put((p, None, b, f)))
 
     @staticmethod
     def _store(task: Task, value: Any, replica: dict[str, Any]) -> Any:
@@ -576,12 +603,29 @@ class Scheduler:
                 return
             self._on_commit(*item)
 
-    def _on_commit(self, pool: Pool, replica: Replica, task: Task, future: Future) -> None:
-        self._committing -= 1
+    def _on_commit(self, pool: Pool, replica: Replica | None, task: Any, future: Future) -> None:
+        if replica is None:  # a group commit: task is the batch
+            self._on_batch(pool, task, future)
+            return
         err = future.exception()
-        if err is not None:
-            log.error("storing %s failed", task.id, exc_info=err)
-            self._attempt_failed(pool, task, f"could not store the result: {describe_error(err)}", replica.describe())
+        self._stored(pool, replica, task, err if err is not None else future.result(), err is not None)
+
+    def _on_batch(self, pool: Pool, batch: list[tuple[Replica, Task, Any]], future: Future) -> None:
+        pool.storing = False
+        err = future.exception()
+        outcomes: list[Any] = [err] * len(batch) if err is not None else list(future.result())
+        if len(outcomes) != len(batch):
+            bad = RuntimeError(f"the group commit returned {len(outcomes)} outcomes for {len(batch)} tasks")
+            outcomes = [bad] * len(batch)
+        for (replica, task, _value), outcome in zip(batch, outcomes):
+            self._stored(pool, replica, task, outcome, isinstance(outcome, BaseException))
+        self._store_backlog(pool)
+
+    def _stored(self, pool: Pool, replica: Replica, task: Task, outcome: Any, failed: bool) -> None:
+        self._committing -= 1
+        if failed:
+            log.error("storing %s failed", task.id, exc_info=outcome)
+            self._attempt_failed(pool, task, f"could not store the result: {describe_error(outcome)}", replica.describe())
             return
         pool.pending -= 1
         pool.items_done += task.size
@@ -589,7 +633,7 @@ class Scheduler:
         self.report.done.append(task.id)
         self.events.task_done(pool.name, task, replica.index)
         if task.on_done:
-            task.on_done(task, future.result())
+            task.on_done(task, outcome)
 
     # -- failures --------------------------------------------------------------------------------
     def _call_failed(self, call: _Call, err: BaseException) -> None:
@@ -744,6 +788,9 @@ class Scheduler:
         for call in self._calls.values():
             if call.kind == "run" and call.task is not None:
                 self.report.not_started.append(call.task.id)  # (only when aborted: killed in flight)
+        for pool in self.pools.values():
+            self.report.not_started.extend(task.id for _replica, task, _value in pool.backlog)  # (aborted only)
+            pool.backlog.clear()
         self._calls.clear()
         if aborted:
             self._executor.shutdown(wait=False, cancel_futures=True)
