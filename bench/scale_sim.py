@@ -472,6 +472,13 @@ def section_score(args: argparse.Namespace, report: Report) -> None:
 # -- Ray sections --------------------------------------------------------------------------------
 
 
+class _Empty:
+    """An actor with nothing in it: what Ray's own process start costs."""
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
 class _Probe:
     """A fake-engine replica that can also say what its process imported (pickled by value)."""
 
@@ -541,6 +548,23 @@ def section_startup(args: argparse.Namespace, report: Report) -> None:
         last16 = out["load_16"][-1]
         report.add(Row("startup", "16 fake workers at once: last load answered", last16, "", None, "s"))
         report.add(Row("startup", "  median", statistics.median(out["load_16"]), "", None, "s"))
+        # The floor Ray itself sets: 16 actors that import nothing of qtrust, on the same bundles.
+        group = create_pool_group("empty16", resources, 16)
+        ray.get(group.ready(), timeout=120)
+        from cluster.runtime import start_actor
+
+        t = time.perf_counter()
+        empties = [start_actor(_Empty, (), resources, group, i) for i in range(16)]
+        ray.get([a.ping.remote() for a in empties], timeout=300)
+        floor = time.perf_counter() - t
+        for a in empties:
+            ray.kill(a)
+        ray.util.remove_placement_group(group)
+        out["empty_16_s"] = floor
+        report.add(Row("startup", "  floor: 16 empty Ray actors at once (no qtrust code), last answered", floor, "", None, "s"))
+        report.note("startup", f"Ray starts worker processes at most {os.cpu_count()} at a time on this machine "
+                    "(its startup concurrency is the number of cores): start-up of many replicas on few cores is "
+                    "bounded by Ray's own process start, the 'floor' row")
         report.raw["startup"] = out
     finally:
         stop_ray()
@@ -650,8 +674,10 @@ def steady_efficiency(run: SweepRun, replicas: int) -> dict[str, float | None]:
 def section_efficiency(args: argparse.Namespace, report: Report) -> None:
     delay, size = args.delay, args.shard_size
     results = {}
-    for replicas in args.replicas:
-        n_items = max(size, int(round(args.steady_ideal_s * replicas / delay / size)) * size)
+    ideals = [float(x) for x in str(args.steady_ideal_s).split(",")]
+    for position, replicas in enumerate(args.replicas):
+        ideal_s = ideals[min(position, len(ideals) - 1)]
+        n_items = max(size, int(round(ideal_s * replicas / delay / size)) * size)
         run = run_fake_sweep(args, f"eff{replicas}", n_items=n_items, replicas=replicas, delay_s=delay, shard_size=size)
         eff = steady_efficiency(run, replicas)
         results[replicas] = {**eff, "wall_s": run.wall_s, "timings": run.outcome.timings, "items": n_items}
@@ -675,6 +701,8 @@ def section_efficiency(args: argparse.Namespace, report: Report) -> None:
     eff = steady_efficiency(run, replicas)
     report.add(Row("efficiency", f"whole run incl. start-up, 16 replicas, {ideal:.0f} s ideal", whole, "≥ 0.85", at_least(whole, 0.85), "ratio"))
     t = run.outcome.timings
+    phase = ideal / t["compute_s"] if t.get("compute_s") else None
+    report.add(Row("efficiency", "  scheduler phase alone (ideal ÷ compute_s: pools, worker start-up, stream, release)", phase, "", None, "ratio"))
     loads = sorted(r - run.loading[k] for k, r in run.ready.items())
     report.note("efficiency", f"whole run: wall {run.wall_s:.1f} s for an ideal of {ideal:.1f} s; {fmt_timings(t)}; "
                 f"replica load (loading → ready) median {statistics.median(loads):.2f} s, max {loads[-1]:.2f} s; "
@@ -760,7 +788,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.02, help="fake engine seconds per item")
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--replicas", default="1,4,16,64")
-    parser.add_argument("--steady-ideal-s", type=float, default=20.0, help="ideal seconds of each steady-state run")
+    parser.add_argument("--steady-ideal-s", default="20,20,30,240",
+                        help="ideal seconds of each steady-state run (one per --replicas entry, or one for all): many "
+                        "replicas need long enough a run that work remains once the last of them has started")
     parser.add_argument("--whole-ideal-s", type=float, default=60.0)
     parser.add_argument("--ray-cpus", type=int, default=64, help="logical CPUs of the private local Ray")
     parser.add_argument("--replica-cpus", type=float, default=0.5, help="CPUs reserved per replica")

@@ -27,6 +27,10 @@ console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
 err_console = Console(stderr=True)
 
 DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
+VERIFY_HELP = (
+    "Read every stored shard and check it against the digest in its name, instead of taking the "
+    "shards the scan index covers from the index (slower; finds files damaged after they were indexed)."
+)
 RESPONSE_CACHE_HELP = (
     "A folder or URI shared by sweeps: answers stored there with the same item key are reused "
     "(default: the spec's storage.response_cache)."
@@ -125,13 +129,15 @@ def run(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     response_cache: Optional[str] = typer.Option(None, "--response-cache", help=RESPONSE_CACHE_HELP),
+    verify_store: bool = typer.Option(False, "--verify-store", help=VERIFY_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run a sweep; items already stored (same item key) are not computed again."""
     _run(
         sweep,
         dict(data_dir=data_dir, limit=limit, address=address, tracking_uri=tracking_uri, storage_root=storage_root,
-             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, response_cache=response_cache),
+             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, response_cache=response_cache,
+             verify_store=verify_store),
     )
 
 
@@ -143,6 +149,7 @@ def resume(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    verify_store: bool = typer.Option(False, "--verify-store", help=VERIFY_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Resume a stored sweep: say what is missing, then compute only that (failed items included)."""
@@ -152,7 +159,7 @@ def resume(
     _run(
         spec_path,
         dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
-             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache),
+             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, verify_store=verify_store),
         resume_mode=True,
     )
 

@@ -55,6 +55,8 @@ class RunOptions:
     """After a first Ctrl-C, how long shards in flight may take to finish and commit."""
     num_cpus: int | None = None
     """CPUs of a private local Ray (default: all of the machine's)."""
+    verify_store: bool = False
+    """Read and verify every stored shard against its digest instead of trusting the scan index."""
 
 
 class PlacementError(Exception):
@@ -173,8 +175,8 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         lock.release()
 
 
-def _scan(store: SweepStore, console: Console) -> ScanResult:
-    scan = store.scan()
+def _scan(store: SweepStore, console: Console, verify: bool = False) -> ScanResult:
+    scan = store.scan(use_index=not verify)
     for damaged in scan.damaged:
         console.print(
             f"[yellow]damaged shard {damaged.path}: {damaged.reason}; moved aside as a dot-file, its items will be computed again"
@@ -222,7 +224,7 @@ def _run_locked(
     store.write_spec(dump_spec(spec))
     previous = store.read_manifest()
     t = time.perf_counter()
-    scan = _scan(store, console)
+    scan = _scan(store, console, verify=options.verify_store)
     stored = scan.keys
     from_cache = None
     cache_uri = options.response_cache or spec.storage.response_cache

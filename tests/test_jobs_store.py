@@ -206,3 +206,25 @@ def test_many_segments_are_merged_into_one(tmp_path: Path) -> None:
     assert len(list(index.glob("segment-*.parquet"))) == 1
     again = store.scan()
     assert again.from_index == MAX_SEGMENTS + 2 and again.keys == first.keys == {f"k{i}" for i in range(MAX_SEGMENTS + 2)}
+
+
+def test_verify_store_finds_a_file_damaged_after_it_was_indexed(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from jobs.runner import _scan
+
+    store = SweepStore(tmp_path, "s")
+    store.commit_generations("v", "b", [row("k1")])
+    victim = store.commit_generations("v", "b", [row("k2")])
+    store.scan()  # indexes both files
+    data = bytearray(Path(victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes: the index still covers it
+    Path(victim).write_bytes(bytes(data))
+    console = Console(file=io.StringIO(), width=200)
+    assert _scan(store, console).keys == {"k1", "k2"}  # trusted from the index
+    checked = _scan(store, console, verify=True)
+    assert checked.keys == {"k1"} and [d.path for d in checked.damaged] == [victim]
+    assert "damaged shard" in console.file.getvalue() and not Path(victim).exists()
+    assert store.scan().keys == {"k1"}  # the moved file no longer counts, index or not
