@@ -86,6 +86,17 @@ class LabelCache:
             contexts = pd.Series([run.benchmark.parse_context(it) for it in run.items], dtype=object)
             self._ctx_codes, self._ctx_values = pd.factorize(contexts, use_na_sentinel=False)
 
+    def label(self, item: Item, output: str | None, logprobs: Any, error: str | None) -> str:
+        """The label of one stored answer (memoised like :meth:`labels`)."""
+        if error or self._loglikelihood:
+            return label_for(self.run, item, output, logprobs, error)
+        key = (self.run.benchmark.parse_context(item), output or "")
+        label = self._memo.get(key)
+        if label is None:
+            label = self._memo[key] = self.run.benchmark.parse(item, output or "")
+            self.parsed += 1
+        return label
+
     def labels(self, where: np.ndarray, outputs: list[str | None], logprobs: list[Any], errors: list[str | None]) -> np.ndarray:
         """Labels of the items at positions ``where`` of the run with these stored answers."""
         items = self.run.items
