@@ -104,6 +104,9 @@ def start_ray(address: str | None = None, *, quiet: bool = True, num_cpus: int |
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             if num_cpus is not None:
                 kwargs["num_cpus"] = num_cpus
+            # Ray lowers its workers to nice 15 by default; here they are the sweep's compute, and on
+            # a small machine the driver and Ray's own processes would take turns before them.
+            kwargs["_system_config"] = {"worker_niceness": 0}
             how = "private local Ray started for this sweep"
         saved = os.environ.pop("RAY_ADDRESS", None) if kwargs["address"] == "local" else None
         try:
