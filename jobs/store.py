@@ -20,13 +20,13 @@ either nothing or a whole shard, never a half-written one that counts.
 
 Scan index: reading 100,000 small files costs minutes, so whoever commits shards also writes
 *index segments* every few seconds: one content-addressed Parquet file holding the records of many
-shards, with a ``source`` column naming the shard each row came from and the sizes of the shards
-it covers. A scan lists the folder, takes each shard from a segment when the segment covers it
-at the same size, and reads (and verifies) only the shards no segment covers. The index never
-decides what exists: a shard that is gone is gone, a shard no segment covers is read, a damaged
-segment is ignored; deleting ``_index/`` only makes the next scan slower. Shards are verified
-against their digest when they are first read into a segment; ``scan(use_index=False)`` verifies
-every file again.
+shards, with a ``source`` column naming the shard each row came from and the size and modification
+time of each shard it covers. A scan lists the folder, takes each shard from a segment when the
+listing shows it with the same size and modification time, and reads (and verifies) only the
+others. The index never decides what exists: a shard that is gone is gone, a shard rewritten or
+truncated since (another size or time) is read and checked, a shard no segment covers is read, a
+damaged segment is ignored; deleting ``_index/`` only makes the next scan slower. Only damage that
+keeps both size and time (bit rot) goes unseen until ``scan(use_index=False)`` verifies every file.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ RECORD_COLUMNS = [f.name for f in RECORD_SCHEMA]
 _SHARD_NAME = re.compile(r"^shard-([0-9a-f]{20})\.parquet$")
 _SEGMENT_NAME = re.compile(r"^segment-([0-9a-f]{20})\.parquet$")
 INDEX_FOLDER = "_index"
-INDEX_FILES_FIELD = b"qtrust.index_files"
+INDEX_FILES_FIELD = b"qtrust.index_files.v2"
 INDEX_SCHEMA = RECORD_SCHEMA.append(pa.field("source", pa.string()))
 
 
@@ -211,6 +211,12 @@ class ShardFile:
     path: str
     relative: str
     size: int
+    mtime_ns: int = 0
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        """Size and modification time: what a segment covering this file expects to find in a listing."""
+        return (self.size, self.mtime_ns)
 
 
 class RecordFolder:
@@ -231,10 +237,17 @@ class RecordFolder:
         name = f"{relative}/shard-{content_digest(data)}.parquet" if relative else f"shard-{content_digest(data)}.parquet"
         path = f"{self.path}/{name}"
         write_atomic(self.fs, path, data, self.local)
-        return ShardFile(path, name, len(data))
+        return ShardFile(path, name, *self._stamp(path, len(data)))
 
-    def _listing(self, under: str = "") -> dict[str, int]:
-        """Shard files below ``under``: path inside the folder -> size (dot- and underscore-folders skipped)."""
+    def _stamp(self, path: str, size: int) -> tuple[int, int]:
+        try:
+            info = self.fs.get_file_info(path)
+            return int(info.size if info.size is not None else size), int(info.mtime_ns or 0)
+        except (OSError, pa.ArrowException):
+            return size, -1  # no segment will match it: the next scan reads the file itself
+
+    def _listing(self, under: str = "") -> dict[str, tuple[int, int]]:
+        """Shard files below ``under``: path inside the folder -> (size, mtime_ns) (dot- and underscore-folders skipped)."""
         base = f"{self.path}/{under}" if under else self.path
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
@@ -249,7 +262,7 @@ class RecordFolder:
             relative = info.path[cut:]
             parts = relative.split("/")
             if _SHARD_NAME.match(parts[-1]) and not any(p.startswith((".", "_")) for p in parts):
-                found[relative] = info.size
+                found[relative] = (int(info.size or 0), int(info.mtime_ns or 0))
         return dict(sorted(found.items()))
 
     def shard_files(self, under: str = "") -> list[str]:
@@ -290,11 +303,11 @@ class RecordFolder:
         if not shards:
             return None
         table = pa.concat_tables([_with_source(shard, t) for shard, t in shards])
-        return self._write_segment_table(table, {shard.relative: shard.size for shard, _ in shards})
+        return self._write_segment_table(table, {shard.relative: shard.stamp for shard, _ in shards})
 
-    def _write_segment_table(self, table: pa.Table, files: dict[str, int]) -> str:
+    def _write_segment_table(self, table: pa.Table, files: dict[str, tuple[int, int]]) -> str:
         meta = {KIND_FIELD: b"index", SCHEMA_FIELD: RECORD_SCHEMA_VERSION,
-                INDEX_FILES_FIELD: json.dumps(files, sort_keys=True).encode()}
+                INDEX_FILES_FIELD: json.dumps({f: list(stamp) for f, stamp in files.items()}, sort_keys=True).encode()}
         data = serialize(table.replace_schema_metadata(meta))
         path = f"{self.index_path}/segment-{content_digest(data)}.parquet"
         write_atomic(self.fs, path, data, self.local)
@@ -307,10 +320,11 @@ class RecordFolder:
             return []
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and _SEGMENT_NAME.match(i.base_name))
 
-    def _read_segment(self, path: str) -> tuple[pa.Table, dict[str, int]] | None:
+    def _read_segment(self, path: str) -> tuple[pa.Table, dict[str, tuple[int, int]]] | None:
         try:
             table = self._read_verified(path, _SEGMENT_NAME, b"index")
-            files = json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD])
+            files = {f: (int(size), int(mtime)) for f, (size, mtime) in
+                     json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD]).items()}
             return table.select([*RECORD_COLUMNS, "source"]).cast(INDEX_SCHEMA), files
         except Exception as err:  # noqa: BLE001 - an unusable segment only means reading its shards
             log.info("index segment %s not used: %s", path, err)
@@ -341,7 +355,7 @@ class RecordFolder:
         """
         listing = self._listing(under)
         use_index = use_index and not under
-        covered: dict[str, int] = {}
+        covered: dict[str, tuple[int, int]] = {}
         parts: list[pa.Table] = []
         segment_paths = self._segments() if use_index else []
         if segment_paths:
@@ -349,7 +363,7 @@ class RecordFolder:
                 segments = [s for s in pool.map(self._read_segment, segment_paths) if s is not None]
             segments.sort(key=lambda s: -len(s[1]))
             for table, files in segments:
-                usable = [f for f, size in files.items() if listing.get(f) == size and f not in covered]
+                usable = [f for f, stamp in files.items() if listing.get(f) == stamp and f not in covered]
                 if not usable:
                     continue
                 if len(usable) < len(files):
@@ -384,18 +398,19 @@ class RecordFolder:
         return ScanResult(records, len(listing), damaged, duplicates, from_index=len(covered))
 
     def _update_index(
-        self, parts: list[pa.Table], covered: dict[str, int], read: list[tuple[str, pa.Table]], listing: dict[str, int],
+        self, parts: list[pa.Table], covered: dict[str, tuple[int, int]], read: list[tuple[str, pa.Table]],
+        listing: dict[str, tuple[int, int]],
         old: list[str],
     ) -> None:
         """Cover what was read one by one; merge the segments into one when there are many."""
         try:
-            fresh = [(ShardFile(f"{self.path}/{f}", f, listing[f]), t) for f, t in read]
+            fresh = [(ShardFile(f"{self.path}/{f}", f, *listing[f]), t) for f, t in read]
             if len(old) + (1 if read else 0) <= MAX_SEGMENTS:
                 if fresh:
                     self.write_segment(fresh)
                 return
             tables = parts + [_with_source(shard, table) for shard, table in fresh]
-            files = {**covered, **{shard.relative: shard.size for shard, _ in fresh}}
+            files = {**covered, **{shard.relative: shard.stamp for shard, _ in fresh}}
             if tables and self._write_segment_table(pa.concat_tables(tables), files):
                 self._remove(old)
         except Exception as err:  # noqa: BLE001 - the index is an optimisation; the shards are the truth

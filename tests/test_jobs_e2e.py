@@ -75,8 +75,11 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     assert w4.data.metrics["n_items"] == 6
     assert w4.info.status == "FINISHED" and w4.data.tags["method"] == "rtn" and w4.data.tags["bits"] == "4"
     history = client.get_metric_history(w4.info.run_id, "progress.items_done")
-    # two shards landed in the first run; the second computed nothing and logged where it stands (step 0)
-    assert sorted(m.step for m in history) == [0, 1, 2] and all(m.value == 6 for m in history if m.step != 1)
+    # two shards landed in the first run (logged at most once a second, the step counts shards); the
+    # second computed nothing and logged where it stands (step 0)
+    steps = sorted(m.step for m in history)
+    assert steps[0] == 0 and steps[-1] == 2 and set(steps) <= {0, 1, 2}
+    assert all(m.value == 6 for m in history if m.step != 1)
     ens = next(r for r in children if r.data.tags["qtrust.kind"] == "ensemble" and r.data.tags["qtrust.benchmark"] == "machine_ethics")
     assert ens.data.params["ensemble.members"] == "tiny-ref,tiny-w8,tiny-w4"
     assert "accuracy" in ens.data.metrics

@@ -186,10 +186,20 @@ def test_a_shard_changed_after_indexing_is_read_and_set_aside(tmp_path: Path) ->
     store = SweepStore(tmp_path, "s")
     keep = store.commit_generations("v", "b", [row("k1")])
     broken = store.commit_generations("v", "b", [row("k2")])
-    assert store.scan().from_index == 0 and store.scan().from_index == 2
+    rewritten = store.commit_generations("v", "b", [row("k3")])
+    assert store.scan().from_index == 0 and store.scan().from_index == 3
     Path(broken).write_bytes(Path(broken).read_bytes()[:-10])  # another size: the segment no longer covers it
+    import os
+    import time
+
+    data = bytearray(Path(rewritten).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, written again later: another modification time
+    Path(rewritten).write_bytes(bytes(data))
+    later = os.stat(rewritten).st_mtime_ns + 5_000_000
+    os.utime(rewritten, ns=(later, later))
     scan = store.scan()
-    assert scan.keys == {"k1"} and [d.path for d in scan.damaged] == [broken] and Path(keep).exists()
+    assert scan.keys == {"k1"} and sorted(d.path for d in scan.damaged) == sorted([broken, rewritten])
+    assert Path(keep).exists() and scan.from_index == 1
 
 
 def test_many_segments_are_merged_into_one(tmp_path: Path) -> None:
@@ -219,9 +229,13 @@ def test_verify_store_finds_a_file_damaged_after_it_was_indexed(tmp_path: Path) 
     store.commit_generations("v", "b", [row("k1")])
     victim = store.commit_generations("v", "b", [row("k2")])
     store.scan()  # indexes both files
+    import os
+
+    before = os.stat(victim)
     data = bytearray(Path(victim).read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size, other bytes: the index still covers it
+    data[len(data) // 2] ^= 0xFF  # bit rot: same size, same modification time, other bytes
     Path(victim).write_bytes(bytes(data))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
     console = Console(file=io.StringIO(), width=200)
     assert _scan(store, console).keys == {"k1", "k2"}  # trusted from the index
     checked = _scan(store, console, verify=True)

@@ -235,7 +235,8 @@ def test_damaged_shards_are_named_set_aside_and_exactly_their_items_recomputed(
     first = run(spec, tmp_path, data_dir)
     sweep_dir = Path(first.store.dir)
     files = shard_files(sweep_dir)
-    assert len(files) == len(first.plan.shards())
+    # group commit: shards that finish together share a file (one per benchmark), each shard whole in it
+    assert 2 <= len(files) <= len(first.plan.shards())
     truncated, overwritten = files[0], files[-1]
     damaged_keys = set(pq.read_table(truncated)["item_key"].to_pylist()) | set(
         pq.read_table(overwritten)["item_key"].to_pylist()
