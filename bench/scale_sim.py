@@ -405,15 +405,7 @@ def section_missing(args: argparse.Namespace, report: Report) -> None:
         args, "missing", n_items, args.missing_variants, 0.5, report, "missing"
     )
     drop_caches_hint(report, "missing")
-    t = time.perf_counter()
-    scan = store.scan()
-    scan_s = time.perf_counter() - t
-    t = time.perf_counter()
-    keys = scan.keys
-    keys_s = time.perf_counter() - t
-    t = time.perf_counter()
-    todo = plan.shards(keys)
-    shards_s = time.perf_counter() - t
+    scan, keys, todo, scan_s, keys_s, shards_s = timed_resume(plan, store)
     t = time.perf_counter()
     state = SweepState(plan, say=lambda _t: None)
     state.start(keys, todo)
@@ -428,6 +420,20 @@ def section_missing(args: argparse.Namespace, report: Report) -> None:
     report.add(Row("missing", "  plan.shards(stored)", shards_s, "", None, "s"))
     report.add(Row("missing", "  SweepState.start (runner's next step, not counted)", state_s, "", None, "s"))
     report.raw["missing"] = {"scan_s": scan_s, "keys_s": keys_s, "shards_s": shards_s, "state_s": state_s, "files": scan.files}
+
+
+def timed_resume(plan, store):
+    """What a run does first, each step timed: scan the store, take the stored keys, cut what is missing."""
+    t = time.perf_counter()
+    scan = store.scan()
+    scan_s = time.perf_counter() - t
+    t = time.perf_counter()
+    keys = scan.keys
+    keys_s = time.perf_counter() - t
+    t = time.perf_counter()
+    todo = plan.shards(keys)
+    shards_s = time.perf_counter() - t
+    return scan, keys, todo, scan_s, keys_s, shards_s
 
 
 def drop_caches_hint(report: Report, section: str) -> None:
@@ -445,15 +451,7 @@ def section_score(args: argparse.Namespace, report: Report) -> None:
     plan, store, all_shards, stored = _stored_sweep(args, "score", n_items, args.score_variants, 1.0, report, "score")
     report.note("score", f"(setup, not counted: plan and store {time.perf_counter() - t:.1f} s)")
     drop_caches_hint(report, "score")
-    t = time.perf_counter()
-    scan = store.scan()
-    scan_s = time.perf_counter() - t
-    t = time.perf_counter()
-    keys = scan.keys
-    keys_s = time.perf_counter() - t
-    t = time.perf_counter()
-    todo = plan.shards(keys)
-    shards_s = time.perf_counter() - t
+    scan, keys, todo, scan_s, keys_s, shards_s = timed_resume(plan, store)
     assert not todo, f"{len(todo)} shards missing"
     t = time.perf_counter()
     results = compute_results(plan, scan.records)

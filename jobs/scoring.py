@@ -109,12 +109,7 @@ class LabelCache:
         unique, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
         distinct = np.empty(len(unique), dtype=object)
         for j, row in enumerate(first):
-            key = (self._ctx_values[self._ctx_codes[where[row]]], out_values[out_codes[row]])
-            label = self._memo.get(key)
-            if label is None:
-                label = self._memo[key] = self.run.benchmark.parse(items[where[row]], key[1])
-                self.parsed += 1
-            distinct[j] = label
+            distinct[j] = self.label(items[where[row]], out_values[out_codes[row]], None, None)
         labels = distinct[inverse.reshape(-1)]
         failed = np.fromiter((e is not None for e in errors), dtype=bool, count=len(errors))
         labels[failed] = ERROR

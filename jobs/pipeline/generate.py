@@ -91,16 +91,10 @@ class Committer:
     def task(self, plan: Plan, shard: Shard, on_done: Callable[[Task, Any], None] | None = None,
              on_failed: Callable[[Task, str], None] | None = None) -> Task:
         def on_result(task: Task, result: dict[str, Any], replica: dict[str, Any]) -> dict[str, Any]:
-            rows = result_rows(shard.items, shard.keys, result, attempt=task.attempts, worker=replica, now=time.time())
-            table = records_table(rows)
-            written = self.store.generations.write_shard(f"variant={shard.variant}/benchmark={shard.benchmark}", table)
-            self.index.add(written, table)
-            with self._lock:
-                self.tables.append(table)
-            if self.cache is not None:
-                self._publish(table)
-            errors = sum(1 for r in rows if r["error"])
-            return {"rows": rows, "errors": errors, "engine": result.get("engine"), "loads": result.get("loads")}
+            (outcome,) = self.commit_batch([(task, result, replica)])
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
 
         task = Task(
             id=shard.id,

@@ -56,6 +56,16 @@ def _context(template: Any, context: dict[str, Any]) -> Context:
 _MISSING = object()
 
 
+def _lookup(context: dict[str, Any], name: str) -> Any:
+    """A name's value as Jinja resolves it: the context, then the globals; unknown names fail loudly."""
+    value = context.get(name, _MISSING)
+    if value is _MISSING:
+        value = _GLOBALS.get(name, _MISSING)
+    if value is _MISSING:
+        raise UndefinedError(f"{name!r} is undefined")
+    return value
+
+
 class _Plain:
     """A template that is only text and ``{{ name }}`` fields, rendered without Jinja's machinery.
 
@@ -72,12 +82,7 @@ class _Plain:
             if not is_name:
                 out.append(text)
                 continue
-            value = context.get(text, _MISSING)
-            if value is _MISSING:
-                value = _GLOBALS.get(text, _MISSING)
-            if value is _MISSING:
-                raise UndefinedError(f"{text!r} is undefined")
-            out.append(str(value))
+            out.append(str(_lookup(context, text)))
         return "".join(out)
 
 
@@ -124,12 +129,7 @@ def evaluate(source: str, context: dict[str, Any]) -> Any:
     """Evaluate an expression over ``context``."""
     name = _bare_name(source)
     if name is not None:
-        value = context.get(name, _MISSING)
-        if value is _MISSING:
-            value = _GLOBALS.get(name, _MISSING)
-        if value is _MISSING:
-            raise UndefinedError(f"{name!r} is undefined")
-        return value
+        return _lookup(context, name)
     expression = _expression(source)
     template = getattr(expression, "_template", None)
     if template is None:  # another Jinja: its own (slower) call
