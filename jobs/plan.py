@@ -181,6 +181,8 @@ class Plan:
     benchmarks: dict[str, BenchmarkRun]
     keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     """(variant, benchmark) -> item keys, parallel to ``benchmarks[benchmark].items``."""
+    judges: dict[str, Any] = field(default_factory=dict)
+    """Judge name -> :class:`jobs.judging.PlannedJudge` (the judges some benchmark lists)."""
 
     def keys_of(self, variant: str, benchmark: str) -> list[str]:
         return self.keys[(variant, benchmark)]
@@ -357,7 +359,9 @@ def bulk_allocation() -> Iterator[None]:
 def _build_plan(spec: SweepSpec, data_dir: Path, limit: int | None, variant_cache: str | None) -> Plan:
     variants = build_variants(spec, data_dir, variant_cache)
     benchmarks = load_benchmarks(spec, data_dir, limit)
-    plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks)
+    from jobs.judging import plan_judges
+
+    plan = Plan(spec=spec, variants=variants, benchmarks=benchmarks, judges=plan_judges(spec, benchmarks))
     requests = {
         name: [request_digest(run.benchmark.task, item) for item in run.items] for name, run in benchmarks.items()
     }

@@ -21,7 +21,8 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> Non
     """One table per benchmark: rows are variants and ensembles, columns their metrics."""
     for bench_name, run in plan.benchmarks.items():
         metric_names = list(run.benchmark.metric_names)
-        extra = sorted({m for r in results if r.benchmark == bench_name for m in r.metrics} - set(metric_names))
+        extra = sorted({m for r in results if r.benchmark == bench_name for m in r.metrics
+                        if not m.startswith(JUDGE_METRIC_PREFIXES)} - set(metric_names))
         metric_names += [m for m in extra if m not in RUN_STATS] + ["error_rate"]
         table = Table(title=f"{bench_name} (v{run.benchmark.version}, {len(run.items)} items)", title_justify="left")
         table.add_column("variant / ensemble")
@@ -38,6 +39,39 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> Non
             count = f"{row.n_items}/{row.n_planned}" if not row.complete else str(row.n_items)
             table.add_row(name, row.bits, count, *[_fmt(row.metrics.get(m)) for m in metric_names])
         console.print(table)
+        if run.spec.judges:
+            print_judges(console, plan, bench_name, [r for r in rows if r.kind == "variant"])
+
+
+#: Metric names that belong to the judges' table, not the benchmark's.
+JUDGE_METRIC_PREFIXES = ("judge/", "judge_kappa/", "judge_agreement/", "judge_pairs/")
+
+
+def print_judges(console: Console, plan: Plan, bench_name: str, rows: list[ResultRow]) -> None:
+    """Per variant: the primary metric under each judge (and their majority), unreadable judgments, kappa."""
+    from jobs.judging import selected_judge
+
+    run = plan.benchmarks[bench_name]
+    primary = run.benchmark.primary_metric
+    judges = list(run.spec.judges) + (["majority"] if len(run.spec.judges) >= 2 else [])
+    chosen = selected_judge(run)
+    table = Table(title=f"{bench_name}: {primary} by judge (labels from {chosen}; unreadable judgments in brackets)",
+                  title_justify="left")
+    table.add_column("variant")
+    for judge in judges:
+        table.add_column(judge, justify="right", style="bold" if judge == chosen else None)
+    pairs = sorted({m.split("/", 1)[1] for r in rows for m in r.metrics if m.startswith("judge_kappa/")})
+    for pair in pairs:
+        table.add_column(f"κ {pair}", justify="right")
+    for row in rows:
+        cells = []
+        for judge in judges:
+            value = _fmt(row.metrics.get(f"judge/{judge}/{primary}"))
+            unreadable = row.metrics.get(f"judge/{judge}/unreadable_rate")
+            cells.append(value if unreadable is None or judge == "majority" else f"{value} ({_fmt(unreadable)})")
+        cells += [_fmt(row.metrics.get(f"judge_kappa/{pair}")) for pair in pairs]
+        table.add_row(row.name, *cells)
+    console.print(table)
 
 
 def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -> None:

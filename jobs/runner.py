@@ -27,7 +27,7 @@ from jobs.plan import CONTEXT_CHARS, Plan, Shard, build_plan
 from jobs.progress import QuietProgress, RichProgress
 from jobs.scoring import ResultRow, compute_results
 from jobs.spec import SweepSpec, dump_spec
-from jobs.store import ResponseCache, ScanResult, SweepStore, dedupe_records, frame_rows
+from jobs.store import JUDGMENTS, ResponseCache, ScanResult, SweepStore, dedupe_records, frame_rows
 from jobs.sweep_tracking import SweepTracking
 from trust.data import resolve_data_dir
 
@@ -57,6 +57,8 @@ class RunOptions:
     """CPUs of a private local Ray (default: all of the machine's)."""
     verify_store: bool = False
     """Read and verify every stored shard against its digest instead of trusting the scan index."""
+    judge_only: bool = False
+    """Generate nothing: only judge stored answers that lack a judgment (``qtrust judge``)."""
 
 
 class PlacementError(Exception):
@@ -113,6 +115,12 @@ class SweepOutcome:
     retried: int = 0
     replaced: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    judged: int = 0
+    """Answers judged by this run (judge × answer)."""
+    judgments_reused: int = 0
+    judge_failed: dict[str, str] = field(default_factory=dict)
+    not_generated: int = 0
+    """Item requests left without an answer because the run only judged (``judge_only``)."""
 
 
 def apply_limit(spec: SweepSpec, limit: int | None) -> SweepSpec:
@@ -234,18 +242,31 @@ def _run_locked(
         if from_cache is not None:
             stored = stored | set(from_cache["item_key"])
     shards = plan.shards(stored)
+    not_generated = 0
+    if options.judge_only:
+        not_generated = sum(len(s.items) for s in shards)
+        shards = []
+    judging = _judge_stage(plan, store, data_dir, scan, from_cache, options, console)
     timings["scan_s"] = time.perf_counter() - t
     state = SweepState(plan, say=lambda text: console.print(f"[yellow]{text}"))
     state.start(stored, shards)
     _print_plan(console, plan, state, shards, options.resume)
+    if judging is not None and judging.backlog_tasks:
+        console.print(f"Judges: {judging.stage.submitted_answers} stored answer(s) to judge "
+                      f"({judging.reused} judgment(s) already stored)")
+    if not_generated:
+        console.print(f"[yellow]Judging only: {not_generated} item request(s) have no stored answer and are not generated")
 
     ray_info: dict[str, Any] = {}
     # Ray and the placement check come before MLflow and the manifest: an impossible bundle is one
     # error, with no run left RUNNING and no manifest saying "running".
-    ray_started = _attach(plan, shards, options, console, ray_info, timings) if shards else None
+    has_work = bool(shards) or (judging is not None and bool(judging.backlog_tasks))
+    ray_started = _attach(plan, shards, options, console, ray_info, timings, judging) if has_work else None
     try:
-        return _run_attached(spec, options, console, plan, store, data_dir, timings, previous, scan, shards,
-                             state, cache, from_cache, ray_info)
+        outcome = _run_attached(spec, options, console, plan, store, data_dir, timings, previous, scan, shards,
+                                state, cache, from_cache, ray_info, judging)
+        outcome.not_generated = not_generated
+        return outcome
     finally:
         if ray_started is not None and ray_started.started_here and not options.address:
             from cluster.runtime import stop_ray
@@ -253,8 +274,34 @@ def _run_locked(
             stop_ray()
 
 
+@dataclass
+class _Judging:
+    """The judge stage of a run, with what the store held when it started."""
+
+    stage: Any  # jobs.pipeline.judge.JudgeStage
+    scan: ScanResult
+    backlog_tasks: list[tuple[str, Task]]
+    reused: int
+
+
+def _judge_stage(plan: Plan, store: SweepStore, data_dir: Path, scan: ScanResult, from_cache: pd.DataFrame | None,
+                 options: RunOptions, console: Console) -> _Judging | None:
+    """Scan the stored judgments and queue the stored answers that lack one (None: the sweep has no judges)."""
+    if not plan.judges:
+        return None
+    from jobs.pipeline.judge import JudgeStage
+
+    jscan = store.scan_judgments(use_index=not options.verify_store)
+    for damaged in jscan.damaged:
+        console.print(f"[yellow]damaged judgment shard {damaged.path}: {damaged.reason}; moved aside, judged again")
+    stage = JudgeStage(plan, store, data_dir, jscan.keys)
+    records = scan.records if from_cache is None else pd.concat([scan.records, from_cache], ignore_index=True)
+    backlog = stage.backlog(records)
+    return _Judging(stage=stage, scan=jscan, backlog_tasks=backlog, reused=len(jscan.keys))
+
+
 def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Console, ray_info: dict[str, Any],
-            timings: dict[str, float]):  # -> RayInfo
+            timings: dict[str, float], judging: _Judging | None = None):  # -> RayInfo
     """Start (or join) Ray and check that every pool with work could ever be placed there."""
     from cluster.runtime import placement_problem, start_ray, stop_ray
 
@@ -269,6 +316,12 @@ def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Conso
         problem = placement_problem(f"variant {name}", worker_resources(variant).bundle(), variant.resources.replicas)
         if problem:
             problems.append(problem)
+    if judging is not None:
+        for judge in plan.judges.values():
+            bundle = judging.stage.worker_resources(judge)
+            problem = placement_problem(f"judge {judge.name}", bundle, judge.resources.replicas)
+            if problem:
+                problems.append(problem)
     if problems:
         if info.started_here and not options.address:
             stop_ray()
@@ -291,6 +344,7 @@ def _run_attached(
     cache: ResponseCache | None,
     from_cache: pd.DataFrame | None,
     ray_info: dict[str, Any],
+    judging: _Judging | None = None,
 ) -> SweepOutcome:
     tracking = SweepTracking.open(plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}"))
     state.on_progress = tracking.progress
@@ -324,18 +378,25 @@ def _run_attached(
     report = SchedulerReport()
     interrupted = False
     aborted = False
-    if shards:
+    if shards or (judging is not None and judging.backlog_tasks):
         try:
-            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest, timings)
+            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest,
+                                           timings, judging)
         except KeyboardInterrupt:
             interrupted = aborted = True
         finally:
             committer.flush()
+            if judging is not None:
+                judging.stage.flush()
     else:
-        console.print("Nothing to compute: every item is already stored.")
-    outcome.computed = len(report.done)
+        console.print("Nothing to compute: every item is already stored" + (" and judged." if judging is not None else "."))
+    judge_ids = {t for t in report.done if t.startswith("judge=")}
+    outcome.computed = len(report.done) - len(judge_ids)
+    outcome.judged = state.judged_answers
+    outcome.judgments_reused = judging.reused if judging is not None else 0
+    outcome.judge_failed = {k: v for k, v in report.failed.items() if k.startswith("judge=")}
     outcome.items_computed = state.computed_items
-    outcome.failed = dict(report.failed)
+    outcome.failed = {k: v for k, v in report.failed.items() if not k.startswith("judge=")}
     outcome.not_started = list(report.not_started)
     outcome.retried, outcome.replaced = report.retried, report.replaced
     worker_info = dict(previous.get("workers", {}))
@@ -357,7 +418,15 @@ def _run_attached(
     if new is not None:
         frames.append(new)
     records, _dups = dedupe_records(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else (scan.records, 0)
-    outcome.results = compute_results(plan, records)
+    judgments = None
+    if judging is not None:
+        jframes = [judging.scan.records]
+        new_judgments = judging.stage.committed()
+        if new_judgments is not None:
+            jframes.append(new_judgments)
+        judgments, _ = dedupe_records(pd.concat(jframes, ignore_index=True), JUDGMENTS) if len(jframes) > 1 \
+            else (judging.scan.records, 0)
+    outcome.results = compute_results(plan, records, judgments)
     timings["score_s"] = time.perf_counter() - t
     t = time.perf_counter()
     tracking.final(outcome.results, worker_info, state)
@@ -395,8 +464,9 @@ def _compute(
     tracking: "SweepTracking",
     write_manifest: Callable[..., None],
     timings: dict[str, float],
+    judging: _Judging | None = None,
 ) -> tuple[SchedulerReport, bool]:
-    """One pool per variant with work on the Ray :func:`_attach` joined; stream the shards through them."""
+    """One pool per variant with work (and one per judge) on the Ray :func:`_attach` joined; stream the shards."""
     t = time.perf_counter()
     variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
     cache_dir = default_cache_dir(options.cache_dir)
@@ -414,17 +484,33 @@ def _compute(
     scheduler = Scheduler(state, tick=tick)
     for name in variants:
         scheduler.add_pool(variant_pool(plan.variants[name], cache_dir, committer.commit_batch))
+    feed = _JudgeFeed(plan, scheduler, judging, state, len(shards))
+    if judging is not None:
+        for pool in judging.stage.pools(cache_dir):
+            scheduler.add_pool(pool)
+        judging.stage.on_done = state.judge_committed
+        judging.stage.on_failed = state.judge_failed
 
     def done(shard: Shard) -> Callable[[Task, Any], None]:
-        return lambda task, value: state.shard_committed(shard, value["errors"]) or tracking.shard_committed(shard, value)
+        def on_done(task: Task, value: Any) -> None:
+            state.shard_committed(shard, value["errors"])
+            tracking.shard_committed(shard, value)
+            feed.generation_committed(value["rows"])
+
+        return on_done
 
     def failed(shard: Shard) -> Callable[[Task, str], None]:
-        return lambda task, error: state.shard_failed(shard, error)
+        def on_failed(task: Task, error: str) -> None:
+            state.shard_failed(shard, error)
+            feed.generation_finished()
+
+        return on_failed
 
     for shard in shards:
         scheduler.submit(pool_name(shard.variant), committer.task(plan, shard, done(shard), failed(shard)))
     for name in variants:
         scheduler.close(pool_name(name))
+    feed.start()
     with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
         interrupts.scheduler = scheduler
         try:
@@ -437,6 +523,57 @@ def _compute(
     write_manifest("running", scheduler.pool_snapshot())
     tracking.tick(state)  # the last progress point, after the last commit
     return report, report.stopped
+
+
+class _JudgeFeed:
+    """Submits judge tasks as generation shards commit; closes the judge pools after the last shard."""
+
+    def __init__(self, plan: Plan, scheduler: Scheduler, judging: _Judging | None, state: SweepState, shards: int):
+        self.scheduler = scheduler
+        self.judging = judging
+        self.state = state
+        self.remaining = shards
+        self.owners: dict[str, list[tuple[str, str, str]]] = {}
+        """Item key -> (variant, judged benchmark, item id) of every judged request it answers."""
+        if judging is not None:
+            for (variant, bench), keys in plan.keys.items():
+                if plan.benchmarks[bench].spec.judges:
+                    for key, item in zip(keys, plan.benchmarks[bench].items):
+                        self.owners.setdefault(key, []).append((variant, bench, item.id))
+
+    def start(self) -> None:
+        if self.judging is None:
+            return
+        self._submit(self.judging.backlog_tasks)
+        self._close_if_done()
+
+    def generation_committed(self, rows: list[dict[str, Any]]) -> None:
+        if self.judging is not None:
+            answers: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
+            for row in rows:
+                if row["error"]:
+                    continue
+                for variant, bench, item_id in self.owners.get(row["item_key"], ()):
+                    answers.setdefault((variant, bench), []).append((row["item_key"], item_id, row["output"]))
+            for (variant, bench), found in answers.items():
+                self._submit(self.judging.stage.tasks_for(variant, bench, found))
+        self.generation_finished()
+
+    def generation_finished(self) -> None:
+        self.remaining -= 1
+        self._close_if_done()
+
+    def _submit(self, tasks: list[tuple[str, Task]]) -> None:
+        for pool, task in tasks:
+            self.state.judge_submitted(task.subject)
+            self.scheduler.submit(pool, task)
+
+    def _close_if_done(self) -> None:
+        if self.judging is not None and self.remaining <= 0:
+            from jobs.pipeline.judge import judge_pool_name
+
+            for name in self.judging.stage.judges:
+                self.scheduler.close(judge_pool_name(name))
 
 
 class _StopDeadline:

@@ -190,6 +190,8 @@ class ResultRow:
     n_planned: int
     metrics: dict[str, float] = field(default_factory=dict)
     frame: pd.DataFrame | None = None
+    judgments: pd.DataFrame | None = None
+    """One row per (answer, judge): label, reason, raw text (benchmarks with judges)."""
 
     @property
     def complete(self) -> bool:
@@ -200,19 +202,27 @@ def _bits_label(bits: float) -> str:
     return "ref" if bits >= 16 else f"{bits:g}"
 
 
-def compute_results(plan: Plan, records: pd.DataFrame) -> list[ResultRow]:
+def compute_results(plan: Plan, records: pd.DataFrame, judgments: pd.DataFrame | None = None) -> list[ResultRow]:
     """Score every (variant, benchmark) and every (model, ensemble, benchmark) from stored records.
 
     ``records`` is indexed by item key (one record per key, see :class:`jobs.store.ScanResult`).
+    ``judgments`` (one per judgment key) give the labels of benchmarks that have judges: the
+    selected judge's labels are the benchmark's labels (so ensembles vote over them), and every
+    judge adds its own metrics, its agreement with the others and their majority (see
+    :mod:`jobs.judge_scoring`).
     """
+    from jobs.judge_scoring import JudgedLabels
+
     rows: list[ResultRow] = []
     labels: dict[tuple[str, str], dict[str, str]] = {}
     view = RecordView(records)
+    judged = JudgedLabels(plan, judgments)
     for bench_name, run in plan.benchmarks.items():
         items = run.items
         cache = LabelCache(run)
         for variant in plan.variants.values():
             frame = item_frame(run, plan.keys_of(variant.name, bench_name), view, cache)
+            judge_metrics = judged.apply(bench_name, frame)
             by_id = dict(zip(frame["item_id"].tolist(), frame["label"].tolist()))
             labels[(variant.name, bench_name)] = by_id
             logprobs = None
@@ -220,6 +230,7 @@ def compute_results(plan: Plan, records: pd.DataFrame) -> list[ResultRow]:
                 logprobs = dict(zip(frame["item_id"].tolist(), frame["logprobs"].tolist()))
             metrics = score_labels(run.benchmark, items, by_id, logprobs) if by_id else {}
             _add_perspective_score(run, metrics)
+            metrics.update(judge_metrics)
             metrics.update(_run_stats(frame))
             rows.append(
                 ResultRow(
@@ -232,6 +243,7 @@ def compute_results(plan: Plan, records: pd.DataFrame) -> list[ResultRow]:
                     n_planned=len(items),
                     metrics=metrics,
                     frame=frame,
+                    judgments=judged.table(bench_name, frame) if judge_metrics else None,
                 )
             )
         for model in plan.spec.models:

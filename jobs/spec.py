@@ -16,6 +16,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.engines.vllm_settings import VLLMSettings
+from cluster.judges.endpoint import EndpointSpec
 from cluster.models.builtin import BUILTIN_MODELS
 from cluster.models.sources import validate_model_source
 from cluster.quantization.recipes import QuantRecipe
@@ -96,6 +97,13 @@ class RecipeSpec(QuantRecipe):
 
 class BenchmarkSpec(_Strict):
     name: str = Field(description="a built-in benchmark, or the name inside `definition`")
+    judges: list[str] = Field(
+        default_factory=list,
+        description="names of the sweep's judges that judge this benchmark's answers (open-ended benchmarks)",
+    )
+    judge: str | None = Field(
+        None, description="the judge whose labels give the metrics (default: the first of `judges`)"
+    )
     definition: str | None = Field(None, description="path of your own benchmark definition file (YAML)")
     alias: str | None = Field(None, description="name of this entry in results (to run one benchmark twice)")
     limit: int | None = Field(None, ge=1, description="deterministic subset of this many items")
@@ -110,6 +118,46 @@ class BenchmarkSpec(_Strict):
     def run_name(self) -> str:
         """The name results, shards and MLflow runs use."""
         return self.alias or self.name
+
+
+class JudgeSpec(_Strict):
+    """One judge of open-ended answers (see ``cluster/judges/registry.py`` for the kinds)."""
+
+    name: str
+    kind: str = Field(description="rule, model or endpoint (the judge registry)")
+    mode: Literal["three_way", "binary"] = Field("three_way", description="rule: full/partial/compliance or refusal/compliance")
+    template: str | dict[str, str] | None = Field(
+        None,
+        description="judge template (built-in name or YAML file), or benchmark -> template; default: the template "
+        "the benchmark names, else the built-in written for it",
+    )
+    model: str | None = Field(None, description="model: built-in name, local HF folder or hub id of the judge model")
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    engine: Literal["hf", "vllm"] = "hf"
+    decoding: Literal["generate", "choose"] = Field(
+        "generate",
+        description="model: 'generate' (greedy text, read by the template's parser) or 'choose' (the label whose "
+        "words are most likely after the judge prompt: never unreadable; for small judge models)",
+    )
+    endpoint: EndpointSpec | None = Field(None, description="endpoint: where the OpenAI-compatible server is")
+    max_new_tokens: int | None = Field(None, ge=1, le=8192, description="default: the template's")
+    batch_size: int = Field(8, ge=1, le=1024, description="model: judge prompts per forward batch")
+    shard_size: int | None = Field(None, ge=1, le=100_000, description="answers per judge task (default: the sweep's)")
+    resources: "PlacementOverride | None" = Field(
+        None, description="replicas and resources of this judge's workers (default: the kind's CPUs, the sweep's rest)"
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        from cluster.judges.registry import JUDGE_KINDS
+
+        if value not in JUDGE_KINDS:
+            raise ValueError(f"unknown judge kind '{value}'; available: {', '.join(JUDGE_KINDS)}")
+        return value
 
 
 class EnsembleSpec(_Strict):
@@ -247,6 +295,7 @@ class SweepSpec(_Strict):
     recipes: list[RecipeSpec] = Field(default_factory=lambda: [RecipeSpec(name="reference")])
     benchmarks: list[BenchmarkSpec] = Field(min_length=1)
     ensembles: list[EnsembleSpec] = Field(default_factory=list)
+    judges: list[JudgeSpec] = Field(default_factory=list, description="judges of open-ended answers")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
@@ -400,8 +449,66 @@ def cross_check(spec: SweepSpec) -> list[str]:
             problems.append(
                 f"ensembles[{i}]: no model has every member recipe ({', '.join(ens.members)}); check models[].recipes"
             )
+    problems.extend(judge_problems(spec))
     problems.extend(recipe_problems(spec))
     problems.extend(engine_problems(spec))
+    return problems
+
+
+def judge_problems(spec: SweepSpec) -> list[str]:
+    """Judges that cannot run: missing fields per kind, unknown names, templates that do not exist."""
+    from cluster.judges.registry import judge_kind
+    from trust.judges.templates import TemplateError
+
+    problems: list[str] = []
+    names = [j.name for j in spec.judges]
+    for dup in _duplicates(names):
+        problems.append(f"judges: the name '{dup}' is used more than once; give each judge its own name")
+    for i, judge in enumerate(spec.judges):
+        if judge.kind == "model" and not judge.model:
+            problems.append(f"judges[{i}].model: a model judge needs 'model' (a built-in name, local folder or hub id)")
+        if judge.kind == "model" and judge.model:
+            message = validate_model_source(judge.model)
+            if message:
+                problems.append(f"judges[{i}].model: {message}")
+        if judge.kind == "endpoint" and judge.endpoint is None:
+            problems.append(f"judges[{i}].endpoint: an endpoint judge needs 'endpoint' (base_url, model, api_key_env)")
+        if judge.kind != "endpoint" and judge.endpoint is not None:
+            problems.append(f"judges[{i}].endpoint: only endpoint judges take 'endpoint'; remove it or set kind: endpoint")
+        if judge.decoding == "choose" and judge.kind != "model":
+            problems.append(f"judges[{i}].decoding: 'choose' scores labels by log-likelihood, which only model judges "
+                            "offer; use decoding: generate")
+        if judge.kind == "rule" and judge.template is not None:
+            problems.append(f"judges[{i}].template: the rule judge reads no template; remove it")
+    by_name = {j.name: j for j in spec.judges}
+    for i, bench in enumerate(spec.benchmarks):
+        for j, name in enumerate(bench.judges):
+            if name not in by_name:
+                problems.append(
+                    f"benchmarks[{i}].judges[{j}]: '{name}' is not a judge of this sweep; "
+                    f"judges: {', '.join(by_name) or '(none: add a judges: section)'}"
+                )
+        if bench.judge is not None and bench.judge not in bench.judges:
+            problems.append(f"benchmarks[{i}].judge: '{bench.judge}' must be one of this benchmark's judges ({', '.join(bench.judges) or 'none'})")
+        if not bench.judges:
+            continue
+        try:
+            benchmark = get_benchmark(bench.name, bench.options, bench.definition)
+        except Exception:  # noqa: BLE001 - reported by cross_check already
+            continue
+        if benchmark.task != "generate":
+            problems.append(f"benchmarks[{i}].judges: {bench.run_name} is scored by log-likelihood; only open answers are judged")
+            continue
+        for name in bench.judges:
+            judge = by_name.get(name)
+            if judge is None or not judge_kind(judge.kind).needs_template:
+                continue
+            try:
+                from jobs.judging import template_for
+
+                template_for(judge, benchmark)
+            except TemplateError as err:
+                problems.append(f"judges.{name}.template (for {bench.run_name}): {err}")
     return problems
 
 
@@ -590,3 +697,4 @@ def dump_spec(spec: SweepSpec) -> str:
 
 ModelSpec.model_rebuild()
 RecipeSpec.model_rebuild()
+JudgeSpec.model_rebuild()

@@ -7,6 +7,8 @@ Layout under ``<root>/<sweep>/`` (``root`` is a local folder or any URI ``pyarro
     manifest.json                                       live plan summary, progress, MLflow run ids
     generations/variant=<v>/benchmark=<b>/shard-<digest>.parquet
     generations/_index/segment-<digest>.parquet         scan index (an optimisation, see below)
+    judgments/judge=<j>/variant=<v>/benchmark=<b>/shard-<digest>.parquet   judges' verdicts
+    judgments/_index/segment-<digest>.parquet
 
 Every record carries its **item key** (see :mod:`jobs.plan`); the store is a set of records, and
 shard files are only the unit of atomic commit. A shard's file name holds the first 20 hex digits
@@ -82,6 +84,57 @@ INDEX_FOLDER = "_index"
 INDEX_FILES_FIELD = b"qtrust.index_files.v2"
 INDEX_SCHEMA = RECORD_SCHEMA.append(pa.field("source", pa.string()))
 
+#: Judgments: one judge's verdict on one stored answer, keyed by the judgment key (item key + judge).
+JUDGMENT_SCHEMA_VERSION = b"1"
+JUDGMENT_SCHEMA = pa.schema(
+    [
+        ("judgment_key", pa.string()),
+        ("item_key", pa.string()),
+        ("item_id", pa.string()),
+        ("judge", pa.string()),
+        ("judge_identity", pa.string()),
+        ("label", pa.string()),
+        ("reason", pa.string()),
+        ("category", pa.string()),
+        ("raw", pa.string()),
+        ("problem", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("error", pa.string()),
+        ("attempt", pa.int32()),
+        ("worker", pa.string()),
+        ("committed_at", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """What a record folder holds: its Parquet schema, version and key column."""
+
+    name: bytes
+    schema: pa.Schema
+    version: bytes
+    key: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema]
+
+    @property
+    def index_schema(self) -> pa.Schema:
+        return self.schema.append(pa.field("source", pa.string()))
+
+    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        """Records (dicts with the schema's fields) as an Arrow table marked with this kind."""
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        return table.replace_schema_metadata({KIND_FIELD: self.name, SCHEMA_FIELD: self.version})
+
+
+GENERATIONS = RecordKind(b"generations", RECORD_SCHEMA, RECORD_SCHEMA_VERSION, "item_key")
+JUDGMENTS = RecordKind(b"judgments", JUDGMENT_SCHEMA, JUDGMENT_SCHEMA_VERSION, "judgment_key")
+
 
 def content_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
@@ -138,8 +191,7 @@ def open_filesystem(uri: str | Path) -> tuple[pafs.FileSystem, str, bool]:
 
 def records_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Generation records (dicts with the :data:`RECORD_SCHEMA` fields) as an Arrow table."""
-    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
-    return table.replace_schema_metadata({KIND_FIELD: b"generations", SCHEMA_FIELD: RECORD_SCHEMA_VERSION})
+    return GENERATIONS.table(rows)
 
 
 def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -177,31 +229,34 @@ class ScanResult:
     duplicates: int = 0
     from_index: int = 0
     """How many of the ``files`` were taken from index segments instead of being read one by one."""
+    key: str = "item_key"
+    """The key column (``item_key`` for generations, ``judgment_key`` for judgments)."""
 
     @property
     def keys(self) -> set[str]:
         """Keys whose record holds an answer (error records are computed again)."""
         ok = self.records["error"].isna().to_numpy()
-        return set(self.records["item_key"].to_numpy(dtype=object)[ok].tolist())
+        return set(self.records[self.key].to_numpy(dtype=object)[ok].tolist())
 
 
-def empty_records() -> pd.DataFrame:
-    frame = RECORD_SCHEMA.empty_table().to_pandas()
-    return frame.set_index("item_key", drop=False)
+def empty_records(kind: RecordKind = GENERATIONS) -> pd.DataFrame:
+    frame = kind.schema.empty_table().to_pandas()
+    return frame.set_index(kind.key, drop=False)
 
 
-def dedupe_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One record per item key: answers before errors, then the latest commit."""
+def dedupe_records(frame: pd.DataFrame, kind: RecordKind = GENERATIONS) -> tuple[pd.DataFrame, int]:
+    """One record per key: answers before errors, then the latest commit."""
+    key = kind.key
     if frame.empty:
-        return empty_records(), 0
-    repeated = frame["item_key"].duplicated(keep=False).to_numpy()
+        return empty_records(kind), 0
+    repeated = frame[key].duplicated(keep=False).to_numpy()
     if not repeated.any():  # the usual case: nothing to rank, no sort of a million strings
-        return frame.set_index("item_key", drop=False), 0
+        return frame.set_index(key, drop=False), 0
     clash = frame[repeated]
-    ranked = clash.assign(_ok=clash["error"].isna()).sort_values(["item_key", "_ok", "committed_at"], kind="stable")
-    winners = ranked.drop_duplicates("item_key", keep="last").drop(columns="_ok")
+    ranked = clash.assign(_ok=clash["error"].isna()).sort_values([key, "_ok", "committed_at"], kind="stable")
+    winners = ranked.drop_duplicates(key, keep="last").drop(columns="_ok")
     unique = pd.concat([frame[~repeated], winners])
-    return unique.set_index("item_key", drop=False), len(frame) - len(unique)
+    return unique.set_index(key, drop=False), len(frame) - len(unique)
 
 
 @dataclass
@@ -222,10 +277,11 @@ class ShardFile:
 class RecordFolder:
     """A folder of content-addressed record shards (a sweep's ``generations/`` or the response cache)."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str, local: bool):
+    def __init__(self, fs: pafs.FileSystem, path: str, local: bool, kind: RecordKind = GENERATIONS):
         self.fs = fs
         self.path = path
         self.local = local
+        self.kind = kind
 
     def write(self, relative: str, table: pa.Table) -> str:
         """Commit ``table`` as ``<relative>/shard-<digest>.parquet``; returns the file's path."""
@@ -276,13 +332,14 @@ class RecordFolder:
             raise ValueError(f"content does not match its digest ({len(data)} bytes; truncated or overwritten)")
         table = pq.read_table(pa.BufferReader(data))
         meta = table.schema.metadata or {}
-        if meta.get(KIND_FIELD) != kind or meta.get(SCHEMA_FIELD) != RECORD_SCHEMA_VERSION:
+        if meta.get(KIND_FIELD) != kind or meta.get(SCHEMA_FIELD) != self.kind.version:
             raise ValueError(f"not a qtrust {kind.decode()} file of this version")
         return table
 
     def read_file(self, path: str) -> pa.Table:
         """One shard, checked against the digest in its name (raises ``ValueError`` when damaged)."""
-        return self._read_verified(path, _SHARD_NAME, b"generations").select(RECORD_COLUMNS).cast(RECORD_SCHEMA)
+        kind = self.kind
+        return self._read_verified(path, _SHARD_NAME, kind.name).select(kind.columns).cast(kind.schema)
 
     def move_aside(self, path: str) -> None:
         """Rename a damaged shard to a dot-file next to it (ignored by readers, kept for inspection)."""
@@ -302,11 +359,11 @@ class RecordFolder:
         """Write one index segment covering ``shards`` (each with the records it holds)."""
         if not shards:
             return None
-        table = pa.concat_tables([_with_source(shard, t) for shard, t in shards])
+        table = pa.concat_tables([_with_source(shard, t, self.kind) for shard, t in shards])
         return self._write_segment_table(table, {shard.relative: shard.stamp for shard, _ in shards})
 
     def _write_segment_table(self, table: pa.Table, files: dict[str, tuple[int, int]]) -> str:
-        meta = {KIND_FIELD: b"index", SCHEMA_FIELD: RECORD_SCHEMA_VERSION,
+        meta = {KIND_FIELD: b"index", SCHEMA_FIELD: self.kind.version,
                 INDEX_FILES_FIELD: json.dumps({f: list(stamp) for f, stamp in files.items()}, sort_keys=True).encode()}
         data = serialize(table.replace_schema_metadata(meta))
         path = f"{self.index_path}/segment-{content_digest(data)}.parquet"
@@ -325,7 +382,7 @@ class RecordFolder:
             table = self._read_verified(path, _SEGMENT_NAME, b"index")
             files = {f: (int(size), int(mtime)) for f, (size, mtime) in
                      json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD]).items()}
-            return table.select([*RECORD_COLUMNS, "source"]).cast(INDEX_SCHEMA), files
+            return table.select([*self.kind.columns, "source"]).cast(self.kind.index_schema), files
         except Exception as err:  # noqa: BLE001 - an unusable segment only means reading its shards
             log.info("index segment %s not used: %s", path, err)
             return None
@@ -390,12 +447,13 @@ class RecordFolder:
                 self.move_aside(item.path)
         if use_index and update_index:
             self._update_index(parts, covered, read, listing, segment_paths)
-        tables = [t.select(RECORD_COLUMNS) for t in parts] + [t for _, t in read]
+        kind = self.kind
+        tables = [t.select(kind.columns) for t in parts] + [t for _, t in read]
         if not tables:
-            return ScanResult(empty_records(), len(listing), damaged)
+            return ScanResult(empty_records(kind), len(listing), damaged, key=kind.key)
         frame = pa.concat_tables(tables).to_pandas()
-        records, duplicates = dedupe_records(frame)
-        return ScanResult(records, len(listing), damaged, duplicates, from_index=len(covered))
+        records, duplicates = dedupe_records(frame, kind)
+        return ScanResult(records, len(listing), damaged, duplicates, from_index=len(covered), key=kind.key)
 
     def _update_index(
         self, parts: list[pa.Table], covered: dict[str, tuple[int, int]], read: list[tuple[str, pa.Table]],
@@ -409,7 +467,7 @@ class RecordFolder:
                 if fresh:
                     self.write_segment(fresh)
                 return
-            tables = parts + [_with_source(shard, table) for shard, table in fresh]
+            tables = parts + [_with_source(shard, table, self.kind) for shard, table in fresh]
             files = {**covered, **{shard.relative: shard.stamp for shard, _ in fresh}}
             if tables and self._write_segment_table(pa.concat_tables(tables), files):
                 self._remove(old)
@@ -417,8 +475,8 @@ class RecordFolder:
             log.info("scan index not updated: %s", err)
 
 
-def _with_source(shard: ShardFile, table: pa.Table) -> pa.Table:
-    table = table.select(RECORD_COLUMNS).cast(RECORD_SCHEMA)
+def _with_source(shard: ShardFile, table: pa.Table, kind: RecordKind = GENERATIONS) -> pa.Table:
+    table = table.select(kind.columns).cast(kind.schema)
     return table.append_column("source", pa.array([shard.relative] * table.num_rows, pa.string()))
 
 
@@ -488,6 +546,7 @@ class SweepStore:
         self.sweep = sweep
         self.path = f"{base}/{sweep}"
         self.generations = RecordFolder(self.fs, f"{self.path}/generations", self.local)
+        self.judgments = RecordFolder(self.fs, f"{self.path}/judgments", self.local, JUDGMENTS)
 
     @property
     def dir(self) -> Path | str:
@@ -516,6 +575,10 @@ class SweepStore:
     def scan(self, **kwargs: Any) -> ScanResult:
         """Every usable generation record of the sweep (one columnar pass over all shards)."""
         return self.generations.scan(**kwargs)
+
+    def scan_judgments(self, **kwargs: Any) -> ScanResult:
+        """Every usable judgment of the sweep, one per judgment key."""
+        return self.judgments.scan(**kwargs)
 
     def write_text(self, path: str, text: str) -> None:
         write_atomic(self.fs, path, text.encode(), self.local)

@@ -88,6 +88,7 @@ class SweepTracking:
             f"{len(self.plan.benchmarks)} benchmark(s). {spec.description}".strip(),
         )
         t.log_params(self.parent_key, {"sweep": spec.name, "storage": self.store.uri, "shard_size": spec.shard_size})
+        t.log_params(self.parent_key, self._judge_params())
         t.log_artifact(self.parent_key, self._spec_file(), None)
         for bench_name, run in self.plan.benchmarks.items():
             bench_params = self._bench_params(bench_name)
@@ -106,10 +107,11 @@ class SweepTracking:
                         "method": variant.recipe.method,
                         "bits": bits,
                         "benchmark": bench_name,
+                        **self._judge_tags(bench_name),
                     },
                     parent_key=self.parent_key,
                     description=f"{variant.name} ({variant.recipe.method}, {bits} bits) on {bench_name} "
-                    f"({len(run.items)} items)",
+                    f"({len(run.items)} items)" + self._judged_by(bench_name),
                 )
                 t.log_params(key, {**self._variant_params(variant), **bench_params})
             for model in spec.models:
@@ -128,6 +130,7 @@ class SweepTracking:
                             "method": "ensemble",
                             "bits": "+".join(_bits_tag(m.precision_bits) for m in members),
                             "benchmark": bench_name,
+                            **self._judge_tags(bench_name),
                         },
                         parent_key=self.parent_key,
                         description=f"precision ensemble {name} over {', '.join(m.name for m in members)} on {bench_name}",
@@ -156,7 +159,29 @@ class SweepTracking:
         run = self.plan.benchmarks[bench_name]
         params = {f"benchmark.{k}": v for k, v in run.benchmark.describe().items()}
         params.update({"benchmark.limit": run.spec.limit, "benchmark.max_new_tokens": run.max_new_tokens})
+        for name in run.spec.judges:
+            params[f"judge.{name}.identity"] = self.plan.judges[name].identity(bench_name)
         return params
+
+    def _judge_params(self) -> dict[str, Any]:
+        """Each judge's kind, model and identity per benchmark (never a secret: see ``PlannedJudge.describe``)."""
+        return {f"judge.{name}.{k}": v for name, judge in self.plan.judges.items() for k, v in judge.describe().items()}
+
+    def _judge_tags(self, bench_name: str) -> dict[str, str]:
+        from jobs.judging import selected_judge
+
+        judge = selected_judge(self.plan.benchmarks[bench_name])
+        return {"judge": judge} if judge else {}
+
+    def _judged_by(self, bench_name: str) -> str:
+        from jobs.judging import selected_judge
+
+        run = self.plan.benchmarks[bench_name]
+        judge = selected_judge(run)
+        if not judge:
+            return ""
+        others = [j for j in run.spec.judges if j != judge]
+        return f"; labels by judge {judge}" + (f" (also judged by {', '.join(others)})" if others else "")
 
     def _variant_params(self, variant: Any) -> dict[str, Any]:
         spec = self.plan.spec
@@ -214,6 +239,8 @@ class SweepTracking:
             )
 
     def shard_committed(self, shard: Shard, value: dict[str, Any]) -> None:
+        if self.plan.benchmarks[shard.benchmark].spec.judges:
+            return  # its labels come from judges: the parser's running value would mislead
         self._rows.setdefault((shard.variant, shard.benchmark), []).append((shard, value["rows"]))
 
     def tick(self, state: Any) -> None:
@@ -297,8 +324,15 @@ class SweepTracking:
             if row.frame is not None and not row.frame.empty:
                 frame = row.frame.drop(columns=[c for c in ("logprobs", "item_key") if c in row.frame.columns])
                 t.log_table(key, frame, f"items/{row.name}__{row.benchmark}.json")
+                if row.judgments is not None and not row.judgments.empty:
+                    t.log_table(key, row.judgments, f"judgments/{row.name}__{row.benchmark}.json")
                 t.log_dataset(key, run.items_frame(), name=row.benchmark, source=str(self.data_dir), digest=run.digest(self.data_dir))
             t.finish(key, "FINISHED" if row.complete else "FAILED")
+        if state is not None and getattr(state, "judges", None):
+            judges = pd.DataFrame([{"judge": name, **counts, **{k: v for k, v in self.plan.judges[name].describe().items()}}
+                                   for name, counts in state.judges.items() if name in self.plan.judges])
+            if not judges.empty:
+                t.log_table(self.parent_key, judges, "judges.json")
         summary: dict[str, float] = {"variants": len(self.plan.variants), "item_requests": self.plan.n_requests}
         for name, scores in perspective_table(self.plan, results).items():
             summary.update({f"{name}.{perspective}_score": value for perspective, value in scores.items()})

@@ -46,11 +46,18 @@ def test_definition_has_notes_license_and_a_small_budget(name: str) -> None:
 
 
 def test_wanted_judges_and_license_notes() -> None:
-    assert BENCHMARKS["opensafetymini"].judge == "llm-opensafetymini"
+    from trust.judges.templates import builtin_templates
+
+    assert BENCHMARKS["opensafetymini"].judge == "opensafetymini-guided"
     assert "opensafetymini_safety_criteria.json" in BENCHMARKS["opensafetymini"].notes
     assert BENCHMARKS["harmbench"].judge == "harmbench-classifier"
-    assert BENCHMARKS["do_not_answer"].judge == "llm-do-not-answer"
-    assert BENCHMARKS["advbench"].judge == "refusal-rule"
+    assert BENCHMARKS["do_not_answer"].judge == "donotanswer-action"
+    assert BENCHMARKS["advbench"].judge == "harmbench-classifier"
+    assert BENCHMARKS["xstest"].judge == "xstest-compliance"
+    for name in ("opensafetymini", "harmbench", "do_not_answer", "advbench", "xstest"):
+        template = builtin_templates()[BENCHMARKS[name].judge]  # every named judge template exists
+        unmapped = set(template.labels) - set(BENCHMARKS[name].judge_labels)
+        assert not unmapped or name == "opensafetymini", (name, unmapped)  # OpenSafetyMini's verdicts are its labels
     assert "Apache-2.0" in BENCHMARKS["opensafetymini"].license
     assert BENCHMARKS["opensafetymini"].license_note
     assert "NC" in BENCHMARKS["do_not_answer"].license

@@ -54,6 +54,12 @@ class SweepState:
     on_progress: Callable[[str, str, Counts], None] | None = None
     on_ready: Callable[[str, dict[str, Any]], None] | None = None
     progress_bar: Any = None
+    judges: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Judge name -> answers submitted, judged, unreadable (label error) and failed by this run."""
+    judge_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    judged_answers: int = 0
+    first_judgment_at: float | None = None
+    """Wall-clock time of this run's first committed judgment (for the pipelining timeline)."""
 
     def start(self, stored: set[str], shards: list[Shard]) -> None:
         """Counts before any work: what is planned and what is already stored."""
@@ -68,6 +74,10 @@ class SweepState:
         entry = self.replicas.setdefault(pool, {}).setdefault(index, {"index": index})
         entry.update({k: v for k, v in info.items() if k != "load"})
         entry["state"] = state
+        if pool.startswith("judge:"):
+            if state == "ready" and "load" in info:
+                self.judge_info.setdefault(pool.split(":", 1)[1], info["load"])
+            return
         if state == "ready" and "load" in info:
             variant = pool.split(":", 1)[-1]
             self.worker_info.setdefault(variant, info["load"])
@@ -102,6 +112,26 @@ class SweepState:
         counts.shards_done += 1
         if self.on_progress is not None:
             self.on_progress(variant, bench, counts)
+
+    # -- judges ----------------------------------------------------------------------------------
+    def _judge(self, name: str) -> dict[str, int]:
+        return self.judges.setdefault(name, {"submitted": 0, "judged": 0, "unreadable": 0, "failed": 0})
+
+    def judge_submitted(self, shard: Any) -> None:
+        self._judge(shard.judge)["submitted"] += len(shard.entries)
+
+    def judge_committed(self, shard: Any, value: dict[str, Any]) -> None:
+        counts = self._judge(shard.judge)
+        counts["judged"] += len(shard.entries)
+        counts["unreadable"] += int(value.get("unreadable", 0))
+        counts["failed"] += int(value.get("errors", 0))
+        self.judged_answers += len(shard.entries)
+        if self.first_judgment_at is None:
+            self.first_judgment_at = time.time()
+
+    def judge_failed(self, shard: Any, error: str) -> None:
+        self._judge(shard.judge)["failed"] += len(shard.entries)
+        self.failed_shards[shard.id] = error
 
     def task_retry(self, pool: str, task: Task, error: str, delay_s: float, replica: dict[str, Any]) -> None:
         where = f"replica {replica.get('index')} (pid {replica.get('pid')} on {replica.get('node_ip') or replica.get('host') or '?'})"
@@ -176,6 +206,7 @@ class SweepState:
             "events": list(self.events),
             "failed_shards": dict(self.failed_shards),
             "workers": self.worker_info,
+            "judges": {name: dict(counts) for name, counts in self.judges.items()},
             **extra,
         }
 

@@ -156,7 +156,16 @@ class BenchmarkDefinition(_Strict):
     answer: AnswerSpec | None = None
     loglikelihood: LoglikelihoodSpec | None = None
     attributes: dict[str, str] = Field(default_factory=dict, description="name -> template of a group attribute")
-    judge: str = Field("refusal-rule", description="judge of open-ended answers (rule-based on CPU)")
+    judge: str = Field(
+        "refusal-rule",
+        description="the judge template written for this benchmark (a built-in judge template name); without a "
+        "judge in the sweep, the rule-based parser decides",
+    )
+    judge_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="a judge's label -> this benchmark's label (judge labels not listed are used as they are; "
+        "'error' is a judgment that could not be read)",
+    )
     metrics: list[MetricSpec] = Field(min_length=1)
     primary_metric: str
     max_new_tokens: int | None = Field(None, ge=1, description="suggested generation budget")
