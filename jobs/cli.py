@@ -71,8 +71,8 @@ def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None
             console.print(f"  {spec.variant_name(model, recipe)}: engine {choice.engine} ({choice.reason})")
 
 
-def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False) -> None:
-    spec = _load(sweep_path)
+def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
+    spec = spec if spec is not None else _load(sweep_path)
     from jobs.lock import SweepLockHeld
     from jobs.report import print_perspectives, print_results, print_variants
     from jobs.runner import EXIT_INTERRUPTED, PlacementError, RunOptions, SweepInterrupted, run_sweep
@@ -81,7 +81,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False) -> N
     options = RunOptions(resume=resume_mode, **options_kwargs)
     try:
         outcome = run_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError, SweepLockHeld) as err:
+    except (BenchmarkDataError, ModelSourceError, SweepLockHeld, SpecError) as err:
         _fail(str(err))
         return
     except PlacementError as err:
@@ -104,6 +104,15 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False) -> N
         + (f", {outcome.items_from_cache} from the response cache" if outcome.items_from_cache else "")
         + f"; {len(outcome.failed)} shard(s) failed. Stored under {outcome.store.uri}"
     )
+    if outcome.plan.judges:
+        console.print(
+            f"Judgments: {outcome.judged} answer(s) judged by this run, {outcome.judgments_reused} already stored; "
+            f"{len(outcome.judge_failed)} judge shard(s) failed"
+            + (f"; {outcome.not_generated} item request(s) have no answer yet (run 'qtrust resume' to generate them)"
+               if outcome.not_generated else "")
+        )
+        for shard, error in sorted(outcome.judge_failed.items()):
+            err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
     if outcome.experiment_id:
         console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
         command = ui_command(outcome.tracking_uri or "")
@@ -111,7 +120,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False) -> N
             console.print(f"Open the MLflow UI:  [bold]{command}[/]  then browse to http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs")
         else:
             console.print(f"Open the MLflow UI at {outcome.tracking_uri.rstrip('/')}/#/experiments/{outcome.experiment_id}/runs")
-    if outcome.failed:
+    if outcome.failed or outcome.judge_failed:
         for shard, error in sorted(outcome.failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
         err_console.print("Run the same command again to retry only the failed items.")
@@ -161,6 +170,41 @@ def resume(
         dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
              cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, verify_store=verify_store),
         resume_mode=True,
+    )
+
+
+@app.command()
+def judge(
+    sweep_dir: Path = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml), e.g. qtrust-runs/demo."),
+    judges: list[str] = typer.Option(..., "--judge", help="Judge to add: one of the sweep's judges, of --judges-file, "
+                                     "or 'rule' / 'rule-binary' (repeat the option for several)."),
+    judges_file: Optional[Path] = typer.Option(None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."),
+    benchmarks: list[str] = typer.Option([], "--benchmark", help="Benchmark to judge (repeatable; default: every open-ended one)."),
+    select: bool = typer.Option(False, "--select", help="Make the (first) judge the one whose labels give the benchmarks' metrics."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """(Re-)judge a stored sweep's answers with other judges: no generation, only missing judgments."""
+    from jobs.judge_command import read_judges_file, with_judges
+
+    spec_path = sweep_dir / "sweep.yaml"
+    if not spec_path.is_file():
+        _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
+    spec = _load(spec_path)
+    try:
+        extra = read_judges_file(judges_file) if judges_file else []
+        spec = with_judges(spec, judges, extra, benchmarks, select, str(judges_file or spec_path))
+    except SpecError as err:
+        _fail(str(err))
+    _run(
+        spec_path,
+        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
+             cache_dir=cache_dir, quiet=quiet, judge_only=True),
+        resume_mode=True,
+        spec=spec,
     )
 
 
@@ -305,6 +349,42 @@ def data_fetch(
         f"{target}: {len(report.downloaded)} downloaded, {len(report.replaced)} replaced, "
         f"{len(report.skipped)} already present; {report.bytes_downloaded / 1e6:.1f} MB"
     )
+
+
+@app.command("judge-eval")
+def judge_eval(
+    judge_name: str = typer.Option(..., "--judge", help="Judge to measure: 'rule' / 'rule-binary' or a judge of --judges-file."),
+    judges_file: Optional[Path] = typer.Option(None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."),
+    set_name: str = typer.Option("donotanswer", "--set", help="Labelled answer set (built in: donotanswer)."),
+    split: str = typer.Option("report", "--split", help="Half of the set: report, tune or all."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N answers by a hash of their id (a deterministic subset, for slow judges)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)."),
+    experiment: str = typer.Option("qtrust-judge-eval", "--experiment", help="MLflow experiment of the run."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Judge prompts per forward batch (model judges; default: the judge's)."),
+) -> None:
+    """Measure a judge against people's labels (Do-Not-Answer) and log the agreement to MLflow."""
+    from jobs.judge_eval import JudgeEvalError, evaluate, log_evaluation, print_evaluation
+    from jobs.tracking import ui_command
+    from jobs.tracking.uri import redact
+    from trust.data import resolve_data_dir
+
+    try:
+        folder = resolve_data_dir(data_dir)
+        with console.status("judging ...") as status:
+            ev = evaluate(judge_name, judges_file=judges_file, set_name=set_name, split=split, limit=limit,
+                          data_dir=folder, cache_dir=cache_dir, batch_size=batch_size,
+                          progress=lambda done, total: status.update(f"judging: {done}/{total} answers"))
+    except (JudgeEvalError, BenchmarkDataError, ModelSourceError) as err:
+        _fail(str(err))
+        return
+    print_evaluation(console, ev)
+    uri, experiment_id, run_id = log_evaluation(ev, tracking_uri, experiment)
+    console.print(f"MLflow: run '{ev.run_name}' (id {run_id}) in experiment '{experiment}' (id {experiment_id}) at {redact(uri)}")
+    command = ui_command(uri)
+    if command:
+        console.print(f"Open the MLflow UI:  [bold]{command}[/]")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

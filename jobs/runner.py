@@ -295,6 +295,11 @@ def _judge_stage(plan: Plan, store: SweepStore, data_dir: Path, scan: ScanResult
     for damaged in jscan.damaged:
         console.print(f"[yellow]damaged judgment shard {damaged.path}: {damaged.reason}; moved aside, judged again")
     stage = JudgeStage(plan, store, data_dir, jscan.keys)
+    missing = stage.missing_secrets()
+    if missing:
+        from jobs.spec import SpecError
+
+        raise SpecError(str(store.spec_path), missing)
     records = scan.records if from_cache is None else pd.concat([scan.records, from_cache], ignore_index=True)
     backlog = stage.backlog(records)
     return _Judging(stage=stage, scan=jscan, backlog_tasks=backlog, reused=len(jscan.keys))

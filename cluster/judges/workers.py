@@ -81,16 +81,40 @@ class RuleJudgeWorker(_Worker):
         return self._answer(payload, results, start)
 
 
+class Secret:
+    """A value that never shows itself: its repr and str are redacted (an API key handed to a worker)."""
+
+    def __init__(self, value: str | None):
+        self._value = value
+
+    def reveal(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
 class EndpointJudgeWorker(_Worker):
     """Sends each judge prompt to an OpenAI-compatible endpoint (bounded concurrency, retries, rate limit).
 
-    The API key is read here, in the worker, from the environment variable the spec names: it is
-    never part of the config that travels, is logged or stored.
+    The API key comes from the environment variable the spec names: the worker's own environment
+    (a cluster node set up with it) first, else the value the driver read from its environment and
+    handed over as a :class:`Secret`. It is never part of the config, a log line, MLflow or the store.
     """
+
+    def __init__(self, config: dict[str, Any], cache_dir: Any = None, num_threads: Any = None, secret: Secret | None = None):
+        super().__init__(config)
+        self._secret = secret
 
     def _setup(self) -> None:
         self.spec = EndpointSpec.model_validate(self.config["endpoint"])
-        self.client = EndpointClient(self.spec)
+        environ = dict(os.environ)
+        name = self.spec.api_key_env
+        if name and not environ.get(name) and self._secret is not None and self._secret.reveal():
+            environ[name] = self._secret.reveal()  # type: ignore[assignment]
+        self.client = EndpointClient(self.spec, environ=environ)
 
     def describe(self) -> dict[str, str]:
         spec = EndpointSpec.model_validate(self.config["endpoint"])

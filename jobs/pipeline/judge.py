@@ -15,6 +15,7 @@ endpoint still failing after its retries) is an error record, judged again by th
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -90,12 +91,18 @@ class JudgeStage:
                                     custom=dict(res.custom), max_restarts=res.max_restarts)
         config = judge.worker_config()
         actor_class = worker_class(judge.spec.kind)
+        extra: tuple[Any, ...] = ()
+        endpoint = judge.spec.endpoint
+        if endpoint is not None and endpoint.api_key_env:
+            from cluster.judges.workers import Secret
+
+            extra = (Secret(os.environ.get(endpoint.api_key_env)),)
 
         def make_group() -> Any:
             return create_pool_group(f"judge-{judge.name}", resources, res.replicas, res.placement)
 
         def make_actor(group: Any, index: int) -> Any:
-            return start_actor(actor_class, (config, cache_dir, resources.torch_threads), resources, group, index)
+            return start_actor(actor_class, (config, cache_dir, resources.torch_threads, *extra), resources, group, index)
 
         return PoolConfig(
             name=judge_pool_name(judge.name), make_group=make_group, make_actor=make_actor, replicas=res.replicas,
@@ -149,9 +156,25 @@ class JudgeStage:
             "temperature": 0.0,
             "batch_size": judge.spec.batch_size,
         }
-        on_done = (lambda task, value: self.on_done(task.subject, value)) if self.on_done else None
-        on_failed = (lambda task, error: self.on_failed(task.subject, error)) if self.on_failed else None
-        return Task(id=shard.id, payload=payload, size=len(chunk), on_done=on_done, on_failed=on_failed, subject=shard)
+        return Task(id=shard.id, payload=payload, size=len(chunk), on_done=self._done, on_failed=self._failed, subject=shard)
+
+    def _done(self, task: Task, value: Any) -> None:
+        if self.on_done is not None:
+            self.on_done(task.subject, value)
+
+    def _failed(self, task: Task, error: str) -> None:
+        if self.on_failed is not None:
+            self.on_failed(task.subject, error)
+
+    def missing_secrets(self) -> list[str]:
+        """Endpoint judges whose API key variable is not set in this (the driver's) environment."""
+        out = []
+        for judge in self.judges.values():
+            endpoint = judge.spec.endpoint
+            if endpoint is not None and endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
+                out.append(f"judges.{judge.name}.endpoint.api_key_env: the environment variable {endpoint.api_key_env} "
+                           "is not set; export it with the endpoint's API key before running")
+        return out
 
     def backlog(self, records: pd.DataFrame) -> list[tuple[str, Task]]:
         """Judge tasks for every stored answer of the sweep that lacks a judgment (resume, ``qtrust judge``)."""
