@@ -263,6 +263,22 @@ def _progress_table(manifest: dict[str, Any]) -> Table | None:
     return table
 
 
+def _judges_table(manifest: dict[str, Any]) -> Table | None:
+    judges = manifest.get("judges") or {}
+    if not judges:
+        return None
+    table = Table(title="Judges (this run)", title_justify="left", expand=False)
+    table.add_column("Judge", overflow="fold", max_width=36)
+    for name in ("Submitted", "Judged", "Unreadable", "Failed"):
+        table.add_column(name, justify="right")
+    for name, counts in judges.items():
+        counts = counts or {}
+        failed = _num(counts.get("failed"))
+        table.add_row(_t(name), _t(_num(counts.get("submitted"))), _t(_num(counts.get("judged"))),
+                      _t(_num(counts.get("unreadable"))), _t(failed, "red" if failed else ""))
+    return table
+
+
 def _node_label(replica: dict[str, Any]) -> str:
     if replica.get("node_ip"):
         return str(replica["node_ip"])
@@ -337,7 +353,7 @@ def build_status(manifest: dict[str, Any], lock_holder: dict[str, Any] | None = 
                  sweep_dir: str | None = None, now: datetime | None = None) -> RenderableType:
     """Everything ``render_status`` prints, as one rich renderable (``--watch`` updates it in place)."""
     parts: Iterable[RenderableType | None] = (
-        _header(manifest, lock_holder, sweep_dir, now), _totals(manifest), _progress_table(manifest),
+        _header(manifest, lock_holder, sweep_dir, now), _totals(manifest), _progress_table(manifest), _judges_table(manifest),
         _replica_table(manifest), _failed_lines(manifest), _event_lines(manifest), _mlflow_line(manifest),
     )
     return Group(*(p for p in parts if p is not None))
