@@ -526,6 +526,29 @@ class IndexWriter:
             log.info("index segment not written: %s", err)
 
 
+def write_groups(
+    folder: RecordFolder, index: "IndexWriter", groups: dict[str, list[tuple[int, list[dict[str, Any]]]]],
+    outcomes: list[Any],
+) -> list[pa.Table]:
+    """Group commit: each group's rows (``relative folder -> [(position, rows)]``) as one atomic shard.
+
+    A group that cannot be written sets its members' ``outcomes`` to the error (they are retried);
+    the others stand. Returns the tables written.
+    """
+    written_tables = []
+    for relative, members in groups.items():
+        table = folder.kind.table([row for _position, rows in members for row in rows])
+        try:
+            written = folder.write_shard(relative, table)
+        except Exception as err:  # noqa: BLE001 - this group's tasks are retried; the others stand
+            for position, _rows in members:
+                outcomes[position] = err
+            continue
+        index.add(written, table)
+        written_tables.append(table)
+    return written_tables
+
+
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes, local: bool) -> None:
     """Atomic whole-object write: temp + fsync + rename locally, a single PUT elsewhere."""
     if local:

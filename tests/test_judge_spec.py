@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from jobs.judging import benchmark_label, judgment_key, plan_judges
 from jobs.spec import parse_spec
 from tests.helpers import problems_of, sweep_dict
@@ -53,3 +55,20 @@ def test_identities_keys_and_label_mapping(tmp_path: Path, data_dir: Path) -> No
     assert rule.parse("xstest", "compliance").label == "compliance" and rule.parse("xstest", "").label == "error"
     raw, verdict = model.read("xstest", {"logprobs": [-3.0, -1.0, -2.0]})
     assert verdict.label == "full_refusal" and "logprobs" in raw
+
+
+def test_majority_vote_and_pairwise_kappa() -> None:
+    import math
+
+    from jobs.judge_scoring import _vote, pair_agreement
+
+    unreadable = {"INVALID", "ERROR"}
+    assert _vote(["REFUSED", "complied", "complied"], unreadable) == "complied"
+    assert _vote(["REFUSED", "complied"], unreadable) == "REFUSED"  # a tie goes to the first (selected) judge
+    assert _vote(["INVALID", "complied", "INVALID"], unreadable) == "complied"  # unreadable judgments do not vote
+    assert _vote(["INVALID", "ERROR"], unreadable) == "INVALID"
+    left, right = ["a", "a", "b", "b", "INVALID"], ["a", "b", "b", "b", "a"]
+    result = pair_agreement("x", "y", left, right, unreadable)
+    assert result["judge_pairs/x-vs-y"] == 4 and result["judge_agreement/x-vs-y"] == 0.75
+    assert result["judge_kappa/x-vs-y"] == pytest.approx(0.5)
+    assert math.isnan(pair_agreement("x", "y", ["a", "a"], ["a", "a"], unreadable)["judge_kappa/x-vs-y"])

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from jobs.pipeline.scheduler import PoolConfig, Task
 from jobs.plan import Plan, Shard, Variant
 from jobs.scoring import result_rows
-from jobs.store import IndexWriter, SweepStore, records_table
+from jobs.store import IndexWriter, SweepStore, write_groups
 
 
 def pool_name(variant: str) -> str:
@@ -113,7 +113,7 @@ class Committer:
         Each shard is still all-or-nothing: its rows land in one atomically written file or not at all.
         """
         outcomes: list[Any] = [None] * len(batch)
-        groups: dict[tuple[str, str], list[tuple[int, list[dict[str, Any]]]]] = {}
+        groups: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
         for position, (task, result, replica) in enumerate(batch):
             shard: Shard = task.subject
             try:
@@ -121,21 +121,14 @@ class Committer:
             except Exception as err:  # noqa: BLE001 - a malformed result fails its own task, not the batch
                 outcomes[position] = err
                 continue
-            groups.setdefault((shard.variant, shard.benchmark), []).append((position, rows))
+            groups.setdefault(f"variant={shard.variant}/benchmark={shard.benchmark}", []).append((position, rows))
             outcomes[position] = {"rows": rows, "errors": sum(1 for r in rows if r["error"]),
                                   "engine": result.get("engine"), "loads": result.get("loads")}
-        for (variant, benchmark), members in groups.items():
-            table = records_table([row for _position, rows in members for row in rows])
-            try:
-                written = self.store.generations.write_shard(f"variant={variant}/benchmark={benchmark}", table)
-            except Exception as err:  # noqa: BLE001 - this group's shards are retried; the others stand
-                for position, _rows in members:
-                    outcomes[position] = err
-                continue
-            self.index.add(written, table)
-            with self._lock:
-                self.tables.append(table)
-            if self.cache is not None:
+        tables = write_groups(self.store.generations, self.index, groups, outcomes)
+        with self._lock:
+            self.tables.extend(tables)
+        if self.cache is not None:
+            for table in tables:
                 self._publish(table)
         return outcomes
 

@@ -27,7 +27,7 @@ import pandas as pd
 from jobs.judging import PlannedJudge, judgment_key
 from jobs.pipeline.scheduler import PoolConfig, Task
 from jobs.plan import Plan
-from jobs.store import JUDGMENTS, IndexWriter, SweepStore
+from jobs.store import IndexWriter, SweepStore, write_groups
 from trust.judges.verdicts import JUDGE_ERROR
 
 
@@ -195,7 +195,7 @@ class JudgeStage:
     def commit_batch(self, batch: list[tuple[Task, dict[str, Any], dict[str, Any]]]) -> list[Any]:
         """Group commit of judge results: one file per (judge, variant, benchmark) of the batch."""
         outcomes: list[Any] = [None] * len(batch)
-        groups: dict[tuple[str, str, str], list[tuple[int, list[dict[str, Any]]]]] = {}
+        groups: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
         now = time.time()
         for position, (task, result, replica) in enumerate(batch):
             shard: JudgeShard = task.subject
@@ -204,20 +204,13 @@ class JudgeStage:
             except Exception as err:  # noqa: BLE001 - a malformed result fails its own task
                 outcomes[position] = err
                 continue
-            groups.setdefault((shard.judge, shard.variant, shard.benchmark), []).append((position, rows))
+            relative = f"judge={shard.judge}/variant={shard.variant}/benchmark={shard.benchmark}"
+            groups.setdefault(relative, []).append((position, rows))
             outcomes[position] = {"rows": rows, "errors": sum(1 for r in rows if r["error"]),
                                   "unreadable": sum(1 for r in rows if r["label"] == JUDGE_ERROR and not r["error"])}
-        for (judge, variant, bench), members in groups.items():
-            table = JUDGMENTS.table([row for _position, rows in members for row in rows])
-            try:
-                written = self.store.judgments.write_shard(f"judge={judge}/variant={variant}/benchmark={bench}", table)
-            except Exception as err:  # noqa: BLE001 - this group's tasks are retried; the others stand
-                for position, _rows in members:
-                    outcomes[position] = err
-                continue
-            self.index.add(written, table)
-            with self._lock:
-                self.tables.append(table)
+        tables = write_groups(self.store.judgments, self.index, groups, outcomes)
+        with self._lock:
+            self.tables.extend(tables)
         return outcomes
 
     def _rows(self, shard: JudgeShard, result: dict[str, Any], attempt: int, worker: dict[str, Any],
