@@ -7,8 +7,8 @@ Usage (from the repository root, with the data folder set as for the demo)::
 One sweep: the built-in model (reference precision) answers OpenSafetyMini and XSTest; a model
 judge (the built-in model again, a weak stand-in: it chooses a label of the benchmark's judge
 template by log-likelihood) and the rule judge judge every answer. Measured in one run, each side in
-a fresh store with its own private local Ray (one CPU for the generation replica, one for the
-model judge's):
+a fresh store with its own private local Ray (0.9 CPU for the generation replica, one for the
+model judge's, 0.05 for the rule judge's; one torch thread each):
 
 - **pipelined**: one ``run_sweep`` with the judges: judge tasks start as generation shards commit.
 - **sequential**: ``run_sweep`` without judges, then ``run_sweep(judge_only=True)`` with them (what
@@ -54,7 +54,7 @@ def spec_data(items: int, root: Path, judges: bool) -> dict[str, Any]:
         ] if judges else [],
         "shard_size": 4,
         "quality_probe": False,
-        "resources": {"num_cpus": 1},
+        "resources": {"num_cpus": 0.9},  # the generation replica, the model judge and the rule judge fit on 2 CPUs
         "storage": {"root": str(root)},
     }
 

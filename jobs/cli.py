@@ -365,7 +365,7 @@ def judge_eval(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Judge prompts per forward batch (model judges; default: the judge's)."),
 ) -> None:
     """Measure a judge against people's labels (Do-Not-Answer) and log the agreement to MLflow."""
-    from jobs.judge_eval import JudgeEvalError, evaluate, log_evaluation, print_evaluation
+    from jobs.judge_eval import JudgeEvalError, evaluate, log_evaluation, print_evaluation, progress_reporter
     from jobs.tracking import ui_command
     from jobs.tracking.uri import redact
     from trust.data import resolve_data_dir
@@ -375,7 +375,7 @@ def judge_eval(
         with console.status("judging ...") as status:
             ev = evaluate(judge_name, judges_file=judges_file, set_name=set_name, split=split, limit=limit,
                           data_dir=folder, cache_dir=cache_dir, batch_size=batch_size,
-                          progress=lambda done, total: status.update(f"judging: {done}/{total} answers"))
+                          progress=progress_reporter(console, status))
     except (JudgeEvalError, BenchmarkDataError, ModelSourceError) as err:
         _fail(str(err))
         return

@@ -287,6 +287,20 @@ Progress = Callable[[int, int], None]
 """Called with (answers judged so far, total)."""
 
 
+def progress_reporter(console: Any, status: Any) -> Progress:
+    """Progress on a terminal: the status line; elsewhere (a log file, CI): a line per tenth of the answers."""
+    shown = [0]
+
+    def report(done: int, total: int) -> None:
+        if console.is_terminal:
+            status.update(f"judging: {done}/{total} answers")
+        elif done < total and done - shown[0] >= max(1, total // 10):
+            shown[0] = done
+            console.print(f"judged {done}/{total} answers")
+
+    return report
+
+
 def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split: str, limit: int | None,
              data_dir: Path, cache_dir: Path | None = None, batch_size: int | None = None,
              progress: Progress | None = None) -> Evaluation:

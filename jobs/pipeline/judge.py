@@ -70,6 +70,8 @@ class JudgeStage:
         self.tables: list[Any] = []
         self.index = IndexWriter(store.judgments)
         self.submitted_answers = 0
+        self.start_early = True
+        """Judge pools load while the first answers are generated (set False to start them on their first task)."""
 
     @property
     def judges(self) -> dict[str, PlannedJudge]:
@@ -109,6 +111,7 @@ class JudgeStage:
             kind="judge", max_in_flight=res.max_in_flight, max_retries=res.max_retries, backoff_s=res.retry_backoff_s,
             shard_timeout_s=res.shard_timeout_s, load_timeout_s=res.load_timeout_s,
             max_replacements=res.max_replacements, commit_batch=self.commit_batch,
+            start_early=self.start_early,
         )
 
     def worker_resources(self, judge: PlannedJudge) -> dict[str, float]:

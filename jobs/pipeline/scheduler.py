@@ -106,6 +106,9 @@ class PoolConfig:
     batch is being stored wait for the next one, so batches grow with the rate of results and a
     slow store is written less often, not later. Without it each task's ``on_result`` runs alone."""
     max_batch: int = 256
+    start_early: bool = False
+    """Reserve the group and load the replicas before the first task comes (a later stage whose model
+    load should overlap the earlier stage's work); released like any pool once closed and drained."""
 
 
 @dataclass
@@ -345,7 +348,7 @@ class Scheduler:
     # -- pools and replicas ------------------------------------------------------------------------
     def _start_pools(self) -> None:
         for pool in self.pools.values():
-            if pool.state == "idle" and pool.queue:
+            if pool.state == "idle" and (pool.queue or (pool.config.start_early and not pool.closed)):
                 try:
                     pool.group = pool.config.make_group()
                     ready = pool.group.ready()
