@@ -54,9 +54,15 @@ def _load(path: Path):
 
 
 @app.command()
-def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None:
-    """Check a sweep file without starting Ray or loading a model."""
+def validate(
+    sweep: Path = typer.Argument(..., help="Sweep YAML file."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help=DATA_DIR_HELP + " Also checks every benchmark definition against its records."
+    ),
+) -> None:
+    """Check a sweep file without starting Ray or loading a model (with data: the definitions against their records)."""
     spec = _load(sweep)
+    data_lines = _check_benchmark_data(spec, data_dir)
     n = len(spec.variant_pairs())
     console.print(
         f"[green]ok[/]: {spec.name}: {len(spec.models)} model(s), {len(spec.recipes)} recipe(s) = {n} variant(s), "
@@ -69,6 +75,65 @@ def validate(sweep: Path = typer.Argument(..., help="Sweep YAML file.")) -> None
         if requested in ("auto", "vllm"):
             choice = choose_engine(requested, recipe)
             console.print(f"  {spec.variant_name(model, recipe)}: engine {choice.engine} ({choice.reason})")
+    for line in data_lines:
+        console.print(line)
+
+
+def _judge_vocabulary(spec, bench_spec, benchmark) -> list[str]:
+    """The raw labels of the judges a sweep runs on one benchmark (for the answer-space check)."""
+    from jobs.judging import template_for
+    from trust.judges.rule import RuleJudge
+    from trust.judges.templates import TemplateError
+
+    by_name = {j.name: j for j in spec.judges}
+    labels: list[str] = []
+    for name in bench_spec.judges:
+        judge = by_name.get(name)
+        if judge is None:
+            continue
+        if judge.kind == "rule":
+            labels.extend(RuleJudge(judge.mode).labels)
+            continue
+        try:
+            labels.extend(template_for(judge, benchmark).labels)
+        except TemplateError:
+            continue  # reported by the spec's own checks
+    return labels
+
+
+def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
+    """--data-dir, else $QTRUST_DATA_DIR, else None (data checks skipped)."""
+    if data_dir is not None:
+        return data_dir
+    env = os.environ.get("QTRUST_DATA_DIR")
+    return Path(env) if env else None
+
+
+def _check_benchmark_data(spec, data_dir: Optional[Path]) -> list[str]:
+    """Check every benchmark of ``spec`` against its records: exit 2 listing the problems, else the lines to show."""
+    from trust.benchmarks.data_check import check_definition
+    from trust.benchmarks.registry import definition_location, get_benchmark
+
+    folder = _data_folder(data_dir)
+    if folder is not None and not folder.is_dir():
+        _fail(f"--data-dir: {folder} is not a folder; pass the data folder (laid out like shared/benchmarks)")
+    problems: list[str] = []
+    lines: list[str] = []
+    for i, bench_spec in enumerate(spec.benchmarks):
+        benchmark = get_benchmark(bench_spec.name, bench_spec.options, bench_spec.definition)
+        report = check_definition(benchmark, folder, _judge_vocabulary(spec, bench_spec, benchmark))
+        where = definition_location(benchmark.name, bench_spec.definition)
+        problems.extend(f"benchmarks[{i}] ({bench_spec.run_name}): {where}: {p}" for p in report.problems)
+        if report.data_checked and not report.problems:
+            lines.append(f"  {bench_spec.run_name}: {report.items} item(s) checked against the data")
+    if problems:
+        _fail(f"{len(problems)} problem(s) in the benchmark definitions:\n" + "\n".join(f"  - {p}" for p in problems))
+    if folder is None:
+        lines.append(
+            "[yellow]data checks skipped[/]: pass --data-dir DIR (or set QTRUST_DATA_DIR) to check every definition "
+            "against its records (templates, reference map, labels and attribute values metrics name)"
+        )
+    return lines
 
 
 def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
@@ -96,7 +161,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         )
         err_console.print(f"Resume with:  [bold]qtrust resume {done.store.uri}[/]")
         raise typer.Exit(EXIT_INTERRUPTED)
-    print_results(console, outcome.plan, outcome.results)
+    print_results(console, outcome.plan, outcome.results, outcome.comparison)
     print_perspectives(console, outcome.plan, outcome.results)
     print_variants(console, outcome.plan.variants, outcome.quant_reports)
     console.print(
@@ -113,6 +178,8 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         )
         for shard, error in sorted(outcome.judge_failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
+    if outcome.report_path:
+        console.print(f"HTML report: {outcome.report_path}")
     if outcome.experiment_id:
         console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
         command = ui_command(outcome.tracking_uri or "")
@@ -223,6 +290,46 @@ def status(
         raise typer.Exit(code)
 
 
+METRICS_HELP = ("Comma-separated metrics to tabulate (default: each benchmark's primary metric; 'all' for every one).")
+
+
+def _metrics_option(text: Optional[str]) -> list[str] | None:
+    return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+
+@app.command()
+def report(
+    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help=METRICS_HELP),
+    long: bool = typer.Option(False, "--long", help="One row per variant and metric instead of one table per metric."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the HTML report (default: <sweep dir>/report.html)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to the sweep's parent MLflow run."),
+) -> None:
+    """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
+    search) from the stored answers alone, print the tables and write one self-contained HTML report."""
+    from jobs.compare import compare_results
+    from jobs.report import print_perspectives, print_results
+    from jobs.report_files import log_report_to_mlflow, write_report
+    from jobs.stored_results import StoredSweepError, load_stored_sweep
+    from trust.data import resolve_data_dir
+
+    try:
+        stored = load_stored_sweep(sweep_dir, resolve_data_dir(data_dir))
+    except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
+        _fail(str(err))
+        return
+    comparison = compare_results(stored.plan, stored.results, stored.quant_reports)
+    print_results(console, stored.plan, stored.results, comparison, metrics=_metrics_option(metrics), long=long)
+    print_perspectives(console, stored.plan, stored.results)
+    where = write_report(stored.plan, comparison, stored.store, out)
+    console.print(f"HTML report: {where}")
+    if not no_mlflow:
+        note = log_report_to_mlflow(stored.manifest, where)
+        if note:
+            console.print(note)
+
+
 @app.command()
 def quantize(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
@@ -283,18 +390,23 @@ def benchmarks_list() -> None:
 @benchmarks_app.command("show")
 def benchmarks_show(
     name: str = typer.Argument(..., help="A built-in benchmark name, or the path of a definition file."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Shows item count and a sample."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help=DATA_DIR_HELP + " Checks the definition against its records; shows item count and a sample."
+    ),
 ) -> None:
-    """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes."""
+    """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes (exit 2 on any error)."""
+    from trust.benchmarks.data_check import check_definition
     from trust.benchmarks.declarative import DefinitionError
-    from trust.benchmarks.registry import UnknownBenchmarkError, get_benchmark
-    from trust.data import resolve_data_dir
+    from trust.benchmarks.registry import UnknownBenchmarkError, definition_location, get_benchmark
 
     is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()
     try:
         bench = get_benchmark(name, None, name if is_file else None)
-    except (UnknownBenchmarkError, DefinitionError) as err:
+    except UnknownBenchmarkError as err:
         _fail(str(err))
+        return
+    except DefinitionError as err:
+        _fail(f"{err.where}:\n" + "\n".join(f"  - {p}" for p in err.problems))
         return
     d = bench.definition
     console.print(f"[bold]{d.name}[/] (version {d.version}, {d.task}) — {d.description}")
@@ -311,19 +423,48 @@ def benchmarks_show(
     if d.answer is not None:
         labels = ", ".join(d.answer.labels) if d.answer.labels else ""
         console.print(f"answer: {d.answer.kind} {labels}".rstrip())
-    console.print(f"metrics: {', '.join(bench.metric_names) or '(per group)'}")
+    console.print(f"metrics: {', '.join(bench.metric_names) or '(per group)'}", markup=False)
+    for entry in d.metrics:
+        if entry.expr is not None:
+            per = f" (per {entry.per.attribute})" if entry.per else ""
+            console.print(f"  composite {entry.name}{per} = {entry.expr}", markup=False, highlight=False)
     if d.notes:
         console.print(f"notes: {d.notes}")
-    if data_dir is not None or os.environ.get("QTRUST_DATA_DIR"):
-        try:
-            items = bench.load(resolve_data_dir(data_dir))
-        except Exception as err:  # noqa: BLE001 - shown, not raised: this is a description
-            console.print(f"[red]data: {err}[/]")
-            return
-        console.print(f"items: {len(items)}; first item id {items[0].id if items else '–'}")
-        if items:
-            for message in items[0].messages:
-                console.print(f"  [dim]{message['role']}:[/] {message['content'][:500]}")
+    folder = _data_folder(data_dir)
+    report = check_definition(bench, folder)
+    where = definition_location(d.name, name if is_file else None)
+    if report.problems:
+        _fail(f"{where}:\n" + "\n".join(f"  - {p}" for p in report.problems))
+    if folder is None:
+        console.print("[dim]data checks skipped: pass --data-dir DIR (or set QTRUST_DATA_DIR) to check the records[/]")
+        return
+    items = bench.load(folder)
+    console.print(f"items: {len(items)}; first item id {items[0].id if items else '–'}")
+    if items:
+        for message in items[0].messages:
+            console.print(f"  [dim]{message['role']}:[/] {message['content'][:500]}")
+
+
+@benchmarks_app.command("metrics")
+def benchmarks_metrics() -> None:
+    """List the metric functions definitions can name, with their arguments (docs/metric-functions.md)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from trust.metric_functions import METRICS
+
+    table = Table(title="Metric functions", title_justify="left")
+    for column in ("name", "arguments", "description"):
+        table.add_column(column, overflow="fold")
+    for fn_name, info in sorted(METRICS.items()):
+        args = ", ".join(
+            f"{a.name}: {a.type_text}" + ("" if a.required else f" = {'null' if a.default is None else repr(a.default)}")
+            for a in info.args
+        )
+        summary = " ".join(info.doc.split("\n\n")[0].split())
+        table.add_row(fn_name, escape(args) or "–", escape(summary))
+    console.print(table)
+    console.print("Composite metrics (expr:) are described in docs/benchmark-definitions.md.")
 
 
 data_app = typer.Typer(help="Get the benchmark data files.", no_args_is_help=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from jobs.plan import Plan
-from jobs.scoring import RUN_STATS, ResultRow, perspective_table
+from jobs.scoring import ResultRow, perspective_table
 
 
 def _fmt(value: float | None) -> str:
@@ -17,30 +18,172 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def print_results(console: Console, plan: Plan, results: list[ResultRow]) -> None:
-    """One table per benchmark: rows are variants and ensembles, columns their metrics."""
+#: Widest a table may be (the issue's terminal budget); tables are laid out to fit it.
+MAX_WIDTH = 100
+
+
+def _ci(value: float, low: float, high: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    short = "{:+.2f}" if signed else "{:.2f}"
+    if math.isnan(low) or math.isnan(high):
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{short.format(low)}, {short.format(high)}]"
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+#: Short codes of degenerate-variant flags shown in table cells (the messages follow the table).
+FLAG_CODES = {"invalid": "unparsed", "single_label": "one-label", "perplexity": "ppl"}
+
+
+def print_results(console: Console, plan: Plan, results: list[ResultRow], comparison=None,
+                  metrics: list[str] | None = None, long: bool = False) -> None:
+    """Per benchmark: each variant and ensemble against its model's reference, with intervals and flags.
+
+    One table per benchmark and metric (the primary metric unless ``metrics`` names others, ``["all"]``
+    for every metric), at most :data:`MAX_WIDTH` columns wide; ``long`` prints one row per metric instead.
+    """
+    from jobs.compare import compare_results
+
+    comparison = comparison if comparison is not None else compare_results(plan, results)
     for bench_name, run in plan.benchmarks.items():
-        metric_names = list(run.benchmark.metric_names)
-        extra = sorted({m for r in results if r.benchmark == bench_name for m in r.metrics
-                        if not m.startswith(JUDGE_METRIC_PREFIXES)} - set(metric_names))
-        metric_names += [m for m in extra if m not in RUN_STATS] + ["error_rate"]
-        table = Table(title=f"{bench_name} (v{run.benchmark.version}, {len(run.items)} items)", title_justify="left")
-        table.add_column("variant / ensemble")
-        table.add_column("bits", justify="right")
-        table.add_column("items", justify="right")
-        for name in metric_names:
-            style = "bold" if name == run.benchmark.primary_metric else None
-            table.add_column(name, justify="right", style=style)
-        rows = [r for r in results if r.benchmark == bench_name]
-        for row in rows:
-            if row.kind == "ensemble" and rows.index(row) and rows[rows.index(row) - 1].kind == "variant":
-                table.add_section()
-            name = f"[magenta]{row.name}[/] (ensemble)" if row.kind == "ensemble" else row.name
-            count = f"{row.n_items}/{row.n_planned}" if not row.complete else str(row.n_items)
-            table.add_row(name, row.bits, count, *[_fmt(row.metrics.get(m)) for m in metric_names])
-        console.print(table)
+        frame = comparison.frame[comparison.frame["benchmark"] == bench_name]
+        if frame.empty:
+            continue
+        if long:
+            _print_long(console, plan, bench_name, frame)
+        else:
+            wanted = _wanted_metrics(frame, run.benchmark.primary_metric, metrics)
+            for metric in wanted:
+                _print_metric_table(console, plan, comparison, bench_name, metric, frame[frame["metric"] == metric])
+        _print_flags(console, comparison, bench_name)
+        _print_flips(console, comparison, bench_name)
         if run.spec.judges:
-            print_judges(console, plan, bench_name, [r for r in rows if r.kind == "variant"])
+            print_judges(console, plan, bench_name, [r for r in results if r.benchmark == bench_name and r.kind == "variant"])
+    print_ensemble_search(console, comparison)
+
+
+def _wanted_metrics(frame, primary: str, metrics: list[str] | None) -> list[str]:
+    available = list(dict.fromkeys(frame["metric"].tolist()))
+    if not metrics:
+        return [primary] if primary in available else available[:1]
+    if metrics == ["all"]:
+        return available
+    return [m for m in metrics if m in available]
+
+
+def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: str, metric: str, rows) -> None:
+    run = plan.benchmarks[bench_name]
+    first = rows.iloc[0]
+    arrow = "higher is better" if bool(first["higher_is_better"]) else "lower is better"
+    title = f"{bench_name} v{run.benchmark.version} · {len(run.items)} items · {metric} ({arrow})"
+    baseline = comparison.baselines.get(bench_name, (None, math.nan))
+    caption_bits = [f"95% CI: {first['interval'].split(',')[0]}"]
+    if bool(first["primary"]) and baseline[0] is not None and not math.isnan(baseline[1]):
+        caption_bits.append(f"majority-class baseline {baseline[1]:.3f} (always '{baseline[0]}')")
+    methods = {m for m in rows["delta_method"].tolist() if m}
+    if methods:
+        caption_bits.append("Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = CI excludes 0")
+    table = Table(title=title, title_justify="left", caption=" · ".join(caption_bits), caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("variant", max_width=18, overflow="fold")
+    table.add_column("bits", justify="right", max_width=9, overflow="fold")
+    table.add_column("n", justify="right")
+    table.add_column(f"value [95% CI]", justify="right", no_wrap=True)
+    table.add_column("Δ vs ref [95% CI]", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("flags", max_width=16, overflow="fold")
+    previous_kind = None
+    for record in rows.to_dict("records"):
+        if previous_kind == "variant" and record["kind"] == "ensemble":
+            table.add_section()
+        previous_kind = record["kind"]
+        name = record["short"] + (" (ens)" if record["kind"] == "ensemble" else "")
+        is_ref = comparison.references.get(record["model"]) == record["name"]
+        delta = "reference" if is_ref else _ci(record["delta"], record["delta_low"], record["delta_high"], signed=True)
+        if record["significant"] and not is_ref:
+            delta += "*"
+        flags = comparison.flags.get((record["name"], bench_name), [])
+        table.add_row(name, str(record["bits"]), str(int(record["n"])), _ci(record["value"], record["low"], record["high"]),
+                      delta, "" if is_ref else _p(record["p_value"]), ",".join(FLAG_CODES.get(f.code, f.code) for f in flags))
+    console.print(table, width=min(MAX_WIDTH, console.width))
+
+
+def _print_long(console: Console, plan: Plan, bench_name: str, frame) -> None:
+    table = Table(title=f"{bench_name}: every metric (long format)", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    for column, justify in (("variant", "left"), ("metric", "left"), ("value [95% CI]", "right"),
+                            ("Δ vs ref [95% CI]", "right"), ("p", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for record in frame.to_dict("records"):
+        table.add_row(record["short"], record["metric"], _ci(record["value"], record["low"], record["high"]),
+                      _ci(record["delta"], record["delta_low"], record["delta_high"], signed=True)
+                      + ("*" if record["significant"] else ""), _p(record["p_value"]))
+    console.print(table, width=min(MAX_WIDTH, console.width))
+
+
+def _print_flags(console: Console, comparison, bench_name: str) -> None:
+    for (name, bench), flags in comparison.flags.items():
+        if bench != bench_name or not flags:
+            continue
+        short = comparison.frame.loc[comparison.frame["name"] == name, "short"]
+        label = short.iloc[0] if len(short) else name
+        for flag in flags:
+            console.print(f"  [yellow]flag[/] {label}: {flag.message}", width=min(MAX_WIDTH, console.width))
+
+
+def _print_flips(console: Console, comparison, bench_name: str, show_ids: int = 3) -> None:
+    lines = []
+    for (name, bench), table in comparison.flips.items():
+        if bench != bench_name or table.empty:
+            continue
+        counts = table["change"].value_counts()
+        short = comparison.frame.loc[comparison.frame["name"] == name, "short"]
+        label = short.iloc[0] if len(short) else name
+        parts = [f"{n} {change}" for change, n in counts.items()]
+        ids = ", ".join(table["item_id"].astype(str).head(show_ids))
+        lines.append(f"  {label}: " + ", ".join(parts) + f" (e.g. {ids})")
+    if lines:
+        console.print(f"[dim]Answers that changed against the reference (item ids; all in the HTML report):[/]",
+                      width=min(MAX_WIDTH, console.width))
+        for line in lines:
+            console.print(line, width=min(MAX_WIDTH, console.width), overflow="fold")
+
+
+def print_ensemble_search(console: Console, comparison) -> None:
+    """Every subset of a model's quantized variants of one method as a precision ensemble (no inference)."""
+    frame = comparison.ensembles
+    if frame is None or frame.empty:
+        return
+    for bench_name, rows in frame.groupby("benchmark", sort=False):
+        metric = rows.iloc[0]["metric"]
+        table = Table(title=f"Ensemble search · {bench_name} · {metric} (Lu et al. vote over stored labels)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                      caption="Δ: paired bootstrap 95% CI; * = CI excludes 0", caption_justify="left")
+        table.add_column("members", max_width=22, overflow="fold")
+        table.add_column("value [95% CI]", justify="right", no_wrap=True)
+        table.add_column("best member", max_width=14, overflow="fold")
+        table.add_column("Δ vs best", justify="right", no_wrap=True)
+        table.add_column("Δ vs ref", justify="right", no_wrap=True)
+        for record in rows.to_dict("records"):
+            table.add_row(
+                _strip_model(record["members"], record["model"]), _ci(record["value"], record["low"], record["high"]),
+                f"{_strip_model(record['best_member'], record['model'])} {_fmt(record['best_value'])}",
+                _ci(record["delta_vs_best"], record["delta_vs_best_low"], record["delta_vs_best_high"], signed=True),
+                _ci(record["delta_vs_reference"], record["delta_vs_reference_low"], record["delta_vs_reference_high"],
+                    signed=True),
+            )
+        console.print(table, width=min(MAX_WIDTH, console.width))
+
+
+def _strip_model(names: str, model: str) -> str:
+    return "+".join(n[len(model) + 1:] if n.startswith(f"{model}-") else n for n in names.split("+"))
 
 
 #: Metric names that belong to the judges' table, not the benchmark's.

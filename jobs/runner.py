@@ -121,6 +121,10 @@ class SweepOutcome:
     judge_failed: dict[str, str] = field(default_factory=dict)
     not_generated: int = 0
     """Item requests left without an answer because the run only judged (``judge_only``)."""
+    comparison: Any = None
+    """:class:`jobs.compare.Comparison` of every result with its model's reference."""
+    report_path: str | None = None
+    """Where the HTML report was written (``<sweep dir>/report.html``)."""
 
 
 def apply_limit(spec: SweepSpec, limit: int | None) -> SweepSpec:
@@ -434,6 +438,9 @@ def _run_attached(
     outcome.results = compute_results(plan, records, judgments)
     timings["score_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    _compare_and_report(outcome, tracking, console)
+    timings["compare_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     tracking.final(outcome.results, worker_info, state)
     outcome.tracking_failures = tracking.close(timeout_s=30.0)
     timings["tracking_close_s"] = time.perf_counter() - t
@@ -443,6 +450,27 @@ def _run_attached(
     state.worker_info = worker_info
     write_manifest("failed" if outcome.failed else "finished")
     return outcome
+
+
+def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) -> None:
+    """Compare every result with its reference, write the HTML report, hand both to MLflow.
+
+    A failure here never loses the sweep's results (they are stored): it is said and the run goes on.
+    """
+    from jobs.compare import compare_results
+    from jobs.report_files import local_copy, write_report
+
+    try:
+        outcome.comparison = compare_results(outcome.plan, outcome.results, outcome.quant_reports)
+        outcome.report_path = write_report(outcome.plan, outcome.comparison, outcome.store)
+    except Exception as err:  # noqa: BLE001 - a reporting bug must not fail a finished sweep
+        console.print(f"[yellow]The comparison report could not be built ({type(err).__name__}: {err}); "
+                      "run 'qtrust report' on the sweep folder to retry.")
+        return
+    log = getattr(tracking, "log_comparison", None)
+    if log is not None:
+        c = outcome.comparison
+        log(c.frame, c.matrices, c.perspectives, local_copy(outcome.report_path))
 
 
 def _print_plan(console: Console, plan: Plan, state: SweepState, shards: list[Shard], detailed: bool) -> None:

@@ -180,3 +180,61 @@ def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path) -> N
             assert definition.perspective_score.metric in bench.metric_names, name
         assert definition.license.strip(), name
         assert definition.notes, f"{name}: say where the protocol differs from its source"
+
+
+def _multi_file_benchmark(tmp_path: Path, **changes) -> Path:
+    folder = tmp_path / "multi"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "data" / "category_b.jsonl").write_text('{"q": "b0", "a": "yes"}\n{"q": "b1", "a": "no"}\n')
+    (folder / "data" / "category_a.jsonl").write_text('{"q": "a0", "a": "no"}\n')
+    (folder / "data" / "other.jsonl").write_text('{"q": "x", "a": "no"}\n')
+    definition = {
+        "name": "multi",
+        "description": "records from several files",
+        "license": "CC0",
+        "data": {"format": "jsonl", "path": "./data/category_*.jsonl"},
+        "prompt": {"user": "{{ q }} ({{ _file }})"},
+        "reference": {"value": "a"},
+        "answer": {"kind": "labels", "labels": {"yes": ["yes"], "no": ["no"]}},
+        "metrics": [{"fn": "accuracy"}, {"fn": "per_group_rate", "args": {"attribute": "_file", "label": "yes", "prefix": "yes/"}}],
+        "primary_metric": "accuracy",
+        **changes,
+    }
+    path = folder / "multi.yaml"
+    path.write_text(yaml.safe_dump(definition, sort_keys=False))
+    return path
+
+
+def test_glob_data_reads_every_matching_file_in_sorted_order(tmp_path: Path) -> None:
+    path = _multi_file_benchmark(tmp_path)
+    bench = get_benchmark("multi", None, path)
+    items = bench.load(tmp_path)
+    assert [it.id for it in items] == ["category_a/0", "category_b/0", "category_b/1"]  # stable, unique across files
+    assert [it.attributes["_file"] for it in items] == ["category_a", "category_b", "category_b"]
+    assert items[1].messages[-1]["content"] == "b0 (category_b)"
+    assert bench.score(items, ["no", "yes", "yes"]) == {"accuracy": pytest.approx(2 / 3), "yes/category_a": 0.0, "yes/category_b": 1.0}
+    digest = bench.dataset_digest(tmp_path)
+    (tmp_path / "multi" / "data" / "category_c.jsonl").write_text('{"q": "c0", "a": "no"}\n')
+    assert bench.dataset_digest(tmp_path) != digest
+    assert [it.id for it in bench.load(tmp_path)][:3] == ["category_a/0", "category_b/0", "category_b/1"]
+
+
+def test_glob_without_a_match_names_the_pattern_and_folder(tmp_path: Path) -> None:
+    path = _multi_file_benchmark(tmp_path, data={"format": "jsonl", "path": "./data/kind_*.jsonl"})
+    with pytest.raises(BenchmarkDataError) as info:
+        get_benchmark("multi", None, path).load(tmp_path)
+    assert "'./data/kind_*.jsonl' matches no file in" in str(info.value) and str(tmp_path / "multi" / "data") in str(info.value)
+
+
+def test_glob_ids_that_repeat_across_files_say_how_to_fix(tmp_path: Path) -> None:
+    path = _multi_file_benchmark(tmp_path, id="{{ _index }}")
+    with pytest.raises(BenchmarkDataError) as info:
+        get_benchmark("multi", None, path).load(tmp_path)
+    assert "repeats" in str(info.value) and "{{ _file }}" in str(info.value)
+
+
+def test_template_syntax_error_is_a_load_time_error(tmp_path: Path) -> None:
+    path = broken(tmp_path, prompt__system="{% if params.style %}polite")
+    with pytest.raises(DefinitionError) as info:
+        get_benchmark("pets", None, path)
+    assert "prompt.system: Jinja syntax error" in str(info.value)

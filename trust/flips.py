@@ -29,18 +29,26 @@ _OUTCOME_ORDER: tuple[str, ...] = ("correct", "wrong", "refused", "invalid", "er
 
 _SPECIAL_OUTCOMES: dict[str, str] = {ERROR: "error", INVALID: "invalid", REFUSED: "refused"}
 
+#: Labels that name a behaviour (refusing, complying, a safety verdict) rather than an answer to a
+#: question: where the label or the reference is one, the outcome is the label itself
+#: ("refused→complied" says more than "correct→wrong" on a refusal benchmark).
+BEHAVIOUR_LABELS: frozenset[str] = frozenset(
+    {REFUSED, "complied", "compliance", "full_refusal", "partial_refusal", "refusal", "safe", "unsafe"}
+)
+
 
 def outcome(label: str, reference: str | None) -> str:
     """The outcome of one answer.
 
     ``"error"``, ``"invalid"`` and ``"refused"`` for ERROR, INVALID and REFUSED labels; otherwise,
     with a gold ``reference``, ``"correct"`` when the label equals it and ``"wrong"`` when not;
-    without one (open-ended or judged items), the label lower-cased (``"complied"``, ``"unsafe"``).
+    without one (open-ended or judged items), or where the label or the reference names a behaviour
+    (:data:`BEHAVIOUR_LABELS`), the label lower-cased (``"complied"``, ``"unsafe"``).
     """
     special = _SPECIAL_OUTCOMES.get(label)
     if special is not None:
         return special
-    if reference is not None:
+    if reference is not None and label not in BEHAVIOUR_LABELS and reference not in BEHAVIOUR_LABELS:
         return "correct" if label == reference else "wrong"
     return label.lower()
 

@@ -14,11 +14,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
 from trust.benchmarks.base import Benchmark
+import numpy as np
+
 from trust.benchmarks.definition import BenchmarkDefinition, Demonstrations
-from trust.benchmarks.records import PathResolver, Record, read_records
+from trust.benchmarks.metric_plan import CompiledMetric, compile_metrics, compute, per_item_values
+from trust.benchmarks.records import SOURCE_FILE, PathResolver, Record, is_glob, matching_files, read_records
 from trust.benchmarks.templates import LETTERS, evaluate, names_in_expression, names_in_template, render
 from trust.data import BenchmarkDataError, file_digest
-from trust.metric_functions import METRIC_FUNCTIONS, ScoreInput, metric_names
+from trust.metric_functions import ScoreInput
 from trust.parsing import parse_label_words
 from trust.refusal import detect_refusal, refusal_kind
 from trust.types import INVALID, REFUSED, Item
@@ -95,10 +98,10 @@ class DeclarativeBenchmark(Benchmark):
         self.options = self.Options.model_validate(options or {})
         self._params: dict[str, Any] | None = None
         self._pool_messages: tuple[Any, list[dict[str, str]]] | None = None
-        names: list[str] = []
-        for spec in definition.metrics:
-            names.extend(metric_names(spec.fn, spec.name, spec.args))
-        self.metric_names = tuple(names)
+        self._metrics, problems = compile_metrics(definition)
+        if problems:
+            raise DefinitionError(f"benchmark {definition.name!r}", problems)
+        self.metric_names = tuple(name for entry in self._metrics for name in entry.names)
         self.primary_metric = definition.primary_metric
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -125,8 +128,19 @@ class DeclarativeBenchmark(Benchmark):
         resolve = self._resolver(data_dir)
         combined = hashlib.sha256()
         for relative in self.data_files:
-            combined.update(relative.encode() + b"\0" + file_digest(resolve(relative)).encode() + b"\n")
+            paths = matching_files(resolve, relative) if is_glob(relative) else [resolve(relative)]
+            for path in paths:
+                name = relative if len(paths) == 1 and not is_glob(relative) else f"{relative}:{path.name}"
+                combined.update(name.encode() + b"\0" + file_digest(path).encode() + b"\n")
         return combined.hexdigest()
+
+    @property
+    def id_template(self) -> str:
+        """The item id template; a multi-file source left at the default id also names the file."""
+        d = self.definition
+        if is_glob(d.data.path) and "id" not in d.model_fields_set:
+            return "{{ " + SOURCE_FILE + " }}/{{ _index }}"
+        return d.id
 
     def _context(self, record: Record) -> dict[str, Any]:
         """The names templates see: the record's fields, ``record`` (the whole record, for fields that only
@@ -198,59 +212,75 @@ class DeclarativeBenchmark(Benchmark):
         return messages
 
     # -- the Benchmark interface ------------------------------------------------------------------
+    def records(self, data_dir: Path) -> list[Record]:
+        """The records the items come from (after the data source's filters)."""
+        return read_records(self.definition.data, self._resolver(Path(data_dir)))
+
     def load_all(self, data_dir: Path) -> list[Item]:
-        d = self.definition
-        records = read_records(d.data, self._resolver(Path(data_dir)))
+        records = self.records(data_dir)
         if records:
             self.check_fields(records[0])
         pool = self._pool(Path(data_dir))
         items: list[Item] = []
         seen: set[str] = set()
         for record in records:
-            context = self._context(record)
-            options = None
-            if d.answer is not None and d.answer.kind == "options":
-                options = [str(o) for o in evaluate(d.answer.choices or "[]", context)] + list(d.answer.extra_options)
-            choices = None
-            if d.task == "loglikelihood" and d.loglikelihood is not None:
-                choices = [d.loglikelihood.prefix + str(c) for c in evaluate(d.loglikelihood.choices, context)]
-            reference = None
-            if d.reference is not None:
-                raw = evaluate(d.reference.value, context)
-                reference = str(raw) if raw is not None else None
-                if d.reference.map is not None:
-                    if reference not in d.reference.map:
-                        raise BenchmarkDataError(
-                            f"{d.name}: record {record['_index']} has reference {reference!r}, "
-                            f"not one of {sorted(d.reference.map)} in reference.map"
-                        )
-                    reference = d.reference.map[reference]
-            if choices is not None and reference is not None and reference.isdigit():
-                reference = choices[int(reference)]
-            attributes = {name: str(evaluate(expr, context)) for name, expr in d.attributes.items()}
-            if options is not None:
-                attributes["options"] = json.dumps(options, ensure_ascii=False)
-            item_id = render(d.id, context)
-            if item_id in seen:
-                raise BenchmarkDataError(f"{d.name}: item id {item_id!r} repeats; make 'id' unique per record")
-            seen.add(item_id)
-            items.append(
-                Item(
-                    id=item_id,
-                    messages=self._messages(record, pool, options),
-                    reference=reference,
-                    choices=choices,
-                    attributes=attributes,
+            item = self.item(record, pool)
+            if item.id in seen:
+                hint = " (the data has several files: include {{ _file }})" if is_glob(self.definition.data.path) else ""
+                raise BenchmarkDataError(
+                    f"{self.definition.name}: item id {item.id!r} repeats; make 'id' unique per record{hint}"
                 )
-            )
+            seen.add(item.id)
+            items.append(item)
         return items
+
+    def reference_of(self, record: Record) -> str | None:
+        """The record's raw reference value (before ``reference.map``)."""
+        d = self.definition
+        if d.reference is None:
+            return None
+        raw = evaluate(d.reference.value, self._context(record))
+        return str(raw) if raw is not None else None
+
+    def item(self, record: Record, pool: list[Record] | None) -> Item:
+        """The item of one record (templates rendered, reference mapped, attributes evaluated)."""
+        d = self.definition
+        context = self._context(record)
+        options = None
+        if d.answer is not None and d.answer.kind == "options":
+            options = [str(o) for o in evaluate(d.answer.choices or "[]", context)] + list(d.answer.extra_options)
+        choices = None
+        if d.task == "loglikelihood" and d.loglikelihood is not None:
+            choices = [d.loglikelihood.prefix + str(c) for c in evaluate(d.loglikelihood.choices, context)]
+        reference = self.reference_of(record)
+        if d.reference is not None and d.reference.map is not None:
+            if reference not in d.reference.map:
+                raise BenchmarkDataError(
+                    f"{d.name}: record {record['_index']} has reference {reference!r}, "
+                    f"not one of {sorted(d.reference.map)} in reference.map"
+                )
+            reference = d.reference.map[reference]
+        if choices is not None and reference is not None and reference.isdigit():
+            reference = choices[int(reference)]
+        attributes = {name: str(evaluate(expr, context)) for name, expr in d.attributes.items()}
+        if SOURCE_FILE in record and SOURCE_FILE not in attributes:
+            attributes[SOURCE_FILE] = str(record[SOURCE_FILE])
+        if options is not None:
+            attributes["options"] = json.dumps(options, ensure_ascii=False)
+        return Item(
+            id=render(self.id_template, context),
+            messages=self._messages(record, pool, options),
+            reference=reference,
+            choices=choices,
+            attributes=attributes,
+        )
 
     def check_fields(self, record: Record) -> None:
         """Fail with a clear message when a template names a field the records do not have."""
         d = self.definition
         known = set(record) | {"params", "options", "LETTERS", "record"}
         problems = []
-        checks: list[tuple[str, set[str]]] = [("id", names_in_template(d.id)), ("prompt.user", names_in_template(d.prompt.user))]
+        checks: list[tuple[str, set[str]]] = [("id", names_in_template(self.id_template)), ("prompt.user", names_in_template(d.prompt.user))]
         if d.prompt.system:
             checks.append(("prompt.system", names_in_template(d.prompt.system)))
         for i, turn in enumerate(d.prompt.preamble):
@@ -303,17 +333,33 @@ class DeclarativeBenchmark(Benchmark):
         return INVALID if letter is None else letter
 
     def score(self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None) -> dict[str, float]:
+        return compute(self._metrics, self._score_input(items, labels, logprobs))
+
+    @property
+    def compiled_metrics(self) -> list[CompiledMetric]:
+        """The ``metrics:`` entries, compiled (validated arguments, parsed expressions)."""
+        return self._metrics
+
+    def template_context(self, record: Record) -> dict[str, Any]:
+        """The names the templates of this definition see for ``record``."""
+        return self._context(record)
+
+    def demonstration_pool(self, data_dir: Path) -> list[Record] | None:
+        """The demonstration records shared by every item (None without a pool)."""
+        return self._pool(Path(data_dir))
+
+    def item_values(
+        self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Per-item values of the metrics that are means over items (metric name -> array aligned with
+        ``items``, NaN where an item does not count; ``np.nanmean`` of each equals the metric)."""
+        return per_item_values(self._metrics, self._score_input(items, labels, logprobs))
+
+    @staticmethod
+    def _score_input(items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None) -> ScoreInput:
         if len(items) != len(labels):
             raise ValueError(f"{len(items)} items but {len(labels)} labels")
-        score_input = ScoreInput(items, labels, list(logprobs) if logprobs is not None else [None] * len(items))
-        out: dict[str, float] = {}
-        for spec in self.definition.metrics:
-            value = METRIC_FUNCTIONS[spec.fn](score_input, **spec.args)
-            if isinstance(value, dict):
-                out.update(value)
-            else:
-                out[spec.name or spec.fn] = value
-        return out
+        return ScoreInput(list(items), list(labels), list(logprobs) if logprobs is not None else [None] * len(items))
 
     def describe(self) -> dict[str, str]:
         info = super().describe()
@@ -323,16 +369,39 @@ class DeclarativeBenchmark(Benchmark):
         return info
 
 
+def template_fields(definition: BenchmarkDefinition) -> list[tuple[str, str, bool]]:
+    """(field, source, is_expression) of every Jinja template and expression of a definition."""
+    d = definition
+    out = [("id", d.id, False), ("data.path", d.data.path, False), ("prompt.user", d.prompt.user, False)]
+    if d.prompt.system is not None:
+        out.append(("prompt.system", d.prompt.system, False))
+    out += [(f"prompt.preamble[{i}].content", turn.content, False) for i, turn in enumerate(d.prompt.preamble)]
+    if d.prompt.demonstrations is not None:
+        out += [("prompt.demonstrations.user", d.prompt.demonstrations.user, False),
+                ("prompt.demonstrations.assistant", d.prompt.demonstrations.assistant, False)]
+    if d.reference is not None:
+        out.append(("reference.value", d.reference.value, True))
+    if d.answer is not None and d.answer.choices:
+        out.append(("answer.choices", d.answer.choices, True))
+    if d.loglikelihood is not None:
+        out.append(("loglikelihood.choices", d.loglikelihood.choices, True))
+    out += [(f"attributes.{name}", expr, True) for name, expr in d.attributes.items()]
+    return out
+
+
 def validate_definition(definition: BenchmarkDefinition, where: str) -> None:
-    """Checks that need no data: metric functions exist, the primary metric is produced."""
+    """Checks that need no data: templates parse, metric functions exist and get valid arguments,
+    composite expressions parse and read earlier metrics, the attributes metrics name exist, the
+    primary metric is produced."""
+    from jinja2 import TemplateSyntaxError
+
     problems = []
-    for i, spec in enumerate(definition.metrics):
-        if spec.fn not in METRIC_FUNCTIONS:
-            problems.append(f"metrics[{i}].fn: unknown metric function {spec.fn!r}; available: {', '.join(sorted(METRIC_FUNCTIONS))}")
-    produced = {n for s in definition.metrics for n in metric_names(s.fn, s.name, s.args)}
-    dynamic = any(s.fn == "per_group_rate" for s in definition.metrics)
-    if definition.primary_metric not in produced and not dynamic:
-        problems.append(f"primary_metric: {definition.primary_metric!r} is not among the metrics ({', '.join(sorted(produced))})")
+    for field_name, source, is_expression in template_fields(definition):
+        try:
+            (names_in_expression if is_expression else names_in_template)(source)
+        except TemplateSyntaxError as err:
+            problems.append(f"{field_name}: Jinja syntax error ({err.message}, line {err.lineno}); fix the template")
+    problems.extend(compile_metrics(definition)[1])
     if problems:
         raise DefinitionError(where, problems)
 

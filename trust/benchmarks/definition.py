@@ -23,7 +23,10 @@ class DataSource(_Strict):
     """Records from one file of the data folder."""
 
     format: Literal["csv", "jsonl", "json"]
-    path: str = Field(description="file path relative to the data folder (may use {{ params.* }})")
+    path: str = Field(
+        description="file path relative to the data folder (may use {{ params.* }}); a glob pattern reads every "
+        "matching file in sorted order, each record carrying `_file` (the file name without extension)"
+    )
     key_path: str | None = Field(
         None, description="json: '/'-separated keys leading to the list of records (may use {{ params.* }})"
     )
@@ -116,10 +119,38 @@ class LoglikelihoodSpec(_Strict):
     prefix: str = Field(" ", description="text put before every continuation")
 
 
+class PerSpec(_Strict):
+    """One composite metric per value of an item attribute (``<name>/<value>``; the value is ``group``)."""
+
+    attribute: str = Field(description="the item attribute whose values split the items")
+    values: list[str] | None = Field(
+        None, description="the values to report (default: every value in the items; listing them names the metrics up front)"
+    )
+
+
 class MetricSpec(_Strict):
-    fn: str = Field(description="metric function name (see `qtrust benchmarks metrics`)")
-    name: str | None = Field(None, description="metric name for functions returning one number")
-    args: dict[str, Any] = Field(default_factory=dict)
+    """One metric entry: a registered function (``fn`` + ``args``) or a composite expression (``expr``)."""
+
+    fn: str | None = Field(None, description="metric function name (see `qtrust benchmarks metrics`)")
+    name: str | None = Field(None, description="metric name for functions returning one number; required with expr")
+    args: dict[str, Any] = Field(default_factory=dict, description="the function's arguments (checked against its signature)")
+    expr: str | None = Field(
+        None, description="composite: an expression over earlier metrics and label counts (see trust/composite.py)"
+    )
+    per: PerSpec | None = Field(None, description="composite: one metric per value of an attribute")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "MetricSpec":
+        if (self.fn is None) == (self.expr is None):
+            raise ValueError("give either 'fn' (a metric function) or 'expr' (a composite expression), not both or neither")
+        if self.expr is not None:
+            if not self.name:
+                raise ValueError("a composite metric ('expr') needs 'name'")
+            if self.args:
+                raise ValueError("'args' belong to 'fn' metrics; a composite writes its values into 'expr'")
+        elif self.per is not None:
+            raise ValueError("'per' belongs to composite metrics ('expr'); use per_group_rate for functions")
+        return self
 
 
 class PerspectiveScoreSpec(_Strict):

@@ -2,11 +2,16 @@
 
 Every record is a dict of fields plus ``_index``: its 0-based position in the source file, counted
 before any filtering, so item ids built from it are stable whatever subset is selected.
+
+A ``path`` may be a glob pattern (``data/category_*.jsonl``): the records of every matching file, in
+sorted file order, each with ``_file`` (the file's name without its extension) and ``_index``
+counted within its own file, so adding a file changes no other file's ids.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 from pathlib import Path
 from typing import Any
@@ -66,9 +71,40 @@ def _as_record(raw: Any, columns: list[str] | None, path: Path, index: int) -> R
     raise BenchmarkDataError(f"{path}: record {index} is a {type(raw).__name__}, not an object or a list")
 
 
+#: The record field (and item attribute) naming a record's source file when ``data.path`` is a pattern.
+SOURCE_FILE = "_file"
+
+
+def is_glob(path: str) -> bool:
+    """Whether a data path is a pattern (``*``, ``?`` or ``[``) rather than one file."""
+    return any(char in path for char in "*?[")
+
+
+def matching_files(resolve: "PathResolver", pattern: str) -> list[Path]:
+    """The files a glob ``pattern`` matches, sorted; a clear error when none does."""
+    resolved = resolve(pattern)
+    found = sorted(Path(p) for p in glob.glob(str(resolved)) if Path(p).is_file())
+    if not found:
+        raise BenchmarkDataError(
+            f"data.path: the pattern {resolve.render(pattern)!r} matches no file in {resolved.parent}; "
+            "check the pattern, or set --data-dir / QTRUST_DATA_DIR to the data folder"
+        )
+    return found
+
+
 def read_records(source: DataSource, resolve: "PathResolver") -> list[Record]:
-    """All records of ``source`` that pass its filters, each with its ``_index``."""
-    path = resolve(source.path)
+    """All records of ``source`` that pass its filters, each with its ``_index`` (and ``_file`` for a pattern)."""
+    if is_glob(source.path):
+        if source.side_arrays:
+            raise BenchmarkDataError("data.side_arrays: side arrays need one data file, not a pattern; drop one of them")
+        records: list[Record] = []
+        for path in matching_files(resolve, source.path):
+            records.extend({**r, SOURCE_FILE: path.stem} for r in _read_file(source, resolve, path))
+        return records
+    return _read_file(source, resolve, resolve(source.path))
+
+
+def _read_file(source: DataSource, resolve: "PathResolver", path: Path) -> list[Record]:
     key_path = resolve.render(source.key_path) if source.key_path else None
     raw = _read_raw(source, path, key_path)
     records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]

@@ -46,6 +46,10 @@ def load_definition_file(path: str | Path) -> BenchmarkDefinition:
     return definition
 
 
+#: The file of every built-in definition, by name.
+BUILTIN_FILES: dict[str, Path] = {}
+
+
 def _load_builtin() -> dict[str, BenchmarkDefinition]:
     found: dict[str, BenchmarkDefinition] = {}
     for path in sorted(DEFINITIONS_DIR.glob("*.yaml")):
@@ -53,11 +57,19 @@ def _load_builtin() -> dict[str, BenchmarkDefinition]:
         if definition.name in found:
             raise DefinitionError(str(path), [f"name {definition.name!r} is defined twice"])
         found[definition.name] = definition
+        BUILTIN_FILES[definition.name] = path
     return found
 
 
 #: Every built-in benchmark definition, by name (the one registry of benchmarks).
 BENCHMARKS: dict[str, BenchmarkDefinition] = _load_builtin()
+
+
+def definition_location(name: str, definition: str | Path | None = None) -> str:
+    """How messages name a benchmark's definition: ``benchmark definition <file>``."""
+    if definition is not None:
+        return f"benchmark definition {Path(definition).expanduser()}"
+    return f"benchmark definition {BUILTIN_FILES.get(name, name)}"
 
 
 def available_benchmarks() -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from trust.metric_functions import ScoreInput, fairness_gaps, metric
+from trust.metric_registry import Attribute, Label
 
 _GAP_NAMES = ("demographic_parity_difference", "equalized_odds_difference")
 
@@ -22,7 +23,7 @@ def _gap_names(args: dict[str, Any]) -> list[str]:
 
 @metric("fairness_gaps_answered", outputs=_gap_names)
 def fairness_gaps_answered(
-    score: ScoreInput, attribute: str, positive: str, negative: str, prefix: str = ""
+    score: ScoreInput, attribute: Attribute, positive: Label, negative: Label, prefix: str = ""
 ) -> dict[str, float]:
     """Demographic parity and equalized odds differences over ``attribute``, computed only on items
     labelled ``positive`` or ``negative`` (refused, invalid and failed answers are left out)."""
