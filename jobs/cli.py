@@ -79,28 +79,6 @@ def validate(
         console.print(line)
 
 
-def _judge_vocabulary(spec, bench_spec, benchmark) -> list[str]:
-    """The raw labels of the judges a sweep runs on one benchmark (for the answer-space check)."""
-    from jobs.judging import template_for
-    from trust.judges.rule import RuleJudge
-    from trust.judges.templates import TemplateError
-
-    by_name = {j.name: j for j in spec.judges}
-    labels: list[str] = []
-    for name in bench_spec.judges:
-        judge = by_name.get(name)
-        if judge is None:
-            continue
-        if judge.kind == "rule":
-            labels.extend(RuleJudge(judge.mode).labels)
-            continue
-        try:
-            labels.extend(template_for(judge, benchmark).labels)
-        except TemplateError:
-            continue  # reported by the spec's own checks
-    return labels
-
-
 def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
     """--data-dir, else $QTRUST_DATA_DIR, else None (data checks skipped)."""
     if data_dir is not None:
@@ -111,21 +89,12 @@ def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
 
 def _check_benchmark_data(spec, data_dir: Optional[Path]) -> list[str]:
     """Check every benchmark of ``spec`` against its records: exit 2 listing the problems, else the lines to show."""
-    from trust.benchmarks.data_check import check_definition
-    from trust.benchmarks.registry import definition_location, get_benchmark
+    from jobs.definition_checks import benchmark_problems
 
     folder = _data_folder(data_dir)
     if folder is not None and not folder.is_dir():
         _fail(f"--data-dir: {folder} is not a folder; pass the data folder (laid out like shared/benchmarks)")
-    problems: list[str] = []
-    lines: list[str] = []
-    for i, bench_spec in enumerate(spec.benchmarks):
-        benchmark = get_benchmark(bench_spec.name, bench_spec.options, bench_spec.definition)
-        report = check_definition(benchmark, folder, _judge_vocabulary(spec, bench_spec, benchmark))
-        where = definition_location(benchmark.name, bench_spec.definition)
-        problems.extend(f"benchmarks[{i}] ({bench_spec.run_name}): {where}: {p}" for p in report.problems)
-        if report.data_checked and not report.problems:
-            lines.append(f"  {bench_spec.run_name}: {report.items} item(s) checked against the data")
+    problems, lines = benchmark_problems(spec, folder)
     if problems:
         _fail(f"{len(problems)} problem(s) in the benchmark definitions:\n" + "\n".join(f"  - {p}" for p in problems))
     if folder is None:

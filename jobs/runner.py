@@ -177,6 +177,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     t0 = time.perf_counter()
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
+    _check_definitions(spec)
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     timings["plan_s"] = time.perf_counter() - t0
     store = SweepStore(options.storage_root or spec.storage.root, spec.name)
@@ -185,6 +186,16 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         return _run_locked(spec, options, console, plan, store, data_dir, timings)
     finally:
         lock.release()
+
+
+def _check_definitions(spec: SweepSpec) -> None:
+    """The data-free checks of the benchmark definitions (labels metrics name that can never occur...)."""
+    from jobs.definition_checks import benchmark_problems
+    from jobs.spec import SpecError
+
+    problems, _lines = benchmark_problems(spec, None)
+    if problems:
+        raise SpecError(f"sweep '{spec.name}'", problems)
 
 
 def _scan(store: SweepStore, console: Console, verify: bool = False) -> ScanResult:

@@ -3,8 +3,12 @@
 A parent run per sweep and a nested run per (variant, benchmark) and per (ensemble, benchmark) are
 created (RUNNING) when the sweep starts, with their parameters and the tags "Group by" and filters
 work on. As shards commit, each run gets progress metrics (items done and failed, with a step) and
-a running value of its benchmark's primary metric; at the end, final metrics, the per-item table,
-the benchmark as a dataset input, and the run is closed. Every call goes through
+a running value of its benchmark's primary metric; at the end, final metrics, the per-item table
+(``items.json``, the same name in every run), the benchmark as a dataset input, and the run is
+closed. :meth:`SweepTracking.log_comparison` adds intervals, deltas against the reference, flags,
+flip tables and the parent's summary and plots. Runs carry the tags "Group by" works on (model,
+variant, method, bits, benchmark, judge), short names (``w4 · xstest``) and a colour per variant
+(:mod:`jobs.run_colors`), the same as in the plots. Every call goes through
 :class:`jobs.tracking.LiveTracker`'s background queue, so the scheduler never waits on MLflow.
 """
 
@@ -18,18 +22,43 @@ from typing import Any, Callable
 import pandas as pd
 
 from jobs.plan import Plan, Shard
+from jobs.run_colors import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
 from jobs.scoring import LabelCache, ResultRow, perspective_table
 from jobs.store import SweepStore
 from jobs.tracking import LiveTracker, resolve_tracking_uri
+from jobs.tracking.comparison import (
+    comparison_table,
+    flips_table,
+    frame_entries,
+    parent_figures,
+    run_metrics,
+    run_tags,
+    summary_table,
+)
 from jobs.variant_reports import quant_metrics, quant_params, variants_table
 from trust.scoring import score_labels
 
 #: How often the running value of a run's primary metric is recomputed.
 RUNNING_METRIC_EVERY_S = 5.0
+#: Tables every run of one kind logs under the same name (the UI compares artifacts by name).
+ITEMS_TABLE = "items.json"
+JUDGMENTS_TABLE = "judgments.json"
+COMPARISON_TABLE = "comparison.json"
+FLIPS_TABLE = "flips.json"
+SUMMARY_TABLE = "summary.json"
+#: The value of the variant, method, bits and benchmark tags on the parent run (it spans them all).
+ALL = "all"
 
 
 def _bits_tag(bits: float) -> str:
     return "ref" if bits >= 16 else f"{bits:g}"
+
+
+def short_name(name: str, model: str, n_models: int) -> str:
+    """A variant's or ensemble's name without the model prefix when the sweep has one model."""
+    if n_models == 1 and name.startswith(f"{model}-") and len(name) > len(model) + 1:
+        return name[len(model) + 1 :]
+    return name
 
 
 class SweepTracking:
@@ -49,6 +78,15 @@ class SweepTracking:
         self._label_caches: dict[str, LabelCache] = {}
         self._ticks = 0
         self._logged_engines: set[str] = set()
+        self.short: dict[str, str] = {}
+        """Variant or ensemble name -> the name its runs and plots show."""
+        self.references: dict[str, str] = {}
+        """Model name -> its reference variant (unquantized, else the most precise)."""
+        self.colors: dict[str, str] = {}
+        """Variant or ensemble name -> its run colour (the ``mlflow.runColor`` tag and in plots)."""
+        self._ensembles: set[str] = set()
+        self._summary_logged = False
+        self._name_variants()
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
@@ -80,60 +118,86 @@ class SweepTracking:
     def _open_runs(self) -> None:
         spec = self.plan.spec
         t = _StoreTagged(self.tracker, self.store.uri)
+        judges = sorted({j for b in self.plan.benchmarks for j in self._judge_tags(b).values()})
         t.ensure_run(
             self.parent_key,
             spec.name,
-            {"qtrust.sweep": spec.name, "qtrust.kind": "sweep"},
+            {
+                "qtrust.sweep": spec.name,
+                "qtrust.kind": "sweep",
+                "model": ", ".join(m.name for m in spec.models),
+                "variant": ALL,
+                "method": ALL,
+                "bits": ALL,
+                "benchmark": ALL,
+                **({"judge": ", ".join(judges)} if judges else {}),
+                RUN_COLOR_TAG: PARENT_COLOR,
+            },
             description=f"qtrust sweep '{spec.name}': {len(self.plan.variants)} variant(s) × "
-            f"{len(self.plan.benchmarks)} benchmark(s). {spec.description}".strip(),
+            f"{len(self.plan.benchmarks)} benchmark(s); per-variant results in the nested runs, the summary "
+            f"in summary.json. {spec.description}".strip(),
         )
         t.log_params(self.parent_key, {"sweep": spec.name, "storage": self.store.uri, "shard_size": spec.shard_size})
         t.log_params(self.parent_key, self._judge_params())
         t.log_artifact(self.parent_key, self._spec_file(), None)
         for bench_name, run in self.plan.benchmarks.items():
             bench_params = self._bench_params(bench_name)
+            n = len(run.items)
             for variant in self.plan.variants.values():
                 bits = _bits_tag(variant.precision_bits)
                 key = self.variant_key(variant.name, bench_name)
+                reference = self.references.get(variant.model.name)
+                if reference == variant.name:
+                    what = (f"{self.short[variant.name]}: the reference ({variant.model.name}, {variant.recipe.method}, "
+                            f"{bits} bits) on {bench_name} ({n} items); the quantized variants are compared with it")
+                else:
+                    what = (f"{self.short[variant.name]} ({variant.model.name}, {variant.recipe.method}, {bits} bits) on "
+                            f"{bench_name}: compared with {self.short.get(reference or '', reference)} on the same {n} items")
                 t.ensure_run(
                     key,
-                    f"{variant.name} · {bench_name}",
+                    self._run_name(variant.name, bench_name),
                     {
                         "qtrust.sweep": spec.name,
                         "qtrust.kind": "variant",
                         "qtrust.benchmark": bench_name,
                         "qtrust.model": variant.model.name,
+                        "model": variant.model.name,
                         "variant": variant.name,
                         "method": variant.recipe.method,
                         "bits": bits,
                         "benchmark": bench_name,
                         **self._judge_tags(bench_name),
+                        RUN_COLOR_TAG: self.colors[variant.name],
                     },
                     parent_key=self.parent_key,
-                    description=f"{variant.name} ({variant.recipe.method}, {bits} bits) on {bench_name} "
-                    f"({len(run.items)} items)" + self._judged_by(bench_name),
+                    description=what + self._judged_by(bench_name),
                 )
                 t.log_params(key, {**self._variant_params(variant), **bench_params})
             for model in spec.models:
                 for ens, members in self.plan.ensembles_of(model):
                     name = f"{model.name}-{ens.name}"
                     key = self.ensemble_key(name, bench_name)
+                    reference = self.references.get(model.name)
                     t.ensure_run(
                         key,
-                        f"{name} · {bench_name}",
+                        self._run_name(name, bench_name),
                         {
                             "qtrust.sweep": spec.name,
                             "qtrust.kind": "ensemble",
                             "qtrust.benchmark": bench_name,
                             "qtrust.model": model.name,
+                            "model": model.name,
                             "variant": name,
                             "method": "ensemble",
                             "bits": "+".join(_bits_tag(m.precision_bits) for m in members),
                             "benchmark": bench_name,
                             **self._judge_tags(bench_name),
+                            RUN_COLOR_TAG: self.colors[name],
                         },
                         parent_key=self.parent_key,
-                        description=f"precision ensemble {name} over {', '.join(m.name for m in members)} on {bench_name}",
+                        description=f"precision ensemble {self.short[name]} over "
+                        f"{', '.join(self.short[m.name] for m in members)} on {bench_name}: compared with "
+                        f"{self.short.get(reference or '', reference)} on the same {n} items",
                     )
                     t.log_params(
                         key,
@@ -146,6 +210,29 @@ class SweepTracking:
                             **bench_params,
                         },
                     )
+
+    def _run_name(self, name: str, bench_name: str) -> str:
+        """``<short name> · <benchmark>`` (short: without the model prefix when the sweep has one model)."""
+        return f"{self.short.get(name, name)} · {bench_name}"
+
+    def _name_variants(self) -> None:
+        """Short names, references and run colours of every variant and ensemble of the sweep."""
+        models = self.plan.spec.models
+        for variant in self.plan.variants.values():
+            self.short[variant.name] = short_name(variant.name, variant.model.name, len(models))
+        for model in models:
+            plain = [v for v in self.plan.variants.values() if v.model.name == model.name]
+            unquantized = [v for v in plain if v.recipe.method == "none"]
+            if plain:
+                chosen = unquantized[0] if unquantized else max(plain, key=lambda v: v.precision_bits)
+                self.references[model.name] = chosen.name
+            for ens, _members in self.plan.ensembles_of(model):
+                name = f"{model.name}-{ens.name}"
+                self.short[name] = short_name(name, model.name, len(models))
+                self._ensembles.add(name)
+        refs = {self.short[v.name] for v in self.plan.variants.values() if v.precision_bits >= 16}
+        by_short = variant_colors(self.short.values(), references=refs, ensembles={self.short[n] for n in self._ensembles})
+        self.colors = {name: by_short[short] for name, short in self.short.items()}
 
     def _spec_file(self) -> Path:
         import tempfile
@@ -323,9 +410,9 @@ class SweepTracking:
             t.log_metrics(key, metrics)
             if row.frame is not None and not row.frame.empty:
                 frame = row.frame.drop(columns=[c for c in ("logprobs", "item_key") if c in row.frame.columns])
-                t.log_table(key, frame, f"items/{row.name}__{row.benchmark}.json")
+                t.log_table(key, frame, ITEMS_TABLE)
                 if row.judgments is not None and not row.judgments.empty:
-                    t.log_table(key, row.judgments, f"judgments/{row.name}__{row.benchmark}.json")
+                    t.log_table(key, row.judgments, JUDGMENTS_TABLE)
                 t.log_dataset(key, run.items_frame(), name=row.benchmark, source=str(self.data_dir), digest=run.digest(self.data_dir))
             t.finish(key, "FINISHED" if row.complete else "FAILED")
         if state is not None and getattr(state, "judges", None):
@@ -333,11 +420,89 @@ class SweepTracking:
                                    for name, counts in state.judges.items() if name in self.plan.judges])
             if not judges.empty:
                 t.log_table(self.parent_key, judges, "judges.json")
-        summary: dict[str, float] = {"variants": len(self.plan.variants), "item_requests": self.plan.n_requests}
-        for name, scores in perspective_table(self.plan, results).items():
-            summary.update({f"{name}.{perspective}_score": value for perspective, value in scores.items()})
-        t.log_metrics(self.parent_key, summary)
+        t.log_metrics(self.parent_key, {"variants": len(self.plan.variants), "item_requests": self.plan.n_requests})
+        if not self._summary_logged:  # log_comparison's summary (with deltas) is richer: it is kept
+            entries = [self._entry(row) for row in results]
+            table = summary_table([e for e in entries if e is not None], perspective_table(self.plan, results))
+            if not table.empty:
+                t.log_table(self.parent_key, table, SUMMARY_TABLE)
         t.finish(self.parent_key, "FAILED" if any(not r.complete for r in results) else "FINISHED")
+
+    def _entry(self, row: ResultRow) -> dict[str, Any] | None:
+        """A result's primary metric as a :func:`summary_table` entry (None when it has none)."""
+        primary = self.plan.benchmarks[row.benchmark].benchmark.primary_metric
+        if primary not in row.metrics:
+            return None
+        variant = self.plan.variants.get(row.name)
+        return {"name": row.name, "short": self.short.get(row.name, row.name), "kind": row.kind, "model": row.model,
+                "method": variant.recipe.method if variant is not None else "ensemble", "bits": row.bits,
+                "benchmark": row.benchmark, "metric": primary, "value": row.metrics[primary]}
+
+    # -- comparisons -----------------------------------------------------------------------------
+    def log_comparison(
+        self,
+        frame: pd.DataFrame,
+        flips: dict[tuple[str, str], pd.DataFrame],
+        perspectives: dict[str, dict[str, float]],
+        report_html: Path | None = None,
+    ) -> None:
+        """Log a sweep's comparison (the long frame of :mod:`jobs.compare`) into its runs.
+
+        Each variant or ensemble run gets, per metric, ``<metric>_ci_low``, ``<metric>_ci_high``,
+        ``<metric>_se`` and ``delta_<metric>`` with ``_ci_low``, ``_ci_high`` and ``_p`` (finite
+        values only), the tags ``qtrust.flags`` and ``qtrust.degenerate``, its rows as the table
+        ``comparison.json`` and its flip matrix as ``flips.json``. The parent gets every row as
+        ``comparison.json``, ``summary.json``, figures under ``plots/`` and ``report.html`` when
+        given. ``flips`` maps (name, benchmark) to a crosstab of outcomes (rows: the reference's).
+
+        Safe before or after :meth:`final` (until :meth:`close`); figures are rendered here, the
+        uploads queued like every other call. Never raises: what cannot be prepared is a warning.
+        """
+        t = self.tracker
+        try:
+            self._log_run_comparisons(frame, flips)
+            t.log_table(self.parent_key, comparison_table(frame), COMPARISON_TABLE)
+            t.log_table(self.parent_key, summary_table(frame_entries(frame), perspectives), SUMMARY_TABLE)
+            self._summary_logged = True
+        except Exception as err:  # noqa: BLE001 - a malformed frame must not end the sweep
+            t.report_error("log the comparison", err)
+        try:
+            figures = parent_figures(frame, flips, perspectives, self.colors, self.short)
+        except Exception as err:  # noqa: BLE001 - no plots, a warning
+            t.report_error("draw the comparison's plots", err)
+            figures = {}
+        for path, render in figures.items():
+            try:
+                t.log_artifact_bytes(self.parent_key, render(), path)
+            except Exception as err:  # noqa: BLE001 - one figure that fails is one warning
+                t.report_error(f"draw {path}", err)
+        if report_html is not None:
+            try:
+                t.log_artifact_bytes(self.parent_key, Path(report_html).read_bytes(), "report.html")
+            except OSError as err:
+                t.report_error(f"log {report_html}", err)
+
+    def _log_run_comparisons(self, frame: pd.DataFrame, flips: dict[tuple[str, str], pd.DataFrame]) -> None:
+        if frame.empty:
+            return
+        for (kind, name, bench), rows in frame.groupby(["kind", "name", "benchmark"], sort=False):
+            key = self._result_key(str(kind), str(name), str(bench))
+            if key is None:
+                continue
+            self.tracker.log_metrics(key, run_metrics(rows))
+            self.tracker.set_tags(key, run_tags(rows))
+            self.tracker.log_table(key, comparison_table(rows), COMPARISON_TABLE)
+            matrix = flips.get((str(name), str(bench)))
+            if matrix is not None and not matrix.empty:
+                self.tracker.log_table(key, flips_table(matrix), FLIPS_TABLE)
+
+    def _result_key(self, kind: str, name: str, bench: str) -> str | None:
+        """The run key of a variant's or ensemble's result on a benchmark of this sweep (None: not one)."""
+        if bench not in self.plan.benchmarks:
+            return None
+        if kind == "ensemble":
+            return self.ensemble_key(name, bench) if name in self._ensembles else None
+        return self.variant_key(name, bench) if name in self.plan.variants else None
 
     def interrupted(self) -> None:
         self._log_progress()

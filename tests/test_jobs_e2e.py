@@ -83,8 +83,8 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     ens = next(r for r in children if r.data.tags["qtrust.kind"] == "ensemble" and r.data.tags["qtrust.benchmark"] == "machine_ethics")
     assert ens.data.params["ensemble.members"] == "tiny-ref,tiny-w8,tiny-w4"
     assert "accuracy" in ens.data.metrics
-    artifacts = [a.path for a in client.list_artifacts(w4.info.run_id, "items")]
-    assert artifacts == ["items/tiny-w4__xstest.json"]
+    artifacts = [a.path for a in client.list_artifacts(w4.info.run_id)]
+    assert "items.json" in artifacts  # the same name in every run: the UI compares artifacts by name
     assert w4.inputs.dataset_inputs and w4.inputs.dataset_inputs[0].dataset.name == "xstest"
 
 

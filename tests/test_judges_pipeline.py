@@ -163,8 +163,8 @@ def test_metrics_come_from_the_selected_judge_with_kappa_and_majority_in_mlflow(
     assert run.data.tags["judge"] == "api"
     assert run.data.metrics["judge/rule/safe_rate"] == pytest.approx(osm.metrics["judge/rule/safe_rate"])
     assert run.data.params["judge.api.identity"].startswith("endpoint:judge-model|")
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "judgments")]
-    assert artifacts == ["judgments/tiny-ref__opensafetymini.json"]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert {"items.json", "judgments.json"} <= set(artifacts)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.params["judge.tiny.kind"] == "model"
     assert "judges.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]

@@ -354,3 +354,27 @@ def test_two_processes_open_a_new_sqlite_store_at_once(tmp_path: Path) -> None:
     for run in runs:
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "m")] == [0, 1, 2, 3, 4]
+
+
+def test_bytes_artifacts_replace_their_copy_and_bad_ones_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    warnings: list[str] = []
+    tracker = LiveTracker(uri, "bytes", warn=warnings.append, flush_interval_s=0.05)
+    tracker.start()
+    tracker.ensure_run("p", "parent", {})
+    tracker.log_artifact_bytes("p", b"\x89PNG first", "plots/a.png")
+    tracker.log_artifact_bytes("p", b"\x89PNG second", "plots/a.png")  # replaces the first copy
+    tracker.log_artifact_bytes("p", b"<html></html>", "report.html")
+    tracker.log_artifact_bytes("p", "not bytes", "plots/b.png")  # type: ignore[arg-type]
+    tracker.report_error("draw plots/c.png", ValueError("no data"))
+    assert tracker.flush(60)
+    run_id = tracker.run_ids()["p"]
+    summary = tracker.close()
+    assert summary["failures"] == 2 and summary["dropped"] == 2
+    assert any("plots/b.png" in w for w in warnings) and any("plots/c.png" in w and "no data" in w for w in warnings)
+    client = MlflowClient(tracking_uri=uri)
+    assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/a.png"]
+    assert Path(client.download_artifacts(run_id, "plots/a.png", str(tmp_path / "dl"))).read_bytes() == b"\x89PNG second"
+    assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
+    assert "mlflow.loggedArtifacts" not in client.get_run(run_id).data.tags  # figures are files, not tables

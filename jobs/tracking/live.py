@@ -31,6 +31,7 @@ from jobs.tracking.ops import (
     ArtifactData,
     Call,
     DatasetData,
+    FileData,
     FinishData,
     Kind,
     Op,
@@ -217,6 +218,20 @@ class LiveTracker:
             self._reject(f"log artifact {path}", err)
             return
         self._put(Op(Kind.ARTIFACT, run_key, ArtifactData(str(copy), artifact_path)))
+
+    def log_artifact_bytes(self, run_key: str, content: bytes, artifact_file: str) -> None:
+        """Log ``content`` as the artifact ``artifact_file`` (e.g. ``plots/x.png``), replacing an earlier
+        copy. Render figures to bytes before calling (:func:`jobs.plots.figure_png`): the tracking
+        thread only uploads."""
+        if not isinstance(content, (bytes, bytearray)) or not str(artifact_file).strip("/"):
+            self._reject(f"log artifact {artifact_file}", ValueError("an artifact needs bytes and a file name"))
+            return
+        self._put(Op(Kind.FILE, run_key, FileData(str(artifact_file), bytes(content))))
+
+    def report_error(self, what: str, err: BaseException) -> None:
+        """Count and warn (with the same limits as dropped operations) about something the caller
+        could not prepare for logging, e.g. a figure that failed to render."""
+        self._reject(what, err)
 
     def log_dataset(self, run_key: str, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:
         """Record the items a run was evaluated on as an MLflow dataset input (context "eval")."""
@@ -507,8 +522,8 @@ def _what(call: Call) -> str:
     """Words for a warning about a dropped call."""
     target = f" of {call.run_key}" if call.run_key else ""
     data = call.ops[0].data if call.ops else None
-    if isinstance(data, TableData):
-        return f"log table {data.artifact_file}{target}"
+    if isinstance(data, (TableData, FileData)):
+        return f"log {'table' if isinstance(data, TableData) else 'artifact'} {data.artifact_file}{target}"
     return {
         Kind.BATCH: f"log metrics/params/tags{target}",
         Kind.RUN: f"open run {call.run_key}",

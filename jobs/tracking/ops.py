@@ -27,6 +27,7 @@ class Kind(str, Enum):
     TAGS = "tags"
     TABLE = "table"
     ARTIFACT = "artifact"
+    FILE = "file"  # bytes made by the caller (a rendered figure, a report), uploaded as one artifact
     DATASET = "dataset"
     FINISH = "finish"
     STALE = "stale"  # close runs a killed driver left RUNNING
@@ -63,6 +64,14 @@ class ArtifactData:
 
     copy: str
     artifact_path: str | None
+
+
+@dataclass(frozen=True)
+class FileData:
+    """Payload of a FILE operation: the artifact's path in the run and its bytes."""
+
+    artifact_file: str
+    content: bytes
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from jobs.tracking.ops import (
     ArtifactData,
     Call,
     DatasetData,
+    FileData,
     FinishData,
     Kind,
     RunRequest,
@@ -81,6 +82,7 @@ class Sender:
             Kind.RUN: self._open_run,
             Kind.TABLE: self._table,
             Kind.ARTIFACT: self._artifact,
+            Kind.FILE: self._file,
             Kind.DATASET: self._dataset,
             Kind.FINISH: self._finish,
             Kind.STALE: self._close_stale,
@@ -244,17 +246,26 @@ class Sender:
         state = self._state(call.run_key)
         data = call.ops[0].data
         assert isinstance(data, TableData)
-        path = posixpath.normpath(data.artifact_file)
-        folder = posixpath.dirname(path) or None
-        with tempfile.TemporaryDirectory(prefix="qtrust-mlflow-") as tmp:
-            local = Path(tmp) / posixpath.basename(path)
-            local.write_bytes(data.content)
-            self.client.log_artifact(state.run_id, str(local), folder)
+        self._upload(state.run_id, data.artifact_file, data.content)
         entry = table_entry(data.artifact_file)
         if entry not in state.tables:
             tables = [*state.tables, entry]
             self.client.set_tag(state.run_id, LOGGED_ARTIFACTS_TAG, json.dumps(tables))
             state.tables = tables
+
+    def _upload(self, run_id: str, artifact_file: str, content: bytes) -> None:
+        """Upload ``content`` as ``artifact_file`` of the run (an earlier copy is replaced)."""
+        path = posixpath.normpath(artifact_file).lstrip("/")
+        folder = posixpath.dirname(path) or None
+        with tempfile.TemporaryDirectory(prefix="qtrust-mlflow-") as tmp:
+            local = Path(tmp) / posixpath.basename(path)
+            local.write_bytes(content)
+            self.client.log_artifact(run_id, str(local), folder)
+
+    def _file(self, call: Call) -> None:
+        data = call.ops[0].data
+        assert isinstance(data, FileData)
+        self._upload(self._state(call.run_key).run_id, data.artifact_file, data.content)
 
     def _artifact(self, call: Call) -> None:
         state = self._state(call.run_key)
