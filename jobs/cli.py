@@ -152,10 +152,13 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
     if outcome.experiment_id:
         console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
         command = ui_command(outcome.tracking_uri or "")
+        where = outcome.view_url or f"http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
         if command:
-            console.print(f"Open the MLflow UI:  [bold]{command}[/]  then browse to http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs")
+            console.print(f"Open the MLflow UI:  [bold]{command}[/]  then browse to {where}", soft_wrap=True)
         else:
-            console.print(f"Open the MLflow UI at {outcome.tracking_uri.rstrip('/')}/#/experiments/{outcome.experiment_id}/runs")
+            console.print(f"Open the MLflow UI at {where}", soft_wrap=True)
+        console.print("(runs grouped by benchmark with their metric columns; the parent run holds the plots, "
+                      "summary.json and report.html)")
     if outcome.failed or outcome.judge_failed:
         for shard, error in sorted(outcome.failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")

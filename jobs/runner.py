@@ -123,6 +123,8 @@ class SweepOutcome:
     """Item requests left without an answer because the run only judged (``judge_only``)."""
     comparison: Any = None
     """:class:`jobs.compare.Comparison` of every result with its model's reference."""
+    view_url: str | None = None
+    """The MLflow UI's runs table in the sweep's shared view (grouped by benchmark, metric columns)."""
     report_path: str | None = None
     """Where the HTML report was written (``<sweep dir>/report.html``)."""
 
@@ -457,6 +459,7 @@ def _run_attached(
     timings["tracking_close_s"] = time.perf_counter() - t
     outcome.run_ids = tracking.run_ids()
     outcome.experiment_id = tracking.experiment_id
+    outcome.view_url = tracking.view_url()
     outcome.parent_run_id = outcome.run_ids.get(tracking.parent_key)
     state.worker_info = worker_info
     write_manifest("failed" if outcome.failed else "finished")

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from jobs.naming import reference_variants, short_name
+from jobs.tracking.shared_view import view_key, view_state
 from jobs.plan import Plan, Shard
 from jobs.run_colors import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
 from jobs.scoring import LabelCache, ResultRow, perspective_table
@@ -204,6 +205,7 @@ class SweepTracking:
                             **bench_params,
                         },
                     )
+        self.share_view()
 
     def _run_name(self, name: str, bench_name: str) -> str:
         """``<short name> · <benchmark>`` (short: without the model prefix when the sweep has one model)."""
@@ -471,6 +473,20 @@ class SweepTracking:
                 t.log_artifact_bytes(self.parent_key, Path(report_html).read_bytes(), "report.html")
             except OSError as err:
                 t.report_error(f"log {report_html}", err)
+        self.share_view()
+
+    def share_view(self) -> None:
+        """Store the sweep's runs-table view (grouped by benchmark, metric columns shown): see
+        :mod:`jobs.tracking.shared_view`; :meth:`view_url` opens it."""
+        primaries = [run.benchmark.primary_metric for run in self.plan.benchmarks.values()]
+        share = getattr(self.tracker, "share_view", None)
+        if share is not None:
+            share(view_key(self.plan.spec.name), view_state(primaries), expand_run_key=self.parent_key)
+
+    def view_url(self) -> str | None:
+        """UI address of the sweep's runs in its shared view (None before the experiment is known)."""
+        make = getattr(self.tracker, "view_url", None)
+        return make(view_key(self.plan.spec.name)) if make is not None else None
 
     def _log_run_comparisons(self, frame: pd.DataFrame, flips: dict[tuple[str, str], pd.DataFrame]) -> None:
         if frame.empty:
@@ -524,6 +540,7 @@ class SweepTracking:
             "experiment_id": self.tracker.experiment_id,
             "runs": self.tracker.run_ids(),
             "url": self.tracker.run_url(self.parent_key),
+            "view_url": self.view_url(),
         }
 
 

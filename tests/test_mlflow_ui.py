@@ -132,3 +132,23 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
         (_artifacts_dir() / "runs_page.html").write_text(dom.stdout)
         # Nested runs start collapsed under their parent: the sweep's own name is what the table shows.
         assert SWEEP in dom.stdout, "the runs table did not render the sweep's run name"
+
+        # -- the sweep's shared view: grouped by benchmark, metric columns, children shown -------
+        assert outcome.view_url and "viewStateShareKey=" in outcome.view_url, outcome.view_url
+        key = outcome.view_url.split("viewStateShareKey=", 1)[1]
+        experiment = _rest(base, "experiments/get", experiment_id=outcome.experiment_id)["experiment"]
+        stored = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+        state = json.loads(stored[f"mlflow.sharedViewState.{key}"])
+        assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "benchmark"}]
+        assert "metrics.`over_refusal_rate`" in state["selectedColumns"]
+        assert state["runsExpanded"] == {parent_id: True}
+        view_page = outcome.view_url.replace("http://127.0.0.1:5000", base)
+        view_shot = tmp_path / "runs_view.png"
+        result = _browse(chromium, view_page, tmp_path / "profile-view", f"--screenshot={view_shot}")
+        assert view_shot.is_file(), result.stderr[-2000:]
+        shutil.copy(view_shot, _artifacts_dir() / "runs_view.png")
+        view_dom = _browse(chromium, view_page, tmp_path / "profile-view-dom", "--dump-dom")
+        (_artifacts_dir() / "runs_view.html").write_text(view_dom.stdout)
+        assert "share key" not in view_dom.stdout.lower(), "the UI could not load the shared view"
+        assert "w4 · xstest" in view_dom.stdout, "the shared view did not show the variant runs"
+        assert "over_refusal_rate" in view_dom.stdout, "the shared view did not show the metric columns"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.tracking.connect import bound_http_requests, describe, is_outage, open_client, quiet_mlflow_logging
 from jobs.tracking.ops import (
+    ViewData,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -232,6 +233,18 @@ class LiveTracker:
         """Count and warn (with the same limits as dropped operations) about something the caller
         could not prepare for logging, e.g. a figure that failed to render."""
         self._reject(what, err)
+
+    def share_view(self, key: str, state: dict[str, Any], expand_run_key: str | None = None) -> None:
+        """Store a view of the experiment's runs table under ``key`` (columns, grouping, expanded
+        runs); the UI opens it at :meth:`view_url`. ``expand_run_key``: a run whose children show."""
+        self._put(Op(Kind.VIEW, None, ViewData(str(key), dict(state), expand_run_key)))
+
+    def view_url(self, key: str) -> str | None:
+        """UI address of the runs table in the view stored by :meth:`share_view` (None before the experiment is known)."""
+        from jobs.tracking.uri import ui_base_url
+
+        experiment_id = self.experiment_id
+        return f"{ui_base_url(self.uri)}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}" if experiment_id else None
 
     def log_dataset(self, run_key: str, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:
         """Record the items a run was evaluated on as an MLflow dataset input (context "eval")."""
@@ -531,6 +544,7 @@ def _what(call: Call) -> str:
         Kind.DATASET: f"log a dataset{target}",
         Kind.FINISH: f"end run {call.run_key}",
         Kind.STALE: "close runs a killed driver left RUNNING",
+        Kind.VIEW: "store the shared runs-table view",
     }.get(call.kind, call.kind.value)
 
 

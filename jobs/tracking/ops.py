@@ -31,6 +31,7 @@ class Kind(str, Enum):
     DATASET = "dataset"
     FINISH = "finish"
     STALE = "stale"  # close runs a killed driver left RUNNING
+    VIEW = "view"  # a shared view of the experiment's runs table (an experiment tag the UI reads)
     BATCH = "batch"  # a call only: merged metrics, params and tags
 
 
@@ -72,6 +73,15 @@ class FileData:
 
     artifact_file: str
     content: bytes
+
+
+@dataclass(frozen=True)
+class ViewData:
+    """Payload of a VIEW operation: the share key, the view state, and the run whose children it expands."""
+
+    key: str
+    state: dict[str, Any]
+    expand_run_key: str | None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from jobs.tracking.connect import is_outage
 from jobs.tracking.ops import (
     MAX_PARAMS_TAGS_PER_BATCH,
+    ViewData,
     ArtifactData,
     Call,
     DatasetData,
@@ -57,6 +58,10 @@ def table_entry(artifact_file: str) -> dict[str, str]:
     return {"path": artifact_file, "type": "table"}
 
 
+#: The experiment tag prefix under which the MLflow UI looks up a shared runs-table view.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+
+
 class Sender:
     """Executes calls with one ``MlflowClient``; raises what MLflow raises."""
 
@@ -86,6 +91,7 @@ class Sender:
             Kind.DATASET: self._dataset,
             Kind.FINISH: self._finish,
             Kind.STALE: self._close_stale,
+            Kind.VIEW: self._view,
         }
         handlers[call.kind](call)
 
@@ -261,6 +267,17 @@ class Sender:
             local = Path(tmp) / posixpath.basename(path)
             local.write_bytes(content)
             self.client.log_artifact(run_id, str(local), folder)
+
+    def _view(self, call: Call) -> None:
+        """Store a view of the runs table as the experiment tag the UI's ``viewStateShareKey`` reads."""
+        import json
+
+        data = call.ops[0].data
+        assert isinstance(data, ViewData)
+        state = dict(data.state)
+        if data.expand_run_key and data.expand_run_key in self.runs:
+            state["runsExpanded"] = {self.runs[data.expand_run_key].run_id: True}
+        self.client.set_experiment_tag(self.experiment_id, f"{SHARED_VIEW_TAG_PREFIX}{data.key}", json.dumps(state))
 
     def _file(self, call: Call) -> None:
         data = call.ops[0].data
