@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -160,6 +161,20 @@ def rate_estimate(k: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
     )
 
 
+def _mean_bootstrap(values: np.ndarray, n_boot: int, seed: int, confidence: float) -> Any:
+    """scipy's percentile bootstrap of the mean of ``values`` (vectorised, in bounded batches)."""
+    return scipy.stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_boot,
+        batch=_batch(len(values)),
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+
+
 def item_mean_estimate(
     values: np.ndarray | list[float], confidence: float = CONFIDENCE, n_boot: int = 1000, seed: int = 0
 ) -> Estimate:
@@ -179,16 +194,7 @@ def item_mean_estimate(
     mean = float(finite.mean())
     if n == 1:
         return Estimate(value=mean, se=NAN, low=NAN, high=NAN, n=1, method=method, confidence=confidence)
-    result = scipy.stats.bootstrap(
-        (finite,),
-        np.mean,
-        n_resamples=n_boot,
-        batch=_batch(n),
-        vectorized=True,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
+    result = _mean_bootstrap(finite, n_boot, seed, confidence)
     return Estimate(
         value=mean,
         se=float(result.standard_error),
@@ -280,16 +286,7 @@ def paired_delta(
     diffs = var - ref
     low = high = se = NAN
     if n >= 2:
-        result = scipy.stats.bootstrap(
-            (diffs,),
-            np.mean,
-            n_resamples=n_boot,
-            batch=_batch(n),
-            vectorized=True,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+        result = _mean_bootstrap(diffs, n_boot, seed, confidence)
         low = float(result.confidence_interval.low)
         high = float(result.confidence_interval.high)
         se = float(result.standard_error)
