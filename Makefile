@@ -33,15 +33,17 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/qtrust run examples/demo.yaml
 
-# System packages some tests drive for real (headless Chromium for the MLflow UI test): installed with
-# apt when missing and we are root (CI), else the tests that need them fail saying what to install.
+# Debian packages some tests drive for real (headless Chromium for the MLflow UI test; add more to the
+# list): installed with apt when missing and we are root (CI), else the tests that need them fail
+# saying what to install.
 SYSTEM_PACKAGES := chromium
 sysdeps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing system packages:$$missing"; \
+		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	elif [ -n "$$missing" ]; then echo "missing system packages:$$missing (apt-get install -y$$missing)"; fi
+	elif [ -n "$$missing" ]; then echo "missing Debian packages:$$missing (apt-get install -y$$missing)"; fi
 
 test: setup sysdeps
 	$(BIN)/python -m pytest
