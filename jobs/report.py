@@ -56,6 +56,7 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow], compar
         frame = comparison.frame[comparison.frame["benchmark"] == bench_name]
         if frame.empty:
             continue
+        console.print()
         if long:
             _print_long(console, plan, bench_name, frame)
         else:
@@ -92,7 +93,7 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
         caption_bits.append("Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = CI excludes 0")
     table = Table(title=title, title_justify="left", caption=" · ".join(caption_bits), caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("variant", max_width=18, overflow="fold")
+    table.add_column("variant", max_width=20, overflow="fold")
     table.add_column("bits", justify="right", max_width=9, overflow="fold")
     table.add_column("n", justify="right")
     table.add_column(f"value [95% CI]", justify="right", no_wrap=True)
@@ -104,7 +105,7 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
         if previous_kind == "variant" and record["kind"] == "ensemble":
             table.add_section()
         previous_kind = record["kind"]
-        name = record["short"] + (" (ens)" if record["kind"] == "ensemble" else "")
+        name = record["short"]
         is_ref = comparison.references.get(record["model"]) == record["name"]
         delta = "reference" if is_ref else _ci(record["delta"], record["delta_low"], record["delta_high"], signed=True)
         if record["significant"] and not is_ref:
@@ -217,37 +218,64 @@ def print_judges(console: Console, plan: Plan, bench_name: str, rows: list[Resul
     console.print(table)
 
 
+def _short_names(plan: Plan) -> dict[str, str]:
+    """Full variant/ensemble name -> the short name the tables show (no repeated model prefix)."""
+    from jobs.naming import short_name
+
+    n_models = len(plan.spec.models)
+    names = {v.name: short_name(v.name, v.model.name, n_models) for v in plan.variants.values()}
+    for model in plan.spec.models:
+        for ens, _members in plan.ensembles_of(model):
+            full = f"{model.name}-{ens.name}"
+            names[full] = short_name(full, model.name, n_models)
+    return names
+
+
 def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -> None:
     """Perspective scores on DecodingTrust's 0-100 scale, one row per variant or ensemble."""
     table_data = perspective_table(plan, results)
     if not table_data:
         return
+    short = _short_names(plan)
     perspectives = sorted({p for scores in table_data.values() for p in scores})
-    table = Table(title="Perspective scores (0-100, higher = more trustworthy)", title_justify="left")
-    table.add_column("variant / ensemble")
+    table = Table(title="Perspective scores (0-100, higher = more trustworthy)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, min_width=60)
+    table.add_column("variant / ensemble", max_width=22, overflow="fold")
     for name in perspectives:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", overflow="fold")
     for name, scores in table_data.items():
-        table.add_row(name, *[f"{scores[p]:.1f}" if p in scores else "–" for p in perspectives])
-    console.print(table)
+        table.add_row(short.get(name, name), *[f"{scores[p]:.1f}" if p in scores else "–" for p in perspectives])
+    console.print(table, width=min(MAX_WIDTH, console.width))
+
+
+#: Columns of the variants table, with the heading each gets (fits 100 columns).
+_VARIANT_COLUMNS = {"variant": "variant", "label": "recipe", "engine": "engine", "storage": "storage",
+                    "size_mb": "MB", "build_s": "build s", "load_s": "load s", "cache": "cache",
+                    "probe_perplexity": "probe ppl"}
 
 
 def print_variants(console: Console, variants: dict, quant_reports: dict[str, dict]) -> None:
     """One row per variant: recipe, storage, size, build and load times, cache use, probe perplexity."""
+    from jobs.naming import short_name
     from jobs.variant_reports import variants_table
 
     frame = variants_table(variants, quant_reports)
     if frame.empty:
         return
-    table = Table(title="variants", show_lines=False)
-    for column in frame.columns:
-        table.add_column(column, justify="right" if column not in ("variant", "label", "storage", "cache") else "left")
+    n_models = len({v.model.name for v in variants.values()})
+    frame = frame.assign(variant=[short_name(v.name, v.model.name, n_models) for v in variants.values()])
+    table = Table(title="Variants", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, heading in _VARIANT_COLUMNS.items():
+        table.add_column(heading, justify="left" if column in ("variant", "label", "storage", "cache", "engine") else "right",
+                         max_width=20, overflow="fold")
     for record in frame.to_dict("records"):
-        table.add_row(*(_cell(v) for v in record.values()))
-    console.print(table)
+        table.add_row(*(_cell(record.get(c), 1 if c != "probe_perplexity" else 2) for c in _VARIANT_COLUMNS))
+    console.print(table, width=min(MAX_WIDTH, console.width))
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
-        return _fmt(value) if abs(value) < 1e4 or math.isnan(value) else f"{value:.3g}"
+        if math.isnan(value):
+            return "–"
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
     return "–" if value is None else str(value)
