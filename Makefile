@@ -36,7 +36,7 @@ demo: setup
 # Debian packages some tests drive for real (headless Chromium for the MLflow UI test; add more to the
 # list): installed with apt when missing and we are root (CI), else the tests that need them fail
 # saying what to install.
-SYSTEM_PACKAGES := chromium
+SYSTEM_PACKAGES := chromium postgresql
 sysdeps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \

@@ -42,7 +42,9 @@ VARIANT_CACHE_HELP = (
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}")
+    from jobs.tracking.uri import redact
+
+    err_console.print(f"[red]error:[/] {redact(message)}")  # a URI in a message never shows its credentials
     raise typer.Exit(code)
 
 
@@ -111,11 +113,12 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
     from jobs.report import print_perspectives, print_results, print_variants
     from jobs.runner import EXIT_INTERRUPTED, PlacementError, RunOptions, SweepInterrupted, run_sweep
     from jobs.tracking import ui_command
+    from jobs.tracking.uri import TrackingUriError, redact
 
     options = RunOptions(resume=resume_mode, **options_kwargs)
     try:
         outcome = run_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError, SweepLockHeld, SpecError) as err:
+    except (BenchmarkDataError, ModelSourceError, SweepLockHeld, SpecError, TrackingUriError) as err:
         _fail(str(err))
         return
     except PlacementError as err:
@@ -150,7 +153,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
     if outcome.report_path:
         console.print(f"HTML report: {outcome.report_path}")
     if outcome.experiment_id:
-        console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {outcome.tracking_uri}")
+        console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {redact(outcome.tracking_uri or '')}")
         command = ui_command(outcome.tracking_uri or "")
         where = outcome.view_url or f"http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
         if command:
@@ -277,6 +280,8 @@ def report(
     long: bool = typer.Option(False, "--long", help="One row per variant and metric instead of one table per metric."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the HTML report (default: <sweep dir>/report.html)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to the sweep's parent MLflow run."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the manifest's; "
+                                               "$MLFLOW_TRACKING_URI when the manifest keeps it without credentials)."),
 ) -> None:
     """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
     search) from the stored answers alone, print the tables and write one self-contained HTML report."""
@@ -297,9 +302,20 @@ def report(
     where = write_report(stored.plan, comparison, stored.store, out)
     console.print(f"HTML report: {where}")
     if not no_mlflow:
-        note = log_report_to_mlflow(stored.manifest, where)
+        from jobs.tracking.uri import TrackingUriError, redact, stored_tracking_uri
+
+        manifest = dict(stored.manifest)
+        entry = dict(manifest.get("mlflow") or {})
+        note: str | None
+        try:
+            if entry.get("uri") or tracking_uri:
+                entry["uri"] = stored_tracking_uri(str(entry.get("uri") or ""), tracking_uri)
+                manifest["mlflow"] = entry
+            note = log_report_to_mlflow(manifest, where)
+        except TrackingUriError as err:
+            note = f"MLflow: the report was not logged: {err}"
         if note:
-            console.print(note)
+            console.print(redact(note))
 
 
 @app.command()
@@ -326,9 +342,11 @@ def quantize(
         cache_dir=cache_dir,
         variant_cache=variant_cache,
     )
+    from jobs.tracking.uri import TrackingUriError
+
     try:
         outcome = prepare_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError) as err:
+    except (BenchmarkDataError, ModelSourceError, TrackingUriError) as err:
         _fail(str(err))
         return
     print_variants(console, outcome.variants, {n: r.get("quantization", {}) for n, r in outcome.reports.items()})

@@ -256,9 +256,26 @@ def _add_flips(comparison: Comparison, run: BenchmarkRun, ref: _Scored, this: _S
     ref_labels = [ref.labels[i] for i in common]
     var_labels = [this.labels[i] for i in common]
     key = (this.row.name, this.row.benchmark)
-    comparison.flips[key] = flip_table(common, ref_labels, var_labels, references)
+    table = flip_table(common, ref_labels, var_labels, references)
+    if not table.empty:  # the answers themselves, so the change can be read (long ones cut)
+        for side, scored in (("reference_output", ref), ("variant_output", this)):
+            outputs = _outputs(scored)
+            if outputs:
+                table[side] = [outputs.get(i, "")[:OUTPUT_CHARS] for i in table["item_id"]]
+    comparison.flips[key] = table
     comparison.matrices[key] = flip_matrix([outcome(label, r) for label, r in zip(ref_labels, references)],
                                            [outcome(label, r) for label, r in zip(var_labels, references)])
+
+
+#: How much of each answer a flip table keeps (the full answers are in the runs' items tables).
+OUTPUT_CHARS = 300
+
+
+def _outputs(scored: _Scored) -> dict[str, str]:
+    frame = scored.row.frame
+    if frame is None or "output" not in frame.columns:
+        return {}
+    return {i: (o if isinstance(o, str) else "") for i, o in zip(frame["item_id"], frame["output"])}
 
 
 def _search(plan: Plan, run: BenchmarkRun, bench_name: str, scored: dict[str, _Scored], references: dict[str, str],

@@ -23,7 +23,7 @@ h1{font-size:1.6rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-b
 table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem}
 th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:right} th{background:#f6f6f8}
 td:first-child,th:first-child{text-align:left}
-.sig{font-weight:600} .worse{color:#b3261e} .better{color:#1b7f3b} .flag{color:#a15c00}
+.sig{font-weight:600} .worse{color:#b3261e} .better{color:#1b7f3b} .flag{color:#a15c00;text-align:left}
 .note{color:#555;font-size:.88rem} img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
 details{margin:.4rem 0} summary{cursor:pointer}
 """
@@ -41,6 +41,11 @@ def _num(value: Any, signed: bool = False) -> str:
     if math.isnan(number):
         return "–"
     return f"{number:+.3f}" if signed else f"{number:.3f}"
+
+
+def _p(value: Any) -> str:
+    text = _num(value)
+    return "&lt;0.001" if text not in ("–",) and float(value) < 0.001 else text
 
 
 def _interval(value: Any, low: Any, high: Any, signed: bool = False) -> str:
@@ -129,7 +134,7 @@ def _primary_table(comparison: Comparison, rows: pd.DataFrame) -> str:
             cls = " class='sig worse'" if worse else " class='sig better'"
         body.append(f"<tr{cls}><td>{_esc(r['short'])}</td><td>{_esc(r['method'])}</td><td>{_esc(r['bits'])}</td>"
                     f"<td>{int(r['n'])}</td><td>{_interval(r['value'], r['low'], r['high'])}</td><td>{delta}</td>"
-                    f"<td>{'' if is_ref else _num(r['p_value'])}</td><td class='flag'>{_esc(r['flags'])}</td></tr>")
+                    f"<td>{'' if is_ref else _p(r['p_value'])}</td><td class='flag'>{_esc(r['flags'])}</td></tr>")
     return head + "".join(body) + "</table>"
 
 

@@ -14,8 +14,10 @@ Two mechanisms, chosen from the sweep folder (``mode="auto"``):
 
 ``lease`` (object stores and anything else ``pyarrow.fs`` opens)
     A lease object ``<sweep_dir>/.lock.json``. Object stores offer no conditional PUT through
-    ``pyarrow.fs``, so acquiring is read, write ours if absent/ours/expired, wait, read back: the last
-    writer wins and the loser gives up. A daemon thread renews the lease every ``lease_s / 3``; a killed
+    ``pyarrow.fs`` (S3's ``If-None-Match`` is not reachable through it), so acquiring is read, write
+    ours if absent/ours/expired, wait, read back: the last writer wins and the loser gives up. This is
+    best effort: two drivers starting within the settle time of each other could both read their own
+    lease back on a store that is not read-after-write consistent (S3 is, since 2020). A daemon thread renews the lease every ``lease_s / 3``; a killed
     driver's lease expires after at most ``lease_s``. Release deletes the object only if it is still ours.
 """
 
@@ -50,6 +52,19 @@ LEASE_SETTLE_S = 0.5
 FLOCK_RETRY_S = 0.2
 
 MODES = ("auto", "flock", "lease")
+#: Environment variable overriding the lease lifetime in seconds (default 60): how long a killed
+#: driver's lease on an object store keeps a new driver out.
+LEASE_ENV = "QTRUST_SWEEP_LEASE_S"
+DEFAULT_LEASE_S = 60.0
+
+
+def default_lease_s() -> float:
+    """``$QTRUST_SWEEP_LEASE_S`` when it is a positive number, else 60 s."""
+    try:
+        value = float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
+    except ValueError:
+        return DEFAULT_LEASE_S
+    return value if value > 0 else DEFAULT_LEASE_S
 
 
 class SweepLockHeld(Exception):
@@ -135,12 +150,14 @@ class SweepLock:
 
     ``sweep_dir`` is a local path or any URI ``pyarrow.fs.FileSystem.from_uri`` accepts. ``mode``:
     ``"auto"`` (flock for local folders, lease elsewhere), ``"flock"`` or ``"lease"`` (a local path
-    through pyarrow's LocalFileSystem, mostly for tests). ``lease_s`` is the lease lifetime.
+    through pyarrow's LocalFileSystem, mostly for tests). ``lease_s`` is the lease lifetime (default
+    ``$QTRUST_SWEEP_LEASE_S`` or 60 s).
     """
 
-    def __init__(self, sweep_dir: str, *, lease_s: float = 60.0, mode: str = "auto"):
+    def __init__(self, sweep_dir: str, *, lease_s: float | None = None, mode: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        lease_s = default_lease_s() if lease_s is None else lease_s
         if lease_s <= 0:
             raise ValueError(f"lease_s must be positive, got {lease_s}")
         self.sweep_dir = str(sweep_dir)
@@ -257,7 +274,10 @@ class SweepLock:
         if local is not None:
             self._fs, base = pafs.LocalFileSystem(), local
         else:
-            self._fs, base = pafs.FileSystem.from_uri(self.sweep_dir)
+            from cluster.storage_uri import open_location
+
+            location = open_location(self.sweep_dir, "sweep")
+            self._fs, base = location.fs, location.path
         self._lease_path = f"{base.rstrip('/')}/{LEASE_NAME}"
 
     def _lease_acquire(self) -> None:

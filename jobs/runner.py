@@ -29,6 +29,7 @@ from jobs.scoring import ResultRow, compute_results
 from jobs.spec import SweepSpec, dump_spec
 from jobs.store import JUDGMENTS, ResponseCache, ScanResult, SweepStore, dedupe_records, frame_rows
 from jobs.sweep_tracking import SweepTracking
+from jobs.tracking.uri import redact, resolve_tracking_uri
 from trust.data import resolve_data_dir
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
     _check_definitions(spec)
+    resolve_tracking_uri(options.tracking_uri, spec.tracking.uri)  # a redacted stored URI fails here, before any work
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     timings["plan_s"] = time.perf_counter() - t0
     store = SweepStore(options.storage_root or spec.storage.root, spec.name)
@@ -188,6 +190,14 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         return _run_locked(spec, options, console, plan, store, data_dir, timings)
     finally:
         lock.release()
+
+
+def stored_spec(spec: SweepSpec) -> SweepSpec:
+    """``spec`` as the store keeps it: the tracking URI's credentials masked (the real URI stays in memory)."""
+    uri = spec.tracking.uri
+    if not uri or redact(uri) == uri:
+        return spec
+    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": redact(uri)})})
 
 
 def _check_definitions(spec: SweepSpec) -> None:
@@ -246,7 +256,7 @@ def _run_locked(
     data_dir: Path,
     timings: dict[str, float],
 ) -> SweepOutcome:
-    store.write_spec(dump_spec(spec))
+    store.write_spec(dump_spec(stored_spec(spec)))
     previous = store.read_manifest()
     t = time.perf_counter()
     scan = _scan(store, console, verify=options.verify_store)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cluster.engines.vllm_settings import VLLMSettings
 from cluster.judges.endpoint import EndpointSpec
@@ -43,8 +43,21 @@ class _Strict(BaseModel):
 
 
 def _check_name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value):
-        raise ValueError(f"'{value}' is not a valid name; use {_NAME_HELP}")
+    """``value`` if it is a safe name (it becomes a folder in the store), else ValueError naming the rule."""
+    if not re.fullmatch(NAME_PATTERN, value) or ".." in value:
+        raise ValueError(f"{value!r} is not a valid name; use {_NAME_HELP}, and no '..'")
+    return value
+
+
+def _check_location(value: str | None, info: ValidationInfo) -> str | None:
+    """A storage location without credentials in it (they would be copied into sweep.yaml and MLflow)."""
+    from cluster.storage_uri import location_problem
+
+    if value is None:
+        return value
+    problem = location_problem(value, f"storage.{info.field_name}")
+    if problem:
+        raise ValueError(problem.split(": ", 1)[1])
     return value
 
 
@@ -113,6 +126,7 @@ class BenchmarkSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
     _alias = field_validator("alias")(lambda cls, v: v if v is None else _check_name(v))
+    _bname = field_validator("name")(_check_name)
 
     @property
     def run_name(self) -> str:
@@ -285,6 +299,8 @@ class StorageSpec(_Strict):
         "(s3://, gs://, ...); --variant-cache and $QTRUST_VARIANT_CACHE win; default <cache dir>/variants",
     )
 
+    _locations = field_validator("root", "response_cache", "variant_cache")(_check_location)
+
 
 class SweepSpec(_Strict):
     """A whole sweep."""
@@ -379,7 +395,11 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
         else:
             msg = e["msg"].removeprefix("Value error, ")
             value = e.get("input")
-            shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) else ""
+            if isinstance(value, str):
+                from cluster.storage_uri import redact
+
+                value = redact(value)  # a URI's credentials never reach a message
+            shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) and repr(value) not in msg else ""
             problems.append(f"{where}: {msg}{shown}")
     return problems
 

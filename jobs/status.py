@@ -35,8 +35,11 @@ class StatusError(Exception):
 
 # --------------------------------------------------------------------------------------------- reading
 def manifest_location(sweep_dir: str) -> str:
-    """Where ``read_manifest`` looks, as the user would write it."""
-    return f"{str(sweep_dir).rstrip('/')}/{MANIFEST_NAME}"
+    """Where ``read_manifest`` looks, as the user would write it (secrets in a URI masked)."""
+    from cluster.storage_uri import redact
+
+    base, sep, query = redact(sweep_dir).partition("?")
+    return f"{base.rstrip('/')}/{MANIFEST_NAME}{sep}{query}"
 
 
 def _read_bytes(sweep_dir: str) -> bytes:
@@ -47,10 +50,15 @@ def _read_bytes(sweep_dir: str) -> bytes:
             return handle.read()
     from pyarrow import fs as pafs
 
+    from cluster.storage_uri import StorageLocationError, open_location, redact
+
     try:
-        filesystem, base = pafs.FileSystem.from_uri(str(sweep_dir))
+        location = open_location(str(sweep_dir), "sweep folder")
+    except StorageLocationError as err:
+        raise StatusError(str(err)) from None
     except ValueError as err:  # pyarrow.lib.ArrowInvalid is a ValueError
-        raise StatusError(f"cannot open {sweep_dir}: {err}") from err
+        raise StatusError(f"cannot open {redact(sweep_dir)}: {err}") from None
+    filesystem, base = location.fs, location.path
     path = f"{base.rstrip('/')}/{MANIFEST_NAME}"
     if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(path)
@@ -372,7 +380,22 @@ def status_document(manifest: dict[str, Any], holder: dict[str, Any] | None) -> 
 
 
 def _snapshot(sweep_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    return read_manifest(sweep_dir), lock_holder(sweep_dir)
+    """The manifest and the lock's holder, with the credentials of every URL in them masked (an older
+    manifest may hold a tracking URI in clear; a holder's command line may carry ``--tracking-uri``)."""
+    return _redacted(read_manifest(sweep_dir)), _redacted(lock_holder(sweep_dir))
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` (JSON-like) with :func:`jobs.tracking.uri.redact` applied to every string in it."""
+    from jobs.tracking.uri import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def _finished(manifest: dict[str, Any], holder: dict[str, Any] | None) -> bool:

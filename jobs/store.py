@@ -52,6 +52,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from cluster.storage_uri import Location, StorageLocationError, join_inside, open_location, safe_part
+
 log = logging.getLogger(__name__)
 
 #: Parquet schema metadata: what a file holds and the layout version of its records.
@@ -181,12 +183,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def open_filesystem(uri: str | Path) -> tuple[pafs.FileSystem, str, bool]:
-    """``(filesystem, path inside it, is_local)`` for a local path or a ``pyarrow.fs`` URI."""
-    text = str(uri)
-    if "://" not in text:
-        return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()), True
-    fs, path = pafs.FileSystem.from_uri(text)
-    return fs, path.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
+    """``(filesystem, path inside it, is_local)`` for a local path or a ``pyarrow.fs`` URI.
+
+    See :func:`cluster.storage_uri.open_location` (credentials in the URI are refused).
+    """
+    location = open_location(uri)
+    return location.fs, location.path, location.local
 
 
 def records_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -289,9 +291,10 @@ class RecordFolder:
 
     def write_shard(self, relative: str, table: pa.Table) -> ShardFile:
         """Like :meth:`write`, returning what an index segment needs to cover the shard."""
+        _check_partitions(relative)
         data = serialize(table)
         name = f"{relative}/shard-{content_digest(data)}.parquet" if relative else f"shard-{content_digest(data)}.parquet"
-        path = f"{self.path}/{name}"
+        path = join_inside(self.path, name, what="shard folder")  # never outside the folder, whatever the names
         write_atomic(self.fs, path, data, self.local)
         return ShardFile(path, name, *self._stamp(path, len(data)))
 
@@ -475,6 +478,19 @@ class RecordFolder:
             log.info("scan index not updated: %s", err)
 
 
+def _check_partitions(relative: str) -> None:
+    """Refuse a shard folder whose names (``variant=<v>/benchmark=<b>``: each value) could leave the store."""
+    if not relative:
+        return
+    seen: set[str] = set()
+    for piece in relative.split("/"):
+        field, sep, value = piece.partition("=")
+        if not sep or field in seen:  # a '/' inside a name shows up as a piece without '=' or a repeated field
+            raise StorageLocationError(f"shard folder {relative!r} is not <field>=<name>/...; a name holds a '/'")
+        seen.add(field)
+        safe_part(value, f"{field} name")
+
+
 def _with_source(shard: ShardFile, table: pa.Table, kind: RecordKind = GENERATIONS) -> pa.Table:
     table = table.select(kind.columns).cast(kind.schema)
     return table.append_column("source", pa.array([shard.relative] * table.num_rows, pa.string()))
@@ -550,12 +566,19 @@ def write_groups(
 
 
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes, local: bool) -> None:
-    """Atomic whole-object write: temp + fsync + rename locally, a single PUT elsewhere."""
+    """Atomic whole-object write: temp + fsync + rename locally, a single PUT elsewhere.
+
+    On S3 the filesystem comes from :func:`cluster.storage_uri.open_location`, which opens it with
+    ``allow_delayed_open``: the bytes are sent in one ``PutObject`` when the stream closes (objects
+    up to pyarrow's 10 MB part size; larger ones go as a multipart upload, which S3 also shows only
+    once it is completed). Object stores need no folder markers, so none are written.
+    """
     if local:
         atomic_write_bytes(Path(path), data)
         return
-    folder = path.rsplit("/", 1)[0]
-    fs.create_dir(folder, recursive=True)
+    if getattr(fs, "type_name", "") not in ("s3", "gcs"):
+        folder = path.rsplit("/", 1)[0]
+        fs.create_dir(folder, recursive=True)
     with fs.open_output_stream(path) as stream:
         stream.write(data)
 
@@ -564,10 +587,11 @@ class SweepStore:
     """One sweep's folder: resolved spec, manifest and generation records."""
 
     def __init__(self, root: str | Path, sweep: str):
-        self.fs, base, self.local = open_filesystem(root)
+        self.location: Location = open_location(root, "storage.root")
+        self.fs, base, self.local = self.location.fs, self.location.path, self.location.local
         self.root = base
-        self.sweep = sweep
-        self.path = f"{base}/{sweep}"
+        self.sweep = safe_part(sweep, "sweep name")
+        self.path = join_inside(base, self.sweep, what="sweep name")
         self.generations = RecordFolder(self.fs, f"{self.path}/generations", self.local)
         self.judgments = RecordFolder(self.fs, f"{self.path}/judgments", self.local, JUDGMENTS)
 
@@ -578,10 +602,15 @@ class SweepStore:
 
     @property
     def uri(self) -> str:
-        """How a user names this sweep on the command line (``qtrust status``, ``qtrust resume``)."""
+        """How a user names this sweep on the command line (``qtrust status``, ``qtrust resume``).
+
+        For object stores: the root's URI (its non-secret query parameters, such as
+        ``endpoint_override``, kept after the sweep name) with the sweep appended.
+        """
         if self.local:
             return self.path
-        return f"{self.fs.type_name}://{self.path}"
+        base, _, query = self.location.uri.partition("?")
+        return f"{base.rstrip('/')}/{self.sweep}" + (f"?{query}" if query else "")
 
     @property
     def spec_path(self) -> str:
@@ -593,6 +622,8 @@ class SweepStore:
 
     def commit_generations(self, variant: str, benchmark: str, rows: list[dict[str, Any]]) -> str:
         """Commit one shard of records (atomically); returns its path."""
+        safe_part(variant, "variant name")
+        safe_part(benchmark, "benchmark name")
         return self.generations.write(f"variant={variant}/benchmark={benchmark}", records_table(rows))
 
     def scan(self, **kwargs: Any) -> ScanResult:

@@ -28,6 +28,7 @@ from jobs.run_colors import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
 from jobs.scoring import LabelCache, ResultRow, perspective_table
 from jobs.store import SweepStore
 from jobs.tracking import LiveTracker, resolve_tracking_uri
+from jobs.tracking.uri import redact
 from jobs.tracking.comparison import (
     comparison_table,
     flips_table,
@@ -96,7 +97,8 @@ class SweepTracking:
     ) -> "SweepTracking":
         uri = resolve_tracking_uri(uri_option, plan.spec.tracking.uri)
         mlflow_entry = previous_manifest.get("mlflow", {}) or {}
-        known = dict(mlflow_entry.get("runs", {})) if mlflow_entry.get("uri") == uri else {}
+        same_store = redact(str(mlflow_entry.get("uri", ""))) == redact(uri)  # the manifest keeps it redacted
+        known = dict(mlflow_entry.get("runs", {})) if same_store else {}
         tracker = LiveTracker(uri, plan.spec.tracking.experiment, warn=warn, known_runs=known)
         tracker.start()
         self = cls(plan, store, tracker, data_dir)
@@ -229,7 +231,7 @@ class SweepTracking:
     def _spec_file(self) -> Path:
         import tempfile
 
-        text = self.store.read_text(self.store.spec_path) or ""
+        text = redact(self.store.read_text(self.store.spec_path) or "")  # no credentials leave in an artifact
         path = Path(tempfile.mkdtemp(prefix="qtrust-spec-")) / "sweep.yaml"
         path.write_text(text)
         return path
@@ -536,7 +538,7 @@ class SweepTracking:
 
     def manifest_entry(self) -> dict[str, Any]:
         return {
-            "uri": self.uri,
+            "uri": redact(self.uri),
             "experiment_id": self.tracker.experiment_id,
             "runs": self.tracker.run_ids(),
             "url": self.tracker.run_url(self.parent_key),

@@ -110,6 +110,8 @@ def test_paired_comparison_flags_flips_and_ensemble_search(sweep) -> None:
     flips = comparison.flips[("tiny-w4", "machine_ethics")]
     assert sorted(flips["item_id"]) == sorted(flipped["machine_ethics"])
     assert set(flips["change"]) == {"correct→wrong"}
+    # The answers themselves come with the flips, so the change can be read.
+    assert all(a != b for a, b in zip(flips["reference_output"], flips["variant_output"]))
     assert comparison.flips[("tiny-w8", "machine_ethics")].empty
     xs_flips = comparison.flips[("tiny-w4", "xstest")]
     assert sorted(xs_flips["item_id"]) == sorted(flipped["xstest"])

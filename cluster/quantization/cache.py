@@ -16,8 +16,9 @@ Local root (a plain path, possibly a shared mount such as NFS)::
   half-written entry is never used. Stale staging folders are removed by the next builder of
   that key while it holds the lock.
 
-Remote root (a URL that ``fsspec.core.url_to_fs`` understands: ``s3://``, ``gs://``,
-``memory://``, ``file://`` ...)::
+Remote root (a URI opened by :func:`cluster.storage_uri.open_location`: ``s3://``, ``gs://``,
+``file://``, anything else ``pyarrow.fs`` opens, or an fsspec scheme such as ``memory://``; one
+code path over ``pyarrow.fs`` with the sweep store)::
 
     <root>/<key>/...                   uploaded checkpoint files
     <root>/<key>/qtrust-variant.json   meta object, written LAST: it is the commit marker
@@ -27,7 +28,7 @@ Remote root (a URL that ``fsspec.core.url_to_fs`` understands: ``s3://``, ``gs:/
   Object stores have no rename, so the meta object marks completion; the files it lists (with
   sizes) are downloaded into the local mirror, which is published atomically like a local entry.
   Builders on one node are serialized by a filelock in the mirror. Across nodes the lease is
-  only best effort (fsspec offers no atomic create-if-absent in general, and lease ages rely on
+  only best effort (``pyarrow.fs`` offers no conditional create-if-absent, and lease ages rely on
   roughly synchronized clocks): two nodes may occasionally both build. That is harmless because
   publishing is idempotent (same key = same content; the last meta write wins).
 """
@@ -247,27 +248,51 @@ class _LocalStore:
 
 
 class _RemoteRoot:
-    """Entries in an fsspec filesystem; the meta object is the commit marker."""
+    """Entries under a URI opened as a ``pyarrow.fs`` filesystem; the meta object is the commit marker."""
 
     def __init__(self, url: str) -> None:
-        from fsspec.core import url_to_fs
+        from cluster.storage_uri import open_location
 
-        self.url = url.rstrip("/")
-        self.fs, base = url_to_fs(url)
-        self.base = base.rstrip("/")
+        location = open_location(url, "variant cache")
+        self.url = location.uri.rstrip("/")
+        self.fs = location.fs
+        self.base = location.path
+        self._object_store = location.object_store
 
     def path(self, *parts: str) -> str:
-        return "/".join([self.base, *parts])
+        from cluster.storage_uri import join_inside
+
+        return join_inside(self.base, *parts, what="variant cache entry")
 
     def entry_url(self, key: str) -> str:
-        return f"{self.url}/{key}"
+        base, sep, query = self.url.partition("?")
+        return f"{base}/{key}{sep}{query}"
+
+    def _exists(self, path: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def _cat(self, path: str) -> bytes | None:
-        self.fs.invalidate_cache(path)
         try:
-            return self.fs.cat_file(path)
+            with self.fs.open_input_stream(path) as stream:
+                return stream.readall()
         except FileNotFoundError:
             return None
+        except OSError as err:
+            if "not exist" in str(err).lower() or "not found" in str(err).lower():
+                return None
+            raise
+
+    def _put(self, path: str, data: bytes) -> None:
+        """One whole object (a single PUT on S3: see :func:`cluster.storage_uri.open_location`)."""
+        self._makedirs(path.rsplit("/", 1)[0])
+        with self.fs.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def _makedirs(self, folder: str) -> None:
+        if not self._object_store:  # object stores have no folders to create
+            self.fs.create_dir(folder, recursive=True)
 
     def read_meta(self, key: str) -> dict[str, Any] | None:
         raw = self._cat(self.path(key, META_FILE))
@@ -275,19 +300,20 @@ class _RemoteRoot:
 
     def upload(self, key: str, staging: Path, meta: dict[str, Any]) -> None:
         """Upload the files listed in ``meta``, then the meta object last."""
-        folders = {self.path(key, *rel.split("/")[:-1]) for rel in meta["files"]} | {self.path(key)}
-        for folder in sorted(folders):
-            self.fs.makedirs(folder, exist_ok=True)
         for rel in meta["files"]:
-            self.fs.put_file(str(staging / rel), self.path(key, rel))
-        self.fs.pipe_file(self.path(key, META_FILE), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+            target = self.path(key, _safe_rel(rel))
+            self._makedirs(target.rsplit("/", 1)[0])
+            with open(staging / rel, "rb") as source, self.fs.open_output_stream(target) as out:
+                shutil.copyfileobj(source, out, 8 << 20)
+        self._put(self.path(key, META_FILE), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
     def download(self, key: str, meta: dict[str, Any], dest: Path) -> None:
         """Download the files listed in ``meta`` into ``dest`` and check their sizes."""
         for rel, size in meta.get("files", {}).items():
             target = dest / _safe_rel(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(self.path(key, rel), str(target))
+            with self.fs.open_input_stream(self.path(key, rel)) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, 8 << 20)
             if target.stat().st_size != size:
                 raise OSError(f"{self.entry_url(key)}/{rel}: downloaded {target.stat().st_size} bytes, meta says {size}")
 
@@ -295,28 +321,27 @@ class _RemoteRoot:
         """Delete the meta object first (un-commit), then the files."""
         existed = False
         meta_path = self.path(key, META_FILE)
-        if self.fs.exists(meta_path):
-            self.fs.rm_file(meta_path)
+        if self._exists(meta_path):
+            self.fs.delete_file(meta_path)
             existed = True
-        self.fs.invalidate_cache(self.path(key))
-        if self.fs.exists(self.path(key)):
-            self.fs.rm(self.path(key), recursive=True)
+        if self._exists(self.path(key)):
+            self.fs.delete_dir(self.path(key))
             existed = True
         return existed
 
     def keys(self) -> list[str]:
-        self.fs.invalidate_cache(self.base)
+        import pyarrow.fs as pafs
+
         try:
-            names = self.fs.ls(self.base, detail=False)
+            infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
         except FileNotFoundError:
             return []
-        keys = (str(name).rstrip("/").rsplit("/", 1)[-1] for name in names)
-        return sorted(key for key in keys if _KEY_RE.fullmatch(key))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and _KEY_RE.fullmatch(i.base_name))
 
     # leases -------------------------------------------------------------
 
     def lease_path(self, key: str) -> str:
-        return self.path(".leases", f"{key}.json")
+        return f"{self.base}/.leases/{check_key(key)}.json"
 
     def read_lease(self, key: str) -> dict[str, Any] | None:
         raw = self._cat(self.lease_path(key))
@@ -329,16 +354,15 @@ class _RemoteRoot:
         return data if isinstance(data, dict) else None
 
     def write_lease(self, key: str, owner: str) -> None:
-        self.fs.makedirs(self.path(".leases"), exist_ok=True)
         lease = {"key": key, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "created": time.time()}
-        self.fs.pipe_file(self.lease_path(key), json.dumps(lease).encode())
+        self._put(self.lease_path(key), json.dumps(lease).encode())
 
     def release_lease(self, key: str, owner: str) -> None:
         """Delete the lease if it is still ours (best effort)."""
         try:
             lease = self.read_lease(key)
             if lease is not None and lease.get("owner") == owner:
-                self.fs.rm_file(self.lease_path(key))
+                self.fs.delete_file(self.lease_path(key))
         except OSError as err:
             log.warning("could not release lease of variant %s: %s", key, err)
 
@@ -350,7 +374,8 @@ class VariantCache:
     """Build-once store of quantized checkpoints, safe across processes and nodes.
 
     Args:
-        root: a local folder (possibly a shared mount), or a URL for fsspec (remote mode).
+        root: a local folder (possibly a shared mount), or a URI (remote mode; see
+            :func:`cluster.storage_uri.open_location` for schemes, credentials and endpoints).
         local_mirror: for remote roots, where complete entries are mirrored locally
             (default ``resolve_cache_dir() / "variant-mirror"``). Ignored for local roots.
         lock_timeout_s: how long to wait for another builder of the same key (file lock, or a
@@ -552,7 +577,7 @@ class VariantCache:
                 elif time.monotonic() >= deadline:
                     raise TimeoutError(
                         f"timed out after {self.lock_timeout_s:g} s waiting for variant {key}: lease "
-                        f"{remote.path('.leases', key + '.json')} says {lease.get('owner')} is building it. "
+                        f"{remote.lease_path(key)} says {lease.get('owner')} is building it. "
                         f"If that builder is gone, delete the lease object and retry (leases older than "
                         f"{self.lease_ttl_s:g} s are ignored)."
                     )

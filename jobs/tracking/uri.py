@@ -8,15 +8,57 @@ import sys
 from pathlib import Path
 
 LOCAL_UI = "http://127.0.0.1:5000"
-_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+#: What replaces a secret: ``http://user:***@host``, ``?token=***``.
+MASK = "***"
+#: ``scheme://userinfo@`` in a URL; the userinfo runs to the last ``@`` before the path, query or fragment.
+_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)@")
+#: ``name=value`` in a query string whose name says it holds a secret (token, key, password, signature...).
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[\w.-]*?)(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential|session)[\w.-]*=)([^&#\s'\"]+)",
+    re.IGNORECASE,
+)
+
+
+class TrackingUriError(ValueError):
+    """The tracking URI to use is unknown: the stored one is redacted and no other was given."""
 
 
 def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
-    """First found wins: ``--tracking-uri``, ``MLFLOW_TRACKING_URI``, the spec, MLflow's default local store."""
-    for candidate in (cli_uri, os.environ.get("MLFLOW_TRACKING_URI"), spec_uri):
+    """First found wins: ``--tracking-uri``, ``MLFLOW_TRACKING_URI``, the spec, MLflow's default local store.
+
+    Raises :class:`TrackingUriError` when the spec's URI is the redacted copy a stored sweep keeps
+    (``http://user:***@host``) and neither of the others is set: its secret was never stored.
+    """
+    for candidate in (cli_uri, os.environ.get("MLFLOW_TRACKING_URI")):
         if candidate:
             return candidate
+    if spec_uri:
+        if is_redacted(spec_uri):
+            raise TrackingUriError(
+                f"the sweep's tracking URI is stored without its credentials ({spec_uri}); give the full URI with "
+                "--tracking-uri or in the environment variable MLFLOW_TRACKING_URI"
+            )
+        return spec_uri
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def stored_tracking_uri(stored: str, cli_uri: str | None) -> str:
+    """The URI to reach the store a manifest names (``stored``, kept redacted): ``--tracking-uri`` wins,
+    then ``MLFLOW_TRACKING_URI`` when ``stored`` lacks its credentials, else ``stored``.
+
+    Raises :class:`TrackingUriError` when ``stored`` is redacted and no other URI was given.
+    """
+    if cli_uri:
+        return cli_uri
+    if not is_redacted(stored):
+        return stored
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    raise TrackingUriError(
+        f"the manifest keeps the tracking URI without its credentials ({stored}); give the full URI with "
+        "--tracking-uri or in the environment variable MLFLOW_TRACKING_URI"
+    )
 
 
 def is_server_uri(uri: str) -> bool:
@@ -35,17 +77,37 @@ def ui_command(uri: str) -> str:
             program = str(mlflow.relative_to(Path.cwd()))
         except ValueError:
             program = str(mlflow)
-    return f"{program} ui --backend-store-uri {uri} --port 5000"
+    return f"{program} ui --backend-store-uri {redact(uri)} --port 5000"
+
+
+def _mask_userinfo(found: re.Match[str]) -> str:
+    user, colon, _secret = found.group(2).partition(":")
+    kept = f"{user}:{MASK}" if colon else MASK  # a lone name before "@" is a token (https://TOKEN@host)
+    return f"{found.group(1)}{kept}@"
 
 
 def redact(text: str) -> str:
-    """``text`` with the ``user:password@`` part of every URL in it replaced by ``***@``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
+    """``text`` with the secrets of every URL in it masked.
+
+    ``scheme://user:password@host`` becomes ``scheme://user:***@host`` (``scheme://token@host``:
+    ``scheme://***@host``), and query parameters named like secrets (``?token=``, ``api_key=``,
+    ``password=``, ``X-Amz-Signature=``...) keep their name with ``***`` as value. Redacting twice
+    changes nothing.
+    """
+    return _SECRET_PARAM.sub(rf"\1{MASK}", _CREDENTIALS.sub(_mask_userinfo, text))
+
+
+def is_redacted(uri: str) -> bool:
+    """True when ``uri`` is a redacted copy: its secret was replaced by ``***``."""
+    return MASK in uri and MASK in redact(uri.replace(MASK, "x"))
 
 
 def ui_base_url(uri: str) -> str:
-    """Base URL of the UI that shows this store: the server itself, or ``mlflow ui``'s default address."""
-    return redact(uri).rstrip("/") if is_server_uri(uri) else LOCAL_UI
+    """Base URL of the UI that shows this store: the server itself with no credentials and no query
+    (the browser asks for them), or ``mlflow ui``'s default address."""
+    if not is_server_uri(uri):
+        return LOCAL_UI
+    return _CREDENTIALS.sub(r"\1", uri).split("?", 1)[0].split("#", 1)[0].rstrip("/")
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
