@@ -120,7 +120,9 @@ def current_command() -> str:
         head = ["python", "-c"]
     else:
         head = [Path(first).name]
-    return shlex.join(head + argv[1:])
+    from jobs.tracking.uri import redact
+
+    return redact(shlex.join(head + argv[1:]))
 
 
 def local_path(sweep_dir: str) -> str | None:

@@ -58,5 +58,7 @@ def log_report_to_mlflow(manifest: dict[str, Any], where: str) -> str | None:
     try:
         MlflowClient(tracking_uri=uri).log_artifact(parent, str(local_copy(where)))
     except Exception as err:  # noqa: BLE001 - tracking is best effort here: the file is written either way
-        return f"MLflow: could not log the report to run {parent} ({type(err).__name__}: {str(err)[:200]})"
+        from jobs.tracking.uri import redact
+
+        return f"MLflow: could not log the report to run {parent} ({type(err).__name__}: {redact(str(err))[:200]})"
     return f"MLflow: report logged to the parent run {parent} as {REPORT_NAME}"
