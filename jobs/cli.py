@@ -176,7 +176,7 @@ def run(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per benchmark (a deterministic subset)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."),
-    storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where shards are stored (default: the spec's storage.root)."),
+    storage_root: Optional[str] = typer.Option(None, "--storage-root", help="Where shards are stored: a folder or a URI such as s3://bucket/runs (default: the spec's storage.root)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     response_cache: Optional[str] = typer.Option(None, "--response-cache", help=RESPONSE_CACHE_HELP),
@@ -194,7 +194,8 @@ def run(
 
 @app.command()
 def resume(
-    sweep_dir: Path = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml), e.g. qtrust-runs/demo."),
+    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, "
+                                    "e.g. qtrust-runs/demo or s3://bucket/runs/demo."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
@@ -204,20 +205,32 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Resume a stored sweep: say what is missing, then compute only that (failed items included)."""
-    spec_path = sweep_dir / "sweep.yaml"
-    if not spec_path.is_file():
-        _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
+    spec, root = _stored(sweep_dir)
     _run(
-        spec_path,
-        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
+        Path(sweep_dir) / "sweep.yaml",
+        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=root,
              cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, verify_store=verify_store),
         resume_mode=True,
+        spec=spec,
     )
+
+
+def _stored(sweep_dir: str):
+    """The stored spec of a sweep folder (local or URI) and the store root it lives under; exit 2 if unreadable."""
+    from jobs.stored_results import StoredSweepError, split_sweep_dir, stored_spec
+
+    try:
+        spec, _store = stored_spec(sweep_dir)
+    except StoredSweepError as err:
+        _fail(str(err))
+        raise
+    return spec, split_sweep_dir(sweep_dir)[0]
 
 
 @app.command()
 def judge(
-    sweep_dir: Path = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml), e.g. qtrust-runs/demo."),
+    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, "
+                                    "e.g. qtrust-runs/demo."),
     judges: list[str] = typer.Option(..., "--judge", help="Judge to add: one of the sweep's judges, of --judges-file, "
                                      "or 'rule' / 'rule-binary' (repeat the option for several)."),
     judges_file: Optional[Path] = typer.Option(None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."),
@@ -232,10 +245,8 @@ def judge(
     """(Re-)judge a stored sweep's answers with other judges: no generation, only missing judgments."""
     from jobs.judge_command import read_judges_file, with_judges
 
-    spec_path = sweep_dir / "sweep.yaml"
-    if not spec_path.is_file():
-        _fail(f"{spec_path} not found; pass the folder of a sweep started with 'qtrust run' (it holds sweep.yaml)")
-    spec = _load(spec_path)
+    spec, root = _stored(sweep_dir)
+    spec_path = Path(sweep_dir) / "sweep.yaml"
     try:
         extra = read_judges_file(judges_file) if judges_file else []
         spec = with_judges(spec, judges, extra, benchmarks, select, str(judges_file or spec_path))
@@ -243,7 +254,7 @@ def judge(
         _fail(str(err))
     _run(
         spec_path,
-        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=sweep_dir.resolve().parent,
+        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=root,
              cache_dir=cache_dir, quiet=quiet, judge_only=True),
         resume_mode=True,
         spec=spec,
@@ -324,7 +335,7 @@ def quantize(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Needed for benchmark calibration sources."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
-    storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
+    storage_root: Optional[str] = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
     variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
 ) -> None:

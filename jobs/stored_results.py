@@ -11,7 +11,7 @@ import yaml
 
 from jobs.plan import Plan, build_plan
 from jobs.scoring import ResultRow, compute_results
-from jobs.spec import SpecError, parse_spec
+from jobs.spec import SpecError, SweepSpec, parse_spec
 from jobs.store import SweepStore
 
 
@@ -36,29 +36,39 @@ class StoredSweep:
 
 def split_sweep_dir(sweep_dir: str | Path) -> tuple[str, str]:
     """``qtrust-runs/demo`` -> (``qtrust-runs``, ``demo``); URIs (``s3://bucket/runs/demo``) alike."""
-    text = str(sweep_dir).rstrip("/")
+    text = str(sweep_dir)
     if "://" in text:
-        scheme, rest = text.split("://", 1)
+        text, _, query = text.partition("?")  # s3://b/runs/demo?endpoint_override=...: the query stays on the root
+        scheme, rest = text.rstrip("/").split("://", 1)
         parent, name = posixpath.split(rest)
-        return f"{scheme}://{parent}", name
+        return f"{scheme}://{parent}" + (f"?{query}" if query else ""), name
+    text = text.rstrip("/")
     path = Path(text).resolve()
     return str(path.parent), path.name
+
+
+def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
+    """The spec a sweep stored (``<sweep dir>/sweep.yaml``, local or any pyarrow.fs URI) and its store."""
+    root, name = split_sweep_dir(sweep_dir)
+    try:
+        store = SweepStore(root, name)
+    except Exception as err:  # noqa: BLE001 - an unreadable location is the user's to fix: one line
+        raise StoredSweepError(f"cannot open {sweep_dir}: {err}") from err
+    text = store.read_text(store.spec_path)
+    if text is None:
+        raise StoredSweepError(f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
+                               "(it holds sweep.yaml), e.g. qtrust-runs/demo or s3://bucket/runs/demo")
+    try:
+        return parse_spec(yaml.safe_load(text), source=store.spec_path), store
+    except (SpecError, yaml.YAMLError) as err:
+        raise StoredSweepError(str(err)) from err
 
 
 def load_stored_sweep(sweep_dir: str | Path, data_dir: Path) -> StoredSweep:
     """Plan the sweep from its stored ``sweep.yaml`` and score every stored answer and judgment."""
     from jobs.runner import resolve_variant_cache
 
-    root, name = split_sweep_dir(sweep_dir)
-    store = SweepStore(root, name)
-    text = store.read_text(store.spec_path)
-    if text is None:
-        raise StoredSweepError(f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
-                               "(it holds sweep.yaml), e.g. qtrust-runs/demo")
-    try:
-        spec = parse_spec(yaml.safe_load(text), source=store.spec_path)
-    except (SpecError, yaml.YAMLError) as err:
-        raise StoredSweepError(str(err)) from err
+    spec, store = stored_spec(sweep_dir)
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(None, spec))
     records = store.scan().records
     judgments = store.scan_judgments().records if plan.judges else None
