@@ -38,11 +38,14 @@ class LocalRayCluster:
     gcs_address: str
     dashboard_url: str
     temp_dir: Path
+    client_address: str = ""
+    """``ray://127.0.0.1:PORT``: the head's Ray Client server."""
 
     def env(self, **extra: str) -> dict[str, str]:
         """An environment for the ``ray`` CLI that talks to this cluster's job API."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
         env.update({"RAY_ADDRESS": self.dashboard_url, "RAY_USAGE_STATS_ENABLED": "0", **extra})
+        env.setdefault("RAY_AUTH_MODE", "disabled")
         return env
 
     def ray(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -77,6 +80,12 @@ def _wait_http(url: str, timeout_s: float) -> None:
             time.sleep(0.5)
 
 
+def _start(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+
+
 def _stop(temp_dir: Path) -> None:
     """Kill the processes of this cluster only (their command lines name its temp dir)."""
     import psutil
@@ -106,25 +115,27 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
     """Start the head and a second node; stop both afterwards."""
     # Ray's socket paths must stay short: a temp dir directly under /tmp.
     temp_dir = Path(tempfile.mkdtemp(prefix="qtr-ray-", dir="/tmp"))
-    port, dash = free_port(), free_port()
+    port, dash, client = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # a test cluster on 127.0.0.1 (KubeRay's manifests use tokens)
     common = ["--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     try:
-        subprocess.run(
+        _start(
             [RAY, "start", "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--num-gpus=0",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-             f"--temp-dir={temp_dir}", *common],
-            check=True, capture_output=True, text=True, timeout=180, env=env,
+             f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", *common],
+            env,
         )
-        subprocess.run(
+        _start(
             [RAY, "start", f"--address=127.0.0.1:{port}", f"--num-cpus={worker_cpus}", f"--num-gpus={worker_gpus}",
              '--resources={"second_node": 1}', *common],
-            check=True, capture_output=True, text=True, timeout=180, env=env,
+            env,
         )
         dashboard = f"http://127.0.0.1:{dash}"
         _wait_http(f"{dashboard}/api/version", 120)
-        yield LocalRayCluster(gcs_address=f"127.0.0.1:{port}", dashboard_url=dashboard, temp_dir=temp_dir)
+        yield LocalRayCluster(gcs_address=f"127.0.0.1:{port}", dashboard_url=dashboard, temp_dir=temp_dir,
+                              client_address=f"ray://127.0.0.1:{client}")
     finally:
         _stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -127,6 +127,18 @@ def test_sweep_as_a_ray_job_on_a_two_node_cluster(tmp_path: Path, data_dir: Path
                                 timeout=60)
         assert status.returncode == 0 and "finished" in status.stdout, status.stdout + status.stderr
 
+        # Ray Client (still in Ray 2.60): the driver runs here and joins the cluster at ray://.
+        local = _spec(str(tmp_path / "client-runs"))
+        local["name"] = "viaclient"
+        (tmp_path / "client.yaml").write_text(yaml.safe_dump(local))
+        client = subprocess.run(
+            [sys.executable, "-m", "jobs", "run", str(tmp_path / "client.yaml"), "--quiet", "--address",
+             cluster.client_address, "--tracking-uri", f"sqlite:///{tmp_path}/client.db"],
+            capture_output=True, text=True, timeout=600, env=cluster.env(QTRUST_DATA_DIR=str(data_dir)),
+        )
+        assert client.returncode == 0, client.stdout[-3000:] + client.stderr[-3000:]
+        assert "joined the cluster at --address" in client.stdout and "Items: 20 computed" in client.stdout
+
     records = _records(sweep_uri)
     # Nothing lost, nothing computed twice: every item once, the stopped job's shards kept.
     assert records["item_key"].nunique() == 2 * ITEMS
