@@ -34,7 +34,12 @@ IMAGES_ENV = INFRA / "docker" / "images.env"
 
 
 def kuberay_schema_dir() -> Path:
-    path = Path(os.environ.get("QTRUST_KUBERAY_SCHEMAS") or REPO.parent / "shared" / "schemas" / "kuberay")
+    """``$QTRUST_KUBERAY_SCHEMAS``, else ``schemas/kuberay`` beside the benchmark data folder (the shared
+    folder's layout: ``$QTRUST_DATA_DIR/../schemas``), else ``../shared/schemas/kuberay`` beside the repository."""
+    data = os.environ.get("QTRUST_DATA_DIR")
+    beside_data = Path(data).parent / "schemas" / "kuberay" if data else None
+    default = beside_data if beside_data is not None and beside_data.is_dir() else REPO.parent / "shared" / "schemas" / "kuberay"
+    path = Path(os.environ.get("QTRUST_KUBERAY_SCHEMAS") or default)
     if not (path / "ray.io_rayclusters.yaml").is_file() or not (path / "ray.io_rayjobs.yaml").is_file():
         pytest.fail(
             f"KubeRay CRD schemas not found in {path}: these tests need ray.io_rayclusters.yaml and "
