@@ -357,7 +357,7 @@ def quantize(
 
     try:
         outcome = prepare_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError, TrackingUriError) as err:
+    except (BenchmarkDataError, ModelSourceError, TrackingUriError, SpecError) as err:
         _fail(str(err))
         return
     print_variants(console, outcome.variants, {n: r.get("quantization", {}) for n, r in outcome.reports.items()})

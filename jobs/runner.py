@@ -89,6 +89,13 @@ def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
     if not value:
         return None
     if "://" in value:
+        from cluster.storage_uri import location_problem
+        from jobs.spec import SpecError
+
+        field = "--variant-cache" if option else (VARIANT_CACHE_ENV if os.environ.get(VARIANT_CACHE_ENV) else "storage.variant_cache")
+        problem = location_problem(value, field)
+        if problem:
+            raise SpecError(field, [problem])
         return value
     return str(Path(value).expanduser().resolve())
 

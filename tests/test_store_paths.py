@@ -159,3 +159,22 @@ def test_an_endpoint_in_the_uri_is_kept_and_not_a_secret() -> None:
     assert redact(uri) == uri
     store = SweepStore(uri, "s1")
     assert store.uri == "s3://bkt/runs/s1?endpoint_override=127.0.0.1:9000&scheme=http"
+
+
+def test_a_variant_cache_uri_with_credentials_stops_the_run_before_any_work(tmp_path, data_dir) -> None:
+    """--variant-cache (like the spec's storage fields) may not carry credentials: exit 2, secret not shown."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    sweep = tmp_path / "vc.yaml"
+    sweep.write_text(
+        "name: vc\nmodels: [{name: m, source: smollm2-135m}]\nrecipes: [{name: ref, method: none}]\n"
+        f"benchmarks: [{{name: xstest, limit: 2}}]\nstorage: {{root: {tmp_path / 'runs'}}}\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(sweep), "--data-dir", str(data_dir),
+                                      "--variant-cache", "s3://AKIAEXAMPLE:TOPSECRETVALUE@bucket/variants"])
+    assert result.exit_code == 2, result.output
+    assert "--variant-cache" in result.output and "credentials" in result.output
+    assert "TOPSECRETVALUE" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # nothing was started
