@@ -79,17 +79,21 @@ class Comparison:
         return sel[sel["primary"]] if metric is None else sel[sel["metric"] == metric]
 
 
-def higher_is_better(run: BenchmarkRun, metric: str) -> bool:
-    """Direction of a metric: what the definition's perspective score says, else higher is better.
-
-    Names that are rates of a failure (``invalid_rate``, ``error_rate``, ``over_refusal``...) are lower-is-better.
+def higher_is_better(run: BenchmarkRun, metric: str) -> bool | None:
+    """Direction of a metric, where it is known: what the definition's perspective score says; accuracies
+    and scores are higher-is-better, failure rates (``invalid_rate``, ``over_refusal``, gaps)
+    lower-is-better; None otherwise (a refusal rate is good on harmful prompts and bad on benign ones).
     """
     definition = getattr(run.benchmark, "definition", None)
     spec = getattr(definition, "perspective_score", None)
     if spec is not None and spec.metric == metric:
         return bool(spec.higher_is_better)
     lowered = metric.lower()
-    return not any(word in lowered for word in ("invalid", "error", "over_refusal", "abstain", "difference", "gap"))
+    if any(word in lowered for word in ("invalid", "error", "over_refusal", "abstain", "difference", "gap")):
+        return False
+    if any(word in lowered for word in ("accuracy", "score", "mc1", "mc2", "safe", "agreement")):
+        return True
+    return None
 
 
 # --------------------------------------------------------------------------------------------- per row
@@ -282,7 +286,7 @@ def _search(plan: Plan, run: BenchmarkRun, bench_name: str, scored: dict[str, _S
             settings: CompareSettings) -> list[dict[str, Any]]:
     """Every subset (size >= 2) of a model's quantized variants of one method, as a precision ensemble."""
     primary = run.benchmark.primary_metric
-    better = higher_is_better(run, primary)
+    better = higher_is_better(run, primary) is not False
     out: list[dict[str, Any]] = []
     for model in plan.spec.models:
         ref_name = references.get(model.name)

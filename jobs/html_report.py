@@ -81,7 +81,8 @@ def render_report(plan: Plan, comparison: Comparison, *, title: str | None = Non
     parts.append("<p class='note'>Intervals are 95%: Wilson for rates of per-item 0/1 values, a percentile bootstrap "
                  "over items otherwise. Δ is each variant minus its model's reference on the items both answered "
                  "(paired bootstrap interval); p is McNemar's exact test on items that changed. Bold rows differ "
-                 "from the reference (interval of Δ excludes 0).</p>")
+                 "from the reference at the 5% level (McNemar for 0/1 metrics, else the interval of Δ excludes 0); "
+                 "red where the change is for the worse, green where it is for the better.</p>")
     for bench_name, run in plan.benchmarks.items():
         rows = comparison.frame[comparison.frame["benchmark"] == bench_name]
         if rows.empty:
@@ -129,7 +130,7 @@ def _primary_table(comparison: Comparison, rows: pd.DataFrame) -> str:
         is_ref = comparison.references.get(r["model"]) == r["name"]
         delta = "reference" if is_ref else _interval(r["delta"], r["delta_low"], r["delta_high"], signed=True)
         cls = ""
-        if r["significant"] and not is_ref and not math.isnan(r["delta"]):
+        if r["significant"] and not is_ref and not math.isnan(r["delta"]) and r["higher_is_better"] is not None:
             worse = (r["delta"] < 0) == bool(r["higher_is_better"])
             cls = " class='sig worse'" if worse else " class='sig better'"
         body.append(f"<tr{cls}><td>{_esc(r['short'])}</td><td>{_esc(r['method'])}</td><td>{_esc(r['bits'])}</td>"

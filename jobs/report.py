@@ -82,15 +82,17 @@ def _wanted_metrics(frame, primary: str, metrics: list[str] | None) -> list[str]
 def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: str, metric: str, rows) -> None:
     run = plan.benchmarks[bench_name]
     first = rows.iloc[0]
-    arrow = "higher is better" if bool(first["higher_is_better"]) else "lower is better"
-    title = f"{bench_name} v{run.benchmark.version} · {len(run.items)} items · {metric} ({arrow})"
+    direction = first["higher_is_better"]
+    arrow = "" if direction is None or direction != direction else (" (higher is better)" if direction else " (lower is better)")
+    title = f"{bench_name} v{run.benchmark.version} · {len(run.items)} items · {metric}{arrow}"
     baseline = comparison.baselines.get(bench_name, (None, math.nan))
     caption_bits = [f"95% CI: {first['interval'].split(',')[0]}"]
     if bool(first["primary"]) and baseline[0] is not None and not math.isnan(baseline[1]):
         caption_bits.append(f"majority-class baseline {baseline[1]:.3f} (always '{baseline[0]}')")
     methods = {m for m in rows["delta_method"].tolist() if m}
     if methods:
-        caption_bits.append("Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = CI excludes 0")
+        caption_bits.append("Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = significant at 5% "
+                            "(McNemar for 0/1 metrics, else the CI excludes 0)")
     table = Table(title=title, title_justify="left", caption=" · ".join(caption_bits), caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("variant", max_width=20, overflow="fold")
