@@ -168,7 +168,7 @@ def print_ensemble_search(console: Console, comparison) -> None:
         metric = rows.iloc[0]["metric"]
         table = Table(title=f"Ensemble search · {bench_name} · {metric} (Lu et al. vote over stored labels)",
                       title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="Δ: paired bootstrap 95% CI; * = CI excludes 0", caption_justify="left")
+                      caption="Δ: paired bootstrap 95% CI on the items both answered", caption_justify="left")
         table.add_column("members", max_width=22, overflow="fold")
         table.add_column("value [95% CI]", justify="right", no_wrap=True)
         table.add_column("best member", max_width=14, overflow="fold")
