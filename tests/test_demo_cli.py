@@ -29,12 +29,15 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
     first = qtrust("run", str(demo), "--limit", "3", "--quiet", cwd=tmp_path, data_dir=data_dir)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
-    assert "machine_ethics (v" in out and "xstest (v" in out
-    for row in ("smollm2-ref", "smollm2-w8", "smollm2-w4", "smollm2-w3", "smollm2-gptq-w4", "smollm2-awq-w4",
-                "smollm2-vote-w8-w4-w3 (ensemble)"):
-        assert row in out
-    assert "probe_perplexity" in out and "packed" in out  # the variants table
-    assert "mlflow ui --backend-store-uri sqlite:///" in out and "/#/experiments/" in out
+    # One comparison table per benchmark (short names, intervals, deltas against the reference).
+    assert "machine_ethics v" in out and "xstest v" in out and "Δ vs ref [95% CI]" in out and "reference" in out
+    lines = out.splitlines()
+    for row in ("ref", "w8", "w4", "w3", "gptq-w4", "awq-w4", "vote-w8-w4-w3"):
+        assert any(line.split()[:1] == [row] for line in lines), row
+    assert "Ensemble search" in out
+    assert "probe ppl" in out and "packed" in out  # the variants table
+    assert "mlflow ui --backend-store-uri sqlite:///" in out and "viewStateShareKey=" in out
+    assert (tmp_path / "qtrust-runs" / "demo" / "report.html").is_file() and "HTML report:" in out
 
     table = ds.dataset(tmp_path / "qtrust-runs" / "demo" / "generations", format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 6 * 2 * 3
