@@ -18,6 +18,8 @@ from cluster.engines.base import (
     LoglikelihoodResult,
     error_text,
 )
+from cluster.engines.batching import in_request_order, length_sorted_batches
+from cluster.engines.hf_scoring import OptionSequence, PrefixScorer, common_prefix_len, item_prefix_len
 from cluster.engines.prompts import PromptTokens
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _is_finite(result: LoglikelihoodResult) -> bool:
+    return not any(math.isnan(v) for v in result.logprobs)
+
+
+def _check_finite(result: LoglikelihoodResult) -> None:
+    if not _is_finite(result):
+        raise FloatingPointError("NaN log-probability")
+
+
 class HFEngine:
     """An :class:`~cluster.engines.base.Engine` over a loaded transformers causal LM.
 
@@ -65,6 +76,8 @@ class HFEngine:
         device: str = "cpu",
         num_threads: int | None = None,
         extra_description: dict[str, str] | None = None,
+        prefix_scoring: bool = True,
+        score_token_budget: int = 16384,
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
@@ -81,6 +94,13 @@ class HFEngine:
         self.extra_description: dict[str, str] = dict(extra_description or {})
         #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
         self.quantization: dict[str, Any] = {}
+        self.prefix_scoring = bool(prefix_scoring)
+        self.scorer = PrefixScorer(
+            self.model, self.tokenizer.pad_token_id, self.device, token_budget=score_token_budget
+        )
+        #: Forward passes and tokens (with padding) of the per-option path, for benchmarks.
+        self.plain_forward_passes = 0
+        self.plain_tokens_computed = 0
 
     @classmethod
     def from_pretrained(
@@ -91,6 +111,7 @@ class HFEngine:
         trust_remote_code: bool = False,
         num_threads: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        prefix_scoring: bool = True,
     ) -> "HFEngine":
         """Load model and tokenizer from a local folder (or hub id) and wrap them.
 
@@ -105,7 +126,7 @@ class HFEngine:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, **(model_kwargs or {})
         )
-        return cls(model, tokenizer, device=device, num_threads=num_threads)
+        return cls(model, tokenizer, device=device, num_threads=num_threads, prefix_scoring=prefix_scoring)
 
     # ------------------------------------------------------------------ helpers
 
@@ -151,25 +172,45 @@ class HFEngine:
             )
         return results
 
+    def _prompt_length(self, request: GenerationRequest) -> int:
+        """Prompt tokens of ``request`` for sorting; 0 when it cannot be rendered (it fails later)."""
+        try:
+            return len(self.prompts.prompt_ids(request.messages))
+        except Exception:  # noqa: BLE001 - the batch that holds it reports the error
+            return 0
+
     def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
-        """Generate one answer per request, in request order; failures land in ``error``."""
+        """Generate one answer per request, in request order; failures land in ``error``.
+
+        Requests are sorted by prompt length (longest first) before they are cut into batches of
+        ``settings.batch_size``, so a batch pads little; results come back in request order.
+        """
+        lengths = [self._prompt_length(r) for r in requests]
+        placed: dict[int, GenerationResult] = {}
+        for positions in length_sorted_batches(lengths, settings.batch_size):
+            batch = [requests[i] for i in positions]
+            for i, result in zip(positions, self._generate_or_isolate(batch, settings)):
+                placed[i] = result
+        return in_request_order(placed, len(requests))
+
+    def _generate_or_isolate(
+        self, batch: list[GenerationRequest], settings: GenerationSettings
+    ) -> list[GenerationResult]:
+        """Generate for one batch; if the batch fails, retry its requests one by one."""
+        try:
+            return self._generate_batch(batch, settings)
+        except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
+            if len(batch) == 1:
+                log.warning("generation failed for %s: %s", batch[0].id, exc)
+                return [GenerationResult(id=batch[0].id, text=None, error=error_text(exc))]
+            log.warning("batch of %d failed (%s); retrying items one by one", len(batch), exc)
         results: list[GenerationResult] = []
-        for batch in _chunks(requests, settings.batch_size):
+        for request in batch:
             try:
-                results.extend(self._generate_batch(batch, settings))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
-                if len(batch) == 1:
-                    log.warning("generation failed for %s: %s", batch[0].id, exc)
-                    results.append(GenerationResult(id=batch[0].id, text=None, error=error_text(exc)))
-                    continue
-                log.warning("batch of %d failed (%s); retrying items one by one", len(batch), exc)
-            for request in batch:
-                try:
-                    results.extend(self._generate_batch([request], settings))
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("generation failed for %s: %s", request.id, exc)
-                    results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
+                results.extend(self._generate_batch([request], settings))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("generation failed for %s: %s", request.id, exc)
+                results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
 
     # ------------------------------------------------------------ loglikelihood
@@ -196,6 +237,8 @@ class HFEngine:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
         position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
+        self.plain_forward_passes += 1
+        self.plain_tokens_computed += int(input_ids.numel())
         with torch.inference_mode():
             logits = self.model(
                 input_ids=input_ids.to(self.device),
@@ -217,18 +260,83 @@ class HFEngine:
     def loglikelihood(
         self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
     ) -> list[LoglikelihoodResult]:
-        """Sum of log-probabilities of each continuation after the templated prompt."""
-        results: list[LoglikelihoodResult] = []
-        for request in requests:
+        """Sum of log-probabilities of each continuation after the templated prompt, in request order."""
+        if not self.prefix_scoring:
+            return self.loglikelihood_per_option(requests, settings)
+        return self._loglikelihood_prefixed(requests, settings)
+
+    def loglikelihood_per_option(
+        self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
+    ) -> list[LoglikelihoodResult]:
+        """The original path: each option a full left-padded sequence, one request at a time."""
+        return [self._score_or_error(request, settings.batch_size) for request in requests]
+
+    def _score_or_error(self, request: LoglikelihoodRequest, batch_size: int) -> LoglikelihoodResult:
+        try:
+            result = self._score_request(request, batch_size)
+            _check_finite(result)
+            return result
+        except Exception as exc:  # noqa: BLE001
+            log.warning("scoring failed for %s: %s", request.id, exc)
+            return LoglikelihoodResult(id=request.id, error=error_text(exc))
+
+    def _loglikelihood_prefixed(
+        self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
+    ) -> list[LoglikelihoodResult]:
+        """Length-sorted batches across items, each shared prefix computed once."""
+        placed: dict[int, LoglikelihoodResult] = {}
+        prepared: dict[int, tuple[list[int], list[OptionSequence]]] = {}
+        for i, request in enumerate(requests):
             try:
-                result = self._score_request(request, settings.batch_size)
-                if any(math.isnan(v) for v in result.logprobs):
-                    raise FloatingPointError("NaN log-probability")
-                results.append(result)
+                prompt_ids, sequences = self.prompts.continuation_sequences(request.messages, request.continuations)
             except Exception as exc:  # noqa: BLE001
                 log.warning("scoring failed for %s: %s", request.id, exc)
-                results.append(LoglikelihoodResult(id=request.id, error=error_text(exc)))
-        return results
+                placed[i] = LoglikelihoodResult(id=request.id, error=error_text(exc))
+                continue
+            if not sequences:
+                placed[i] = LoglikelihoodResult(id=request.id, logprobs=[], prompt_tokens=len(prompt_ids))
+            elif item_prefix_len(sequences) < 1:  # nothing to cache: score it the original way
+                placed[i] = self._score_or_error(request, settings.batch_size)
+            else:
+                prepared[i] = (prompt_ids, sequences)
+        positions = list(prepared)
+        splits = [item_prefix_len(prepared[i][1]) for i in positions]
+        shared_len = common_prefix_len([prepared[i][1][0][0][:split] for i, split in zip(positions, splits)])
+        for batch in length_sorted_batches(splits, settings.batch_size):
+            indices = [positions[b] for b in batch]
+            scored = self._score_items(requests, prepared, indices, shared_len, settings.batch_size)
+            placed.update(zip(indices, scored))
+        return in_request_order(placed, len(requests))
+
+    def _score_items(
+        self,
+        requests: list[LoglikelihoodRequest],
+        prepared: dict[int, tuple[list[int], list[OptionSequence]]],
+        indices: list[int],
+        shared_len: int,
+        batch_size: int,
+    ) -> list[LoglikelihoodResult]:
+        """Score a batch of items at once; if that fails, score them one by one, and an item that
+        fails alone is scored the original way (which reports its error if it fails too)."""
+        start = time.perf_counter()
+        try:
+            values = self.scorer.score([prepared[i][1] for i in indices], shared_len)
+            latency = (time.perf_counter() - start) / len(indices)
+            results = [
+                LoglikelihoodResult(
+                    id=requests[i].id, logprobs=v, prompt_tokens=len(prepared[i][0]), latency_s=latency
+                )
+                for i, v in zip(indices, values)
+            ]
+            if all(_is_finite(r) for r in results):
+                return results
+            raise FloatingPointError("NaN log-probability")
+        except Exception as exc:  # noqa: BLE001 - a bad item must not sink the others
+            if len(indices) == 1:
+                log.warning("prefix scoring failed for %s (%s); scoring it per option", requests[indices[0]].id, exc)
+                return [self._score_or_error(requests[indices[0]], batch_size)]
+            log.warning("batch of %d items failed (%s); scoring items one by one", len(indices), exc)
+        return [self._score_items(requests, prepared, [i], shared_len, batch_size)[0] for i in indices]
 
     # ----------------------------------------------------------------- describe
 
