@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def _free_port() -> int:
@@ -61,3 +63,14 @@ def _kill(server: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     server.wait(timeout=30)
+
+
+def mlflow_rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
+    """One call to an MLflow server's REST API: POST with a JSON ``body``, else GET with ``query``."""
+    url = f"{base}/api/2.0/mlflow/{endpoint}"
+    if body is None:
+        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
+    else:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
-from tests.mlflow_server import _free_port, _mlflow_server
+from tests.mlflow_server import _free_port, _mlflow_server, mlflow_rest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -45,15 +43,6 @@ def _artifacts_dir() -> Path:
     return folder
 
 
-def _rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
-    """One MLflow REST call (POST with a JSON body, else GET with ``query``)."""
-    url = f"{base}/api/2.0/mlflow/{endpoint}"
-    if body is None:
-        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
-    else:
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
 
 
 def _tags(run: dict[str, Any]) -> dict[str, str]:
@@ -91,7 +80,7 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
         assert not outcome.failed and outcome.tracking_failures == 0 and outcome.experiment_id
 
         # -- the REST API: tags, colours, tables, the parent's plots -----------------------------
-        runs = _rest(base, "runs/search", {"experiment_ids": [outcome.experiment_id], "max_results": 100})["runs"]
+        runs = mlflow_rest(base, "runs/search", {"experiment_ids": [outcome.experiment_id], "max_results": 100})["runs"]
         assert len(runs) == 1 + 2  # the sweep, and (ref, w4) × xstest
         names = {}
         for run in runs:
@@ -108,9 +97,9 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
         colors = {_tags(r)["variant"]: _tags(r)["mlflow.runColor"] for r in runs}
         assert len(set(colors.values())) == 3, colors  # the sweep, the reference and w4 apart
         parent_id = parent["info"]["run_id"]
-        plots = [f["path"] for f in _rest(base, "artifacts/list", run_id=parent_id, path="plots").get("files", [])]
+        plots = [f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=parent_id, path="plots").get("files", [])]
         assert {"plots/xstest__over_refusal_rate_vs_bits.png", "plots/flips__xstest.png"} <= set(plots), plots
-        top = [f["path"] for f in _rest(base, "artifacts/list", run_id=parent_id).get("files", [])]
+        top = [f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=parent_id).get("files", [])]
         assert {"summary.json", "comparison.json"} <= set(top), top
         assert not [m["key"] for m in parent["data"].get("metrics", []) if "smol-" in m["key"]]
 
@@ -136,7 +125,7 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
         # -- the sweep's shared view: grouped by benchmark, metric columns, children shown -------
         assert outcome.view_url and "viewStateShareKey=" in outcome.view_url, outcome.view_url
         key = outcome.view_url.split("viewStateShareKey=", 1)[1]
-        experiment = _rest(base, "experiments/get", experiment_id=outcome.experiment_id)["experiment"]
+        experiment = mlflow_rest(base, "experiments/get", experiment_id=outcome.experiment_id)["experiment"]
         stored = {t["key"]: t["value"] for t in experiment.get("tags", [])}
         state = json.loads(stored[f"mlflow.sharedViewState.{key}"])
         assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "benchmark"}]

@@ -16,7 +16,6 @@ import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -31,7 +30,7 @@ from jobs.tracking.uri import (
     ui_base_url,
     ui_command,
 )
-from tests.mlflow_server import _free_port, _mlflow_server
+from tests.mlflow_server import _free_port, _mlflow_server, mlflow_rest
 from tests.pipeline_helpers import fake_sweep
 
 QTRUST = str(Path(sys.executable).parent / "qtrust")
@@ -52,7 +51,7 @@ TOKEN = "tok-5ecr3t-QX7"
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
     ],
 )
-def test_redact_masks_secrets_and_keeps_the_rest(text: str, expected: str) -> None:
+def test_redact_masks_secrets_and_keeps_themlflow_rest(text: str, expected: str) -> None:
     assert redact(text) == expected
     assert redact(expected) == expected  # idempotent
 
@@ -113,14 +112,6 @@ def _qtrust(*args: str, env: dict[str, str], timeout: int = 240) -> subprocess.C
     return subprocess.run([QTRUST, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def _rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
-    url = f"{base}/api/2.0/mlflow/{endpoint}"
-    if body is None:
-        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
-    else:
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
 
 
 def _files_text(folder: Path) -> dict[str, str]:
@@ -158,8 +149,8 @@ def test_a_token_in_the_tracking_uri_is_stored_and_shown_nowhere(tmp_path: Path,
         parent_id = next(v for k, v in manifest["mlflow"]["runs"].items() if k.startswith("sweep:"))
 
         # MLflow: every run's params and tags, the uploaded sweep.yaml, the server's database and artifacts
-        experiment = _rest(base, "experiments/get-by-name", experiment_name="redaction")["experiment"]
-        runs = _rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})["runs"]
+        experiment = mlflow_rest(base, "experiments/get-by-name", experiment_name="redaction")["experiment"]
+        runs = mlflow_rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})["runs"]
         assert len(runs) == 3  # the sweep and (tiny-ref) × 2 benchmarks
         for run in runs:
             for field in ("params", "tags"):

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from jobs.runner import RunOptions, run_sweep
 from jobs.spec import parse_spec
-from tests.mlflow_server import _free_port, _kill, _wait_healthy
+from tests.mlflow_server import _free_port, _kill, _wait_healthy, mlflow_rest
 from tests.postgres_server import Postgres, postgres_server
 from tests.s3_server import S3Server
 
@@ -63,14 +63,6 @@ def _tracking_server(pg: Postgres, s3: S3Server, bucket: str, log_dir: Path) -> 
         _kill(server)
 
 
-def _rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
-    url = f"{base}/api/2.0/mlflow/{endpoint}"
-    if body is None:
-        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
-    else:
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
 
 
 def _download(base: str, artifact_uri: str, path: str) -> bytes:
@@ -110,19 +102,19 @@ def test_a_sweep_tracked_on_postgres_and_s3(tmp_path: Path, data_dir: Path, s3_s
         driver_output = console.file.getvalue() + "".join(capfd.readouterr())  # type: ignore[attr-defined]
 
         # -- runs, params, tags and metrics through the REST API --------------------------------
-        runs = _rest(base, "runs/search", {"experiment_ids": [outcome.experiment_id], "max_results": 50})["runs"]
+        runs = mlflow_rest(base, "runs/search", {"experiment_ids": [outcome.experiment_id], "max_results": 50})["runs"]
         kinds = {(r["data"].get("tags") and {t["key"]: t["value"] for t in r["data"]["tags"]}.get("qtrust.kind")) for r in runs}
         assert len(runs) == 2 and kinds == {"sweep", "variant"}, kinds
         variant = next(r for r in runs if {t["key"]: t["value"] for t in r["data"]["tags"]}["qtrust.kind"] == "variant")
         parent = next(r for r in runs if r is not variant)
         assert variant["info"]["status"] == parent["info"]["status"] == "FINISHED"
-        history = _rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="n_items")["metrics"]
+        history = mlflow_rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="n_items")["metrics"]
         assert [m["value"] for m in history] == [6]
-        progress = _rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="progress.items_done")
+        progress = mlflow_rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="progress.items_done")
         assert max(m["value"] for m in progress["metrics"]) == 6
 
         # -- artifacts: listed, downloaded through the proxy, and really objects in the bucket ------
-        listed = {f["path"] for f in _rest(base, "artifacts/list", run_id=variant["info"]["run_id"]).get("files", [])}
+        listed = {f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=variant["info"]["run_id"]).get("files", [])}
         assert "items.json" in listed, listed
         items_json = _download(base, variant["info"]["artifact_uri"], "items.json")
         assert len(json.loads(items_json)["data"]) == 6
