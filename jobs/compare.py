@@ -102,7 +102,7 @@ def higher_is_better(run: BenchmarkRun, metric: str) -> bool | None:
 class _Scored:
     """One result's labels on its benchmark: per-item values and a memoised rescoring for bootstraps."""
 
-    def __init__(self, run: BenchmarkRun, row: ResultRow):
+    def __init__(self, run: BenchmarkRun, row: ResultRow, by_id: dict[str, Item] | None = None):
         self.run = run
         self.row = row
         frame = row.frame if row.frame is not None else pd.DataFrame(columns=["item_id", "label"])
@@ -110,7 +110,7 @@ class _Scored:
         self.logprobs: dict[str, Any] | None = None
         if run.benchmark.task == "loglikelihood" and "logprobs" in frame.columns:
             self.logprobs = dict(zip(frame["item_id"].tolist(), frame["logprobs"].tolist()))
-        self.by_id: dict[str, Item] = {it.id: it for it in run.items}
+        self.by_id: dict[str, Item] = by_id if by_id is not None else {it.id: it for it in run.items}
         self.items: list[Item] = scored_items(run.items, self.labels)
         self.ids = [it.id for it in self.items]
         self.metrics = score_labels(run.benchmark, run.items, self.labels, self.logprobs) if self.labels else {}
@@ -187,7 +187,8 @@ def compare_results(
     ensemble_records: list[dict[str, Any]] = []
     for bench_name, run in plan.benchmarks.items():
         rows = [r for r in results if r.benchmark == bench_name]
-        scored = {r.name: _Scored(run, r) for r in rows}
+        by_id = {it.id: it for it in run.items}  # one index per benchmark, shared by its results
+        scored = {r.name: _Scored(run, r, by_id) for r in rows}
         refs = [it.reference for it in run.items]
         baseline = majority_baseline(refs) if any(r is not None for r in refs) else (None, math.nan)
         comparison.baselines[bench_name] = baseline
@@ -233,9 +234,8 @@ def _flags(run: BenchmarkRun, scored: _Scored, row: ResultRow, ref_name: str | N
            quant_reports: dict[str, dict[str, Any]], settings: CompareSettings) -> list[Flag]:
     if not scored.labels:
         return []
-    by_id = {it.id: it for it in run.items}
     labels = list(scored.labels.values())
-    references = [by_id[i].reference if i in by_id else None for i in scored.labels]
+    references = [scored.by_id[i].reference if i in scored.by_id else None for i in scored.labels]
     ratio = None
     if row.kind == "variant" and ref_name and row.name != ref_name:
         mine = _number(quant_reports.get(row.name, {}).get("probe_perplexity"))
@@ -255,8 +255,7 @@ def _number(value: Any) -> float | None:
 
 
 def _add_flips(comparison: Comparison, run: BenchmarkRun, ref: _Scored, this: _Scored, common: list[str]) -> None:
-    by_id = {it.id: it for it in run.items}
-    references = [by_id[i].reference for i in common]
+    references = [this.by_id[i].reference for i in common]
     ref_labels = [ref.labels[i] for i in common]
     var_labels = [this.labels[i] for i in common]
     key = (this.row.name, this.row.benchmark)
@@ -314,7 +313,7 @@ def _candidate_row(run: BenchmarkRun, bench_name: str, model: str, method: str, 
     fake = ResultRow(kind="ensemble", name="+".join(cand.members), model=model, benchmark=bench_name, bits="",
                      n_items=len(cand.labels), n_planned=len(run.items),
                      frame=pd.DataFrame({"item_id": list(cand.labels), "label": list(cand.labels.values())}))
-    ens = _Scored(run, fake)
+    ens = _Scored(run, fake, next(iter(scored.values())).by_id if scored else None)
     rescore = _memo(lambda idx: ens.score_at([ens.ids[i] for i in idx]))
     est = _estimate(ens, primary, settings, rescore)
     members = [(m, float(scored[m].metrics.get(primary, math.nan))) for m in cand.members]
