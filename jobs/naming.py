@@ -22,3 +22,19 @@ def reference_variants(plan: Plan) -> dict[str, str]:
         plain = [v for v in variants if v.recipe.method == "none"]
         out[model.name] = (plain[0] if plain else max(variants, key=lambda v: v.precision_bits)).name
     return out
+
+
+def ensemble_names(plan: Plan) -> list[str]:
+    """The full names of the sweep's precision ensembles (``<model>-<ensemble>``)."""
+    return [f"{model.name}-{ens.name}" for model in plan.spec.models for ens, _members in plan.ensembles_of(model)]
+
+
+def short_names(plan: Plan) -> dict[str, str]:
+    """Full variant or ensemble name -> the short name tables and run names show."""
+    n_models = len(plan.spec.models)
+    names = {v.name: short_name(v.name, v.model.name, n_models) for v in plan.variants.values()}
+    for model in plan.spec.models:
+        for ens, _members in plan.ensembles_of(model):
+            full = f"{model.name}-{ens.name}"
+            names[full] = short_name(full, model.name, n_models)
+    return names

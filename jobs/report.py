@@ -98,7 +98,7 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
     table.add_column("variant", max_width=20, overflow="fold")
     table.add_column("bits", justify="right", max_width=9, overflow="fold")
     table.add_column("n", justify="right")
-    table.add_column(f"value [95% CI]", justify="right", no_wrap=True)
+    table.add_column("value [95% CI]", justify="right", no_wrap=True)
     table.add_column("Δ vs ref [95% CI]", justify="right", no_wrap=True)
     table.add_column("p", justify="right", no_wrap=True)
     table.add_column("flags", max_width=16, overflow="fold")
@@ -153,7 +153,7 @@ def _print_flips(console: Console, comparison, bench_name: str, show_ids: int = 
         ids = ", ".join(table["item_id"].astype(str).head(show_ids))
         lines.append(f"  {label}: " + ", ".join(parts) + f" (e.g. {ids})")
     if lines:
-        console.print(f"[dim]Answers that changed against the reference (item ids; all in the HTML report):[/]",
+        console.print("[dim]Answers that changed against the reference (item ids; all in the HTML report):[/]",
                       width=min(MAX_WIDTH, console.width))
         for line in lines:
             console.print(line, width=min(MAX_WIDTH, console.width), overflow="fold")
@@ -220,25 +220,14 @@ def print_judges(console: Console, plan: Plan, bench_name: str, rows: list[Resul
     console.print(table)
 
 
-def _short_names(plan: Plan) -> dict[str, str]:
-    """Full variant/ensemble name -> the short name the tables show (no repeated model prefix)."""
-    from jobs.naming import short_name
-
-    n_models = len(plan.spec.models)
-    names = {v.name: short_name(v.name, v.model.name, n_models) for v in plan.variants.values()}
-    for model in plan.spec.models:
-        for ens, _members in plan.ensembles_of(model):
-            full = f"{model.name}-{ens.name}"
-            names[full] = short_name(full, model.name, n_models)
-    return names
-
-
 def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -> None:
     """Perspective scores on DecodingTrust's 0-100 scale, one row per variant or ensemble."""
     table_data = perspective_table(plan, results)
     if not table_data:
         return
-    short = _short_names(plan)
+    from jobs.naming import short_names
+
+    short = short_names(plan)
     perspectives = sorted({p for scores in table_data.values() for p in scores})
     table = Table(title="Perspective scores (0-100, higher = more trustworthy)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, min_width=60)

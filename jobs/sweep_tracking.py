@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from jobs.naming import reference_variants, short_name
+from jobs.naming import ensemble_names, reference_variants, short_names
 from jobs.tracking.shared_view import view_key, view_state
 from jobs.plan import Plan, Shard
 from jobs.run_colors import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
@@ -215,15 +215,9 @@ class SweepTracking:
 
     def _name_variants(self) -> None:
         """Short names, references and run colours of every variant and ensemble of the sweep."""
-        models = self.plan.spec.models
-        for variant in self.plan.variants.values():
-            self.short[variant.name] = short_name(variant.name, variant.model.name, len(models))
+        self.short.update(short_names(self.plan))
         self.references.update(reference_variants(self.plan))
-        for model in models:
-            for ens, _members in self.plan.ensembles_of(model):
-                name = f"{model.name}-{ens.name}"
-                self.short[name] = short_name(name, model.name, len(models))
-                self._ensembles.add(name)
+        self._ensembles.update(ensemble_names(self.plan))
         refs = {self.short[v.name] for v in self.plan.variants.values() if v.precision_bits >= 16}
         by_short = variant_colors(self.short.values(), references=refs, ensembles={self.short[n] for n in self._ensembles})
         self.colors = {name: by_short[short] for name, short in self.short.items()}
