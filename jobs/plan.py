@@ -96,6 +96,7 @@ class Variant:
             "trust_remote_code": self.model.trust_remote_code,
             "engine": self.engine,
             "engine_options": dict(self.model.engine_options),
+            "hf": self.model.hf.model_dump(),
             "vllm": self.model.vllm.model_dump(),
             "recipe": self.recipe.model_dump(exclude=NOT_QUANTIZATION),
             "variant_key": self.key,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from cluster.engines.hf_settings import HFSettings
 from cluster.engines.vllm_settings import VLLMSettings
 from cluster.judges.endpoint import EndpointSpec
 from cluster.models.builtin import BUILTIN_MODELS
@@ -75,6 +76,7 @@ class ModelSpec(_Strict):
         "variant, else hf); 'fake' is for scheduler tests and scale simulations only",
     )
     engine_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the fake engine")
+    hf: HFSettings = Field(default_factory=HFSettings, description="how transformers serves this model's variants")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="how vLLM serves this model's variants")
     recipes: list[str] | None = Field(
         None, description="names of the recipes to apply to this model (default: every recipe of the sweep)"

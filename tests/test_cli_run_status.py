@@ -88,6 +88,9 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
         kill_session(driver.pid, [driver.pid])
     assert driver.returncode == 0, output
     assert "private local Ray started for this sweep" in output
+    # its workers run at normal priority (Ray's own default would be nice 15)
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert manifest["workers"]["tiny-ref"]["nice"] == 0
     after = _status(sweep_dir, env)
     assert after["state"] == "finished" and after["lock_holder"] is None and not after["stale"]
     assert after["totals"]["done"] == after["totals"]["planned"] == 24 and after["totals"]["pending"] == 0

@@ -70,6 +70,10 @@ def test_settings_follow_the_workers_placement() -> None:
     assert VLLMSettings().resolved_separate_process("cuda") is True
     assert VLLMSettings(separate_process=True).resolved_separate_process("cpu") is True
     assert VLLMSettings(cpu_kv_cache_gib=2.5).engine_kwargs(device="cpu", num_gpus=0)["kv_cache_memory_bytes"] == int(2.5 * (1 << 30))
+    # prefix caching on CPU reuses 32-token blocks unless told otherwise; GPUs keep vLLM's default
+    assert cpu["block_size"] == 32 and "block_size" not in whole
+    assert "block_size" not in VLLMSettings(enable_prefix_caching=False).engine_kwargs(device="cpu", num_gpus=0)
+    assert VLLMSettings(block_size=64).engine_kwargs(device="cuda", num_gpus=1)["block_size"] == 64
 
 
 def _vllm_sweep(model_dir: Path, tmp_path: Path, **model: object) -> dict:

@@ -1,8 +1,10 @@
-"""Option scoring that computes shared prefixes once equals the per-option path; sorted batching
-keeps request order.
+"""Option scoring and generation that compute shared prefixes once equal the full computation;
+sorted batching keeps request order; the engine's ``hf:`` settings change no key.
 
-The per-option path (``HFEngine.loglikelihood_per_option``) is the reference: each option a full
-left-padded sequence. The prefix path must give the same log-probabilities (float32, 1e-4).
+The per-option path (``HFEngine.loglikelihood_per_option``) is the reference for scoring: each
+option a full left-padded sequence. The prefix path must give the same log-probabilities (float32,
+1e-4). For generation, ``prefix_generation: false`` (every prompt in full) is the reference and the
+greedy answers must be identical.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from cluster.engines.base import GenerationRequest, GenerationSettings, LoglikelihoodRequest, LoglikelihoodResult
 from cluster.engines.batching import in_request_order, length_sorted_batches
 from cluster.engines.hf import HFEngine
+from cluster.engines.hf_settings import HFSettings
 from cluster.engines.hf_scoring import common_prefix_len, item_prefix_len
 
 TOL = 1e-4
@@ -277,3 +280,112 @@ def test_items_whose_prefix_is_all_shared(engine: HFEngine, min_shared: int, mon
     engine.scorer._shared.clear()
     assert _max_delta(engine.loglikelihood_per_option(pair, settings), engine.loglikelihood(pair, settings)) <= TOL
     assert bool(engine.scorer._shared) == (len(short_prefix) >= min_shared)
+
+
+# -- generation from a cached shared prefix ------------------------------------------------------------
+
+
+def _chat_generation_requests() -> list[GenerationRequest]:
+    """Prompts that share a long system message (the cached prefix) and differ after it."""
+    return [GenerationRequest(r.id, [SYSTEM, *r.messages]) for r in _generation_requests()]
+
+
+def _with(engine: HFEngine, **settings: object) -> HFEngine:
+    return HFEngine(engine.model, engine.tokenizer, settings=HFSettings(**settings))
+
+
+def test_generation_from_the_shared_prefix_equals_full_prompts(engine: HFEngine) -> None:
+    requests = _chat_generation_requests()
+    settings = GenerationSettings(max_new_tokens=10, batch_size=3)
+    full = _with(engine, prefix_generation=False)
+    cached = _with(engine, prefix_generation=True)
+    expected = full.generate(requests, settings)
+    got = cached.generate(requests, settings)
+    assert [r.id for r in got] == [r.id for r in requests]
+    assert [r.text for r in got] == [r.text for r in expected]
+    assert [r.prompt_tokens for r in got] == [r.prompt_tokens for r in expected]
+    # the shared part (chat template + system message) was run once, not once per row
+    (shared,) = cached.scorer._shared
+    assert len(shared) >= len(engine.tokenizer(SYSTEM["content"])["input_ids"])
+    assert cached.generated_prefill_tokens <= full.generated_prefill_tokens - len(requests) * len(shared)
+    # ...and reused by the next call without running it again
+    passes = cached.scorer.forward_passes
+    assert [r.text for r in cached.generate(requests, settings)] == [r.text for r in expected]
+    assert cached.scorer.forward_passes == passes
+
+
+def test_generation_without_a_long_shared_prefix_runs_full_prompts(engine: HFEngine) -> None:
+    plain = _with(engine, prefix_generation=True, min_shared_tokens=10_000)
+    requests = _chat_generation_requests()[:3]
+    plain.generate(requests, GenerationSettings(max_new_tokens=4, batch_size=3))
+    assert plain.scorer.forward_passes == 0 and not plain.scorer._shared
+    one = _with(engine, prefix_generation=True)
+    one.generate(requests[:1], GenerationSettings(max_new_tokens=4))  # a single prompt shares nothing
+    assert not one.scorer._shared
+
+
+def test_a_failing_batch_with_the_shared_prefix_is_retried_without_it(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = _with(engine, prefix_generation=True)
+    requests = _chat_generation_requests()[:4]
+    settings = GenerationSettings(max_new_tokens=6, batch_size=4)
+    expected = _with(engine, prefix_generation=False).generate(requests, settings)
+    original = cached._generate_batch
+    calls: list[bool] = []
+
+    def no_shared(batch, settings, shared=()):  # type: ignore[no-untyped-def]
+        calls.append(bool(shared))
+        if shared:
+            raise RuntimeError("cache trouble")
+        return original(batch, settings)
+
+    monkeypatch.setattr(cached, "_generate_batch", no_shared)
+    got = cached.generate(requests, settings)
+    assert calls[0] is True and calls[1:] == [False] * len(requests)
+    assert [r.text for r in got] == [r.text for r in expected] and all(r.error is None for r in got)
+
+
+def test_settings_reach_the_engine_and_change_no_key(tmp_path: Path, data_dir: Path) -> None:
+    from jobs.plan import build_plan
+    from jobs.spec import SpecError, parse_spec
+
+    def spec(hf: dict | None) -> dict:
+        model = {"name": "m", "source": "smollm2-135m", **({"hf": hf} if hf is not None else {})}
+        return {"name": "s", "models": [model], "recipes": [{"name": "ref", "method": "none"}],
+                "benchmarks": [{"name": "truthfulqa_mc1", "limit": 3}, {"name": "machine_ethics_fewshot", "limit": 3}],
+                "storage": {"root": str(tmp_path)}}
+
+    default = build_plan(parse_spec(spec(None)), data_dir)
+    slow = build_plan(parse_spec(spec({"prefix_scoring": False, "prefix_generation": False, "score_token_budget": 4096})), data_dir)
+    assert default.keys == slow.keys and default.keys
+    assert [v.key for v in default.variants.values()] == [v.key for v in slow.variants.values()]
+    config = slow.variants["m-ref"].worker_config()
+    assert config["hf"] == {"prefix_scoring": False, "prefix_generation": False, "score_token_budget": 4096, "min_shared_tokens": 16}
+    with pytest.raises(SpecError, match=r"models\[0\]\.hf"):
+        parse_spec(spec({"prefix_cache": True}))
+
+
+def test_worker_config_settings_configure_the_engine(engine: HFEngine) -> None:
+    configured = _with(engine)
+    configured.configure(HFSettings.model_validate({"prefix_scoring": False, "score_token_budget": 1024}))
+    assert configured.prefix_scoring is False and configured.scorer.token_budget == 1024
+    assert HFEngine(engine.model, engine.tokenizer, prefix_scoring=False).prefix_scoring is False
+
+
+@pytest.mark.slow
+def test_builtin_generation_from_the_shared_prefix_on_demo_and_fewshot_items(builtin_engine: HFEngine, data_dir: Path) -> None:
+    """The demo's items (chat template + default system prompt shared) and few-shot items (32
+    demonstrations shared): the same greedy answers with the shared prefix cached as without."""
+    from trust.benchmarks import get_benchmark
+
+    cases = (("machine_ethics", 16, 8), ("xstest", 8, 24), ("machine_ethics_fewshot", 8, 8))
+    full = _with(builtin_engine, prefix_generation=False)
+    cached = _with(builtin_engine, prefix_generation=True)
+    for name, count, tokens in cases:
+        items = get_benchmark(name).load_all(data_dir)[:count]
+        requests = [GenerationRequest(item.id, item.messages) for item in items]
+        settings = GenerationSettings(max_new_tokens=tokens, batch_size=8)
+        expected = full.generate(requests, settings)
+        got = cached.generate(requests, settings)
+        assert [r.text for r in got] == [r.text for r in expected], name
+        assert all(r.error is None and r.text for r in got), name
+    assert any(len(key) > 1000 for key in cached.scorer._shared)  # the few-shot demonstrations

@@ -53,6 +53,7 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
         source,
         engine=config["engine"],
         vllm_settings=config.get("vllm"),
+        hf_settings=config.get("hf"),
         num_gpus=float(config.get("num_gpus") or 0.0),
         dtype=config.get("dtype", "float32"),
         device=pick_device(),

@@ -19,7 +19,14 @@ from cluster.engines.base import (
     error_text,
 )
 from cluster.engines.batching import in_request_order, length_sorted_batches
-from cluster.engines.hf_scoring import OptionSequence, PrefixScorer, common_prefix_len, item_prefix_len
+from cluster.engines.hf_settings import HFSettings
+from cluster.engines.hf_scoring import (
+    OptionSequence,
+    PrefixScorer,
+    broadcast_cache,
+    common_prefix_len,
+    item_prefix_len,
+)
 from cluster.engines.prompts import PromptTokens
 
 log = logging.getLogger(__name__)
@@ -76,8 +83,8 @@ class HFEngine:
         device: str = "cpu",
         num_threads: int | None = None,
         extra_description: dict[str, str] | None = None,
-        prefix_scoring: bool = True,
-        score_token_budget: int = 16384,
+        settings: HFSettings | None = None,
+        prefix_scoring: bool | None = None,
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
@@ -94,13 +101,28 @@ class HFEngine:
         self.extra_description: dict[str, str] = dict(extra_description or {})
         #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
         self.quantization: dict[str, Any] = {}
-        self.prefix_scoring = bool(prefix_scoring)
-        self.scorer = PrefixScorer(
-            self.model, self.tokenizer.pad_token_id, self.device, token_budget=score_token_budget
-        )
+        self.settings = HFSettings()
+        self.scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, self.device)
+        self.configure(settings or HFSettings())
+        if prefix_scoring is not None:
+            self.configure(self.settings.model_copy(update={"prefix_scoring": bool(prefix_scoring)}))
         #: Forward passes and tokens (with padding) of the per-option path, for benchmarks.
         self.plain_forward_passes = 0
         self.plain_tokens_computed = 0
+        #: Prompt tokens run through the model by generation (per-row width, padding included).
+        self.generated_prefill_tokens = 0
+        self._generation_cache_ok = True
+
+    def configure(self, settings: HFSettings) -> None:
+        """Apply ``settings`` (a model's ``hf:`` section); they change speed, never results."""
+        self.settings = settings
+        self.scorer.token_budget = settings.score_token_budget
+        self.scorer.min_shared = settings.min_shared_tokens
+
+    @property
+    def prefix_scoring(self) -> bool:
+        """Whether multiple-choice scoring computes shared prefixes once (see :class:`HFSettings`)."""
+        return self.settings.prefix_scoring
 
     @classmethod
     def from_pretrained(
@@ -111,7 +133,7 @@ class HFEngine:
         trust_remote_code: bool = False,
         num_threads: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        prefix_scoring: bool = True,
+        settings: HFSettings | None = None,
     ) -> "HFEngine":
         """Load model and tokenizer from a local folder (or hub id) and wrap them.
 
@@ -126,27 +148,45 @@ class HFEngine:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, **(model_kwargs or {})
         )
-        return cls(model, tokenizer, device=device, num_threads=num_threads, prefix_scoring=prefix_scoring)
+        return cls(model, tokenizer, device=device, num_threads=num_threads, settings=settings)
 
     # ------------------------------------------------------------------ helpers
 
     # --------------------------------------------------------------- generation
 
-    def _generate_batch(self, batch: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
+    def _generate_batch(
+        self, batch: list[GenerationRequest], settings: GenerationSettings, shared: tuple[int, ...] = ()
+    ) -> list[GenerationResult]:
+        """Greedy (or sampled) answers for one batch.
+
+        With a ``shared`` prefix (token ids every prompt of the shard starts with), the prefix's
+        key/value cache is computed once per call (see :meth:`PrefixScorer.shared_state`) and each
+        batch starts from it: rows hold ``prefix + padding + own tokens``, the padding masked out
+        and positions counted over real tokens only, so each row sees exactly its own prompt.
+        """
         start = time.perf_counter()
         prompts = [self.prompts.prompt_ids(r.messages) for r in batch]
-        width = max(len(p) for p in prompts)
+        s = len(shared)
+        if s and not all(len(p) > s and tuple(p[:s]) == shared for p in prompts):
+            s = 0
+        tails = [p[s:] for p in prompts]
+        width = max(len(t) for t in tails)
         pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
+        input_ids = torch.full((len(prompts), s + width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), s + width), dtype=torch.long)
+        if s:
+            input_ids[:, :s] = torch.tensor(shared, dtype=torch.long)
+            attention[:, :s] = 1
+        for row, ids in enumerate(tails):
             if ids:
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids) :] = 1
+                input_ids[row, s + width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention[row, s + width - len(ids) :] = 1
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
             "pad_token_id": pad_id,
         }
+        if s:
+            kwargs["past_key_values"] = broadcast_cache(self.scorer.shared_state(shared).cache, len(prompts))
         if settings.temperature and settings.temperature > 0:
             kwargs.update(do_sample=True, temperature=float(settings.temperature), top_p=1.0, top_k=0)
         else:
@@ -155,7 +195,8 @@ class HFEngine:
             output = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
             )
-        new_tokens = output[:, width:].tolist()
+        self.generated_prefill_tokens += int(len(prompts) * width)
+        new_tokens = output[:, s + width :].tolist()
         latency = (time.perf_counter() - start) / len(batch)
         results = []
         for request, ids, generated in zip(batch, prompts, new_tokens):
@@ -172,35 +213,59 @@ class HFEngine:
             )
         return results
 
-    def _prompt_length(self, request: GenerationRequest) -> int:
-        """Prompt tokens of ``request`` for sorting; 0 when it cannot be rendered (it fails later)."""
+    def _shared_generation_prefix(self, prompts: list[list[int] | None]) -> tuple[int, ...]:
+        """The token prefix every prompt of the call starts with, if worth caching (else ``()``).
+
+        It stops one token short of the shortest prompt, so every row keeps a token of its own to
+        run; models whose cache cannot be shared across rows never get one.
+        """
+        rendered = [p for p in prompts if p]
+        if not self.settings.prefix_generation or len(rendered) < 2 or not self._generation_cache_ok:
+            return ()
+        n = min(common_prefix_len(rendered), min(len(p) for p in rendered) - 1)
+        if n < self.settings.min_shared_tokens:
+            return ()
+        shared = tuple(rendered[0][:n])
         try:
-            return len(self.prompts.prompt_ids(request.messages))
+            self.scorer.shared_state(shared)
+        except Exception as exc:  # noqa: BLE001 - e.g. a sliding-window cache: fall back to full prompts
+            log.info("no shared-prefix generation for this model: %s", exc)
+            self._generation_cache_ok = False
+            return ()
+        return shared
+
+    def _prompt_ids_or_none(self, request: GenerationRequest) -> list[int] | None:
+        """Prompt tokens of ``request``; ``None`` when it cannot be rendered (its batch reports it)."""
+        try:
+            return self.prompts.prompt_ids(request.messages)
         except Exception:  # noqa: BLE001 - the batch that holds it reports the error
-            return 0
+            return None
 
     def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
         """Generate one answer per request, in request order; failures land in ``error``.
 
         Requests are sorted by prompt length (longest first) before they are cut into batches of
-        ``settings.batch_size``, so a batch pads little; results come back in request order.
+        ``settings.batch_size``, so a batch pads little; results come back in request order. The
+        prefix all prompts share (system prompt, demonstrations) is computed once for the call.
         """
-        lengths = [self._prompt_length(r) for r in requests]
+        prompts = [self._prompt_ids_or_none(r) for r in requests]
+        shared = self._shared_generation_prefix(prompts)
         placed: dict[int, GenerationResult] = {}
-        for positions in length_sorted_batches(lengths, settings.batch_size):
+        for positions in length_sorted_batches([len(p or ()) for p in prompts], settings.batch_size):
             batch = [requests[i] for i in positions]
-            for i, result in zip(positions, self._generate_or_isolate(batch, settings)):
+            for i, result in zip(positions, self._generate_or_isolate(batch, settings, shared)):
                 placed[i] = result
         return in_request_order(placed, len(requests))
 
     def _generate_or_isolate(
-        self, batch: list[GenerationRequest], settings: GenerationSettings
+        self, batch: list[GenerationRequest], settings: GenerationSettings, shared: tuple[int, ...] = ()
     ) -> list[GenerationResult]:
-        """Generate for one batch; if the batch fails, retry its requests one by one."""
+        """Generate for one batch; if the batch fails, retry its requests one by one (without the
+        shared prefix cache, so a fault in it cannot fail every item)."""
         try:
-            return self._generate_batch(batch, settings)
+            return self._generate_batch(batch, settings, shared)
         except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
-            if len(batch) == 1:
+            if len(batch) == 1 and not shared:
                 log.warning("generation failed for %s: %s", batch[0].id, exc)
                 return [GenerationResult(id=batch[0].id, text=None, error=error_text(exc))]
             log.warning("batch of %d failed (%s); retrying items one by one", len(batch), exc)

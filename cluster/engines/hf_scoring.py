@@ -70,7 +70,7 @@ def _select(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
     return DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in _layers_kv(cache)])
 
 
-def _broadcast(cache: DynamicCache, rows: int) -> DynamicCache:
+def broadcast_cache(cache: DynamicCache, rows: int) -> DynamicCache:
     """A new cache repeating a one-row cache ``rows`` times (views: the model's update copies)."""
     return DynamicCache(
         ddp_cache_data=[(k.expand(rows, *k.shape[1:]), v.expand(rows, *v.shape[1:])) for k, v in _layers_kv(cache)]
@@ -171,7 +171,7 @@ class PrefixScorer:
         if width == 0:
             assert shared is not None
             return _PrefixState(
-                cache=_broadcast(shared.cache, rows),
+                cache=broadcast_cache(shared.cache, rows),
                 mask=shared.mask.expand(rows, -1),
                 last_logp=shared.last_logp.expand(rows, -1),
             )
@@ -183,7 +183,7 @@ class PrefixScorer:
                 seg_mask[row, width - len(seg) :] = 1
         positions = (s + seg_mask.cumsum(-1) - 1).clamp_min(0)
         if shared is not None:
-            past = _broadcast(shared.cache, rows)
+            past = broadcast_cache(shared.cache, rows)
             mask = torch.cat([shared.mask.expand(rows, -1), seg_mask], dim=1)
         else:
             past, mask = None, seg_mask

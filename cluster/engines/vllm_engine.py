@@ -3,8 +3,10 @@
 Prompts are rendered and tokenised by the variant's own Hugging Face tokenizer (see
 :mod:`cluster.engines.prompts`) and handed to vLLM as token ids, so both engines see identical
 tokens. Generation is greedy; log-likelihood scoring reads vLLM's prompt log-probabilities of the
-continuation tokens (vLLM skips its prefix cache for such requests, so every position is
-computed). A whole shard goes to vLLM at once and its scheduler batches it continuously.
+continuation tokens. vLLM skips its prefix cache for such requests unless told not to; qtrust
+tells it not to (``prefix_scoring``), so the prompt shared by an item's options, and the
+demonstrations shared by all items, are computed once, and checks that no scored token came from
+the cache. A whole shard goes to vLLM at once and its scheduler batches it continuously.
 
 When vLLM's engine process dies, :class:`EngineDead` is raised instead of per-item errors: the
 worker drops the engine and loads a new one for the retried shard.
@@ -65,6 +67,20 @@ def wna16_kernel_available() -> bool:
     return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
+def _supports_cache_reading() -> bool:
+    """Whether this vLLM lets a prompt-log-prob request read the prefix cache (``skip_reading_prefix_cache``)."""
+    from vllm import SamplingParams
+
+    return "skip_reading_prefix_cache" in getattr(SamplingParams, "__struct_fields__", ()) or hasattr(
+        SamplingParams, "skip_reading_prefix_cache"
+    )
+
+
+def _summed(prompt_logprobs: Any, ids: list[int], n: int) -> float:
+    """Summed log-probability of the last ``n`` of ``ids`` from vLLM's per-position prompt log-probs."""
+    return float(sum(prompt_logprobs[pos][ids[pos]].logprob for pos in range(len(ids) - n, len(ids))))
+
+
 class VLLMEngine:
     """An :class:`~cluster.engines.base.Engine` over ``vllm.LLM``."""
 
@@ -85,6 +101,8 @@ class VLLMEngine:
         self.extra_description: dict[str, str] = {}
         #: Set by :func:`cluster.variant.load_variant`.
         self.quantization: dict[str, Any] = {}
+        #: Sequences scored a second time, without the prefix cache (see :meth:`sequence_logprobs`).
+        self.rescored_sequences = 0
 
     @classmethod
     def load(
@@ -139,6 +157,8 @@ class VLLMEngine:
     def _sampling(self, **kwargs: Any) -> Any:
         from vllm import SamplingParams
 
+        if "skip_reading_prefix_cache" in kwargs and not _supports_cache_reading():
+            kwargs.pop("skip_reading_prefix_cache")  # older vLLM: prompt log-probs always skip the cache
         return SamplingParams(stop_token_ids=sorted(self.prompts.stop_ids), **kwargs)
 
     def _generate_batch(self, batch: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
@@ -194,17 +214,41 @@ class VLLMEngine:
                 results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
 
-    def sequence_logprobs(self, sequences: list[tuple[list[int], int]]) -> list[float]:
-        """Sum of the log-probabilities of the last ``n`` tokens of each ``(ids, n)`` sequence."""
+    def sequence_logprobs(self, sequences: list[tuple[list[int], int]], *, cached: bool | None = None) -> list[float]:
+        """Sum of the log-probabilities of the last ``n`` tokens of each ``(ids, n)`` sequence.
+
+        With ``cached`` (default: the ``prefix_scoring`` setting, when prefix caching is on) the
+        requests may read vLLM's prefix cache, so a prompt prefix shared by options and items is
+        computed once. vLLM then returns prompt log-probabilities only for the positions it
+        computed; a sequence whose cache hit reached into the scored tokens (an option repeating
+        another's first tokens, say) is scored again without reading the cache.
+        """
+        if cached is None:
+            cached = self.settings.prefix_scoring and self.settings.enable_prefix_caching
+        cached = cached and _supports_cache_reading()
         todo = [(i, ids, n) for i, (ids, n) in enumerate(sequences) if n > 0]
         out = [0.0] * len(sequences)
         if not todo:
             return out
-        params = self._sampling(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        params = self._sampling(
+            temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=not cached
+        )
         outputs = self._run([ids for _, ids, _ in todo], params)
+        again: list[tuple[int, list[int], int]] = []
         for (i, ids, n), output in zip(todo, outputs):
-            logprobs = output.prompt_logprobs
-            out[i] = float(sum(logprobs[pos][ids[pos]].logprob for pos in range(len(ids) - n, len(ids))))
+            hit = int(getattr(output, "num_cached_tokens", 0) or 0)
+            # Token ``pos`` is scored from position ``pos - 1``; vLLM computed positions from ``hit`` on.
+            if cached and hit > len(ids) - n - 1:
+                again.append((i, ids, n))
+                continue
+            out[i] = _summed(output.prompt_logprobs, ids, n)
+        self.rescored_sequences += len(again)
+        if again:
+            params = self._sampling(
+                temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=True
+            )
+            for (i, ids, n), output in zip(again, self._run([ids for _, ids, _ in again], params)):
+                out[i] = _summed(output.prompt_logprobs, ids, n)
         return out
 
     def _score_requests(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
@@ -251,7 +295,11 @@ class VLLMEngine:
         """Negative log-likelihood of ``ids[1:]`` given the tokens before (for the quality probe)."""
         if len(ids) < 2:
             return 0.0, 0
-        return -self.sequence_logprobs([(ids, len(ids) - 1)])[0], len(ids) - 1
+        return -self.sequence_logprobs([(ids, len(ids) - 1)], cached=False)[0], len(ids) - 1
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (benchmarks time a cold cache this way)."""
+        self.llm.reset_prefix_cache()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -287,6 +335,7 @@ class VLLMEngine:
             "enable_prefix_caching",
             "kv_cache_memory_bytes",
             "max_num_seqs",
+            "block_size",
             "enforce_eager",
             "separate_process",
         ):

@@ -12,6 +12,8 @@ import math
 from pydantic import BaseModel, ConfigDict, Field
 
 _GIB = 1 << 30
+#: KV-cache block size on CPU workers with prefix caching (vLLM's CPU kernels need multiples of 32).
+CPU_PREFIX_BLOCK_SIZE = 32
 
 
 class VLLMSettings(BaseModel):
@@ -30,6 +32,18 @@ class VLLMSettings(BaseModel):
     )
     max_model_len: int | None = Field(None, ge=16, description="longest prompt + answer in tokens; default: the model's own")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes (few-shot examples)")
+    prefix_scoring: bool = Field(
+        True,
+        description="option scoring reads the prefix cache (each shared prompt prefix computed once); false: every "
+        "option's prompt is computed in full, as vLLM does by default for prompt log-probabilities",
+    )
+    block_size: int | None = Field(
+        None,
+        ge=16,
+        description="tokens per KV-cache block; prefix caching reuses whole blocks, so smaller blocks reuse more. "
+        "Default: 32 on CPU with prefix caching (the CPU kernels' smallest; 6x faster option scoring than vLLM's "
+        "128 on TruthfulQA MC1), else vLLM's own",
+    )
     cpu_kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size on CPU workers, in GiB")
     max_num_seqs: int | None = Field(None, ge=1, description="most sequences decoded at once; default: vLLM's")
     enforce_eager: bool | None = Field(None, description="skip CUDA graphs; default: true on CPU, false on GPU")
@@ -93,6 +107,10 @@ class VLLMSettings(BaseModel):
             kwargs["max_model_len"] = self.max_model_len
         if self.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.max_num_seqs
+        if self.block_size is not None:
+            kwargs["block_size"] = self.block_size
+        elif not on_gpu and self.enable_prefix_caching:
+            kwargs["block_size"] = CPU_PREFIX_BLOCK_SIZE
         if on_gpu:
             tp = self.resolved_tensor_parallel_size(num_gpus)
             kwargs["tensor_parallel_size"] = tp
