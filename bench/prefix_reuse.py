@@ -69,7 +69,7 @@ def _score_row(part: str, before: list[LoglikelihoodResult], after: list[Loglike
     same = sum(_argmax(o.logprobs) == _argmax(n.logprobs) for o, n in zip(before, after) if o.logprobs and n.logprobs)
     return {
         "part": part, "n": len(before), "before_s": walls[0], "after_s": walls[1], "errors": errors,
-        "agreement": f"max |Δ log-prob| {delta:.1e}; same choice {same}/{len(before)}",
+        "agreement": f"max abs Δ log-prob {delta:.1e}; same choice {same}/{len(before)}",
         "ok": errors == 0 and delta <= TOL and same == len(before), "extra": extra,
     }
 

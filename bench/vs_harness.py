@@ -187,10 +187,15 @@ def run_qtrust(
 
 
 def _fixed_costs(log: Path) -> str:
-    """The lines of qtrust's output that say where time went (engine load, probe), if printed."""
+    """Where qtrust's time went, from its output: the worker's load (model + perplexity probe) and
+    the time its progress bar showed for the items."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-    keep = [line.strip() for line in text.splitlines() if re.search(r"load|probe|Items:", line)]
-    return " | ".join(keep[-3:])
+    loaded = re.findall(r"loaded in ([0-9.]+)s\s+(\d+:\d\d:\d\d)", text)
+    if not loaded:
+        return ""
+    load_s, elapsed = loaded[-1]
+    h, m, sec = (int(x) for x in elapsed.split(":"))
+    return f"worker load incl. perplexity probe {float(load_s):.1f} s; items {h * 3600 + m * 60 + sec} s (progress bar)"
 
 
 def _timed_process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> tuple[float, Path]:
@@ -207,14 +212,16 @@ def _timed_process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | N
 # ---------------------------------------------------------------- report
 
 
-def agreement(a: dict[str, list[float]], b: dict[str, list[float]]) -> str:
+def agreement(a: dict[str, list[float]], b: dict[str, list[float]], same_prompt: bool) -> str:
     common = [q for q in a if q in b and len(a[q]) == len(b[q])]
     if not common:
         return "no common questions"
-    delta = max(abs(x - y) for q in common for x, y in zip(a[q], b[q]))
     argmax = lambda v: max(range(len(v)), key=v.__getitem__)  # noqa: E731
     same = sum(argmax(a[q]) == argmax(b[q]) for q in common)
-    return f"max |Δ option log-likelihood| {delta:.1e}; same chosen option on {same}/{len(common)} questions"
+    if not same_prompt:
+        return f"the prompts differ, so the values do; the two tools pick the same option on {same}/{len(common)} questions"
+    delta = max(abs(x - y) for q in common for x, y in zip(a[q], b[q]))
+    return f"max abs difference {delta:.1e}; same chosen option on {same}/{len(common)} questions"
 
 
 def render(args: argparse.Namespace, runs: list[dict[str, Any]], task: dict[str, Any]) -> str:
@@ -238,10 +245,12 @@ def render(args: argparse.Namespace, runs: list[dict[str, Any]], task: dict[str,
         f"median wall: harness {med['harness']:.1f} s, qtrust {med['qtrust']:.1f} s; "
         f"**qtrust ÷ harness = {ratio:.3f}** (target ≤ 0.5: {'met' if ratio <= 0.5 else 'missed'})",
         f"MC1: harness {by_tool['harness'][0]['mc1']:.4f}, qtrust {by_tool['qtrust'][0]['mc1']:.4f}",
-        f"log-likelihoods (first run of each): {agreement(by_tool['harness'][0]['logprobs'], by_tool['qtrust'][0]['logprobs'])}",
     ]
-    if by_tool["qtrust"][0].get("log"):
-        lines.append(f"qtrust's own timing lines (first run): {by_tool['qtrust'][0]['log']}")
+    compared = agreement(by_tool["harness"][0]["logprobs"], by_tool["qtrust"][0]["logprobs"], args.same_prompt)
+    lines.append(f"option log-likelihoods (first run of each): {compared}")
+    for i, r in enumerate(by_tool["qtrust"], 1):
+        if r.get("log"):
+            lines.append(f"qtrust run {i}: {r['log']}; the rest is start-up (imports, Ray, MLflow) and the report")
     if not args.same_prompt:
         lines.append(
             "Prompts differ: both are completion-style (no chat template), six Q/A pairs then `Q: <question>\\nA:`, "

@@ -342,6 +342,10 @@ def test_a_failing_batch_with_the_shared_prefix_is_retried_without_it(engine: HF
     got = cached.generate(requests, settings)
     assert calls[0] is True and calls[1:] == [False] * len(requests)
     assert [r.text for r in got] == [r.text for r in expected] and all(r.error is None for r in got)
+    # the engine stops trying the shared cache: the next call runs full prompts at once
+    calls.clear()
+    assert [r.text for r in cached.generate(requests, settings)] == [r.text for r in expected]
+    assert calls == [False]
 
 
 def test_settings_reach_the_engine_and_change_no_key(tmp_path: Path, data_dir: Path) -> None:

@@ -253,6 +253,7 @@ class HFEngine:
         placed: dict[int, GenerationResult] = {}
         for positions in length_sorted_batches([len(p or ()) for p in prompts], settings.batch_size):
             batch = [requests[i] for i in positions]
+            shared = shared if self._generation_cache_ok else ()
             for i, result in zip(positions, self._generate_or_isolate(batch, settings, shared)):
                 placed[i] = result
         return in_request_order(placed, len(requests))
@@ -260,11 +261,14 @@ class HFEngine:
     def _generate_or_isolate(
         self, batch: list[GenerationRequest], settings: GenerationSettings, shared: tuple[int, ...] = ()
     ) -> list[GenerationResult]:
-        """Generate for one batch; if the batch fails, retry its requests one by one (without the
-        shared prefix cache, so a fault in it cannot fail every item)."""
+        """Generate for one batch; if the batch fails, retry its requests one by one without the
+        shared prefix cache (and stop using it for this engine: a model whose generation cannot
+        start from a shared cache would otherwise fail every batch once)."""
         try:
             return self._generate_batch(batch, settings, shared)
         except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
+            if shared:  # this model may not generate from a shared cache: full prompts from now on
+                self._generation_cache_ok = False
             if len(batch) == 1 and not shared:
                 log.warning("generation failed for %s: %s", batch[0].id, exc)
                 return [GenerationResult(id=batch[0].id, text=None, error=error_text(exc))]
