@@ -224,7 +224,7 @@ def agreement(a: dict[str, list[float]], b: dict[str, list[float]], same_prompt:
     return f"max abs difference {delta:.1e}; same chosen option on {same}/{len(common)} questions"
 
 
-def render(args: argparse.Namespace, runs: list[dict[str, Any]], task: dict[str, Any]) -> str:
+def render(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
     by_tool = {t: [r for r in runs if r["tool"] == t] for t in ("harness", "qtrust")}
     med = {t: statistics.median(r["wall_s"] for r in rs) for t, rs in by_tool.items()}
     ratio = med["qtrust"] / med["harness"]
@@ -257,7 +257,6 @@ def render(args: argparse.Namespace, runs: list[dict[str, Any]], task: dict[str,
             "options scored as ` <option>` by summed log-probability; the six pairs differ (the harness's come from "
             "the TruthfulQA paper, qtrust's are its own), and qtrust trims the question."
         )
-    del task
     return "\n".join(lines)
 
 
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir()
             runs.append(run_qtrust(args, model, folder, definition, {i: row["question"] for i, row in picked}))
             print(f"qtrust run {round_ + 1}: {runs[-1]['wall_s']:.1f} s, MC1 {runs[-1]['mc1']:.4f}", flush=True)
-        report = render(args, runs, task)
+        report = render(args, runs)
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

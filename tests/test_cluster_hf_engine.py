@@ -18,6 +18,7 @@ from cluster.engines.base import (
 from cluster.engines.hf import HFEngine, parse_dtype
 from cluster.quantization.recipes import QuantRecipe
 from cluster.variant import VariantSource, load_variant
+from tests.engine_helpers import fail_to_render
 
 try:
     from tests.tiny_model import build_tiny_model
@@ -110,14 +111,7 @@ def test_sampling_runs(engine: HFEngine) -> None:
 
 
 def test_failed_batch_is_retried_item_by_item(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = engine.prompts.text
-
-    def flaky(messages: list[dict[str, str]]) -> str:
-        if messages[-1]["content"] == "BOOM":
-            raise RuntimeError("cannot render this prompt")
-        return original(messages)
-
-    monkeypatch.setattr(engine.prompts, "text", flaky)
+    fail_to_render(engine, monkeypatch)
     requests = _requests(["Hello there", "BOOM", "x"])
     results = engine.generate(requests, GenerationSettings(max_new_tokens=4, batch_size=3))
     assert [r.id for r in results] == ["item-0", "item-1", "item-2"]

@@ -18,6 +18,7 @@ from cluster.engines.batching import in_request_order, length_sorted_batches
 from cluster.engines.hf import HFEngine
 from cluster.engines.hf_settings import HFSettings
 from cluster.engines.hf_scoring import common_prefix_len, item_prefix_len
+from tests.engine_helpers import fail_to_render
 
 TOL = 1e-4
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Think step by step before you answer. " * 3}
@@ -142,14 +143,7 @@ def test_disabled_prefix_scoring_takes_the_original_path(engine: HFEngine) -> No
 def test_a_failing_item_does_not_sink_the_others(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     requests = _hand_made()
     expected = engine.loglikelihood_per_option(requests, GenerationSettings(batch_size=8))
-    original = engine.prompts.text
-
-    def flaky(messages: list[dict[str, str]]) -> str:
-        if messages[-1]["content"] == "BOOM":
-            raise RuntimeError("cannot render this prompt")
-        return original(messages)
-
-    monkeypatch.setattr(engine.prompts, "text", flaky)
+    fail_to_render(engine, monkeypatch)
     bad = LoglikelihoodRequest("bad", [{"role": "user", "content": "BOOM"}], ["a", "b"])
     results = engine.loglikelihood(requests[:3] + [bad] + requests[3:], GenerationSettings(batch_size=8))
     assert [r.id for r in results] == [r.id for r in requests[:3]] + ["bad"] + [r.id for r in requests[3:]]
@@ -332,11 +326,11 @@ def test_a_failing_batch_with_the_shared_prefix_is_retried_without_it(engine: HF
     original = cached._generate_batch
     calls: list[bool] = []
 
-    def no_shared(batch, settings, shared=()):  # type: ignore[no-untyped-def]
+    def no_shared(batch, settings, shared=(), prompts=None):  # type: ignore[no-untyped-def]
         calls.append(bool(shared))
         if shared:
             raise RuntimeError("cache trouble")
-        return original(batch, settings)
+        return original(batch, settings, prompts=prompts)
 
     monkeypatch.setattr(cached, "_generate_batch", no_shared)
     got = cached.generate(requests, settings)

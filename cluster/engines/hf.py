@@ -101,11 +101,11 @@ class HFEngine:
         self.extra_description: dict[str, str] = dict(extra_description or {})
         #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
         self.quantization: dict[str, Any] = {}
-        self.settings = HFSettings()
-        self.scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, self.device)
-        self.configure(settings or HFSettings())
+        settings = settings or HFSettings()
         if prefix_scoring is not None:
-            self.configure(self.settings.model_copy(update={"prefix_scoring": bool(prefix_scoring)}))
+            settings = settings.model_copy(update={"prefix_scoring": bool(prefix_scoring)})
+        self.scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, self.device)
+        self.configure(settings)
         #: Forward passes and tokens (with padding) of the per-option path, for benchmarks.
         self.plain_forward_passes = 0
         self.plain_tokens_computed = 0
@@ -155,7 +155,11 @@ class HFEngine:
     # --------------------------------------------------------------- generation
 
     def _generate_batch(
-        self, batch: list[GenerationRequest], settings: GenerationSettings, shared: tuple[int, ...] = ()
+        self,
+        batch: list[GenerationRequest],
+        settings: GenerationSettings,
+        shared: tuple[int, ...] = (),
+        prompts: list[list[int] | None] | None = None,
     ) -> list[GenerationResult]:
         """Greedy (or sampled) answers for one batch.
 
@@ -163,9 +167,12 @@ class HFEngine:
         key/value cache is computed once per call (see :meth:`PrefixScorer.shared_state`) and each
         batch starts from it: rows hold ``prefix + padding + own tokens``, the padding masked out
         and positions counted over real tokens only, so each row sees exactly its own prompt.
+        ``prompts`` are the batch's token ids when the caller has them (``None`` where rendering
+        failed: rendering again raises, and the batch fails as it should).
         """
         start = time.perf_counter()
-        prompts = [self.prompts.prompt_ids(r.messages) for r in batch]
+        given = prompts or [None] * len(batch)
+        prompts = [ids if ids is not None else self.prompts.prompt_ids(r.messages) for r, ids in zip(batch, given)]
         s = len(shared)
         if s and not all(len(p) > s and tuple(p[:s]) == shared for p in prompts):
             s = 0
@@ -254,18 +261,24 @@ class HFEngine:
         for positions in length_sorted_batches([len(p or ()) for p in prompts], settings.batch_size):
             batch = [requests[i] for i in positions]
             shared = shared if self._generation_cache_ok else ()
-            for i, result in zip(positions, self._generate_or_isolate(batch, settings, shared)):
+            rendered = [prompts[i] for i in positions]
+            for i, result in zip(positions, self._generate_or_isolate(batch, settings, shared, rendered)):
                 placed[i] = result
         return in_request_order(placed, len(requests))
 
     def _generate_or_isolate(
-        self, batch: list[GenerationRequest], settings: GenerationSettings, shared: tuple[int, ...] = ()
+        self,
+        batch: list[GenerationRequest],
+        settings: GenerationSettings,
+        shared: tuple[int, ...] = (),
+        prompts: list[list[int] | None] | None = None,
     ) -> list[GenerationResult]:
         """Generate for one batch; if the batch fails, retry its requests one by one without the
         shared prefix cache (and stop using it for this engine: a model whose generation cannot
         start from a shared cache would otherwise fail every batch once)."""
+        given = prompts or [None] * len(batch)
         try:
-            return self._generate_batch(batch, settings, shared)
+            return self._generate_batch(batch, settings, shared, given)
         except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
             if shared:  # this model may not generate from a shared cache: full prompts from now on
                 self._generation_cache_ok = False
@@ -274,9 +287,9 @@ class HFEngine:
                 return [GenerationResult(id=batch[0].id, text=None, error=error_text(exc))]
             log.warning("batch of %d failed (%s); retrying items one by one", len(batch), exc)
         results: list[GenerationResult] = []
-        for request in batch:
+        for request, ids in zip(batch, given):
             try:
-                results.extend(self._generate_batch([request], settings))
+                results.extend(self._generate_batch([request], settings, prompts=[ids]))
             except Exception as exc:  # noqa: BLE001
                 log.warning("generation failed for %s: %s", request.id, exc)
                 results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))

@@ -14,6 +14,7 @@ worker drops the engine and loads a new one for the retried shard.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -67,6 +68,7 @@ def wna16_kernel_available() -> bool:
     return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
+@functools.cache
 def _supports_cache_reading() -> bool:
     """Whether this vLLM lets a prompt-log-prob request read the prefix cache (``skip_reading_prefix_cache``)."""
     from vllm import SamplingParams
