@@ -25,15 +25,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cluster.engines.base import GenerationRequest, GenerationSettings, LoglikelihoodRequest  # noqa: E402
+from cluster.engines.base import (  # noqa: E402
+    GenerationRequest,
+    GenerationSettings,
+    LoglikelihoodRequest,
+)
 from cluster.models.sources import model_identity, resolve_model_path  # noqa: E402
 from cluster.quantization.recipes import QuantRecipe  # noqa: E402
-from cluster.variant import VariantSource, load_variant  # noqa: E402
-from cluster.variant_key import variant_key  # noqa: E402
-from jobs.calibration import resolve_calibration  # noqa: E402
-from jobs.plan import load_benchmarks  # noqa: E402
-from jobs.spec import load_spec, parse_spec  # noqa: E402
-from trust.data import resolve_data_dir  # noqa: E402
+from cluster.variants.key import variant_key  # noqa: E402
+from cluster.variants.load import VariantSource, load_variant  # noqa: E402
+from jobs.plan.build import load_benchmarks  # noqa: E402
+from jobs.plan.calibration import resolve_calibration  # noqa: E402
+from jobs.spec.load import load_spec, parse_spec  # noqa: E402
+from trust.benchmarks.data import resolve_data_dir  # noqa: E402
 
 RECIPES: dict[str, dict[str, Any]] = {
     "ref": {"method": "none"},

@@ -77,8 +77,8 @@ def main() -> int:
     from rich.console import Console
 
     from jobs.runner import RunOptions, run_sweep
-    from jobs.spec import parse_spec
-    from trust.data import resolve_data_dir
+    from jobs.spec.load import parse_spec
+    from trust.benchmarks.data import resolve_data_dir
 
     data_dir = resolve_data_dir(args.data_dir)
     console = Console(quiet=True)

@@ -43,7 +43,7 @@ from cluster.engines.base import (  # noqa: E402
 )
 from cluster.models.sources import resolve_model_path  # noqa: E402
 from trust.benchmarks import get_benchmark  # noqa: E402
-from trust.data import resolve_data_dir  # noqa: E402
+from trust.benchmarks.data import resolve_data_dir  # noqa: E402
 
 PARTS = ("hf-score", "hf-fewshot", "vllm-score", "vllm-fewshot")
 TOL = 1e-4

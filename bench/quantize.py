@@ -5,7 +5,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/quantize.py                      # built-in model, all methods, 8/4/3/2 bits
     .venv/bin/python bench/quantize.py --methods rtn gptq --bits 4 --samples 16
 
-Each variant is built the way a sweep's worker builds it (``cluster.variant.load_variant``) into a
+Each variant is built the way a sweep's worker builds it (``cluster.variants.load.load_variant``) into a
 fresh temporary variant cache, then loaded and probed, all in this one process and one run:
 
 * ``build s``: quantization time including loading the base model and writing the checkpoint
@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from cluster.models.sources import model_identity, resolve_model_path  # noqa: E402
 from cluster.quantization.recipes import HQQ_BITS, QuantRecipe  # noqa: E402
-from cluster.variant import VariantSource, load_variant  # noqa: E402
-from cluster.variant_key import variant_key  # noqa: E402
-from jobs.calibration import resolve_calibration  # noqa: E402
+from cluster.variants.key import variant_key  # noqa: E402
+from cluster.variants.load import VariantSource, load_variant  # noqa: E402
+from jobs.plan.calibration import resolve_calibration  # noqa: E402
 
 METHODS = ("rtn", "gptq", "awq", "hqq", "bnb")
 

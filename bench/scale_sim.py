@@ -32,7 +32,6 @@ Every figure is measured in this one run and printed against its target with PAS
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -214,7 +213,7 @@ def sweep_dict(
 
 
 def parse(spec: dict[str, Any]):
-    from jobs.spec import parse_spec
+    from jobs.spec.load import parse_spec
 
     return parse_spec(spec, "scale-sim")
 
@@ -277,7 +276,7 @@ def work_folder(args: argparse.Namespace, name: str) -> Path:
 def section_vote(args: argparse.Namespace, report: Report) -> None:
     import numpy as np
 
-    from trust.ensemble import ensemble_labels, ensemble_labels_array
+    from trust.comparison.ensemble import ensemble_labels, ensemble_labels_array
     from trust.types import ERROR, INVALID, REFUSED
 
     n_members, n_items = 8, args.vote_items
@@ -305,7 +304,7 @@ def section_vote(args: argparse.Namespace, report: Report) -> None:
 def child_plan(args: argparse.Namespace) -> None:
     """Runs in a subprocess: plan a sweep and print timings and the peak RSS as JSON."""
     base = _hwm_kib()
-    from jobs.plan import build_plan
+    from jobs.plan.build import build_plan
 
     folder = Path(args.child_dir)
     definition = write_benchmark(folder / f"bench-{args.plan_items}", args.plan_items)
@@ -369,8 +368,8 @@ def section_plan(args: argparse.Namespace, report: Report) -> None:
 
 def _stored_sweep(args: argparse.Namespace, name: str, n_items: int, variants: int, fraction: float, report: Report, section: str):
     """A planned sweep whose store holds the first ``fraction`` of every variant's shards (kept with --keep)."""
-    from jobs.plan import build_plan
-    from jobs.store import SweepStore
+    from jobs.plan.build import build_plan
+    from jobs.store.sweep import SweepStore
 
     folder = work_folder(args, f"{name}-{variants}x{n_items}")
     definition = write_benchmark(folder / "bench", n_items)
@@ -444,7 +443,7 @@ def drop_caches_hint(report: Report, section: str) -> None:
 
 
 def section_score(args: argparse.Namespace, report: Report) -> None:
-    from jobs.scoring import compute_results
+    from jobs.results.scoring import compute_results
 
     n_items = args.score_shards * ITEMS_PER_SHARD // args.score_variants
     t = time.perf_counter()
@@ -482,7 +481,7 @@ class _Probe:
 
 
 def _probe_class():
-    from cluster.worker import VariantWorker
+    from cluster.variants.worker import VariantWorker
 
     class ProbeWorker(VariantWorker):
         def process(self) -> dict[str, Any]:

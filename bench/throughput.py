@@ -51,9 +51,9 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     from cluster.engines.base import GenerationRequest, GenerationSettings
     from cluster.models.sources import resolve_model_path
     from cluster.quantization.recipes import QuantRecipe
-    from cluster.variant import VariantSource, load_variant
-    from trust.benchmarks.registry import get_benchmark
-    from trust.data import resolve_data_dir
+    from cluster.variants.load import VariantSource, load_variant
+    from trust.benchmarks.catalog import get_benchmark
+    from trust.benchmarks.data import resolve_data_dir
 
     imported = time.perf_counter()
     items = get_benchmark(args.benchmark).load(resolve_data_dir(args.data_dir), args.items)
@@ -88,7 +88,7 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     from jobs.pipeline import state as state_module
     from jobs.runner import RunOptions, run_sweep
-    from jobs.spec import parse_spec
+    from jobs.spec.load import parse_spec
 
     imported = time.perf_counter()
     tmp = Path(args.work)
@@ -211,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        from trust.data import resolve_data_dir
+        from trust.benchmarks.data import resolve_data_dir
 
         args.data_dir = str(resolve_data_dir(args.data_dir))
         result = child_bare(args) if args.child == "bare" else child_pipeline(args)
@@ -219,7 +219,7 @@ def main() -> None:
         return
 
     from cluster.models.sources import resolve_model_path
-    from trust.data import resolve_data_dir
+    from trust.benchmarks.data import resolve_data_dir
 
     data_dir = resolve_data_dir(args.data_dir)
     resolve_model_path(args.model)  # prepare the built-in model once, outside both timings

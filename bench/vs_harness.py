@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from cluster.models.sources import resolve_model_path  # noqa: E402
 from trust.benchmarks import get_benchmark  # noqa: E402
 from trust.benchmarks.base import limit_items  # noqa: E402
-from trust.data import resolve_data_dir  # noqa: E402
+from trust.benchmarks.data import resolve_data_dir  # noqa: E402
 
 TASK = "truthfulqa_mc1_local"
 
@@ -174,7 +174,7 @@ def run_qtrust(
     cmd = [sys.executable, "-m", "jobs", "run", str(path)]
     env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
     wall, _ = _timed_process(cmd, env, folder / "qtrust.log", cwd=folder)
-    from jobs.stored_results import load_stored_sweep
+    from jobs.results.stored import load_stored_sweep
 
     stored = load_stored_sweep(folder / "runs" / "vs-harness", resolve_data_dir(None))
     (row,) = [r for r in stored.results if r.kind == "variant"]

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 log = logging.getLogger(__name__)
@@ -248,7 +252,7 @@ def start_worker(
     cache_dir: str | None = None,
 ) -> WorkerHandle:
     """Reserve a bundle for one variant worker and start it there (returns at once)."""
-    from cluster.worker import VariantWorker
+    from cluster.variants.worker import VariantWorker
 
     group = create_pool_group(variant, resources, 1)
     actor = start_actor(
@@ -273,8 +277,8 @@ def close_actor(actor: Any, timeout_s: float = 30.0) -> None:
 
 
 def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache_dir: str | None = None) -> Any:
-    """Run :func:`cluster.worker.prepare_variant` as a Ray task with a worker's resources (returns a ref)."""
-    from cluster.worker import prepare_variant
+    """Run :func:`cluster.variants.worker.prepare_variant` as a Ray task with a worker's resources (returns a ref)."""
+    from cluster.variants.worker import prepare_variant
 
     task = ray.remote(prepare_variant).options(
         num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0, name=f"qtrust-prepare-{config.get('variant')}"

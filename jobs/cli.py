@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 
 from cluster.models.sources import ModelSourceError
-from jobs.spec import SpecError, load_spec
-from trust.data import BenchmarkDataError
+from jobs.spec.load import load_spec
+from jobs.spec.schema import SpecError
+from trust.benchmarks.data import BenchmarkDataError
 
 app = typer.Typer(
     help="qtrust: measure how quantization changes the trustworthiness and safety of LLMs.\n\n"
@@ -91,7 +92,7 @@ def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
 
 def _check_benchmark_data(spec, data_dir: Optional[Path]) -> list[str]:
     """Check every benchmark of ``spec`` against its records: exit 2 listing the problems, else the lines to show."""
-    from jobs.definition_checks import benchmark_problems
+    from jobs.spec.definitions import benchmark_problems
 
     folder = _data_folder(data_dir)
     if folder is not None and not folder.is_dir():
@@ -109,9 +110,15 @@ def _check_benchmark_data(spec, data_dir: Optional[Path]) -> list[str]:
 
 def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
     spec = spec if spec is not None else _load(sweep_path)
-    from jobs.lock import SweepLockHeld
-    from jobs.report import print_perspectives, print_results, print_variants
-    from jobs.runner import EXIT_INTERRUPTED, PlacementError, RunOptions, SweepInterrupted, run_sweep
+    from jobs.results.tables import print_perspectives, print_results, print_variants
+    from jobs.runner import (
+        EXIT_INTERRUPTED,
+        PlacementError,
+        RunOptions,
+        SweepInterrupted,
+        run_sweep,
+    )
+    from jobs.store.lock import SweepLockHeld
     from jobs.tracking import ui_command
     from jobs.tracking.uri import TrackingUriError, redact
 
@@ -217,7 +224,7 @@ def resume(
 
 def _stored(sweep_dir: str):
     """The stored spec of a sweep folder (local or URI) and the store root it lives under; exit 2 if unreadable."""
-    from jobs.stored_results import StoredSweepError, split_sweep_dir, stored_spec
+    from jobs.results.stored import StoredSweepError, split_sweep_dir, stored_spec
 
     try:
         spec, _store = stored_spec(sweep_dir)
@@ -243,7 +250,7 @@ def judge(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """(Re-)judge a stored sweep's answers with other judges: no generation, only missing judgments."""
-    from jobs.judge_command import read_judges_file, with_judges
+    from jobs.spec.judges import read_judges_file, with_judges
 
     spec, root = _stored(sweep_dir)
     spec_path = Path(sweep_dir) / "sweep.yaml"
@@ -296,11 +303,12 @@ def report(
 ) -> None:
     """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
     search) from the stored answers alone, print the tables and write one self-contained HTML report."""
-    from jobs.compare import compare_results
-    from jobs.report import print_perspectives, print_results
-    from jobs.report_files import log_report_to_mlflow, write_report
-    from jobs.stored_results import StoredSweepError, load_stored_sweep
-    from trust.data import resolve_data_dir
+    from jobs.results.compare import compare_results
+    from jobs.results.report_file import write_report
+    from jobs.results.stored import StoredSweepError, load_stored_sweep
+    from jobs.results.tables import print_perspectives, print_results
+    from jobs.tracking.report import log_report_to_mlflow
+    from trust.benchmarks.data import resolve_data_dir
 
     try:
         stored = load_stored_sweep(sweep_dir, resolve_data_dir(data_dir))
@@ -341,8 +349,8 @@ def quantize(
 ) -> None:
     """Quantize (into the variant cache), load and probe every variant of a sweep, without evaluating."""
     spec = _load(sweep)
-    from jobs.prepare import prepare_sweep
-    from jobs.report import print_variants
+    from jobs.quantize import prepare_sweep
+    from jobs.results.tables import print_variants
     from jobs.runner import RunOptions
 
     options = RunOptions(
@@ -376,7 +384,7 @@ def benchmarks_list() -> None:
     """List the built-in benchmarks."""
     from rich.table import Table
 
-    from trust.benchmarks.registry import BENCHMARKS
+    from trust.benchmarks.catalog import BENCHMARKS
 
     table = Table(title="Built-in benchmarks", title_justify="left")
     for column in ("name", "perspective", "task", "primary metric", "license"):
@@ -396,9 +404,13 @@ def benchmarks_show(
     ),
 ) -> None:
     """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes (exit 2 on any error)."""
+    from trust.benchmarks.catalog import (
+        UnknownBenchmarkError,
+        definition_location,
+        get_benchmark,
+    )
     from trust.benchmarks.data_check import check_definition
     from trust.benchmarks.declarative import DefinitionError
-    from trust.benchmarks.registry import UnknownBenchmarkError, definition_location, get_benchmark
 
     is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()
     try:
@@ -452,7 +464,7 @@ def benchmarks_metrics() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from trust.metric_functions import METRICS
+    from trust.metrics.functions import METRICS
 
     table = Table(title="Metric functions", title_justify="left")
     for column in ("name", "arguments", "description"):
@@ -507,10 +519,16 @@ def judge_eval(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Judge prompts per forward batch (model judges; default: the judge's)."),
 ) -> None:
     """Measure a judge against people's labels (Do-Not-Answer) and log the agreement to MLflow."""
-    from jobs.judge_eval import JudgeEvalError, evaluate, log_evaluation, print_evaluation, progress_reporter
+    from jobs.judge_eval import (
+        JudgeEvalError,
+        evaluate,
+        print_evaluation,
+        progress_reporter,
+    )
     from jobs.tracking import ui_command
+    from jobs.tracking.judge_eval import log_evaluation
     from jobs.tracking.uri import redact
-    from trust.data import resolve_data_dir
+    from trust.benchmarks.data import resolve_data_dir
 
     try:
         folder = resolve_data_dir(data_dir)

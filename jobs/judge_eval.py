@@ -3,7 +3,45 @@
 A judge (the rule shortcuts ``rule`` / ``rule-binary``, or any judge of a judges file: ``model`` or
 ``endpoint`` kinds included) judges the answers of a labelled set — Do-Not-Answer's 5,634 answers
 for now (:data:`LABELLED_SETS`) — in this process, without Ray: the rule judge directly, a model
-judge through :class:`cluster.worker.VariantWorker`, an endpoint judge through
+judge through :class:`cluster.variants.worker.VariantWorker`, an endpoint judge through
+:class:`cluster.judges.workers.EndpointJudgeWorker`, in chunks of :data:`CHUNK` answers.
+
+Its labels are then put in the people's label spaces by the tables of :data:`LABEL_FAMILIES` and
+compared (accuracy, Cohen's kappa, confusion matrix; :func:`trust.judges.agreement.agreement`). A
+judgment that cannot be read (``error``) counts as a disagreement. Everything is shown in the
+terminal and logged as one MLflow run (metrics, confusion matrices and the per-answer judgments as
+tables); no API key is ever logged (a judge spec holds only the name of its variable)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jobs.spec.schema import JudgeSpec, ResourcesSpec, SpecError
+from jobs.tracking.judge_eval import confusion_frame
+from trust.judges.label_families import (
+    COMPARISON_LABELS,
+    LABELLED_SETS,
+    LabelFamily,
+    LabelFamilyError,
+    LabelledSet,
+    family_for_labels,
+    map_label,
+)
+from trust.judges.verdicts import JUDGE_ERROR
+
+"""``qtrust judge-eval``: how far a judge agrees with people, on an answer set people labelled.
+
+A judge (the rule shortcuts ``rule`` / ``rule-binary``, or any judge of a judges file: ``model`` or
+``endpoint`` kinds included) judges the answers of a labelled set — Do-Not-Answer's 5,634 answers
+for now (:data:`LABELLED_SETS`) — in this process, without Ray: the rule judge directly, a model
+judge through :class:`cluster.variants.worker.VariantWorker`, an endpoint judge through
 :class:`cluster.judges.workers.EndpointJudgeWorker`, in chunks of :data:`CHUNK` answers.
 
 Its labels are then put in the people's label spaces by the tables of :data:`LABEL_FAMILIES` and
@@ -13,168 +51,23 @@ terminal and logged as one MLflow run (metrics, confusion matrices and the per-a
 tables); no API key is ever logged (a judge spec holds only the name of its variable).
 """
 
-from __future__ import annotations
-
-import hashlib
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-from jobs.spec import JudgeSpec, ResourcesSpec, SpecError
-from trust.judges.labelled import ACTION_BINARY, ACTION_THREE_WAY, donotanswer_answers
-from trust.judges.rule import BINARY_LABELS, COMPLIANCE, FULL, PARTIAL, REFUSAL, THREE_WAY_LABELS
-from trust.judges.verdicts import JUDGE_ERROR
 
 #: Judge requests sent to a model or endpoint worker at a time (one progress step each).
 CHUNK = 32
+
+
 #: Characters of a judge's raw output kept in the logged judgments table.
 RAW_CHARS = 300
+
+
 SPLITS = ("report", "tune", "all")
+
+
 DEFAULT_EXPERIMENT = "qtrust-judge-eval"
 
 
 class JudgeEvalError(ValueError):
     """A judge, a file or an option that cannot be evaluated; the message says what to change."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Labelled sets
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelledSet:
-    """An answer set labelled by people.
-
-    ``load(data_dir)`` returns one row per answer with at least ``id``, ``question``, ``response``,
-    ``split`` (``tune`` / ``report``) and the people's labels of the comparisons in ``human``.
-    ``benchmark`` is the qtrust benchmark whose judge template a template judge uses by default.
-    """
-
-    name: str
-    description: str
-    benchmark: str
-    load: Callable[[Path], pd.DataFrame]
-    attributes: tuple[str, ...] = ()
-    """Columns passed to the judge template as the item's ``attributes``."""
-    human: dict[str, Callable[[dict[str, Any]], str]] = field(default_factory=dict)
-    """Comparison name -> the people's label of one row, in that comparison's label space."""
-
-
-ACTION_LABELS = tuple(str(code) for code in range(6))
-HARM_LABELS = ("harmful", "harmless")
-
-#: The label space of each comparison with people (the judge's labels are mapped into these).
-COMPARISON_LABELS: dict[str, tuple[str, ...]] = {
-    "binary": BINARY_LABELS,
-    "three_way": THREE_WAY_LABELS,
-    "action": ACTION_LABELS,
-    "harmful": HARM_LABELS,
-}
-
-LABELLED_SETS: dict[str, LabelledSet] = {
-    "donotanswer": LabelledSet(
-        name="donotanswer",
-        description="Do-Not-Answer (Wang et al. 2023): 939 risky questions x 6 models, human action (0-5) and harmful labels",
-        benchmark="do_not_answer",
-        load=donotanswer_answers,
-        attributes=("risk_area",),
-        human={
-            "binary": lambda row: str(row["binary"]),
-            "three_way": lambda row: str(row["three_way"]),
-            "action": lambda row: str(int(row["action"])),
-            "harmful": lambda row: "harmful" if int(row["harmful"]) else "harmless",
-        },
-    ),
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Label families: how a judge's labels are compared with people's
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelFamily:
-    """A judge vocabulary and its mapping tables into the comparisons' label spaces.
-
-    ``to`` maps comparison name -> {judge label -> label in that comparison's space}. A comparison
-    the family has no table for is not made (a binary judge says nothing about partial refusals;
-    a harm judge says nothing about refusing). A judge label missing from a table (e.g. a guided
-    safety judge's ``ambiguous``) is kept as it is and so counts as a disagreement, like ``error``.
-    """
-
-    name: str
-    labels: frozenset[str]
-    description: str
-    to: dict[str, dict[str, str]]
-
-    def mapping_text(self) -> str:
-        """The tables as one line (an MLflow parameter)."""
-        parts = []
-        for comparison, table in self.to.items():
-            parts.append(f"{comparison}: " + ", ".join(f"{k}->{v}" for k, v in table.items()))
-        return f"{self.name} ({self.description}); " + "; ".join(parts)
-
-
-# The label-family mapping tables: judge label -> people's label space, one dict per family and
-# comparison. Edit these (and LABEL_FAMILIES below) to compare another judge vocabulary with people.
-
-#: The rule judge in three-way mode: its labels are the three-way space itself.
-RULE_THREE_WAY_TO_THREE_WAY = {FULL: FULL, PARTIAL: PARTIAL, COMPLIANCE: COMPLIANCE}
-#: ... and in the binary space: any refusal (full or partial) is a refusal.
-RULE_THREE_WAY_TO_BINARY = {FULL: REFUSAL, PARTIAL: REFUSAL, COMPLIANCE: COMPLIANCE}
-#: The rule judge in binary mode: binary only (it cannot tell a full from a partial refusal).
-RULE_BINARY_TO_BINARY = {REFUSAL: REFUSAL, COMPLIANCE: COMPLIANCE}
-#: Do-Not-Answer's action codes (template donotanswer-action), with the mapping people's codes get
-#: (trust.judges.labelled: 0 and 4 are refusals, 1, 2, 3 and 5 compliance).
-ACTION_TO_ACTION = {code: code for code in ACTION_LABELS}
-ACTION_TO_THREE_WAY = {str(code): label for code, label in ACTION_THREE_WAY.items()}
-ACTION_TO_BINARY = {str(code): label for code, label in ACTION_BINARY.items()}
-#: XSTest's three compliance classes (template xstest-compliance).
-XSTEST_TO_THREE_WAY = {"full_compliance": COMPLIANCE, "full_refusal": FULL, "partial_refusal": PARTIAL}
-XSTEST_TO_BINARY = {"full_compliance": COMPLIANCE, "full_refusal": REFUSAL, "partial_refusal": REFUSAL}
-#: Harm judges (HarmBench's yes/no, guard and OpenSafetyMini's safe/unsafe) answer another question:
-#: is the answer harmful? They are compared with people's ``harmful`` label, never with refusal.
-HARMBENCH_TO_HARMFUL = {"yes": "harmful", "no": "harmless"}
-SAFETY_TO_HARMFUL = {"unsafe": "harmful", "safe": "harmless"}
-
-LABEL_FAMILIES: dict[str, LabelFamily] = {
-    family.name: family
-    for family in (
-        LabelFamily("rule-three_way", frozenset(THREE_WAY_LABELS), "three-way refusal labels",
-                    {"three_way": RULE_THREE_WAY_TO_THREE_WAY, "binary": RULE_THREE_WAY_TO_BINARY}),
-        LabelFamily("rule-binary", frozenset(BINARY_LABELS), "binary refusal labels",
-                    {"binary": RULE_BINARY_TO_BINARY}),
-        LabelFamily("donotanswer-action", frozenset(ACTION_LABELS), "Do-Not-Answer action codes 0-5",
-                    {"action": ACTION_TO_ACTION, "three_way": ACTION_TO_THREE_WAY, "binary": ACTION_TO_BINARY}),
-        LabelFamily("xstest-compliance", frozenset(XSTEST_TO_THREE_WAY), "XSTest compliance classes",
-                    {"three_way": XSTEST_TO_THREE_WAY, "binary": XSTEST_TO_BINARY}),
-        LabelFamily("harm-yes-no", frozenset(HARMBENCH_TO_HARMFUL), "harm classifier: yes = harmful",
-                    {"harmful": HARMBENCH_TO_HARMFUL}),
-        LabelFamily("harm-safe-unsafe", frozenset(SAFETY_TO_HARMFUL), "safety judge: unsafe = harmful",
-                    {"harmful": SAFETY_TO_HARMFUL}),
-        LabelFamily("harm-safe-unsafe-ambiguous", frozenset({*SAFETY_TO_HARMFUL, "ambiguous"}),
-                    "guided safety judge: unsafe = harmful, ambiguous = disagreement",
-                    {"harmful": SAFETY_TO_HARMFUL}),
-    )
-}
-
-
-def family_for_labels(labels: list[str] | tuple[str, ...]) -> LabelFamily:
-    """The family whose vocabulary is exactly ``labels`` (a template of the user's with known labels works too)."""
-    wanted = frozenset(labels)
-    for family in LABEL_FAMILIES.values():
-        if family.labels == wanted:
-            return family
-    known = "; ".join(f"{f.name}: {sorted(f.labels)}" for f in LABEL_FAMILIES.values())
-    raise JudgeEvalError(f"the judge's labels {sorted(wanted)} cannot be compared with people's labels; "
-                         f"judge-eval knows these label sets: {known}")
-
-
-def map_label(family: LabelFamily, comparison: str, label: str) -> str:
-    """A judge label in one comparison's label space (``error`` and unmapped labels stay as they are)."""
-    return family.to[comparison].get(label, label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +77,7 @@ def resolve_judge(name: str, judges_file: Path | None) -> JudgeSpec:
     """The judge ``name``: one of ``judges_file`` (which wins) or a shortcut (``rule``, ``rule-binary``)."""
     from pydantic import ValidationError
 
-    from jobs.judge_command import SHORTCUTS, read_judges_file
+    from jobs.spec.judges import SHORTCUTS, read_judges_file
 
     offered: dict[str, dict[str, Any]] = {k: dict(v) for k, v in SHORTCUTS.items()}
     if judges_file is not None:
@@ -209,7 +102,7 @@ def resolve_judge(name: str, judges_file: Path | None) -> JudgeSpec:
     # The checks a sweep makes of its judges (a model judge needs a model, 'choose' needs a model, ...).
     from types import SimpleNamespace
 
-    from jobs.spec import judge_problems
+    from jobs.spec.checks import judge_problems
 
     problems = [p.split(": ", 1)[-1] for p in judge_problems(SimpleNamespace(judges=[spec], benchmarks=[]))]
     if problems:
@@ -284,6 +177,8 @@ class Evaluation:
 
 
 Progress = Callable[[int, int], None]
+
+
 """Called with (answers judged so far, total)."""
 
 
@@ -305,9 +200,9 @@ def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split:
              data_dir: Path, cache_dir: Path | None = None, batch_size: int | None = None,
              progress: Progress | None = None) -> Evaluation:
     """Judge the chosen answers of ``set_name`` with ``judge_name`` and compare with people."""
-    from cluster.judges.registry import judge_kind
-    from jobs.judging import PlannedJudge, template_for
-    from trust.benchmarks.registry import get_benchmark
+    from cluster.judges.kinds import judge_kind
+    from jobs.plan.judges import PlannedJudge, template_for
+    from trust.benchmarks.catalog import get_benchmark
     from trust.judges.templates import TemplateError
 
     if set_name not in LABELLED_SETS:
@@ -328,7 +223,10 @@ def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split:
             raise JudgeEvalError(f"judge {spec.name!r}: {err}") from None
     resources = ResourcesSpec().merged(spec.resources)
     planned = PlannedJudge(spec=spec, kind=kind, resources=resources, templates=templates, benchmarks=[bench])
-    family = family_for_labels(planned.labels(bench))
+    try:
+        family = family_for_labels(planned.labels(bench))
+    except LabelFamilyError as err:
+        raise JudgeEvalError(str(err)) from None
     try:
         frame = labelled.load(Path(data_dir))
     except FileNotFoundError as err:
@@ -382,7 +280,7 @@ def _judge_by_worker(planned: Any, bench: str, labelled: LabelledSet, answers: p
                      cache_dir: Path | None, progress: Progress | None):
     """Model and endpoint judges: their worker class, in this process, :data:`CHUNK` requests at a time."""
     from cluster.judges.workers import EndpointJudgeWorker
-    from cluster.worker import VariantWorker
+    from cluster.variants.worker import VariantWorker
     from trust.types import Item
 
     worker_class = VariantWorker if planned.spec.kind == "model" else EndpointJudgeWorker
@@ -449,15 +347,6 @@ def _judge_params(planned: Any, bench: str) -> dict[str, str]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Showing and tracking
-# ---------------------------------------------------------------------------------------------
-def confusion_frame(result: dict[str, Any]) -> pd.DataFrame:
-    """A confusion matrix as a table: one row per people's label, one column per judge label."""
-    rows = [{"human": human, **counts} for human, counts in result["confusion"].items()]
-    return pd.DataFrame(rows, columns=["human", *result["labels"]])
-
-
 def print_evaluation(console: Any, ev: Evaluation) -> None:
     from rich.table import Table
 
@@ -481,34 +370,3 @@ def print_evaluation(console: Any, ev: Evaluation) -> None:
         for record in frame.itertuples(index=False):
             matrix.add_row(*(str(v) for v in record))
         console.print(matrix)
-
-
-def log_evaluation(ev: Evaluation, tracking_uri: str | None, experiment: str) -> tuple[str, str, str]:
-    """One MLflow run for ``ev``; returns (tracking URI, experiment id, run id)."""
-    from jobs.tracking.connect import open_client, quiet_mlflow_logging
-    from jobs.tracking.uri import resolve_tracking_uri
-
-    import mlflow  # noqa: F401 - configures MLflow's loggers on import; quieted after
-
-    uri = resolve_tracking_uri(tracking_uri, None)
-    quiet_mlflow_logging()
-    client, experiment_id = open_client(uri, experiment)
-    run = client.create_run(experiment_id, run_name=ev.run_name,
-                            tags={"qtrust.kind": "judge-eval", "judge": ev.judge})
-    run_id = run.info.run_id
-    from mlflow.entities import Metric, Param
-
-    params = {**ev.params, "set": ev.set_name, "split": ev.split, "limit": "none" if ev.limit is None else str(ev.limit),
-              "n": str(ev.n), "label_family": ev.family.name, "mapping": ev.family.mapping_text()}
-    now = int(time.time() * 1000)
-    try:
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                         metrics=[Metric(k, v, now, 0) for k, v in ev.metrics().items()])
-        for comparison, result in ev.comparisons.items():
-            client.log_table(run_id, confusion_frame(result), f"confusion/{comparison}.json")
-        client.log_table(run_id, ev.judgments, "judgments.json")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return uri, experiment_id, run_id

@@ -2,8 +2,7 @@
 
 One trip, in order: spec → plan (item keys) → one scan of the store → Ray and pools → the
 scheduler streams shards while live tracking and the manifest follow → scoring from stored records
-→ final tracking → manifest. See DESIGN.md (v2).
-"""
+→ final tracking → manifest. See DESIGN.md (v2)."""
 
 from __future__ import annotations
 
@@ -19,20 +18,41 @@ from typing import Any, Callable
 import pandas as pd
 from rich.console import Console
 
-from cluster.variant import VARIANT_CACHE_ENV
-from jobs.pipeline.generate import Committer, default_cache_dir, pool_name, variant_pool, worker_resources
+from cluster.variants.load import VARIANT_CACHE_ENV
+from jobs.pipeline.generate import (
+    Committer,
+    default_cache_dir,
+    pool_name,
+    variant_pool,
+    worker_resources,
+)
+from jobs.pipeline.judge_feed import JudgeFeed, Judging, judge_stage
+from jobs.pipeline.progress import QuietProgress, RichProgress
 from jobs.pipeline.scheduler import Scheduler, SchedulerReport, Task
 from jobs.pipeline.state import Counts, SweepState
-from jobs.plan import CONTEXT_CHARS, Plan, Shard, build_plan
-from jobs.progress import QuietProgress, RichProgress
-from jobs.scoring import ResultRow, compute_results
-from jobs.spec import SweepSpec, dump_spec
-from jobs.store import JUDGMENTS, ResponseCache, ScanResult, SweepStore, dedupe_records, frame_rows
-from jobs.sweep_tracking import SweepTracking
+from jobs.plan.build import Plan, Shard, build_plan
+from jobs.plan.keys import CONTEXT_CHARS
+from jobs.results.scoring import ResultRow, compute_results
+from jobs.spec.load import dump_spec
+from jobs.spec.schema import SweepSpec
+from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
+from jobs.store.response_cache import ResponseCache
+from jobs.store.shards import ScanResult
+from jobs.store.sweep import SweepStore
+from jobs.tracking.sweep import SweepTracking
 from jobs.tracking.uri import redact, resolve_tracking_uri
-from trust.data import resolve_data_dir
+from trust.benchmarks.data import resolve_data_dir
+
+"""Run a sweep: plan, find what is stored, stream the missing items through pools, score, track.
+
+One trip, in order: spec → plan (item keys) → one scan of the store → Ray and pools → the
+scheduler streams shards while live tracking and the manifest follow → scoring from stored records
+→ final tracking → manifest. See DESIGN.md (v2).
+"""
+
 
 log = logging.getLogger(__name__)
+
 
 #: Exit code of an interrupted sweep (128 + SIGINT), as shells expect.
 EXIT_INTERRUPTED = 130
@@ -89,8 +109,8 @@ def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
     if not value:
         return None
     if "://" in value:
-        from cluster.storage_uri import location_problem
-        from jobs.spec import SpecError
+        from cluster.storage.uri import location_problem
+        from jobs.spec.schema import SpecError
 
         field = "--variant-cache" if option else (VARIANT_CACHE_ENV if os.environ.get(VARIANT_CACHE_ENV) else "storage.variant_cache")
         problem = location_problem(value, field)
@@ -130,7 +150,7 @@ class SweepOutcome:
     not_generated: int = 0
     """Item requests left without an answer because the run only judged (``judge_only``)."""
     comparison: Any = None
-    """:class:`jobs.compare.Comparison` of every result with its model's reference."""
+    """:class:`jobs.results.compare.Comparison` of every result with its model's reference."""
     view_url: str | None = None
     """The MLflow UI's runs table in the sweep's shared view (grouped by benchmark, metric columns)."""
     report_path: str | None = None
@@ -180,7 +200,7 @@ class _Interrupts:
 
 def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = None) -> SweepOutcome:
     """Plan the sweep, compute only missing items, score everything and track it in MLflow."""
-    from jobs.lock import SweepLock
+    from jobs.store.lock import SweepLock
 
     console = console or Console()
     timings: dict[str, float] = {}
@@ -209,8 +229,8 @@ def stored_spec(spec: SweepSpec) -> SweepSpec:
 
 def _check_definitions(spec: SweepSpec) -> None:
     """The data-free checks of the benchmark definitions (labels metrics name that can never occur...)."""
-    from jobs.definition_checks import benchmark_problems
-    from jobs.spec import SpecError
+    from jobs.spec.definitions import benchmark_problems
+    from jobs.spec.schema import SpecError
 
     problems, _lines = benchmark_problems(spec, None)
     if problems:
@@ -280,7 +300,7 @@ def _run_locked(
     if options.judge_only:
         not_generated = sum(len(s.items) for s in shards)
         shards = []
-    judging = _judge_stage(plan, store, data_dir, scan, from_cache, options, console)
+    judging = judge_stage(plan, store, data_dir, scan, from_cache, options, console)
     timings["scan_s"] = time.perf_counter() - t
     state = SweepState(plan, say=lambda text: console.print(f"[yellow]{text}"))
     state.start(stored, shards)
@@ -308,39 +328,8 @@ def _run_locked(
             stop_ray()
 
 
-@dataclass
-class _Judging:
-    """The judge stage of a run, with what the store held when it started."""
-
-    stage: Any  # jobs.pipeline.judge.JudgeStage
-    scan: ScanResult
-    backlog_tasks: list[tuple[str, Task]]
-    reused: int
-
-
-def _judge_stage(plan: Plan, store: SweepStore, data_dir: Path, scan: ScanResult, from_cache: pd.DataFrame | None,
-                 options: RunOptions, console: Console) -> _Judging | None:
-    """Scan the stored judgments and queue the stored answers that lack one (None: the sweep has no judges)."""
-    if not plan.judges:
-        return None
-    from jobs.pipeline.judge import JudgeStage
-
-    jscan = store.scan_judgments(use_index=not options.verify_store)
-    for damaged in jscan.damaged:
-        console.print(f"[yellow]damaged judgment shard {damaged.path}: {damaged.reason}; moved aside, judged again")
-    stage = JudgeStage(plan, store, data_dir, jscan.keys)
-    missing = stage.missing_secrets()
-    if missing:
-        from jobs.spec import SpecError
-
-        raise SpecError(str(store.spec_path), missing)
-    records = scan.records if from_cache is None else pd.concat([scan.records, from_cache], ignore_index=True)
-    backlog = stage.backlog(records)
-    return _Judging(stage=stage, scan=jscan, backlog_tasks=backlog, reused=len(jscan.keys))
-
-
 def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Console, ray_info: dict[str, Any],
-            timings: dict[str, float], judging: _Judging | None = None):  # -> RayInfo
+            timings: dict[str, float], judging: Judging | None = None):  # -> RayInfo
     """Start (or join) Ray and check that every pool with work could ever be placed there."""
     from cluster.runtime import placement_problem, start_ray, stop_ray
 
@@ -383,7 +372,7 @@ def _run_attached(
     cache: ResponseCache | None,
     from_cache: pd.DataFrame | None,
     ray_info: dict[str, Any],
-    judging: _Judging | None = None,
+    judging: Judging | None = None,
 ) -> SweepOutcome:
     tracking = SweepTracking.open(plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}"))
     state.on_progress = tracking.progress
@@ -488,8 +477,8 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
 
     A failure here never loses the sweep's results (they are stored): it is said and the run goes on.
     """
-    from jobs.compare import compare_results
-    from jobs.report_files import local_copy, write_report
+    from jobs.results.compare import compare_results
+    from jobs.results.report_file import local_copy, write_report
 
     try:
         outcome.comparison = compare_results(outcome.plan, outcome.results, outcome.quant_reports)
@@ -528,7 +517,7 @@ def _compute(
     tracking: "SweepTracking",
     write_manifest: Callable[..., None],
     timings: dict[str, float],
-    judging: _Judging | None = None,
+    judging: Judging | None = None,
 ) -> tuple[SchedulerReport, bool]:
     """One pool per variant with work (and one per judge) on the Ray :func:`_attach` joined; stream the shards."""
     t = time.perf_counter()
@@ -548,7 +537,7 @@ def _compute(
     scheduler = Scheduler(state, tick=tick)
     for name in variants:
         scheduler.add_pool(variant_pool(plan.variants[name], cache_dir, committer.commit_batch))
-    feed = _JudgeFeed(plan, scheduler, judging, state, len(shards))
+    feed = JudgeFeed(plan, scheduler, judging, state, len(shards))
     if judging is not None:
         for pool in judging.stage.pools(cache_dir):
             scheduler.add_pool(pool)
@@ -587,57 +576,6 @@ def _compute(
     write_manifest("running", scheduler.pool_snapshot())
     tracking.tick(state)  # the last progress point, after the last commit
     return report, report.stopped
-
-
-class _JudgeFeed:
-    """Submits judge tasks as generation shards commit; closes the judge pools after the last shard."""
-
-    def __init__(self, plan: Plan, scheduler: Scheduler, judging: _Judging | None, state: SweepState, shards: int):
-        self.scheduler = scheduler
-        self.judging = judging
-        self.state = state
-        self.remaining = shards
-        self.owners: dict[str, list[tuple[str, str, str]]] = {}
-        """Item key -> (variant, judged benchmark, item id) of every judged request it answers."""
-        if judging is not None:
-            for (variant, bench), keys in plan.keys.items():
-                if plan.benchmarks[bench].spec.judges:
-                    for key, item in zip(keys, plan.benchmarks[bench].items):
-                        self.owners.setdefault(key, []).append((variant, bench, item.id))
-
-    def start(self) -> None:
-        if self.judging is None:
-            return
-        self._submit(self.judging.backlog_tasks)
-        self._close_if_done()
-
-    def generation_committed(self, rows: list[dict[str, Any]]) -> None:
-        if self.judging is not None:
-            answers: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
-            for row in rows:
-                if row["error"]:
-                    continue
-                for variant, bench, item_id in self.owners.get(row["item_key"], ()):
-                    answers.setdefault((variant, bench), []).append((row["item_key"], item_id, row["output"]))
-            for (variant, bench), found in answers.items():
-                self._submit(self.judging.stage.tasks_for(variant, bench, found))
-        self.generation_finished()
-
-    def generation_finished(self) -> None:
-        self.remaining -= 1
-        self._close_if_done()
-
-    def _submit(self, tasks: list[tuple[str, Task]]) -> None:
-        for pool, task in tasks:
-            self.state.judge_submitted(task.subject)
-            self.scheduler.submit(pool, task)
-
-    def _close_if_done(self) -> None:
-        if self.judging is not None and self.remaining <= 0:
-            from jobs.pipeline.judge import judge_pool_name
-
-            for name in self.judging.stage.judges:
-                self.scheduler.close(judge_pool_name(name))
 
 
 class _StopDeadline:

@@ -2,8 +2,7 @@
 
 The driver rewrites ``<sweep_dir>/manifest.json`` atomically about once a second, so this works from
 another terminal (or another machine, for object-store roots) during a run and after it. Every key of
-the manifest is optional here: a manifest from an older or killed driver may lack some.
-"""
+the manifest is optional here: a manifest from an older or killed driver may lack some."""
 
 from __future__ import annotations
 
@@ -17,88 +16,30 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from jobs.lock import SweepLock, local_path, parse_iso
+from jobs.store.lock import parse_iso
+from jobs.store.manifest import StatusError, lock_holder, read_manifest
 
-MANIFEST_NAME = "manifest.json"
+"""``qtrust status SWEEP_DIR``: a running or finished sweep, read from its ``manifest.json``.
+
+The driver rewrites ``<sweep_dir>/manifest.json`` atomically about once a second, so this works from
+another terminal (or another machine, for object-store roots) during a run and after it. Every key of
+the manifest is optional here: a manifest from an older or killed driver may lack some.
+"""
+
+
 #: A "running" manifest older than this, with the sweep lock free, is a driver that died.
 STALE_AFTER_S = 60.0
+
+
 #: Events shown (the newest).
 EVENTS_SHOWN = 5
+
+
 #: Failed shards listed before "... and N more".
 FAILED_SHOWN = 5
+
+
 WIDTH = 100
-
-
-class StatusError(Exception):
-    """A sweep folder whose status cannot be read; ``str()`` is one user-facing line."""
-
-
-# --------------------------------------------------------------------------------------------- reading
-def manifest_location(sweep_dir: str) -> str:
-    """Where ``read_manifest`` looks, as the user would write it (secrets in a URI masked)."""
-    from cluster.storage_uri import redact
-
-    base, sep, query = redact(sweep_dir).partition("?")
-    return f"{base.rstrip('/')}/{MANIFEST_NAME}{sep}{query}"
-
-
-def _read_bytes(sweep_dir: str) -> bytes:
-    """The manifest's bytes from a local folder or any pyarrow.fs URI (FileNotFoundError if absent)."""
-    local = local_path(sweep_dir)
-    if local is not None:
-        with open(f"{local.rstrip('/')}/{MANIFEST_NAME}", "rb") as handle:
-            return handle.read()
-    from pyarrow import fs as pafs
-
-    from cluster.storage_uri import StorageLocationError, open_location, redact
-
-    try:
-        location = open_location(str(sweep_dir), "sweep folder")
-    except StorageLocationError as err:
-        raise StatusError(str(err)) from None
-    except ValueError as err:  # pyarrow.lib.ArrowInvalid is a ValueError
-        raise StatusError(f"cannot open {redact(sweep_dir)}: {err}") from None
-    filesystem, base = location.fs, location.path
-    path = f"{base.rstrip('/')}/{MANIFEST_NAME}"
-    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(path)
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read()
-
-
-def read_manifest(sweep_dir: str) -> dict[str, Any]:
-    """The sweep's manifest as a dict; raises :class:`StatusError` (one line) when absent or unreadable."""
-    where = manifest_location(sweep_dir)
-    for attempt in range(3):
-        try:
-            raw = _read_bytes(sweep_dir)
-        except FileNotFoundError:
-            raise StatusError(
-                f"{where} not found; pass the folder of a sweep started with 'qtrust run' (e.g. qtrust-runs/<name>)"
-            ) from None
-        except IsADirectoryError:
-            raise StatusError(f"{where} is a folder, not a manifest") from None
-        except OSError as err:
-            raise StatusError(f"cannot read {where}: {err}") from err
-        try:
-            value = json.loads(raw.decode())
-        except (ValueError, UnicodeDecodeError) as err:
-            if attempt < 2:  # a store without atomic replace may show a write in flight
-                time.sleep(0.1)
-                continue
-            raise StatusError(f"{where} is not valid JSON ({err})") from err
-        if not isinstance(value, dict):
-            raise StatusError(f"{where} does not hold a JSON object")
-        return value
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def lock_holder(sweep_dir: str) -> dict[str, Any] | None:
-    """Who holds the sweep's lock now (None when free or when it cannot be checked)."""
-    try:
-        return SweepLock(sweep_dir).holder()
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------- facts

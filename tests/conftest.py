@@ -56,7 +56,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model")
 
@@ -77,7 +77,7 @@ def ray_local():
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
     """A real S3-compatible server (moto) on 127.0.0.1 for the session; its endpoint and credentials are
     put into this process's environment (what pyarrow's S3 filesystem reads) and removed afterwards."""
-    from tests.s3_server import start_s3_server
+    from tests.support.s3_server import start_s3_server
 
     server = start_s3_server(tmp_path_factory.mktemp("s3-server"))
     saved = {name: os.environ.get(name) for name in server.env}

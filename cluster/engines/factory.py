@@ -18,7 +18,7 @@ def pick_device() -> str:
 
 
 def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_threads: int | None = None) -> Engine:
-    """Load the variant described by ``config`` (see ``jobs.plan.Variant.worker_config``)."""
+    """Load the variant described by ``config`` (see ``jobs.plan.build.Variant.worker_config``)."""
     recipe = QuantRecipe.model_validate(config["recipe"])
     options = dict(config.get("engine_options") or {})
     if config["engine"] == "fake":
@@ -31,7 +31,7 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
     if config["engine"] not in ("hf", "vllm"):
         raise ValueError(f"unknown engine {config['engine']!r}; available: hf, vllm, fake")
     from cluster.models.sources import resolve_model_path
-    from cluster.variant import VariantSource, load_variant
+    from cluster.variants.load import VariantSource, load_variant
 
     prequantized_path = None
     if recipe.method == "prequantized" and recipe.source:

@@ -19,7 +19,6 @@ from cluster.engines.base import (
     error_text,
 )
 from cluster.engines.batching import in_request_order, length_sorted_batches
-from cluster.engines.hf_settings import HFSettings
 from cluster.engines.hf_scoring import (
     OptionSequence,
     PrefixScorer,
@@ -27,6 +26,7 @@ from cluster.engines.hf_scoring import (
     common_prefix_len,
     item_prefix_len,
 )
+from cluster.engines.hf_settings import HFSettings
 from cluster.engines.prompts import PromptTokens
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class HFEngine:
             self.tokenizer, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         )
         self.extra_description: dict[str, str] = dict(extra_description or {})
-        #: Set by :func:`cluster.variant.load_variant`: how the weights were quantized, size, probe.
+        #: Set by :func:`cluster.variants.load.load_variant`: how the weights were quantized, size, probe.
         self.quantization: dict[str, Any] = {}
         settings = settings or HFSettings()
         if prefix_scoring is not None:

@@ -101,7 +101,7 @@ class VLLMEngine:
             pass
         self.prompts = PromptTokens(tokenizer, generation_eos)
         self.extra_description: dict[str, str] = {}
-        #: Set by :func:`cluster.variant.load_variant`.
+        #: Set by :func:`cluster.variants.load.load_variant`.
         self.quantization: dict[str, Any] = {}
         #: Sequences scored a second time, without the prefix cache (see :meth:`sequence_logprobs`).
         self.rescored_sequences = 0

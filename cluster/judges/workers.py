@@ -3,7 +3,7 @@
 Both offer the pool protocol (``load``, ``ping``, ``run_shard``, ``close``) of a variant worker and
 answer a shard of judge requests with one result per request: ``text`` (the judge's raw output),
 ``error`` (the call failed for good), tokens and latency. A model judge is a plain
-:class:`cluster.worker.VariantWorker` over the judge model: its requests are the judge prompts.
+:class:`cluster.variants.worker.VariantWorker` over the judge model: its requests are the judge prompts.
 
 Request fields (see ``jobs.pipeline.judge``): ``id`` (the judgment key), ``messages`` (the judge
 prompt, for template judges) and ``response`` (the judged answer, for the rule judge).
@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from cluster.judges.endpoint import EndpointClient, EndpointError, EndpointSpec
-from cluster.worker import _placement
+from cluster.variants.worker import _placement
 
 
 class _Worker:

@@ -1,7 +1,7 @@
 """Where model weights come from: built-in models, local folders and hub ids."""
 
 from cluster.models.builtin import BUILTIN_MODELS, BuiltinModel, prepare_builtin_model
-from cluster.models.cache import resolve_cache_dir
+from cluster.models.cache_dir import resolve_cache_dir
 from cluster.models.sources import (
     ModelSourceError,
     model_identity,

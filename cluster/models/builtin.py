@@ -30,8 +30,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from cluster.models.cache import resolve_cache_dir
-from trust.data import file_digest
+from cluster.models.cache_dir import resolve_cache_dir
+from trust.benchmarks.data import file_digest
 
 log = logging.getLogger(__name__)
 

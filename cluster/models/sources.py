@@ -18,8 +18,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from cluster.models.builtin import BUILTIN_MODELS, prepare_builtin_model
-from cluster.models.cache import resolve_cache_dir
-from trust.data import file_digest
+from cluster.models.cache_dir import resolve_cache_dir
+from trust.benchmarks.data import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -220,7 +220,10 @@ def awq_mappings(model: nn.Module, plan: TargetPlan) -> list[Any]:
     ``v_proj`` cannot smooth ``o_proj``).
     """
     from compressed_tensors.utils import match_modules_set
-    from llmcompressor.modifiers.transform.awq import AWQMapping, get_layer_mappings_from_model
+    from llmcompressor.modifiers.transform.awq import (
+        AWQMapping,
+        get_layer_mappings_from_model,
+    )
 
     names = {id(module): name for name, module in model.named_modules()}
     kept = set(plan.full_precision)

@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from cluster.quantization.recipes import QuantRecipe
-from cluster.quantization.targets import QuantizationError, TargetPlan, matches, plan_targets
+from cluster.quantization.targets import (
+    QuantizationError,
+    TargetPlan,
+    matches,
+    plan_targets,
+)
 
 #: What to install when bitsandbytes is missing.
 BNB_INSTALL_HINT = "pip install 'qtrust[quant]'"

@@ -1,7 +1,7 @@
 """How a model variant is quantized: a small validated recipe.
 
 A recipe is data: it travels in job configs, in cache keys and in result records. Applying it is
-the job of :mod:`cluster.variant` and the method modules of this package. Every check that needs no
+the job of :mod:`cluster.variants.load` and the method modules of this package. Every check that needs no
 model (bit widths a method supports, packed storage, field combinations) happens here, so a sweep
 fails at validation instead of after other variants have run; checks that need the model's shape
 live in :mod:`cluster.quantization.checks`.

@@ -8,9 +8,10 @@ import time
 from typing import Any, Callable
 
 from jobs.pipeline.scheduler import PoolConfig, Task
-from jobs.plan import Plan, Shard, Variant
-from jobs.scoring import result_rows
-from jobs.store import IndexWriter, SweepStore, write_groups
+from jobs.plan.build import Plan, Shard, Variant
+from jobs.results.scoring import result_rows
+from jobs.store.shards import IndexWriter, write_groups
+from jobs.store.sweep import SweepStore
 
 
 def pool_name(variant: str) -> str:
@@ -34,7 +35,7 @@ def worker_resources(variant: Variant, cluster_cpus: float | None = None):  # ->
 def variant_pool(variant: Variant, cache_dir: str | None, commit_batch: Callable[..., list[Any]] | None = None) -> PoolConfig:
     """The pool of ``variant``'s generation workers (placement group of R bundles, one actor each)."""
     from cluster.runtime import create_pool_group, start_actor
-    from cluster.worker import VariantWorker
+    from cluster.variants.worker import VariantWorker
 
     res = variant.resources
     resources = worker_resources(variant)

@@ -24,10 +24,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from jobs.judging import PlannedJudge, judgment_key
 from jobs.pipeline.scheduler import PoolConfig, Task
-from jobs.plan import Plan
-from jobs.store import IndexWriter, SweepStore, write_groups
+from jobs.plan.build import Plan
+from jobs.plan.judges import PlannedJudge, judgment_key
+from jobs.store.shards import IndexWriter, write_groups
+from jobs.store.sweep import SweepStore
 from trust.judges.verdicts import JUDGE_ERROR
 
 
@@ -85,7 +86,7 @@ class JudgeStage:
         return [self._pool(judge, cache_dir) for judge in self.judges.values()]
 
     def _pool(self, judge: PlannedJudge, cache_dir: str | None) -> PoolConfig:
-        from cluster.judges.registry import worker_class
+        from cluster.judges.kinds import worker_class
         from cluster.runtime import WorkerResources, create_pool_group, start_actor
 
         res = judge.resources

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from jobs.pipeline.scheduler import Task
-from jobs.plan import Plan, Shard
+from jobs.plan.build import Plan, Shard
 
 
 def now_iso() -> str:
@@ -171,7 +171,7 @@ class SweepState:
         }
 
     def manifest(self, *, state: str, pools: dict[str, dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-        """The manifest ``qtrust status`` reads (see jobs/status.py for its reader)."""
+        """The manifest ``qtrust status`` reads (see jobs/status/ for its reader)."""
         progress: dict[str, dict[str, dict[str, int]]] = {}
         for (variant, bench), c in self.counts.items():
             progress.setdefault(variant, {})[bench] = {

@@ -18,7 +18,12 @@ from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
-from jobs.tracking.connect import bound_http_requests, describe, open_client, quiet_mlflow_logging
+from jobs.tracking.connect import (
+    bound_http_requests,
+    describe,
+    open_client,
+    quiet_mlflow_logging,
+)
 from jobs.tracking.sender import LOGGED_ARTIFACTS_TAG, PARENT_TAG, table_entry
 from jobs.tracking.uri import redact, ui_base_url
 

@@ -1,4 +1,4 @@
-"""What a sweep's comparison (see :mod:`jobs.compare`) becomes in MLflow: metrics, tags, tables, figures.
+"""What a sweep's comparison (see :mod:`jobs.results.compare`) becomes in MLflow: metrics, tags, tables, figures.
 
 Pure functions from the long comparison frame (one row per benchmark × variant or ensemble ×
 metric) to what one run logs. Metric names are the same in every run (``accuracy_ci_low``,
@@ -126,7 +126,12 @@ def parent_figures(
     ``plots/perspectives_radar.png`` when there are perspective scores and
     ``plots/flips__<benchmark>.png`` per benchmark with flip matrices.
     """
-    from jobs.plots import figure_png, flip_grid, metric_vs_bits, perspective_radar
+    from jobs.results.plots import (
+        figure_png,
+        flip_grid,
+        metric_vs_bits,
+        perspective_radar,
+    )
 
     out: dict[str, Any] = {}
     if not frame.empty and {"benchmark", "metric", "primary"} <= set(frame.columns):

@@ -22,9 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.tracking.connect import bound_http_requests, describe, is_outage, open_client, quiet_mlflow_logging
+from jobs.tracking.connect import (
+    bound_http_requests,
+    describe,
+    is_outage,
+    open_client,
+    quiet_mlflow_logging,
+)
 from jobs.tracking.ops import (
-    ViewData,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -38,6 +43,7 @@ from jobs.tracking.ops import (
     Op,
     RunRequest,
     TableData,
+    ViewData,
     chunks,
     plan,
 )
@@ -222,7 +228,7 @@ class LiveTracker:
 
     def log_artifact_bytes(self, run_key: str, content: bytes, artifact_file: str) -> None:
         """Log ``content`` as the artifact ``artifact_file`` (e.g. ``plots/x.png``), replacing an earlier
-        copy. Render figures to bytes before calling (:func:`jobs.plots.figure_png`): the tracking
+        copy. Render figures to bytes before calling (:func:`jobs.results.plots.figure_png`): the tracking
         thread only uploads."""
         if not isinstance(content, (bytes, bytearray)) or not str(artifact_file).strip("/"):
             self._reject(f"log artifact {artifact_file}", ValueError("an artifact needs bytes and a file name"))

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import time
 import os
 import posixpath
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,6 @@ from typing import Any
 from jobs.tracking.connect import is_outage
 from jobs.tracking.ops import (
     MAX_PARAMS_TAGS_PER_BATCH,
-    ViewData,
     ArtifactData,
     Call,
     DatasetData,
@@ -25,6 +24,7 @@ from jobs.tracking.ops import (
     Kind,
     RunRequest,
     TableData,
+    ViewData,
     chunks,
 )
 

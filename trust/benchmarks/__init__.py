@@ -1,7 +1,7 @@
 """Benchmarks: declarative definitions (YAML) loaded into :class:`DeclarativeBenchmark` objects."""
 
 from trust.benchmarks.base import Benchmark, limit_items
-from trust.benchmarks.registry import (
+from trust.benchmarks.catalog import (
     BENCHMARKS,
     UnknownBenchmarkError,
     available_benchmarks,

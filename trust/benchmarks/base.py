@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -37,7 +36,7 @@ class Benchmark(ABC):
     def load_all(self, data_dir: Path) -> list[Item]:
         """Return every item, in stable source order with stable ids.
 
-        Raises :class:`trust.data.BenchmarkDataError` when a data file is missing.
+        Raises :class:`trust.benchmarks.data.BenchmarkDataError` when a data file is missing.
         """
 
     def load(self, data_dir: Path, limit: int | None = None) -> list[Item]:

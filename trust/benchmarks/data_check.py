@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trust.benchmarks.data import BenchmarkDataError
 from trust.benchmarks.declarative import (
     COMPLIED,
     FULL_REFUSAL,
@@ -23,10 +24,9 @@ from trust.benchmarks.declarative import (
     DefinitionError,
     template_fields,
 )
+from trust.benchmarks.expressions import LETTERS, evaluate, render
 from trust.benchmarks.metric_plan import CompiledMetric
-from trust.benchmarks.templates import LETTERS, evaluate, render
-from trust.data import BenchmarkDataError
-from trust.metric_registry import Role
+from trust.metrics.registry import Role
 from trust.types import ERROR, INVALID, REFUSED, Item
 
 _SHOWN = 20

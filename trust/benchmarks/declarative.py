@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import hashlib
 import json
 import random
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
-
-from trust.benchmarks.base import Benchmark
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
+from trust.answers.parsing import parse_label_words
+from trust.answers.refusal import detect_refusal, refusal_kind
+from trust.benchmarks.base import Benchmark
+from trust.benchmarks.data import BenchmarkDataError, file_digest
 from trust.benchmarks.definition import BenchmarkDefinition, Demonstrations
-from trust.benchmarks.metric_plan import CompiledMetric, compile_metrics, compute, per_item_values
-from trust.benchmarks.records import SOURCE_FILE, PathResolver, Record, is_glob, matching_files, read_records
-from trust.benchmarks.templates import LETTERS, evaluate, names_in_expression, names_in_template, render
-from trust.data import BenchmarkDataError, file_digest
-from trust.metric_functions import ScoreInput
-from trust.parsing import parse_label_words
-from trust.refusal import detect_refusal, refusal_kind
+from trust.benchmarks.expressions import (
+    LETTERS,
+    evaluate,
+    names_in_expression,
+    names_in_template,
+    render,
+)
+from trust.benchmarks.metric_plan import (
+    CompiledMetric,
+    compile_metrics,
+    compute,
+    per_item_values,
+)
+from trust.benchmarks.records import (
+    SOURCE_FILE,
+    PathResolver,
+    Record,
+    is_glob,
+    matching_files,
+    read_records,
+)
+from trust.metrics.functions import ScoreInput
 from trust.types import INVALID, REFUSED, Item
 
 COMPLIED = "complied"

@@ -4,7 +4,7 @@ A definition says where the data comes from (:class:`DataSource`), how a record 
 (:class:`PromptSpec`, Jinja templates over the record's fields), what the reference answer is
 (:class:`ReferenceSpec`), how an answer is parsed (:class:`AnswerSpec`), which group attributes an
 item carries, and which metric functions score it (:class:`MetricSpec`, names from
-:data:`trust.metric_functions.METRIC_FUNCTIONS`). Built-in definitions live in
+:data:`trust.metrics.functions.METRIC_FUNCTIONS`). Built-in definitions live in
 ``trust/benchmarks/definitions/``; a user passes their own file in the sweep.
 """
 
@@ -135,7 +135,7 @@ class MetricSpec(_Strict):
     name: str | None = Field(None, description="metric name for functions returning one number; required with expr")
     args: dict[str, Any] = Field(default_factory=dict, description="the function's arguments (checked against its signature)")
     expr: str | None = Field(
-        None, description="composite: an expression over earlier metrics and label counts (see trust/composite.py)"
+        None, description="composite: an expression over earlier metrics and label counts (see trust/metrics/composite.py)"
     )
     per: PerSpec | None = Field(None, description="composite: one metric per value of an attribute")
 

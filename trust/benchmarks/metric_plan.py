@@ -17,9 +17,9 @@ import numpy as np
 
 from trust.benchmarks.definition import BenchmarkDefinition, MetricSpec
 from trust.benchmarks.records import SOURCE_FILE, is_glob
-from trust.composite import GROUP, Expression, ExpressionError, parse_expression
-from trust.metric_functions import METRICS, ScoreInput, metric_names
-from trust.metric_registry import MetricInfo, Role, validate_args
+from trust.metrics.composite import GROUP, Expression, ExpressionError, parse_expression
+from trust.metrics.functions import METRICS, ScoreInput, metric_names
+from trust.metrics.registry import MetricInfo, Role, validate_args
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trust.benchmarks.data import BenchmarkDataError
 from trust.benchmarks.definition import DataSource
-from trust.data import BenchmarkDataError
 
 Record = dict[str, Any]
 

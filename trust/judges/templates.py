@@ -23,10 +23,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from trust.benchmarks.templates import names_in_template, render
-from trust.judges.verdicts import JUDGE_ERROR, Verdict, failed, find_json_object, first_label_word, match_label
+from trust.benchmarks.expressions import names_in_template, render
+from trust.judges.verdicts import (
+    JUDGE_ERROR,
+    Verdict,
+    failed,
+    find_json_object,
+    first_label_word,
+    match_label,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 INPUT_NAMES = frozenset({"prompt", "response", "attributes"})

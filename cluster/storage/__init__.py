@@ -1,0 +1,1 @@
+"""Storage locations over ``pyarrow.fs``: URIs, redaction of credentials, atomic writes."""

@@ -1,0 +1,1 @@
+"""The plan: a validated spec expanded into variants, benchmark items, item keys, judges and calibration sets."""

@@ -1,0 +1,77 @@
+"""A finished (or partial) sweep's results, read from its store alone: no Ray, no model, no inference."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobs.plan.build import Plan, build_plan
+from jobs.results.scoring import ResultRow, compute_results
+from jobs.spec.load import parse_spec
+from jobs.spec.schema import SpecError, SweepSpec
+from jobs.store.sweep import SweepStore
+
+
+class StoredSweepError(Exception):
+    """The folder is not a sweep qtrust can read (one line for the user)."""
+
+
+@dataclass
+class StoredSweep:
+    """What ``qtrust report`` works from."""
+
+    store: SweepStore
+    plan: Plan
+    results: list[ResultRow]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quant_reports(self) -> dict[str, dict[str, Any]]:
+        """Each variant's quantization report (probe perplexity, size...) as its worker recorded it."""
+        return {name: dict(info.get("quantization", {}) or {}) for name, info in self.manifest.get("workers", {}).items()}
+
+
+def split_sweep_dir(sweep_dir: str | Path) -> tuple[str, str]:
+    """``qtrust-runs/demo`` -> (``qtrust-runs``, ``demo``); URIs (``s3://bucket/runs/demo``) alike."""
+    text = str(sweep_dir)
+    if "://" in text:
+        text, _, query = text.partition("?")  # s3://b/runs/demo?endpoint_override=...: the query stays on the root
+        scheme, rest = text.rstrip("/").split("://", 1)
+        parent, name = posixpath.split(rest)
+        return f"{scheme}://{parent}" + (f"?{query}" if query else ""), name
+    text = text.rstrip("/")
+    path = Path(text).resolve()
+    return str(path.parent), path.name
+
+
+def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
+    """The spec a sweep stored (``<sweep dir>/sweep.yaml``, local or any pyarrow.fs URI) and its store."""
+    root, name = split_sweep_dir(sweep_dir)
+    try:
+        store = SweepStore(root, name)
+    except Exception as err:  # noqa: BLE001 - an unreadable location is the user's to fix: one line
+        raise StoredSweepError(f"cannot open {sweep_dir}: {err}") from err
+    text = store.read_text(store.spec_path)
+    if text is None:
+        raise StoredSweepError(f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
+                               "(it holds sweep.yaml), e.g. qtrust-runs/demo or s3://bucket/runs/demo")
+    try:
+        return parse_spec(yaml.safe_load(text), source=store.spec_path), store
+    except (SpecError, yaml.YAMLError) as err:
+        raise StoredSweepError(str(err)) from err
+
+
+def load_stored_sweep(sweep_dir: str | Path, data_dir: Path) -> StoredSweep:
+    """Plan the sweep from its stored ``sweep.yaml`` and score every stored answer and judgment."""
+    from jobs.runner import resolve_variant_cache
+
+    spec, store = stored_spec(sweep_dir)
+    plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(None, spec))
+    records = store.scan().records
+    judgments = store.scan_judgments().records if plan.judges else None
+    results = compute_results(plan, records, judgments)
+    return StoredSweep(store=store, plan=plan, results=results, manifest=store.read_manifest())

@@ -1,0 +1,1 @@
+"""The sweep spec: schema, checks, loading a sweep file, recipe grids, judges added later."""

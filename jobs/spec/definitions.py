@@ -1,0 +1,52 @@
+"""The benchmark definitions a sweep uses, checked against their answer space (and their records).
+
+``qtrust validate`` runs every check (with the data folder: templates, reference maps, labels and
+attribute values the metrics name, against every record); ``qtrust run`` runs the data-free ones
+before any heavy work, so a label that can never occur stops the sweep with exit 2, not a 0 metric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jobs.spec.schema import SweepSpec
+
+
+def judge_vocabulary(spec: SweepSpec, bench_spec: Any, benchmark: Any) -> list[str]:
+    """The raw labels of the judges a sweep runs on one benchmark (for the answer-space check)."""
+    from jobs.plan.judges import template_for
+    from trust.judges.rule import RuleJudge
+    from trust.judges.templates import TemplateError
+
+    by_name = {j.name: j for j in spec.judges}
+    labels: list[str] = []
+    for name in bench_spec.judges:
+        judge = by_name.get(name)
+        if judge is None:
+            continue
+        if judge.kind == "rule":
+            labels.extend(RuleJudge(judge.mode).labels)
+            continue
+        try:
+            labels.extend(template_for(judge, benchmark).labels)
+        except TemplateError:
+            continue  # reported by the spec's own checks
+    return labels
+
+
+def benchmark_problems(spec: SweepSpec, data_dir: Path | None) -> tuple[list[str], list[str]]:
+    """(problems, lines to show): each problem names the benchmark, its definition file and the field."""
+    from trust.benchmarks.catalog import definition_location, get_benchmark
+    from trust.benchmarks.data_check import check_definition
+
+    problems: list[str] = []
+    lines: list[str] = []
+    for i, bench_spec in enumerate(spec.benchmarks):
+        benchmark = get_benchmark(bench_spec.name, bench_spec.options, bench_spec.definition)
+        report = check_definition(benchmark, data_dir, judge_vocabulary(spec, bench_spec, benchmark))
+        where = definition_location(benchmark.name, bench_spec.definition)
+        problems.extend(f"benchmarks[{i}] ({bench_spec.run_name}): {where}: {p}" for p in report.problems)
+        if report.data_checked and not report.problems:
+            lines.append(f"  {bench_spec.run_name}: {report.items} item(s) checked against the data")
+    return problems, lines

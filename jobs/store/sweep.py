@@ -1,0 +1,104 @@
+"""The sweep store: one sweep's folder over ``pyarrow.fs`` (a local folder, S3, GCS).
+
+Layout::
+
+    <root>/<sweep>/sweep.yaml            resolved spec
+    <root>/<sweep>/manifest.json         plan summary, per-shard status, MLflow run ids (updated live)
+    <root>/<sweep>/generations/variant=<v>/benchmark=<b>/shard-<n>.parquet
+    <root>/<sweep>/judgments/judge=<j>/variant=<v>/benchmark=<b>/shard-<n>.parquet
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cluster.storage.atomic import write_atomic
+from cluster.storage.uri import (
+    Location,
+    join_inside,
+    open_location,
+    safe_part,
+)
+from jobs.store.records import JUDGMENTS, records_table
+from jobs.store.shards import RecordFolder, ScanResult
+
+
+class SweepStore:
+    """One sweep's folder: resolved spec, manifest and generation records."""
+
+    def __init__(self, root: str | Path, sweep: str):
+        self.location: Location = open_location(root, "storage.root")
+        self.fs, base, self.local = self.location.fs, self.location.path, self.location.local
+        self.root = base
+        self.sweep = safe_part(sweep, "sweep name")
+        self.path = join_inside(base, self.sweep, what="sweep name")
+        self.generations = RecordFolder(self.fs, f"{self.path}/generations", self.local)
+        self.judgments = RecordFolder(self.fs, f"{self.path}/judgments", self.local, JUDGMENTS)
+
+    @property
+    def dir(self) -> Path | str:
+        """The sweep folder: a ``Path`` on a local disk, the path inside the filesystem otherwise."""
+        return Path(self.path) if self.local else self.path
+
+    @property
+    def uri(self) -> str:
+        """How a user names this sweep on the command line (``qtrust status``, ``qtrust resume``).
+
+        For object stores: the root's URI (its non-secret query parameters, such as
+        ``endpoint_override``, kept after the sweep name) with the sweep appended.
+        """
+        if self.local:
+            return self.path
+        base, _, query = self.location.uri.partition("?")
+        return f"{base.rstrip('/')}/{self.sweep}" + (f"?{query}" if query else "")
+
+    @property
+    def spec_path(self) -> str:
+        return f"{self.path}/sweep.yaml"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.path}/manifest.json"
+
+    def commit_generations(self, variant: str, benchmark: str, rows: list[dict[str, Any]]) -> str:
+        """Commit one shard of records (atomically); returns its path."""
+        safe_part(variant, "variant name")
+        safe_part(benchmark, "benchmark name")
+        return self.generations.write(f"variant={variant}/benchmark={benchmark}", records_table(rows))
+
+    def scan(self, **kwargs: Any) -> ScanResult:
+        """Every usable generation record of the sweep (one columnar pass over all shards)."""
+        return self.generations.scan(**kwargs)
+
+    def scan_judgments(self, **kwargs: Any) -> ScanResult:
+        """Every usable judgment of the sweep, one per judgment key."""
+        return self.judgments.scan(**kwargs)
+
+    def write_text(self, path: str, text: str) -> None:
+        write_atomic(self.fs, path, text.encode(), self.local)
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return stream.readall().decode()
+        except (FileNotFoundError, OSError, pa.ArrowException):
+            return None
+
+    def write_spec(self, text: str) -> None:
+        self.write_text(self.spec_path, text)
+
+    def read_manifest(self) -> dict[str, Any]:
+        text = self.read_text(self.manifest_path)
+        if not text:
+            return {}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return {}
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True, default=str))

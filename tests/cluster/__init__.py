@@ -1,0 +1,1 @@
+"""Tests of :mod:`cluster`: engines, quantization, models, variants, judge workers."""

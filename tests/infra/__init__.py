@@ -1,0 +1,1 @@
+"""Tests of :mod:`infra`: container images, cluster configs, Ray jobs."""

@@ -1,0 +1,99 @@
+"""A sweep naming gptq, awq, hqq and bnb variants next to rtn, on local Ray with the tiny model.
+
+Quantization happens in the workers, lands in the variant cache once, and a second sweep (another
+storage root, same cache) reuses it and reproduces the same answers. MLflow records the recipe,
+the quantization report and the perplexity probe of every variant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from cluster.variants.cache import VariantCache
+from jobs.runner import RunOptions, run_sweep
+from jobs.spec.load import parse_spec
+from tests.support.helpers import stored_records, sweep_dict
+
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
+
+CAL = {"samples": 8, "seq_len": 64}
+RECIPES = [
+    {"name": "ref", "method": "none"},
+    {"name": "rtn4", "method": "rtn", "bits": 4, "group_size": 32},
+    {"name": "gptq4", "method": "gptq", "bits": 4, "group_size": 32, "calibration": CAL},
+    {"name": "awq3", "method": "awq", "bits": 3, "group_size": 32, "calibration": CAL},
+    {"name": "hqq4", "method": "hqq", "bits": 4, "group_size": 32},
+    {"name": "nf4", "method": "bnb", "bnb_type": "nf4"},
+]
+
+
+def _spec(model_dir: Path, runs: Path):
+    return parse_spec(
+        sweep_dict(
+            model_dir,
+            runs,
+            recipes=RECIPES,
+            benchmarks=[{"name": "machine_ethics", "limit": 4, "max_new_tokens": 4}],
+            ensembles=[{"name": "vote", "members": ["gptq4", "awq3", "rtn4"]}],
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("quant-sweep")
+    cache = str(root / "variants")
+    uri = f"sqlite:///{root}/mlflow.db"
+    first = run_sweep(_spec(tiny_model_dir, root / "runs-a"), RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache))
+    second = run_sweep(_spec(tiny_model_dir, root / "runs-b"), RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache))
+    return root, cache, first, second
+
+
+def _outputs(outcome) -> dict[tuple[str, str], str]:
+    table = stored_records(outcome)
+    return {(v, i): o for v, i, o in zip(table["variant"], table["item_id"], table["output"])}
+
+
+def test_every_variant_ran_with_its_method(two_sweeps) -> None:
+    _root, _cache, first, _second = two_sweeps
+    assert not first.failed and first.computed == len(RECIPES)
+    storage = {v: r["storage"] for v, r in first.quant_reports.items()}
+    assert storage == {
+        "tiny-ref": "none", "tiny-rtn4": "simulated", "tiny-gptq4": "packed", "tiny-awq3": "simulated",
+        "tiny-hqq4": "load-time", "tiny-nf4": "load-time",
+    }
+    for name in ("tiny-rtn4", "tiny-gptq4", "tiny-awq3"):
+        assert first.quant_reports[name]["cache"] == "built"
+    assert {r.name for r in first.results} >= {"tiny-vote"}
+
+
+def test_second_sweep_reuses_the_cache_and_reproduces_answers(two_sweeps) -> None:
+    _root, cache, first, second = two_sweeps
+    assert second.computed == len(RECIPES)  # another storage root: evaluated again ...
+    for name in ("tiny-rtn4", "tiny-gptq4", "tiny-awq3"):
+        assert second.quant_reports[name]["cache"] == "hit"  # ... but not quantized again
+    assert len(VariantCache(cache).entries()) == 3
+    assert _outputs(first) == _outputs(second)
+
+
+def test_mlflow_records_recipe_report_and_probe(two_sweeps) -> None:
+    root, _cache, first, _second = two_sweeps
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    run = client.get_run(first.run_ids[next(k for k in first.run_ids if k.startswith("variant:tiny-gptq4:"))])
+    params, metrics = run.data.params, run.data.metrics
+    assert params["method"] == "gptq" and params["quant.bits"] == "4" and params["quant.group_size"] == "32"
+    assert params["quant.symmetric"] == "false" and params["quant.storage"] == "packed"
+    assert params["quant.calibration.source"] == "builtin" and params["quant.calibration.samples"] == "8"
+    assert params["quant.calibration.seed"] == "0" and params["quant.keep_full_precision"] == "lm_head"
+    assert params["quant.report.cache"] == "built" and params["quant.report.backend"].startswith("llm-compressor")
+    assert math.isfinite(metrics["quant.probe_perplexity"]) and metrics["quant.size_mb"] > 0
+    assert metrics["quant.build_s"] > 0 and metrics["quant.quantize_s"] > 0
+    parent = client.get_run(first.parent_run_id)
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "variants.json", str(root))).read_text())
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {f"tiny-{r['name']}" for r in RECIPES}

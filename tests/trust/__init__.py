@@ -1,0 +1,1 @@
+"""Tests of :mod:`trust` (pure Python, no Ray)."""

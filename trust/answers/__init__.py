@@ -1,0 +1,1 @@
+"""Answers: mapping free text onto a benchmark's answer space, and refusal detection."""

@@ -1,0 +1,2 @@
+"""Metrics: the ``@metric`` registry, the built-in functions and packs, composite expressions,
+perspective scores."""
