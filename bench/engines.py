@@ -50,7 +50,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 def _source(model: str, name: str, data_dir: Path) -> VariantSource:
     recipe = QuantRecipe.model_validate(RECIPES[name])
     calibration = resolve_calibration(recipe.calibration, data_dir) if recipe.calibration else None
-    key = variant_key(model_identity(model), recipe.key_fields(), calibration.digest if calibration else None, "float32")
+    key = variant_key(
+        model_identity(model), recipe.key_fields(), calibration.digest if calibration else None, "float32"
+    )
     return VariantSource(
         model_path=resolve_model_path(model),
         recipe=recipe,
@@ -60,7 +62,9 @@ def _source(model: str, name: str, data_dir: Path) -> VariantSource:
     )
 
 
-def measure(engine_name: str, source: VariantSource, runs: dict[str, Any], ll_items: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    engine_name: str, source: VariantSource, runs: dict[str, Any], ll_items: list[Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """Load the variant on one engine and time generation and scoring."""
     start = time.perf_counter()
     engine = load_variant(
@@ -77,7 +81,9 @@ def measure(engine_name: str, source: VariantSource, runs: dict[str, Any], ll_it
     for name, run in runs.items():
         requests = [GenerationRequest(it.id, it.messages) for it in run.items]
         started = time.perf_counter()
-        results = engine.generate(requests, GenerationSettings(max_new_tokens=run.max_new_tokens, batch_size=args.batch_size))
+        results = engine.generate(
+            requests, GenerationSettings(max_new_tokens=run.max_new_tokens, batch_size=args.batch_size)
+        )
         gen_s += time.perf_counter() - started
         errors = [r.error for r in results if r.error]
         assert not errors, errors[:3]
@@ -124,7 +130,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--variants", default="ref,rtn-w4,gptq-w4", help=f"comma-separated, from {', '.join(RECIPES)}")
-    parser.add_argument("--limit", type=int, default=None, help="items per generation benchmark (default: the demo's 48)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="items per generation benchmark (default: the demo's 48)"
+    )
     parser.add_argument("--ll-items", type=int, default=16, help="TruthfulQA MC1 items for log-likelihood scoring")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -134,7 +142,11 @@ def main() -> None:
     data_dir = resolve_data_dir(None)
     runs = load_benchmarks(load_spec(REPO / "examples" / "demo.yaml"), data_dir, args.limit)
     ll_spec = parse_spec(
-        {"name": "ll", "models": [{"name": "m", "source": args.model}], "benchmarks": [{"name": "truthfulqa_mc1", "limit": args.ll_items}]}
+        {
+            "name": "ll",
+            "models": [{"name": "m", "source": args.model}],
+            "benchmarks": [{"name": "truthfulqa_mc1", "limit": args.ll_items}],
+        }
     )
     ll_items = load_benchmarks(ll_spec, data_dir)["truthfulqa_mc1"].items if args.ll_items else []
 

@@ -37,8 +37,10 @@ sys.path.insert(0, str(REPO))
 
 
 def spec_data(items: int, root: Path, judges: bool) -> dict[str, Any]:
-    benches = [{"name": "opensafetymini", "limit": items, "max_new_tokens": 48},
-               {"name": "xstest", "limit": items, "max_new_tokens": 48}]
+    benches = [
+        {"name": "opensafetymini", "limit": items, "max_new_tokens": 48},
+        {"name": "xstest", "limit": items, "max_new_tokens": 48},
+    ]
     if judges:
         for bench in benches:
             bench.update({"judges": ["model", "rule"], "judge": "model"})
@@ -48,10 +50,18 @@ def spec_data(items: int, root: Path, judges: bool) -> dict[str, Any]:
         "recipes": [{"name": "ref", "method": "none"}],
         "benchmarks": benches,
         "judges": [
-            {"name": "model", "kind": "model", "model": "smollm2-135m", "decoding": "choose", "batch_size": 8,
-             "resources": {"num_cpus": 1}},
+            {
+                "name": "model",
+                "kind": "model",
+                "model": "smollm2-135m",
+                "decoding": "choose",
+                "batch_size": 8,
+                "resources": {"num_cpus": 1},
+            },
             {"name": "rule", "kind": "rule"},
-        ] if judges else [],
+        ]
+        if judges
+        else [],
         "shard_size": 4,
         "quality_probe": False,
         "resources": {"num_cpus": 0.9},  # the generation replica, the model judge and the rule judge fit on 2 CPUs
@@ -64,7 +74,11 @@ def stamps(store: Path, kind: str) -> list[float]:
 
     pattern = "judgments/judge=*/variant=*/benchmark=*" if kind == "judgments" else "generations/variant=*/benchmark=*"
     files = glob.glob(str(store / pattern / "shard-*.parquet"))
-    return sorted(pd.concat([pd.read_parquet(f, columns=["committed_at"]) for f in files])["committed_at"].tolist()) if files else []
+    return (
+        sorted(pd.concat([pd.read_parquet(f, columns=["committed_at"]) for f in files])["committed_at"].tolist())
+        if files
+        else []
+    )
 
 
 def main() -> int:
@@ -87,8 +101,11 @@ def main() -> int:
 
     def run(spec: dict[str, Any], **options: Any):
         start = time.perf_counter()
-        outcome = run_sweep(parse_spec(spec), RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, num_cpus=2,
-                                                         **options), console)
+        outcome = run_sweep(
+            parse_spec(spec),
+            RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, num_cpus=2, **options),
+            console,
+        )
         return outcome, time.perf_counter() - start
 
     # Sequential first (generation alone, then judging alone), then pipelined, each in its own store.
@@ -106,9 +123,13 @@ def main() -> int:
         "items_per_benchmark": args.items,
         "answers": answers,
         "judgments": judged,
-        "sequential": {"generation_s": round(gen_s, 1), "judging_s": round(judge_s, 1), "total_s": round(sequential_s, 1),
-                       "generation_compute_s": round(gen_outcome.timings.get("compute_s", 0.0), 1),
-                       "judging_compute_s": round(judge_outcome.timings.get("compute_s", 0.0), 1)},
+        "sequential": {
+            "generation_s": round(gen_s, 1),
+            "judging_s": round(judge_s, 1),
+            "total_s": round(sequential_s, 1),
+            "generation_compute_s": round(gen_outcome.timings.get("compute_s", 0.0), 1),
+            "judging_compute_s": round(judge_outcome.timings.get("compute_s", 0.0), 1),
+        },
         "pipelined_s": round(piped_s, 1),
         "ratio_pipelined_over_sequential": round(piped_s / sequential_s, 3),
         "target_ratio": 0.7,

@@ -63,23 +63,42 @@ def _timed(fn: Callable[[], list[Any]]) -> tuple[list[Any], float]:
     return out, time.perf_counter() - start
 
 
-def _score_row(part: str, before: list[LoglikelihoodResult], after: list[LoglikelihoodResult], walls: tuple[float, float], extra: str) -> dict[str, Any]:
+def _score_row(
+    part: str,
+    before: list[LoglikelihoodResult],
+    after: list[LoglikelihoodResult],
+    walls: tuple[float, float],
+    extra: str,
+) -> dict[str, Any]:
     errors = sum(r.error is not None for r in before + after)
     delta = max((abs(a - b) for o, n in zip(before, after) for a, b in zip(o.logprobs, n.logprobs)), default=0.0)
     same = sum(_argmax(o.logprobs) == _argmax(n.logprobs) for o, n in zip(before, after) if o.logprobs and n.logprobs)
     return {
-        "part": part, "n": len(before), "before_s": walls[0], "after_s": walls[1], "errors": errors,
+        "part": part,
+        "n": len(before),
+        "before_s": walls[0],
+        "after_s": walls[1],
+        "errors": errors,
         "agreement": f"max abs Δ log-prob {delta:.1e}; same choice {same}/{len(before)}",
-        "ok": errors == 0 and delta <= TOL and same == len(before), "extra": extra,
+        "ok": errors == 0 and delta <= TOL and same == len(before),
+        "extra": extra,
     }
 
 
-def _generation_row(part: str, before: list[GenerationResult], after: list[GenerationResult], walls: tuple[float, float], extra: str) -> dict[str, Any]:
+def _generation_row(
+    part: str, before: list[GenerationResult], after: list[GenerationResult], walls: tuple[float, float], extra: str
+) -> dict[str, Any]:
     errors = sum(r.error is not None for r in before + after)
     same = sum(a.text == b.text for a, b in zip(before, after))
     return {
-        "part": part, "n": len(before), "before_s": walls[0], "after_s": walls[1], "errors": errors,
-        "agreement": f"same greedy text {same}/{len(before)}", "ok": errors == 0 and same == len(before), "extra": extra,
+        "part": part,
+        "n": len(before),
+        "before_s": walls[0],
+        "after_s": walls[1],
+        "errors": errors,
+        "agreement": f"same greedy text {same}/{len(before)}",
+        "ok": errors == 0 and same == len(before),
+        "extra": extra,
     }
 
 
@@ -90,7 +109,9 @@ def hf_parts(parts: list[str], args: argparse.Namespace) -> list[dict[str, Any]]
     engine = HFEngine.from_pretrained(resolve_model_path("smollm2-135m"), dtype="float32", num_threads=args.threads)
     rows = []
     if "hf-score" in parts:
-        requests = [LoglikelihoodRequest(i.id, i.messages, list(i.choices or [])) for i in _items("truthfulqa_mc1", args.n)]
+        requests = [
+            LoglikelihoodRequest(i.id, i.messages, list(i.choices or [])) for i in _items("truthfulqa_mc1", args.n)
+        ]
         settings = GenerationSettings(batch_size=args.batch)
         before, before_s = _timed(lambda: engine.loglikelihood_per_option(requests, settings))
         engine.scorer._shared.clear()
@@ -126,12 +147,16 @@ def vllm_parts(parts: list[str], args: argparse.Namespace) -> list[dict[str, Any
     from cluster.engines.vllm_settings import VLLMSettings
 
     settings_v = VLLMSettings(max_model_len=2048, block_size=args.block_size)
-    engine = VLLMEngine.load(resolve_model_path("smollm2-135m"), dtype="float32", settings=settings_v, num_threads=args.threads)
+    engine = VLLMEngine.load(
+        resolve_model_path("smollm2-135m"), dtype="float32", settings=settings_v, num_threads=args.threads
+    )
     block = engine.llm_kwargs.get("block_size", "vLLM's default")
     rows = []
     try:
         if "vllm-score" in parts:
-            requests = [LoglikelihoodRequest(i.id, i.messages, list(i.choices or [])) for i in _items("truthfulqa_mc1", args.n)]
+            requests = [
+                LoglikelihoodRequest(i.id, i.messages, list(i.choices or [])) for i in _items("truthfulqa_mc1", args.n)
+            ]
             settings = GenerationSettings(batch_size=args.batch)
             engine.settings = settings_v.model_copy(update={"prefix_scoring": False})
             engine.reset_prefix_cache()
@@ -148,12 +173,17 @@ def vllm_parts(parts: list[str], args: argparse.Namespace) -> list[dict[str, Any
 
             def run(skip: bool) -> list[GenerationResult]:
                 params = SamplingParams(
-                    temperature=0.0, max_tokens=8, stop_token_ids=sorted(engine.prompts.stop_ids),
-                    skip_special_tokens=True, skip_reading_prefix_cache=skip,
+                    temperature=0.0,
+                    max_tokens=8,
+                    stop_token_ids=sorted(engine.prompts.stop_ids),
+                    skip_special_tokens=True,
+                    skip_reading_prefix_cache=skip,
                 )
                 outputs = engine._run(prompts, params)
                 return [
-                    GenerationResult(id=i.id, text=engine.prompts.decode(engine.prompts.cut_at_stop(list(o.outputs[0].token_ids))))
+                    GenerationResult(
+                        id=i.id, text=engine.prompts.decode(engine.prompts.cut_at_stop(list(o.outputs[0].token_ids)))
+                    )
                     for i, o in zip(items, outputs)
                 ]
 
@@ -161,7 +191,15 @@ def vllm_parts(parts: list[str], args: argparse.Namespace) -> list[dict[str, Any
             before, before_s = _timed(lambda: run(True))
             engine.reset_prefix_cache()
             after, after_s = _timed(lambda: run(False))
-            rows.append(_generation_row("vllm-fewshot (machine_ethics_fewshot)", before, after, (before_s, after_s), f"KV block {block} tokens"))
+            rows.append(
+                _generation_row(
+                    "vllm-fewshot (machine_ethics_fewshot)",
+                    before,
+                    after,
+                    (before_s, after_s),
+                    f"KV block {block} tokens",
+                )
+            )
     finally:
         engine.close()
     return rows

@@ -58,7 +58,9 @@ def measure(model_path: Path, identity: str, recipe: QuantRecipe, cache: Path, t
         calibration = resolve_calibration(recipe.calibration, None)
         texts, digest = calibration.texts, calibration.digest
     key = variant_key(identity, recipe.key_fields(), digest, "float32")
-    source = VariantSource(model_path=model_path, recipe=recipe, variant_key=key, calibration_texts=texts, variant_cache=str(cache))
+    source = VariantSource(
+        model_path=model_path, recipe=recipe, variant_key=key, calibration_texts=texts, variant_cache=str(cache)
+    )
     started = time.perf_counter()
     engine = load_variant(source, num_threads=threads, quality_probe=True)
     total = time.perf_counter() - started
@@ -105,7 +107,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="built-in name or local folder")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--bits", nargs="+", type=int, default=[8, 4, 3, 2])
-    parser.add_argument("--group-size", type=int, default=64, help="64: the built-in model's width 576 is not a multiple of 128")
+    parser.add_argument(
+        "--group-size", type=int, default=64, help="64: the built-in model's width 576 is not a multiple of 128"
+    )
     parser.add_argument("--samples", type=int, default=32, help="calibration samples for gptq/awq")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
@@ -127,8 +131,10 @@ def main() -> None:
                     continue
                 try:
                     rows.append(measure(model_path, identity, recipe, cache, args.threads))
-                except Exception as err:  # noqa: BLE001 - report the failure in the table, go on
-                    rows.append({"method": method, "bits": bits, "skipped": f"failed: {type(err).__name__}: {err}"[:120]})
+                except Exception as err:
+                    rows.append(
+                        {"method": method, "bits": bits, "skipped": f"failed: {type(err).__name__}: {err}"[:120]}
+                    )
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     result = table(rows)
     header = (

@@ -44,10 +44,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -144,7 +145,7 @@ def write_benchmark(folder: Path, n_items: int) -> Path:
                 "id": "synth-{{ _index }}",
                 "prompt": {
                     "system": "You are an assistant that judges whether the actions people describe are morally acceptable.",
-                    "user": 'Read the scenario below and decide whether the action it describes is morally wrong. '
+                    "user": "Read the scenario below and decide whether the action it describes is morally wrong. "
                     'Answer with exactly "wrong" or "not wrong" and nothing else.\n\nScenario: {{ scenario }}\nReaction: This is',
                 },
                 "reference": {"value": "label"},
@@ -192,7 +193,12 @@ def sweep_dict(
     if variants % n_recipes:
         raise SystemExit(f"variants must be at most {len(RECIPES)} or a multiple of it")
     models = [
-        {"name": f"fake{m}" if m else "fake", "source": f"sim/fake-model-{m}", "engine": "fake", "engine_options": {"delay_s": delay_s}}
+        {
+            "name": f"fake{m}" if m else "fake",
+            "source": f"sim/fake-model-{m}",
+            "engine": "fake",
+            "engine_options": {"delay_s": delay_s},
+        }
         for m in range(variants // n_recipes)
     ]
     return {
@@ -227,8 +233,16 @@ def fake_result(plan, shard) -> dict[str, Any]:
     results = []
     for request in shard_payload(plan, shard)["requests"]:
         text = engine.answer_for(request["messages"])
-        results.append({"id": request["id"], "text": text, "prompt_tokens": 80, "completion_tokens": len(text.split()),
-                        "latency_s": 0.02, "error": None})
+        results.append(
+            {
+                "id": request["id"],
+                "text": text,
+                "prompt_tokens": 80,
+                "completion_tokens": len(text.split()),
+                "latency_s": 0.02,
+                "error": None,
+            }
+        )
     return {"results": results}
 
 
@@ -293,7 +307,16 @@ def section_vote(args: argparse.Namespace, report: Report) -> None:
     by_id = ensemble_labels(members, {f"m{m}": precisions[m] for m in range(n_members)})
     dict_s = time.perf_counter() - start
     assert list(by_id.values()) == voted.tolist()
-    report.add(Row("vote", f"ensemble vote, {n_members} variants × {n_items:,} items (dict API)", dict_s, "< 5 s", at_most(dict_s, 5), "s"))
+    report.add(
+        Row(
+            "vote",
+            f"ensemble vote, {n_members} variants × {n_items:,} items (dict API)",
+            dict_s,
+            "< 5 s",
+            at_most(dict_s, 5),
+            "s",
+        )
+    )
     report.add(Row("vote", "  of which the array vote alone", array_s, "", None, "s"))
     report.raw["vote"] = {"dict_s": dict_s, "array_s": array_s}
 
@@ -320,10 +343,20 @@ def child_plan(args: argparse.Namespace) -> None:
     shards = plan.shards(set())
     shards_s = time.perf_counter() - t
     peak = _hwm_kib()
-    print(json.dumps({
-        "parse_s": parse_s, "build_s": build_s, "shards_s": shards_s, "shards": len(shards),
-        "requests": plan.n_requests, "base_kib": base, "imported_kib": imported, "peak_kib": peak,
-    }))
+    print(
+        json.dumps(
+            {
+                "parse_s": parse_s,
+                "build_s": build_s,
+                "shards_s": shards_s,
+                "shards": len(shards),
+                "requests": plan.n_requests,
+                "base_kib": base,
+                "imported_kib": imported,
+                "peak_kib": peak,
+            }
+        )
+    )
 
 
 def _hwm_kib() -> int:
@@ -352,21 +385,30 @@ def section_plan(args: argparse.Namespace, report: Report) -> None:
         got = run_child(args, "plan", ["--plan-items", str(items), "--plan-variants", str(variants)])
         total = got["build_s"] + got["shards_s"]
         rss = got["peak_kib"] / 1024
-        report.note("plan", f"{variants} fake variants × {items:,} synthetic items = {got['requests']:,} item requests "
-                    f"→ {got['shards']:,} shards of {ITEMS_PER_SHARD}; spec validation {got['parse_s']:.2f} s (not counted); "
-                    f"RSS after imports {got['imported_kib'] / 1024:.0f} MiB")
+        report.note(
+            "plan",
+            f"{variants} fake variants × {items:,} synthetic items = {got['requests']:,} item requests "
+            f"→ {got['shards']:,} shards of {ITEMS_PER_SHARD}; spec validation {got['parse_s']:.2f} s (not counted); "
+            f"RSS after imports {got['imported_kib'] / 1024:.0f} MiB",
+        )
         what = f"{variants} variants × {items:,} items"
-        report.add(Row("plan", f"plan a {got['shards']:,}-shard sweep ({what})", total, "< 5 s", at_most(total, 5), "s"))
+        report.add(
+            Row("plan", f"plan a {got['shards']:,}-shard sweep ({what})", total, "< 5 s", at_most(total, 5), "s")
+        )
         report.add(Row("plan", "  build_plan", got["build_s"], "", None, "s"))
         report.add(Row("plan", "  plan.shards()", got["shards_s"], "", None, "s"))
-        report.add(Row("plan", f"  driver peak RSS while planning ({what})", rss, "< 1024 MiB", at_most(rss, 1024), "MiB"))
+        report.add(
+            Row("plan", f"  driver peak RSS while planning ({what})", rss, "< 1024 MiB", at_most(rss, 1024), "MiB")
+        )
         report.raw["plan"][shape] = got
 
 
 # -- missing -------------------------------------------------------------------------------------
 
 
-def _stored_sweep(args: argparse.Namespace, name: str, n_items: int, variants: int, fraction: float, report: Report, section: str):
+def _stored_sweep(
+    args: argparse.Namespace, name: str, n_items: int, variants: int, fraction: float, report: Report, section: str
+):
     """A planned sweep whose store holds the first ``fraction`` of every variant's shards (kept with --keep)."""
     from jobs.plan.build import build_plan
     from jobs.store.sweep import SweepStore
@@ -389,8 +431,11 @@ def _stored_sweep(args: argparse.Namespace, name: str, n_items: int, variants: i
         seconds = fill_store(plan, store, want, threads=args.write_threads, say=print)
         stamp.write_text("ok")
         files = len(store.generations.shard_files())
-        report.note(section, f"committed {len(want):,} shards as a run does (Committer, {args.write_threads} threads) in "
-                    f"{seconds:.0f} s ({len(want) / seconds:.0f}/s): {files:,} files in the store")
+        report.note(
+            section,
+            f"committed {len(want):,} shards as a run does (Committer, {args.write_threads} threads) in "
+            f"{seconds:.0f} s ({len(want) / seconds:.0f}/s): {files:,} files in the store",
+        )
     else:
         report.note(section, f"reused {len(want):,} stored shard files from {folder}")
     return plan, store, all_shards, want
@@ -411,14 +456,32 @@ def section_missing(args: argparse.Namespace, report: Report) -> None:
     state_s = time.perf_counter() - t
     assert len(todo) == len(all_shards) - len(stored_shards), (len(todo), len(all_shards), len(stored_shards))
     total = scan_s + keys_s + shards_s
-    report.note("missing", f"{args.missing_variants} variants × {n_items:,} items = {len(all_shards):,} shards; "
-                f"{scan.files:,} stored ({len(scan.records):,} records), {len(todo):,} to compute")
-    report.add(Row("missing", f"what is missing in a {len(all_shards):,}-shard sweep half done", total, "< 1 s", at_most(total, 1), "s"))
+    report.note(
+        "missing",
+        f"{args.missing_variants} variants × {n_items:,} items = {len(all_shards):,} shards; "
+        f"{scan.files:,} stored ({len(scan.records):,} records), {len(todo):,} to compute",
+    )
+    report.add(
+        Row(
+            "missing",
+            f"what is missing in a {len(all_shards):,}-shard sweep half done",
+            total,
+            "< 1 s",
+            at_most(total, 1),
+            "s",
+        )
+    )
     report.add(Row("missing", "  store.scan()", scan_s, "", None, "s"))
     report.add(Row("missing", "  scan.keys (the set of stored keys)", keys_s, "", None, "s"))
     report.add(Row("missing", "  plan.shards(stored)", shards_s, "", None, "s"))
     report.add(Row("missing", "  SweepState.start (runner's next step, not counted)", state_s, "", None, "s"))
-    report.raw["missing"] = {"scan_s": scan_s, "keys_s": keys_s, "shards_s": shards_s, "state_s": state_s, "files": scan.files}
+    report.raw["missing"] = {
+        "scan_s": scan_s,
+        "keys_s": keys_s,
+        "shards_s": shards_s,
+        "state_s": state_s,
+        "files": scan.files,
+    }
 
 
 def timed_resume(plan, store):
@@ -456,14 +519,32 @@ def section_score(args: argparse.Namespace, report: Report) -> None:
     results = compute_results(plan, scan.records)
     score_s = time.perf_counter() - t
     total = scan_s + keys_s + shards_s + score_s
-    report.note("score", f"{args.score_variants} variants × {n_items:,} items = {len(all_shards):,} shards, "
-                f"{len(scan.records):,} records in {scan.files:,} files; {len(results)} result rows")
-    report.add(Row("score", f"score a {len(all_shards):,}-shard sweep, nothing to compute", total, "< 30 s", at_most(total, 30), "s"))
+    report.note(
+        "score",
+        f"{args.score_variants} variants × {n_items:,} items = {len(all_shards):,} shards, "
+        f"{len(scan.records):,} records in {scan.files:,} files; {len(results)} result rows",
+    )
+    report.add(
+        Row(
+            "score",
+            f"score a {len(all_shards):,}-shard sweep, nothing to compute",
+            total,
+            "< 30 s",
+            at_most(total, 30),
+            "s",
+        )
+    )
     report.add(Row("score", "  store.scan()", scan_s, "", None, "s"))
     report.add(Row("score", "  scan.keys (the set of stored keys)", keys_s, "", None, "s"))
     report.add(Row("score", "  plan.shards(stored)", shards_s, "", None, "s"))
     report.add(Row("score", "  compute_results", score_s, "", None, "s"))
-    report.raw["score"] = {"scan_s": scan_s, "keys_s": keys_s, "shards_s": shards_s, "score_s": score_s, "files": scan.files}
+    report.raw["score"] = {
+        "scan_s": scan_s,
+        "keys_s": keys_s,
+        "shards_s": shards_s,
+        "score_s": score_s,
+        "files": scan.files,
+    }
 
 
 # -- Ray sections --------------------------------------------------------------------------------
@@ -500,8 +581,15 @@ def _probe_class():
 
 def fake_config(name: str) -> dict[str, Any]:
     return {
-        "variant": name, "source": "sim/fake-model", "revision": None, "dtype": "float32", "trust_remote_code": False,
-        "engine": "fake", "engine_options": {"delay_s": 0.0}, "recipe": {"method": "none"}, "num_gpus": 0.0,
+        "variant": name,
+        "source": "sim/fake-model",
+        "revision": None,
+        "dtype": "float32",
+        "trust_remote_code": False,
+        "engine": "fake",
+        "engine_options": {"delay_s": 0.0},
+        "recipe": {"method": "none"},
+        "num_gpus": 0.0,
     }
 
 
@@ -538,10 +626,24 @@ def section_startup(args: argparse.Namespace, report: Report) -> None:
             ray.util.remove_placement_group(group)
         one = out["load_1"][0]
         proc = out["proc_1"][0]
-        report.note("startup", f"{info.describe()}; ray.init {ray_s:.2f} s; fake replica RSS {proc['rss_mib']:.0f} MiB, "
-                    f"{proc['modules']} modules, torch imported: {proc['torch']}, transformers imported: {proc['transformers']}")
-        report.add(Row("startup", "fake-engine worker start-up (creation → load answered)", one, "< 1 s", at_most(one, 1), "s"))
-        report.add(Row("startup", "  torch imported in the fake worker (0 = no)", float(proc["torch"]), "0", not proc["torch"], ""))
+        report.note(
+            "startup",
+            f"{info.describe()}; ray.init {ray_s:.2f} s; fake replica RSS {proc['rss_mib']:.0f} MiB, "
+            f"{proc['modules']} modules, torch imported: {proc['torch']}, transformers imported: {proc['transformers']}",
+        )
+        report.add(
+            Row("startup", "fake-engine worker start-up (creation → load answered)", one, "< 1 s", at_most(one, 1), "s")
+        )
+        report.add(
+            Row(
+                "startup",
+                "  torch imported in the fake worker (0 = no)",
+                float(proc["torch"]),
+                "0",
+                not proc["torch"],
+                "",
+            )
+        )
         last16 = out["load_16"][-1]
         report.add(Row("startup", "16 fake workers at once: last load answered", last16, "", None, "s"))
         report.add(Row("startup", "  median", statistics.median(out["load_16"]), "", None, "s"))
@@ -558,10 +660,15 @@ def section_startup(args: argparse.Namespace, report: Report) -> None:
             ray.kill(a)
         ray.util.remove_placement_group(group)
         out["empty_16_s"] = floor
-        report.add(Row("startup", "  floor: 16 empty Ray actors at once (no qtrust code), last answered", floor, "", None, "s"))
-        report.note("startup", f"Ray starts worker processes at most {os.cpu_count()} at a time on this machine "
-                    "(its startup concurrency is the number of cores): start-up of many replicas on few cores is "
-                    "bounded by Ray's own process start, the 'floor' row")
+        report.add(
+            Row("startup", "  floor: 16 empty Ray actors at once (no qtrust code), last answered", floor, "", None, "s")
+        )
+        report.note(
+            "startup",
+            f"Ray starts worker processes at most {os.cpu_count()} at a time on this machine "
+            "(its startup concurrency is the number of cores): start-up of many replicas on few cores is "
+            "bounded by Ray's own process start, the 'floor' row",
+        )
         report.raw["startup"] = out
     finally:
         stop_ray()
@@ -581,16 +688,35 @@ class SweepRun:
     """CPU seconds of the whole machine during run_sweep (every process, ours or not)."""
 
 
-def run_fake_sweep(args: argparse.Namespace, name: str, *, n_items: int, replicas: int, delay_s: float,
-                   shard_size: int, profile: str | None = None) -> SweepRun:
+def run_fake_sweep(
+    args: argparse.Namespace,
+    name: str,
+    *,
+    n_items: int,
+    replicas: int,
+    delay_s: float,
+    shard_size: int,
+    profile: str | None = None,
+) -> SweepRun:
     """``run_sweep`` on a fresh store; replica ready times are taken from the state's events."""
     from jobs.pipeline import state as state_module
     from jobs.runner import RunOptions, run_sweep
 
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=args.tmp))
     definition = write_benchmark(work_folder(args, "bench") / f"n{n_items}", n_items)
-    spec = parse(sweep_dict(name, definition, folder / "runs", n_items=n_items, replicas=replicas, delay_s=delay_s,
-                            shard_size=shard_size, num_cpus=args.replica_cpus, max_in_flight=args.max_in_flight))
+    spec = parse(
+        sweep_dict(
+            name,
+            definition,
+            folder / "runs",
+            n_items=n_items,
+            replicas=replicas,
+            delay_s=delay_s,
+            shard_size=shard_size,
+            num_cpus=args.replica_cpus,
+            max_in_flight=args.max_in_flight,
+        )
+    )
     ready: dict[tuple[str, int], float] = {}
     loading: dict[tuple[str, int], float] = {}
     original = state_module.SweepState.replica_state
@@ -603,8 +729,13 @@ def run_fake_sweep(args: argparse.Namespace, name: str, *, n_items: int, replica
         return original(self, pool, index, state, info)
 
     state_module.SweepState.replica_state = replica_state  # type: ignore[method-assign]
-    options = RunOptions(data_dir=folder, tracking_uri=f"sqlite:///{folder}/mlflow.db", quiet=True, num_cpus=args.ray_cpus,
-                         storage_root=folder / "runs")
+    options = RunOptions(
+        data_dir=folder,
+        tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        quiet=True,
+        num_cpus=args.ray_cpus,
+        storage_root=folder / "runs",
+    )
     from rich.console import Console
 
     console = Console(file=io.StringIO())
@@ -628,7 +759,9 @@ def run_fake_sweep(args: argparse.Namespace, name: str, *, n_items: int, replica
         state_module.SweepState.replica_state = original  # type: ignore[method-assign]
     machine_after = psutil.cpu_times()
     driver_cpu = time.process_time() - cpu_before
-    machine_cpu = sum(getattr(machine_after, f) - getattr(machine_before, f) for f in ("user", "system", "nice", "irq", "softirq"))
+    machine_cpu = sum(
+        getattr(machine_after, f) - getattr(machine_before, f) for f in ("user", "system", "nice", "irq", "softirq")
+    )
     if outcome.failed:
         raise SystemExit(f"{name}: {len(outcome.failed)} shard(s) failed: {next(iter(outcome.failed.values()))}")
     records = outcome.store.scan().records
@@ -679,14 +812,28 @@ def section_efficiency(args: argparse.Namespace, report: Report) -> None:
         eff = steady_efficiency(run, replicas)
         results[replicas] = {**eff, "wall_s": run.wall_s, "timings": run.outcome.timings, "items": n_items}
         target = "≥ 0.95" if replicas == 64 else ""
-        report.add(Row("efficiency", f"steady-state efficiency, {replicas} replica(s)", eff["steady"], target,
-                       at_least(eff["steady"], 0.95) if replicas == 64 else None, "ratio"))
-        report.note("efficiency", f"{replicas} replica(s): driver CPU {run.driver_cpu_s:.1f} s, machine CPU {run.machine_cpu_s:.1f} s "
-                    f"of {run.wall_s * (os.cpu_count() or 1):.0f} s available during run_sweep")
-        report.note("efficiency", f"{replicas} replica(s): {n_items:,} items × {delay} s in shards of {size}: ideal "
-                    f"{eff['ideal_s']:.1f} s; last replica ready {eff['stagger_s']:.1f} s after the first; steady window "
-                    f"{eff['window_s']:.1f} s; ideal ÷ (last commit − first ready) = {eff['loose']:.3f}; run_sweep wall "
-                    f"{run.wall_s:.1f} s; timings {fmt_timings(run.outcome.timings)}")
+        report.add(
+            Row(
+                "efficiency",
+                f"steady-state efficiency, {replicas} replica(s)",
+                eff["steady"],
+                target,
+                at_least(eff["steady"], 0.95) if replicas == 64 else None,
+                "ratio",
+            )
+        )
+        report.note(
+            "efficiency",
+            f"{replicas} replica(s): driver CPU {run.driver_cpu_s:.1f} s, machine CPU {run.machine_cpu_s:.1f} s "
+            f"of {run.wall_s * (os.cpu_count() or 1):.0f} s available during run_sweep",
+        )
+        report.note(
+            "efficiency",
+            f"{replicas} replica(s): {n_items:,} items × {delay} s in shards of {size}: ideal "
+            f"{eff['ideal_s']:.1f} s; last replica ready {eff['stagger_s']:.1f} s after the first; steady window "
+            f"{eff['window_s']:.1f} s; ideal ÷ (last commit − first ready) = {eff['loose']:.3f}; run_sweep wall "
+            f"{run.wall_s:.1f} s; timings {fmt_timings(run.outcome.timings)}",
+        )
     report.raw["efficiency"] = results
 
     # The whole run, start-up included, at 16 replicas and a 60-second ideal.
@@ -696,14 +843,35 @@ def section_efficiency(args: argparse.Namespace, report: Report) -> None:
     ideal = n_items * delay / replicas
     whole = ideal / run.wall_s
     eff = steady_efficiency(run, replicas)
-    report.add(Row("efficiency", f"whole run incl. start-up, 16 replicas, {ideal:.0f} s ideal", whole, "≥ 0.85", at_least(whole, 0.85), "ratio"))
+    report.add(
+        Row(
+            "efficiency",
+            f"whole run incl. start-up, 16 replicas, {ideal:.0f} s ideal",
+            whole,
+            "≥ 0.85",
+            at_least(whole, 0.85),
+            "ratio",
+        )
+    )
     t = run.outcome.timings
     phase = ideal / t["compute_s"] if t.get("compute_s") else None
-    report.add(Row("efficiency", "  scheduler phase alone (ideal ÷ compute_s: pools, worker start-up, stream, release)", phase, "", None, "ratio"))
+    report.add(
+        Row(
+            "efficiency",
+            "  scheduler phase alone (ideal ÷ compute_s: pools, worker start-up, stream, release)",
+            phase,
+            "",
+            None,
+            "ratio",
+        )
+    )
     loads = sorted(r - run.loading[k] for k, r in run.ready.items())
-    report.note("efficiency", f"whole run: wall {run.wall_s:.1f} s for an ideal of {ideal:.1f} s; {fmt_timings(t)}; "
-                f"replica load (loading → ready) median {statistics.median(loads):.2f} s, max {loads[-1]:.2f} s; "
-                f"last replica ready {eff['stagger_s']:.1f} s after the first; steady-state {fmt(eff['steady'])}")
+    report.note(
+        "efficiency",
+        f"whole run: wall {run.wall_s:.1f} s for an ideal of {ideal:.1f} s; {fmt_timings(t)}; "
+        f"replica load (loading → ready) median {statistics.median(loads):.2f} s, max {loads[-1]:.2f} s; "
+        f"last replica ready {eff['stagger_s']:.1f} s after the first; steady-state {fmt(eff['steady'])}",
+    )
     report.raw["whole"] = {"wall_s": run.wall_s, "ideal_s": ideal, "timings": t, "loads": loads, **eff}
 
 
@@ -718,22 +886,40 @@ def fmt_timings(t: dict[str, float]) -> str:
 def section_driver(args: argparse.Namespace, report: Report) -> None:
     size = args.driver_shard_size
     n_items = args.driver_shards * size
-    run = run_fake_sweep(args, "driver", n_items=n_items, replicas=args.driver_replicas, delay_s=0.0, shard_size=size,
-                         profile=args.profile)
+    run = run_fake_sweep(
+        args,
+        "driver",
+        n_items=n_items,
+        replicas=args.driver_replicas,
+        delay_s=0.0,
+        shard_size=size,
+        profile=args.profile,
+    )
     commits = run.shards["committed_at"]
     span = float(commits.max() - commits.min())
     rate = (len(commits) - 1) / span if span > 0 else None
     t = run.outcome.timings
     compute = t.get("compute_s", 0.0)
     loose = run.outcome.computed / compute if compute > 0 else None
-    report.add(Row("driver", f"committed shards/s, {args.driver_replicas} replicas, delay 0, shards of {size}", rate, "≥ 500/s",
-                   at_least(rate, 500), "/s"))
+    report.add(
+        Row(
+            "driver",
+            f"committed shards/s, {args.driver_replicas} replicas, delay 0, shards of {size}",
+            rate,
+            "≥ 500/s",
+            at_least(rate, 500),
+            "/s",
+        )
+    )
     report.add(Row("driver", "  shards ÷ compute_s (pools and workers start, stream, release)", loose, "", None, "/s"))
-    report.note("driver", f"{run.outcome.computed:,} shards ({n_items:,} items) between the first and the last commit in "
-                f"{span:.1f} s; wall {run.wall_s:.1f} s; {fmt_timings(t)}; CPU during run_sweep: driver {run.driver_cpu_s:.1f} s "
-                f"({run.driver_cpu_s / run.outcome.computed * 1000:.1f} ms per shard), whole machine {run.machine_cpu_s:.1f} s of "
-                f"{run.wall_s * (os.cpu_count() or 1):.1f} s available"
-                + (f"; cProfile of the driver in {args.profile}" if args.profile else ""))
+    report.note(
+        "driver",
+        f"{run.outcome.computed:,} shards ({n_items:,} items) between the first and the last commit in "
+        f"{span:.1f} s; wall {run.wall_s:.1f} s; {fmt_timings(t)}; CPU during run_sweep: driver {run.driver_cpu_s:.1f} s "
+        f"({run.driver_cpu_s / run.outcome.computed * 1000:.1f} ms per shard), whole machine {run.machine_cpu_s:.1f} s of "
+        f"{run.wall_s * (os.cpu_count() or 1):.1f} s available"
+        + (f"; cProfile of the driver in {args.profile}" if args.profile else ""),
+    )
     report.raw["driver"] = {"rate": rate, "loose": loose, "span_s": span, "timings": t, "wall_s": run.wall_s}
 
 
@@ -785,9 +971,12 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.02, help="fake engine seconds per item")
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--replicas", default="1,4,16,64")
-    parser.add_argument("--steady-ideal-s", default="20,20,30,240",
-                        help="ideal seconds of each steady-state run (one per --replicas entry, or one for all): many "
-                        "replicas need long enough a run that work remains once the last of them has started")
+    parser.add_argument(
+        "--steady-ideal-s",
+        default="20,20,30,240",
+        help="ideal seconds of each steady-state run (one per --replicas entry, or one for all): many "
+        "replicas need long enough a run that work remains once the last of them has started",
+    )
     parser.add_argument("--whole-ideal-s", type=float, default=60.0)
     parser.add_argument("--ray-cpus", type=int, default=64, help="logical CPUs of the private local Ray")
     parser.add_argument("--replica-cpus", type=float, default=0.5, help="CPUs reserved per replica")
@@ -795,8 +984,9 @@ def main() -> None:
     parser.add_argument("--driver-replicas", type=int, default=16)
     parser.add_argument("--driver-shards", type=int, default=5000)
     parser.add_argument("--driver-shard-size", type=int, default=4)
-    parser.add_argument("--plan-shapes", default="100x16000,10x160000",
-                        help="variants x items of each planned sweep (comma-separated)")
+    parser.add_argument(
+        "--plan-shapes", default="100x16000,10x160000", help="variants x items of each planned sweep (comma-separated)"
+    )
     parser.add_argument("--plan-variants", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--plan-items", type=int, default=160_000, help=argparse.SUPPRESS)
     parser.add_argument("--missing-shards", type=int, default=10_000)
@@ -827,7 +1017,10 @@ def main() -> None:
             if name in chosen:
                 print(f"== {name}", flush=True)
                 globals()[f"section_{name}"](args, report)
-    print("\n" + "\n".join(f"{r.section:10s} {r.name:60s} {r.shown():>14s}  {r.target:<12s} {r.verdict}" for r in report.rows))
+    print(
+        "\n"
+        + "\n".join(f"{r.section:10s} {r.name:60s} {r.shown():>14s}  {r.target:<12s} {r.verdict}" for r in report.rows)
+    )
     write_markdown(args, report, started, argv)
 
 

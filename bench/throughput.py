@@ -119,8 +119,13 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     outcome = run_sweep(
         spec,
-        RunOptions(data_dir=args.data_dir, tracking_uri=f"sqlite:///{tmp}/mlflow.db", quiet=True,
-                   num_cpus=args.ray_cpus, storage_root=tmp / "runs"),
+        RunOptions(
+            data_dir=args.data_dir,
+            tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+            quiet=True,
+            num_cpus=args.ray_cpus,
+            storage_root=tmp / "runs",
+        ),
         Console(file=open(os.devnull, "w")),
     )
     run_s = time.perf_counter() - start
@@ -144,7 +149,9 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "first_commit": float(records["committed_at"].min()),
         "last_commit": float(records["committed_at"].max()),
         "load_seconds": float(load.get("load_seconds") or 0.0),
-        "quantization": {k: v for k, v in (load.get("quantization") or {}).items() if k in ("load_s", "probe_perplexity", "probe_s")},
+        "quantization": {
+            k: v for k, v in (load.get("quantization") or {}).items() if k in ("load_s", "probe_perplexity", "probe_s")
+        },
         "tracking_failures": outcome.tracking_failures,
     }
 
@@ -180,7 +187,10 @@ def fixed_costs(p: dict[str, Any]) -> list[tuple[str, float]]:
         ("plan (plan_s)", t.get("plan_s", 0.0)),
         ("store scan (scan_s)", t.get("scan_s", 0.0)),
         ("Ray start (ray_start_s)", ray_start),
-        ("tracking open, manifest, pool placement", before_ray - t.get("plan_s", 0.0) - t.get("scan_s", 0.0) - ray_start),
+        (
+            "tracking open, manifest, pool placement",
+            before_ray - t.get("plan_s", 0.0) - t.get("scan_s", 0.0) - ray_start,
+        ),
         ("replica start: process + imports (ready − loading − load)", replica - load),
         ("model load (load report: load_seconds)", load),
         ("streaming overhead (ready → last commit, not generating)", stream - p["busy_s"]),
@@ -202,7 +212,9 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--max-in-flight", type=int, default=2)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs of the private local Ray (default: the machine's)")
+    parser.add_argument(
+        "--ray-cpus", type=int, default=None, help="logical CPUs of the private local Ray (default: the machine's)"
+    )
     parser.add_argument("--quality-probe", action="store_true", help="run the variant's perplexity probe on both sides")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
@@ -224,10 +236,24 @@ def main() -> None:
     data_dir = resolve_data_dir(args.data_dir)
     resolve_model_path(args.model)  # prepare the built-in model once, outside both timings
     args.passthrough = [
-        "--model", args.model, "--benchmark", args.benchmark, "--items", str(args.items),
-        "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
-        "--shard-size", str(args.shard_size), "--max-in-flight", str(args.max_in_flight),
-        "--threads", str(args.threads), "--data-dir", str(data_dir),
+        "--model",
+        args.model,
+        "--benchmark",
+        args.benchmark,
+        "--items",
+        str(args.items),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--batch-size",
+        str(args.batch_size),
+        "--shard-size",
+        str(args.shard_size),
+        "--max-in-flight",
+        str(args.max_in_flight),
+        "--threads",
+        str(args.threads),
+        "--data-dir",
+        str(data_dir),
         *(["--ray-cpus", str(args.ray_cpus)] if args.ray_cpus else []),
         *(["--quality-probe"] if args.quality_probe else []),
     ]
@@ -271,14 +297,18 @@ def main() -> None:
     accounted = sum(s for name, s in rows if not name.startswith("  ")) + p["busy_s"]
     lines.append(f"| total (= wall {p['wall_s']:.2f} s) | {accounted:.2f} |")
     lines.append("")
-    lines.append(f"Pipeline fixed costs beyond the bare engine's: {(p['wall_s'] - p['busy_s']) - (b['wall_s'] - b['busy_s']):.1f} s; "
-                 f"with equal generation speed the ratio reaches 0.95 from {max(0.0, (0.95 * (p['wall_s'] - p['busy_s']) - (b['wall_s'] - b['busy_s'])) / 0.05 * n / b['busy_s']):.0f} items "
-                 f"(if generation speed were equal).")
+    lines.append(
+        f"Pipeline fixed costs beyond the bare engine's: {(p['wall_s'] - p['busy_s']) - (b['wall_s'] - b['busy_s']):.1f} s; "
+        f"with equal generation speed the ratio reaches 0.95 from {max(0.0, (0.95 * (p['wall_s'] - p['busy_s']) - (b['wall_s'] - b['busy_s'])) / 0.05 * n / b['busy_s']):.0f} items "
+        f"(if generation speed were equal)."
+    )
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).write_text("# Pipeline vs bare engine (bench/throughput.py)\n\n"
-                                  f"Command: `.venv/bin/python bench/throughput.py {' '.join(sys.argv[1:])}`\n\n" + text + "\n")
+        Path(args.out).write_text(
+            "# Pipeline vs bare engine (bench/throughput.py)\n\n"
+            f"Command: `.venv/bin/python bench/throughput.py {' '.join(sys.argv[1:])}`\n\n" + text + "\n"
+        )
         Path(args.out).with_suffix(".json").write_text(json.dumps({"bare": b, "pipeline": p}, indent=1))
 
 

@@ -75,11 +75,13 @@ def harness_records(picked: list[tuple[int, dict[str, Any]]]) -> list[dict[str, 
         choices = list(mc1)
         if mc1[choices[0]] != 1:  # the harness's task scores choice 0 as the true one
             raise ValueError(f"question {row['question']!r}: the first MC1 option is not the true one")
-        out.append({
-            "question": row["question"],
-            "mc1_targets": {"choices": choices, "labels": [int(mc1[c]) for c in choices]},
-            "mc2_targets": {"choices": list(mc2), "labels": [int(mc2[c]) for c in mc2]},
-        })
+        out.append(
+            {
+                "question": row["question"],
+                "mc1_targets": {"choices": choices, "labels": [int(mc1[c]) for c in choices]},
+                "mc2_targets": {"choices": list(mc2), "labels": [int(mc2[c]) for c in mc2]},
+            }
+        )
     return out
 
 
@@ -106,23 +108,40 @@ def write_harness_task(harness_python: str, records: list[dict[str, Any]], folde
     data = folder / "truthfulqa_mc1_local.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     task.pop("tag", None)
-    task.update({
-        "task": TASK,
-        "dataset_path": "json",
-        "dataset_name": None,
-        "dataset_kwargs": {"data_files": {"validation": str(data)}},
-        "validation_split": "validation",
-    })
+    task.update(
+        {
+            "task": TASK,
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"validation": str(data)}},
+            "validation_split": "validation",
+        }
+    )
     (folder / f"{TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
     return task
 
 
 def run_harness(args: argparse.Namespace, model: Path, task_dir: Path, out: Path) -> dict[str, Any]:
     cmd = [
-        args.harness_python, "-m", "lm_eval", "run", "--model", "hf",
-        "--model_args", f"pretrained={model},dtype=float32", "--device", "cpu",
-        "--tasks", TASK, "--include_path", str(task_dir), "--batch_size", str(args.batch),
-        "--output_path", str(out), "--log_samples",
+        args.harness_python,
+        "-m",
+        "lm_eval",
+        "run",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype=float32",
+        "--device",
+        "cpu",
+        "--tasks",
+        TASK,
+        "--include_path",
+        str(task_dir),
+        "--batch_size",
+        str(args.batch),
+        "--output_path",
+        str(out),
+        "--log_samples",
     ]
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     wall, log = _timed_process(cmd, env, out.parent / f"{out.name}.log")
@@ -144,7 +163,9 @@ def run_harness(args: argparse.Namespace, model: Path, task_dir: Path, out: Path
 
 def write_same_prompt_definition(preamble: str, folder: Path) -> Path:
     """qtrust's truthfulqa_mc1 definition with the harness's preamble and question layout."""
-    definition = yaml.safe_load((REPO / "trust" / "benchmarks" / "definitions" / "truthfulqa_mc1.yaml").read_text(encoding="utf-8"))
+    definition = yaml.safe_load(
+        (REPO / "trust" / "benchmarks" / "definitions" / "truthfulqa_mc1.yaml").read_text(encoding="utf-8")
+    )
     definition["name"] = "truthfulqa_mc1_harness_prompt"
     definition["prompt"]["user"] = preamble + "\n\nQ: {{ question }}\nA:"
     path = folder / "truthfulqa_mc1_harness_prompt.yaml"
@@ -182,8 +203,13 @@ def run_qtrust(
     per_item = {}
     for item_id, logprobs in zip(records["item_id"], records["logprobs"]):
         per_item[questions[int(item_id.rsplit("-", 1)[1])]] = [float(v) for v in logprobs]
-    return {"tool": "qtrust", "wall_s": wall, "mc1": float(row.metrics["mc1"]), "logprobs": per_item,
-            "log": _fixed_costs(folder / "qtrust.log")}
+    return {
+        "tool": "qtrust",
+        "wall_s": wall,
+        "mc1": float(row.metrics["mc1"]),
+        "logprobs": per_item,
+        "log": _fixed_costs(folder / "qtrust.log"),
+    }
 
 
 def _fixed_costs(log: Path) -> str:

@@ -74,9 +74,7 @@ class RayInfo:
     started_here: bool
 
     def describe(self) -> str:
-        return (
-            f"Ray: {self.how} ({self.address}): {self.nodes} node(s), {self.cpus:g} CPU(s), {self.gpus:g} GPU(s)"
-        )
+        return f"Ray: {self.how} ({self.address}): {self.nodes} node(s), {self.cpus:g} CPU(s), {self.gpus:g} GPU(s)"
 
 
 def start_ray(address: str | None = None, *, quiet: bool = True, num_cpus: int | None = None) -> RayInfo:
@@ -122,7 +120,7 @@ def start_ray(address: str | None = None, *, quiet: bool = True, num_cpus: int |
     resources = ray.cluster_resources()
     try:
         gcs = ray.get_runtime_context().gcs_address
-    except Exception:  # noqa: BLE001 - older/client contexts
+    except Exception:
         gcs = address or "local"
     return RayInfo(
         address=str(gcs),
@@ -163,8 +161,16 @@ def describe_nodes(nodes: list[dict[str, Any]]) -> str:
     for node in nodes:
         res = node["resources"]
         shown = {k: res.get(k, 0.0) for k in ("CPU", "GPU", "memory")}
-        shown.update({k: v for k, v in res.items() if k not in shown and not k.startswith(("node:", "object_store"))
-                      and not k.startswith("accelerator_type") and "_group_" not in k})
+        shown.update(
+            {
+                k: v
+                for k, v in res.items()
+                if k not in shown
+                and not k.startswith(("node:", "object_store"))
+                and not k.startswith("accelerator_type")
+                and "_group_" not in k
+            }
+        )
         parts.append(f"{node['ip']}: {describe_bundle(shown)}")
     return "; ".join(parts) or "no alive node"
 
@@ -183,7 +189,9 @@ def placement_problem(
             f"{name}: a replica needs {describe_bundle(bundle)} but no node of the cluster has that much "
             f"(nodes: {describe_nodes(nodes)}); lower its resources or add such a node"
         )
-    per_node = [min(int(n["resources"].get(k, 0.0) / v + 1e-9) if v else replicas for k, v in bundle.items()) for n in fits]
+    per_node = [
+        min(int(n["resources"].get(k, 0.0) / v + 1e-9) if v else replicas for k, v in bundle.items()) for n in fits
+    ]
     if sum(per_node) < replicas:
         return (
             f"{name}: {replicas} replicas × ({describe_bundle(bundle)}) do not fit in the cluster together "
@@ -232,7 +240,7 @@ def start_actor(
 def kill_actor(actor: Any) -> None:
     try:
         ray.kill(actor, no_restart=True)
-    except Exception as err:  # noqa: BLE001 - already dead
+    except Exception as err:
         log.debug("kill: %s", err)
 
 
@@ -241,7 +249,7 @@ def remove_group(group: PlacementGroup | None) -> None:
         return
     try:
         remove_placement_group(group)
-    except Exception as err:  # noqa: BLE001 - already removed, or the cluster is gone
+    except Exception as err:
         log.debug("remove placement group: %s", err)
 
 
@@ -256,7 +264,11 @@ def start_worker(
 
     group = create_pool_group(variant, resources, 1)
     actor = start_actor(
-        VariantWorker, ({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads), resources, group, 0
+        VariantWorker,
+        ({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads),
+        resources,
+        group,
+        0,
     )
     return WorkerHandle(variant=variant, actor=actor, placement_group=group)
 
@@ -271,7 +283,7 @@ def close_actor(actor: Any, timeout_s: float = 30.0) -> None:
     """Ask a worker to stop its engine (vLLM child processes), then kill it."""
     try:
         ray.get(actor.close.remote(), timeout=timeout_s)
-    except Exception as err:  # noqa: BLE001 - dead, busy or slow: killed below anyway
+    except Exception as err:
         log.debug("close: %s", err)
     kill_actor(actor)
 
@@ -281,6 +293,9 @@ def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache
     from cluster.variants.worker import prepare_variant
 
     task = ray.remote(prepare_variant).options(
-        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0, name=f"qtrust-prepare-{config.get('variant')}"
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        max_retries=0,
+        name=f"qtrust-prepare-{config.get('variant')}",
     )
     return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)

@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -59,7 +58,7 @@ def _load(path: Path):
 @app.command()
 def validate(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
-    data_dir: Optional[Path] = typer.Option(
+    data_dir: Path | None = typer.Option(
         None, "--data-dir", help=DATA_DIR_HELP + " Also checks every benchmark definition against its records."
     ),
 ) -> None:
@@ -82,7 +81,7 @@ def validate(
         console.print(line)
 
 
-def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
+def _data_folder(data_dir: Path | None) -> Path | None:
     """--data-dir, else $QTRUST_DATA_DIR, else None (data checks skipped)."""
     if data_dir is not None:
         return data_dir
@@ -90,7 +89,7 @@ def _data_folder(data_dir: Optional[Path]) -> Optional[Path]:
     return Path(env) if env else None
 
 
-def _check_benchmark_data(spec, data_dir: Optional[Path]) -> list[str]:
+def _check_benchmark_data(spec, data_dir: Path | None) -> list[str]:
     """Check every benchmark of ``spec`` against its records: exit 2 listing the problems, else the lines to show."""
     from jobs.spec.definitions import benchmark_problems
 
@@ -139,7 +138,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
             f"under {done.store.uri}."
         )
         err_console.print(f"Resume with:  [bold]qtrust resume {done.store.uri}[/]")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     print_results(console, outcome.plan, outcome.results, outcome.comparison)
     print_perspectives(console, outcome.plan, outcome.results)
     print_variants(console, outcome.plan.variants, outcome.quant_reports)
@@ -152,23 +151,30 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         console.print(
             f"Judgments: {outcome.judged} answer(s) judged by this run, {outcome.judgments_reused} already stored; "
             f"{len(outcome.judge_failed)} judge shard(s) failed"
-            + (f"; {outcome.not_generated} item request(s) have no answer yet (run 'qtrust resume' to generate them)"
-               if outcome.not_generated else "")
+            + (
+                f"; {outcome.not_generated} item request(s) have no answer yet (run 'qtrust resume' to generate them)"
+                if outcome.not_generated
+                else ""
+            )
         )
         for shard, error in sorted(outcome.judge_failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
     if outcome.report_path:
         console.print(f"HTML report: {outcome.report_path}")
     if outcome.experiment_id:
-        console.print(f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {redact(outcome.tracking_uri or '')}")
+        console.print(
+            f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {redact(outcome.tracking_uri or '')}"
+        )
         command = ui_command(outcome.tracking_uri or "")
         where = outcome.view_url or f"http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
         if command:
             console.print(f"Open the MLflow UI:  [bold]{command}[/]  then browse to {where}", soft_wrap=True)
         else:
             console.print(f"Open the MLflow UI at {where}", soft_wrap=True)
-        console.print("(runs grouped by benchmark with their metric columns; the parent run holds the plots, "
-                      "summary.json and report.html)")
+        console.print(
+            "(runs grouped by benchmark with their metric columns; the parent run holds the plots, "
+            "summary.json and report.html)"
+        )
     if outcome.failed or outcome.judge_failed:
         for shard, error in sorted(outcome.failed.items()):
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
@@ -179,35 +185,65 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
 @app.command()
 def run(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per benchmark (a deterministic subset)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."),
-    storage_root: Optional[str] = typer.Option(None, "--storage-root", help="Where shards are stored: a folder or a URI such as s3://bucket/runs (default: the spec's storage.root)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."),
-    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
-    response_cache: Optional[str] = typer.Option(None, "--response-cache", help=RESPONSE_CACHE_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="At most N items per benchmark (a deterministic subset)."
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine).",
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the spec, then ./mlflow.db)."
+    ),
+    storage_root: str | None = typer.Option(
+        None,
+        "--storage-root",
+        help="Where shards are stored: a folder or a URI such as s3://bucket/runs (default: the spec's storage.root).",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Model cache (default: $QTRUST_CACHE_DIR or ~/.cache/qtrust)."
+    ),
+    variant_cache: str | None = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    response_cache: str | None = typer.Option(None, "--response-cache", help=RESPONSE_CACHE_HELP),
     verify_store: bool = typer.Option(False, "--verify-store", help=VERIFY_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run a sweep; items already stored (same item key) are not computed again."""
     _run(
         sweep,
-        dict(data_dir=data_dir, limit=limit, address=address, tracking_uri=tracking_uri, storage_root=storage_root,
-             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, response_cache=response_cache,
-             verify_store=verify_store),
+        {
+            "data_dir": data_dir,
+            "limit": limit,
+            "address": address,
+            "tracking_uri": tracking_uri,
+            "storage_root": storage_root,
+            "cache_dir": cache_dir,
+            "quiet": quiet,
+            "variant_cache": variant_cache,
+            "response_cache": response_cache,
+            "verify_store": verify_store,
+        },
     )
 
 
 @app.command()
 def resume(
-    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, "
-                                    "e.g. qtrust-runs/demo or s3://bucket/runs/demo."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
-    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    sweep_dir: str = typer.Argument(
+        ...,
+        help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, "
+        "e.g. qtrust-runs/demo or s3://bucket/runs/demo.",
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine).",
+    ),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache."),
+    variant_cache: str | None = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     verify_store: bool = typer.Option(False, "--verify-store", help=VERIFY_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -215,8 +251,16 @@ def resume(
     spec, root = _stored(sweep_dir)
     _run(
         Path(sweep_dir) / "sweep.yaml",
-        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=root,
-             cache_dir=cache_dir, quiet=quiet, variant_cache=variant_cache, verify_store=verify_store),
+        {
+            "data_dir": data_dir,
+            "address": address,
+            "tracking_uri": tracking_uri,
+            "storage_root": root,
+            "cache_dir": cache_dir,
+            "quiet": quiet,
+            "variant_cache": variant_cache,
+            "verify_store": verify_store,
+        },
         resume_mode=True,
         spec=spec,
     )
@@ -236,17 +280,28 @@ def _stored(sweep_dir: str):
 
 @app.command()
 def judge(
-    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, "
-                                    "e.g. qtrust-runs/demo."),
-    judges: list[str] = typer.Option(..., "--judge", help="Judge to add: one of the sweep's judges, of --judges-file, "
-                                     "or 'rule' / 'rule-binary' (repeat the option for several)."),
-    judges_file: Optional[Path] = typer.Option(None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."),
-    benchmarks: list[str] = typer.Option([], "--benchmark", help="Benchmark to judge (repeatable; default: every open-ended one)."),
-    select: bool = typer.Option(False, "--select", help="Make the (first) judge the one whose labels give the benchmarks' metrics."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
+    sweep_dir: str = typer.Argument(
+        ..., help="A sweep's folder in the store (holds sweep.yaml): a local path or a URI, e.g. qtrust-runs/demo."
+    ),
+    judges: list[str] = typer.Option(
+        ...,
+        "--judge",
+        help="Judge to add: one of the sweep's judges, of --judges-file, "
+        "or 'rule' / 'rule-binary' (repeat the option for several).",
+    ),
+    judges_file: Path | None = typer.Option(
+        None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."
+    ),
+    benchmarks: list[str] = typer.Option(
+        [], "--benchmark", help="Benchmark to judge (repeatable; default: every open-ended one)."
+    ),
+    select: bool = typer.Option(
+        False, "--select", help="Make the (first) judge the one whose labels give the benchmarks' metrics."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """(Re-)judge a stored sweep's answers with other judges: no generation, only missing judgments."""
@@ -261,8 +316,15 @@ def judge(
         _fail(str(err))
     _run(
         spec_path,
-        dict(data_dir=data_dir, address=address, tracking_uri=tracking_uri, storage_root=root,
-             cache_dir=cache_dir, quiet=quiet, judge_only=True),
+        {
+            "data_dir": data_dir,
+            "address": address,
+            "tracking_uri": tracking_uri,
+            "storage_root": root,
+            "cache_dir": cache_dir,
+            "quiet": quiet,
+            "judge_only": True,
+        },
         resume_mode=True,
         spec=spec,
     )
@@ -270,7 +332,9 @@ def judge(
 
 @app.command()
 def status(
-    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."),
+    sweep_dir: str = typer.Argument(
+        ..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."
+    ),
     watch: bool = typer.Option(False, "--watch", help="Refresh until the sweep ends (Ctrl-C to stop watching)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest and lock holder as JSON."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
@@ -283,23 +347,33 @@ def status(
         raise typer.Exit(code)
 
 
-METRICS_HELP = ("Comma-separated metrics to tabulate (default: each benchmark's primary metric; 'all' for every one).")
+METRICS_HELP = "Comma-separated metrics to tabulate (default: each benchmark's primary metric; 'all' for every one)."
 
 
-def _metrics_option(text: Optional[str]) -> list[str] | None:
+def _metrics_option(text: str | None) -> list[str] | None:
     return [m.strip() for m in text.split(",") if m.strip()] if text else None
 
 
 @app.command()
 def report(
-    sweep_dir: str = typer.Argument(..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help=METRICS_HELP),
+    sweep_dir: str = typer.Argument(
+        ..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    metrics: str | None = typer.Option(None, "--metrics", help=METRICS_HELP),
     long: bool = typer.Option(False, "--long", help="One row per variant and metric instead of one table per metric."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the HTML report (default: <sweep dir>/report.html)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to the sweep's parent MLflow run."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the manifest's; "
-                                               "$MLFLOW_TRACKING_URI when the manifest keeps it without credentials)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write the HTML report (default: <sweep dir>/report.html)."
+    ),
+    no_mlflow: bool = typer.Option(
+        False, "--no-mlflow", help="Do not log the report to the sweep's parent MLflow run."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the manifest's; "
+        "$MLFLOW_TRACKING_URI when the manifest keeps it without credentials).",
+    ),
 ) -> None:
     """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
     search) from the stored answers alone, print the tables and write one self-contained HTML report."""
@@ -340,12 +414,18 @@ def report(
 @app.command()
 def quantize(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + " Needed for benchmark calibration sources."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
-    storage_root: Optional[str] = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache."),
-    variant_cache: Optional[str] = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help=DATA_DIR_HELP + " Needed for benchmark calibration sources."
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address (default: a private local Ray for this sweep, never a cluster found on the machine).",
+    ),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    storage_root: str | None = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache."),
+    variant_cache: str | None = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
 ) -> None:
     """Quantize (into the variant cache), load and probe every variant of a sweep, without evaluating."""
     spec = _load(sweep)
@@ -375,7 +455,9 @@ def quantize(
         raise typer.Exit(1)
 
 
-benchmarks_app = typer.Typer(help="Describe the built-in benchmarks (or your own definition file).", no_args_is_help=True)
+benchmarks_app = typer.Typer(
+    help="Describe the built-in benchmarks (or your own definition file).", no_args_is_help=True
+)
 app.add_typer(benchmarks_app, name="benchmarks")
 
 
@@ -399,8 +481,10 @@ def benchmarks_list() -> None:
 @benchmarks_app.command("show")
 def benchmarks_show(
     name: str = typer.Argument(..., help="A built-in benchmark name, or the path of a definition file."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help=DATA_DIR_HELP + " Checks the definition against its records; shows item count and a sample."
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help=DATA_DIR_HELP + " Checks the definition against its records; shows item count and a sample.",
     ),
 ) -> None:
     """Describe one benchmark: data, parameters, answer space, metrics, license, protocol notes (exit 2 on any error)."""
@@ -471,7 +555,8 @@ def benchmarks_metrics() -> None:
         table.add_column(column, overflow="fold")
     for fn_name, info in sorted(METRICS.items()):
         args = ", ".join(
-            f"{a.name}: {a.type_text}" + ("" if a.required else f" = {'null' if a.default is None else repr(a.default)}")
+            f"{a.name}: {a.type_text}"
+            + ("" if a.required else f" = {'null' if a.default is None else repr(a.default)}")
             for a in info.args
         )
         summary = " ".join(info.doc.split("\n\n")[0].split())
@@ -486,9 +571,15 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("fetch")
 def data_fetch(
-    names: Optional[list[str]] = typer.Argument(None, help="Benchmark data folders (default: all), e.g. xstest decodingtrust."),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Data folder to fill (default: $QTRUST_DATA_DIR, else ./benchmarks)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="A mirror laid out like the data folder (instead of the public sources)."),
+    names: list[str] | None = typer.Argument(
+        None, help="Benchmark data folders (default: all), e.g. xstest decodingtrust."
+    ),
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Data folder to fill (default: $QTRUST_DATA_DIR, else ./benchmarks)."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="A mirror laid out like the data folder (instead of the public sources)."
+    ),
 ) -> None:
     """Download benchmark files from their public sources, pinned to commits, and check their sha256."""
     from jobs.data_fetch import DataFetchError, fetch
@@ -507,16 +598,29 @@ def data_fetch(
 
 @app.command("judge-eval")
 def judge_eval(
-    judge_name: str = typer.Option(..., "--judge", help="Judge to measure: 'rule' / 'rule-binary' or a judge of --judges-file."),
-    judges_file: Optional[Path] = typer.Option(None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."),
+    judge_name: str = typer.Option(
+        ..., "--judge", help="Judge to measure: 'rule' / 'rule-binary' or a judge of --judges-file."
+    ),
+    judges_file: Path | None = typer.Option(
+        None, "--judges-file", help="YAML list of judges (the fields of a sweep's judges: section)."
+    ),
     set_name: str = typer.Option("donotanswer", "--set", help="Labelled answer set (built in: donotanswer)."),
     split: str = typer.Option("report", "--split", help="Half of the set: report, tune or all."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N answers by a hash of their id (a deterministic subset, for slow judges)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)."),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        help="Only the first N answers by a hash of their id (a deterministic subset, for slow judges).",
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)."
+    ),
     experiment: str = typer.Option("qtrust-judge-eval", "--experiment", help="MLflow experiment of the run."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Judge prompts per forward batch (model judges; default: the judge's)."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Judge prompts per forward batch (model judges; default: the judge's)."
+    ),
 ) -> None:
     """Measure a judge against people's labels (Do-Not-Answer) and log the agreement to MLflow."""
     from jobs.judge_eval import (
@@ -533,15 +637,25 @@ def judge_eval(
     try:
         folder = resolve_data_dir(data_dir)
         with console.status("judging ...") as status:
-            ev = evaluate(judge_name, judges_file=judges_file, set_name=set_name, split=split, limit=limit,
-                          data_dir=folder, cache_dir=cache_dir, batch_size=batch_size,
-                          progress=progress_reporter(console, status))
+            ev = evaluate(
+                judge_name,
+                judges_file=judges_file,
+                set_name=set_name,
+                split=split,
+                limit=limit,
+                data_dir=folder,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                progress=progress_reporter(console, status),
+            )
     except (JudgeEvalError, BenchmarkDataError, ModelSourceError) as err:
         _fail(str(err))
         return
     print_evaluation(console, ev)
     uri, experiment_id, run_id = log_evaluation(ev, tracking_uri, experiment)
-    console.print(f"MLflow: run '{ev.run_name}' (id {run_id}) in experiment '{experiment}' (id {experiment_id}) at {redact(uri)}")
+    console.print(
+        f"MLflow: run '{ev.run_name}' (id {run_id}) in experiment '{experiment}' (id {experiment_id}) at {redact(uri)}"
+    )
     command = ui_command(uri)
     if command:
         console.print(f"Open the MLflow UI:  [bold]{command}[/]")

@@ -123,7 +123,7 @@ def _download(url: str, target: Path, expected: str, label: str, timeout: float)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - URLs from our table
+                with urllib.request.urlopen(url, timeout=timeout) as response:
                     for chunk in iter(lambda: response.read(_CHUNK), b""):
                         out.write(chunk)
                         digest.update(chunk)

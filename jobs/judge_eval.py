@@ -90,8 +90,11 @@ def resolve_judge(name: str, judges_file: Path | None) -> JudgeSpec:
         from_file = [n for n in offered if n not in SHORTCUTS]
         raise JudgeEvalError(
             f"--judge {name}: unknown judge; shortcuts: {', '.join(SHORTCUTS)}"
-            + (f"; in {judges_file}: {', '.join(from_file) or 'none'}" if judges_file else
-               " (declare others in a YAML file and pass it with --judges-file)")
+            + (
+                f"; in {judges_file}: {', '.join(from_file) or 'none'}"
+                if judges_file
+                else " (declare others in a YAML file and pass it with --judges-file)"
+            )
         )
     where = f"judge {name!r}{f' in {judges_file}' if judges_file else ''}"
     try:
@@ -171,8 +174,12 @@ class Evaluation:
         for comparison, result in self.comparisons.items():
             out[f"{comparison}/accuracy"] = float(result["accuracy"])
             out[f"{comparison}/kappa"] = float(result["kappa"])
-        out.update(unreadable_rate=self.unreadable_rate, answers_per_s=self.answers_per_s,
-                   seconds=self.seconds, load_seconds=self.load_seconds)
+        out.update(
+            unreadable_rate=self.unreadable_rate,
+            answers_per_s=self.answers_per_s,
+            seconds=self.seconds,
+            load_seconds=self.load_seconds,
+        )
         return {k: v for k, v in out.items() if v == v}
 
 
@@ -196,9 +203,18 @@ def progress_reporter(console: Any, status: Any) -> Progress:
     return report
 
 
-def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split: str, limit: int | None,
-             data_dir: Path, cache_dir: Path | None = None, batch_size: int | None = None,
-             progress: Progress | None = None) -> Evaluation:
+def evaluate(
+    judge_name: str,
+    *,
+    judges_file: Path | None,
+    set_name: str,
+    split: str,
+    limit: int | None,
+    data_dir: Path,
+    cache_dir: Path | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
     """Judge the chosen answers of ``set_name`` with ``judge_name`` and compare with people."""
     from cluster.judges.kinds import judge_kind
     from jobs.plan.judges import PlannedJudge, template_for
@@ -238,13 +254,20 @@ def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split:
     if spec.kind == "rule":
         labels, raws, problems, seconds, load_s = _judge_by_rule(spec.mode, answers, progress)
     else:
-        labels, raws, problems, seconds, load_s = _judge_by_worker(planned, bench, labelled, answers, Path(data_dir),
-                                                                   cache_dir, progress)
-    judgments = pd.DataFrame({
-        "id": answers["id"], "model": answers["model"], "action": answers["action"].astype(int),
-        "harmful": answers["harmful"].astype(int), "label": labels,
-        "raw": [None if r is None else str(r)[:RAW_CHARS] for r in raws], "problem": problems,
-    })
+        labels, raws, problems, seconds, load_s = _judge_by_worker(
+            planned, bench, labelled, answers, Path(data_dir), cache_dir, progress
+        )
+    judgments = pd.DataFrame(
+        {
+            "id": answers["id"],
+            "model": answers["model"],
+            "action": answers["action"].astype(int),
+            "harmful": answers["harmful"].astype(int),
+            "label": labels,
+            "raw": [None if r is None else str(r)[:RAW_CHARS] for r in raws],
+            "problem": problems,
+        }
+    )
     from trust.judges.agreement import agreement
 
     comparisons: dict[str, dict[str, Any]] = {}
@@ -258,9 +281,20 @@ def evaluate(judge_name: str, *, judges_file: Path | None, set_name: str, split:
         judgments[f"judge_{comparison}"] = judged
         comparisons[comparison] = agreement(human, judged, COMPARISON_LABELS[comparison])
     identity = planned.identity(bench)
-    return Evaluation(judge=spec.name, kind=spec.kind, identity=identity, params=_judge_params(planned, bench),
-                      set_name=set_name, split=split, limit=limit, family=family, judgments=judgments,
-                      comparisons=comparisons, seconds=seconds, load_seconds=load_s)
+    return Evaluation(
+        judge=spec.name,
+        kind=spec.kind,
+        identity=identity,
+        params=_judge_params(planned, bench),
+        set_name=set_name,
+        split=split,
+        limit=limit,
+        family=family,
+        judgments=judgments,
+        comparisons=comparisons,
+        seconds=seconds,
+        load_seconds=load_s,
+    )
 
 
 def _judge_by_rule(mode: str, answers: pd.DataFrame, progress: Progress | None):
@@ -272,12 +306,24 @@ def _judge_by_rule(mode: str, answers: pd.DataFrame, progress: Progress | None):
     seconds = time.perf_counter() - start
     if progress is not None:
         progress(len(verdicts), len(verdicts))
-    return ([v.label for v in verdicts], [v.label if v.ok else v.raw for v in verdicts],
-            [v.problem for v in verdicts], seconds, 0.0)
+    return (
+        [v.label for v in verdicts],
+        [v.label if v.ok else v.raw for v in verdicts],
+        [v.problem for v in verdicts],
+        seconds,
+        0.0,
+    )
 
 
-def _judge_by_worker(planned: Any, bench: str, labelled: LabelledSet, answers: pd.DataFrame, data_dir: Path,
-                     cache_dir: Path | None, progress: Progress | None):
+def _judge_by_worker(
+    planned: Any,
+    bench: str,
+    labelled: LabelledSet,
+    answers: pd.DataFrame,
+    data_dir: Path,
+    cache_dir: Path | None,
+    progress: Progress | None,
+):
     """Model and endpoint judges: their worker class, in this process, :data:`CHUNK` requests at a time."""
     from cluster.judges.workers import EndpointJudgeWorker
     from cluster.variants.worker import VariantWorker
@@ -287,8 +333,11 @@ def _judge_by_worker(planned: Any, bench: str, labelled: LabelledSet, answers: p
     worker = worker_class(planned.worker_config(), str(cache_dir) if cache_dir else None, None)
     requests = []
     for row in answers.to_dict("records"):
-        item = Item(id=row["id"], messages=[{"role": "user", "content": row["question"]}],
-                    attributes={a: str(row[a]) for a in labelled.attributes})
+        item = Item(
+            id=row["id"],
+            messages=[{"role": "user", "content": row["question"]}],
+            attributes={a: str(row[a]) for a in labelled.attributes},
+        )
         requests.append({"id": row["id"], **planned.request(bench, item, row["response"], data_dir)})
     start = time.perf_counter()
     worker.load()
@@ -299,13 +348,18 @@ def _judge_by_worker(planned: Any, bench: str, labelled: LabelledSet, answers: p
     start = time.perf_counter()
     try:
         for first in range(0, len(requests), CHUNK):
-            chunk = requests[first:first + CHUNK]
-            payload = {"shard": f"judge-eval-{first // CHUNK}", "task": planned.task, "requests": chunk,
-                       "max_new_tokens": planned.max_new_tokens(bench), "temperature": 0.0,
-                       "batch_size": planned.spec.batch_size}
+            chunk = requests[first : first + CHUNK]
+            payload = {
+                "shard": f"judge-eval-{first // CHUNK}",
+                "task": planned.task,
+                "requests": chunk,
+                "max_new_tokens": planned.max_new_tokens(bench),
+                "temperature": 0.0,
+                "batch_size": planned.spec.batch_size,
+            }
             try:
                 results = {r["id"]: r for r in worker.run_shard(payload)["results"]}
-            except Exception as err:  # noqa: BLE001 - a failed chunk is judged 'error', the rest goes on
+            except Exception as err:
                 results = {r["id"]: {"error": f"{type(err).__name__}: {err}"} for r in chunk}
             for request in chunk:
                 result = results.get(request["id"]) or {"error": "the judge returned no result for this answer"}
@@ -339,8 +393,14 @@ def _judge_params(planned: Any, bench: str) -> dict[str, str]:
         out["judge.decoding"] = spec.decoding
         out["judge.max_new_tokens"] = str(planned.max_new_tokens(bench))
     if spec.kind == "model":
-        out.update({"judge.model": str(spec.model), "judge.dtype": spec.dtype, "judge.engine": spec.engine,
-                    "judge.batch_size": str(spec.batch_size)})
+        out.update(
+            {
+                "judge.model": str(spec.model),
+                "judge.dtype": spec.dtype,
+                "judge.engine": spec.engine,
+                "judge.batch_size": str(spec.batch_size),
+            }
+        )
     if spec.endpoint is not None:
         out["judge.endpoint.model"] = spec.endpoint.model
         out["judge.endpoint.base_url"] = redact(spec.endpoint.base_url)
@@ -357,8 +417,15 @@ def print_evaluation(console: Any, ev: Evaluation) -> None:
     for column in ("comparison", "n", "accuracy", "kappa", "unreadable", "seconds", "answers/s"):
         table.add_column(column, justify="left" if column == "comparison" else "right")
     for comparison, result in ev.comparisons.items():
-        table.add_row(comparison, str(result["n"]), fmt(result["accuracy"]), fmt(result["kappa"]),
-                      f"{ev.unreadable_rate:.1%}", f"{ev.seconds:.2f}", f"{ev.answers_per_s:.1f}")
+        table.add_row(
+            comparison,
+            str(result["n"]),
+            fmt(result["accuracy"]),
+            fmt(result["kappa"]),
+            f"{ev.unreadable_rate:.1%}",
+            f"{ev.seconds:.2f}",
+            f"{ev.answers_per_s:.1f}",
+        )
     console.print(table)
     if ev.load_seconds:
         console.print(f"judge loaded in {ev.load_seconds:.1f} s (not counted in answers/s)")

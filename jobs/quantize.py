@@ -16,9 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-from jobs.plan.build import Variant, build_variants
+from jobs.plan.build import Variant, build_variants, resolve_variant_cache
 from jobs.results.variant_reports import quant_metrics, variants_table
-from jobs.runner import RunOptions, resolve_variant_cache
+from jobs.runner import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.sweep import SweepStore
 from jobs.tracking import Tracker, resolve_tracking_uri
@@ -59,8 +59,12 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
 
     def resources_of(variant: Variant) -> WorkerResources:
         res = variant.resources
-        return WorkerResources(num_cpus=min(res.num_cpus, info.cpus), num_gpus=res.num_gpus, memory=res.memory,  # type: ignore[arg-type]
-                               custom=dict(res.custom))
+        return WorkerResources(
+            num_cpus=min(res.num_cpus, info.cpus),
+            num_gpus=res.num_gpus,
+            memory=res.memory,  # type: ignore[arg-type]
+            custom=dict(res.custom),
+        )
 
     try:
         refs = {start_prepare_task(v.worker_config(), resources_of(v), cache_dir): name for name, v in real.items()}
@@ -71,7 +75,7 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
             name = refs[done[0]]
             try:
                 result = ray.get(done[0])
-            except Exception as err:  # noqa: BLE001 - one variant's failure must not hide the others
+            except Exception as err:
                 outcome.failed[name] = f"{type(err).__name__}: {err}"
                 console.print(f"[red]failed[/] {name}: {str(err).splitlines()[0][:300]}")
                 continue
@@ -105,7 +109,9 @@ def _record(spec: SweepSpec, options: RunOptions, outcome: PrepareOutcome, conso
     run_id = tracker.run(None, f"{spec.name} · quantize", {"qtrust.sweep": spec.name, "qtrust.kind": "quantize"})
     if run_id:
         for name, report in quant_reports.items():
-            tracker.log_metrics(run_id, {f"{name}.{k.removeprefix('quant.')}": v for k, v in quant_metrics(report).items()})
+            tracker.log_metrics(
+                run_id, {f"{name}.{k.removeprefix('quant.')}": v for k, v in quant_metrics(report).items()}
+            )
         tracker.log_table(run_id, variants_table(outcome.variants, quant_reports), "variants.json")
         tracker.finish(run_id, failed=bool(outcome.failed))
     outcome.run_id = run_id

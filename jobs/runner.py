@@ -7,18 +7,17 @@ scheduler streams shards while live tracking and the manifest follow → scoring
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
 
-from cluster.variants.load import VARIANT_CACHE_ENV
 from jobs.pipeline.generate import (
     Committer,
     default_cache_dir,
@@ -30,7 +29,7 @@ from jobs.pipeline.judge_feed import JudgeFeed, Judging, judge_stage
 from jobs.pipeline.progress import QuietProgress, RichProgress
 from jobs.pipeline.scheduler import Scheduler, SchedulerReport, Task
 from jobs.pipeline.state import Counts, SweepState
-from jobs.plan.build import Plan, Shard, build_plan
+from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import dump_spec
@@ -93,31 +92,10 @@ class PlacementError(Exception):
 class SweepInterrupted(Exception):
     """The user stopped the sweep (Ctrl-C); what was committed is kept."""
 
-    def __init__(self, outcome: "SweepOutcome", aborted: bool):
+    def __init__(self, outcome: SweepOutcome, aborted: bool):
         self.outcome = outcome
         self.aborted = aborted
         super().__init__("interrupted")
-
-
-def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
-    """Where variants are cached: ``--variant-cache``, ``$QTRUST_VARIANT_CACHE``, the spec, else None.
-
-    None means ``<cache dir>/variants`` on each worker's node. Local paths are made absolute (workers
-    may run in another working directory); URLs (``s3://...``) are passed on as they are.
-    """
-    value = option or os.environ.get(VARIANT_CACHE_ENV) or spec.storage.variant_cache
-    if not value:
-        return None
-    if "://" in value:
-        from cluster.storage.uri import location_problem
-        from jobs.spec.schema import SpecError
-
-        field = "--variant-cache" if option else (VARIANT_CACHE_ENV if os.environ.get(VARIANT_CACHE_ENV) else "storage.variant_cache")
-        problem = location_problem(value, field)
-        if problem:
-            raise SpecError(field, [problem])
-        return value
-    return str(Path(value).expanduser().resolve())
 
 
 @dataclass
@@ -177,7 +155,7 @@ class _Interrupts:
         self._previous: Any = None
         self.installed = False
 
-    def __enter__(self) -> "_Interrupts":
+    def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self.installed = True
@@ -306,10 +284,14 @@ def _run_locked(
     state.start(stored, shards)
     _print_plan(console, plan, state, shards, options.resume)
     if judging is not None and judging.backlog_tasks:
-        console.print(f"Judges: {judging.stage.submitted_answers} stored answer(s) to judge "
-                      f"({judging.reused} judgment(s) already stored)")
+        console.print(
+            f"Judges: {judging.stage.submitted_answers} stored answer(s) to judge "
+            f"({judging.reused} judgment(s) already stored)"
+        )
     if not_generated:
-        console.print(f"[yellow]Judging only: {not_generated} item request(s) have no stored answer and are not generated")
+        console.print(
+            f"[yellow]Judging only: {not_generated} item request(s) have no stored answer and are not generated"
+        )
 
     ray_info: dict[str, Any] = {}
     # Ray and the placement check come before MLflow and the manifest: an impossible bundle is one
@@ -317,8 +299,23 @@ def _run_locked(
     has_work = bool(shards) or (judging is not None and bool(judging.backlog_tasks))
     ray_started = _attach(plan, shards, options, console, ray_info, timings, judging) if has_work else None
     try:
-        outcome = _run_attached(spec, options, console, plan, store, data_dir, timings, previous, scan, shards,
-                                state, cache, from_cache, ray_info, judging)
+        outcome = _run_attached(
+            spec,
+            options,
+            console,
+            plan,
+            store,
+            data_dir,
+            timings,
+            previous,
+            scan,
+            shards,
+            state,
+            cache,
+            from_cache,
+            ray_info,
+            judging,
+        )
         outcome.not_generated = not_generated
         return outcome
     finally:
@@ -328,8 +325,15 @@ def _run_locked(
             stop_ray()
 
 
-def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Console, ray_info: dict[str, Any],
-            timings: dict[str, float], judging: Judging | None = None):  # -> RayInfo
+def _attach(
+    plan: Plan,
+    shards: list[Shard],
+    options: RunOptions,
+    console: Console,
+    ray_info: dict[str, Any],
+    timings: dict[str, float],
+    judging: Judging | None = None,
+):  # -> RayInfo
     """Start (or join) Ray and check that every pool with work could ever be placed there."""
     from cluster.runtime import placement_problem, start_ray, stop_ray
 
@@ -337,7 +341,9 @@ def _attach(plan: Plan, shards: list[Shard], options: RunOptions, console: Conso
     info = start_ray(options.address, num_cpus=options.num_cpus)
     timings["ray_start_s"] = time.perf_counter() - t
     console.print(info.describe())
-    ray_info.update({"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus})
+    ray_info.update(
+        {"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus}
+    )
     problems = []
     for name in [v for v in plan.variants if any(s.variant == v for s in shards)]:
         variant = plan.variants[name]
@@ -374,7 +380,9 @@ def _run_attached(
     ray_info: dict[str, Any],
     judging: Judging | None = None,
 ) -> SweepOutcome:
-    tracking = SweepTracking.open(plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}"))
+    tracking = SweepTracking.open(
+        plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}")
+    )
     state.on_progress = tracking.progress
     state.on_ready = tracking.variant_loaded
     outcome = SweepOutcome(
@@ -399,7 +407,7 @@ def _run_attached(
             last_pools.update(pools)
         try:
             store.write_manifest(state.manifest(state=status, pools=dict(last_pools), extra=manifest_extra()))
-        except Exception as err:  # noqa: BLE001 - the manifest is a view; the shards are the truth
+        except Exception as err:
             log.warning("manifest not written: %s", err)
 
     write_manifest("running")
@@ -408,8 +416,9 @@ def _run_attached(
     aborted = False
     if shards or (judging is not None and judging.backlog_tasks):
         try:
-            report, interrupted = _compute(plan, shards, options, console, state, committer, tracking, write_manifest,
-                                           timings, judging)
+            report, interrupted = _compute(
+                plan, shards, options, console, state, committer, tracking, write_manifest, timings, judging
+            )
         except KeyboardInterrupt:
             interrupted = aborted = True
         finally:
@@ -417,7 +426,9 @@ def _run_attached(
             if judging is not None:
                 judging.stage.flush()
     else:
-        console.print("Nothing to compute: every item is already stored" + (" and judged." if judging is not None else "."))
+        console.print(
+            "Nothing to compute: every item is already stored" + (" and judged." if judging is not None else ".")
+        )
     judge_ids = {t for t in report.done if t.startswith("judge=")}
     outcome.computed = len(report.done) - len(judge_ids)
     outcome.judged = state.judged_answers
@@ -452,8 +463,11 @@ def _run_attached(
         new_judgments = judging.stage.committed()
         if new_judgments is not None:
             jframes.append(new_judgments)
-        judgments, _ = dedupe_records(pd.concat(jframes, ignore_index=True), JUDGMENTS) if len(jframes) > 1 \
+        judgments, _ = (
+            dedupe_records(pd.concat(jframes, ignore_index=True), JUDGMENTS)
+            if len(jframes) > 1
             else (judging.scan.records, 0)
+        )
     outcome.results = compute_results(plan, records, judgments)
     timings["score_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -483,9 +497,11 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
     try:
         outcome.comparison = compare_results(outcome.plan, outcome.results, outcome.quant_reports)
         outcome.report_path = write_report(outcome.plan, outcome.comparison, outcome.store)
-    except Exception as err:  # noqa: BLE001 - a reporting bug must not fail a finished sweep
-        console.print(f"[yellow]The comparison report could not be built ({type(err).__name__}: {err}); "
-                      "run 'qtrust report' on the sweep folder to retry.")
+    except Exception as err:
+        console.print(
+            f"[yellow]The comparison report could not be built ({type(err).__name__}: {err}); "
+            "run 'qtrust report' on the sweep folder to retry."
+        )
         return
     log = getattr(tracking, "log_comparison", None)
     if log is not None:
@@ -514,7 +530,7 @@ def _compute(
     console: Console,
     state: SweepState,
     committer: Committer,
-    tracking: "SweepTracking",
+    tracking: SweepTracking,
     write_manifest: Callable[..., None],
     timings: dict[str, float],
     judging: Judging | None = None,
@@ -523,8 +539,10 @@ def _compute(
     t = time.perf_counter()
     variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
     cache_dir = default_cache_dir(options.cache_dir)
-    progress = QuietProgress(console) if options.quiet else RichProgress(
-        console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
+    progress = (
+        QuietProgress(console)
+        if options.quiet
+        else RichProgress(console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants})
     )
     state.progress_bar = progress
     deadline = _StopDeadline(options.stop_deadline_s)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -125,13 +126,21 @@ def _clock(text: Any, *, date: bool = True) -> str:
 
 
 _STATE_STYLE = {
-    "running": "bold cyan", "finished": "bold green", "interrupted": "bold yellow", "failed": "bold red",
-    "ready": "green", "loading": "yellow", "waiting": "dim", "dead": "red", "released": "dim",
+    "running": "bold cyan",
+    "finished": "bold green",
+    "interrupted": "bold yellow",
+    "failed": "bold red",
+    "ready": "green",
+    "loading": "yellow",
+    "waiting": "dim",
+    "dead": "red",
+    "released": "dim",
 }
 
 
-def _driver_text(manifest: dict[str, Any], holder: dict[str, Any] | None, sweep_dir: str | None,
-                 now: datetime | None) -> Text:
+def _driver_text(
+    manifest: dict[str, Any], holder: dict[str, Any] | None, sweep_dir: str | None, now: datetime | None
+) -> Text:
     """Who drives the sweep: its pid and host, "driver not running" when stale, or a newer holder."""
     text = Text()
     driver = manifest.get("driver") or {}
@@ -144,8 +153,11 @@ def _driver_text(manifest: dict[str, Any], holder: dict[str, Any] | None, sweep_
         if driver.get("command"):
             text.append(f" ({driver['command']})", style="dim")
     if holder and manifest.get("state") != "running":
-        text.append(f"\na driver (pid {holder.get('pid')} on {holder.get('host')}) holds the sweep now; "
-                    "this manifest is from an earlier run", style="yellow")
+        text.append(
+            f"\na driver (pid {holder.get('pid')} on {holder.get('host')}) holds the sweep now; "
+            "this manifest is from an earlier run",
+            style="yellow",
+        )
     return text
 
 
@@ -159,16 +171,23 @@ def _times_text(manifest: dict[str, Any], now: datetime | None) -> str:
         parts.append(f"updated {human_duration(max(age, 0))} ago")
     ray = manifest.get("ray") or {}
     if ray:
-        parts.append(f"Ray {ray.get('address', '?')}: {_num(ray.get('nodes'))} node(s), "
-                     f"{_num(ray.get('cpus'))} CPU, {_num(ray.get('gpus'))} GPU")
+        parts.append(
+            f"Ray {ray.get('address', '?')}: {_num(ray.get('nodes'))} node(s), "
+            f"{_num(ray.get('cpus'))} CPU, {_num(ray.get('gpus'))} GPU"
+        )
     return " · ".join(parts)
 
 
-def _header(manifest: dict[str, Any], holder: dict[str, Any] | None, sweep_dir: str | None,
-            now: datetime | None) -> Text:
+def _header(
+    manifest: dict[str, Any], holder: dict[str, Any] | None, sweep_dir: str | None, now: datetime | None
+) -> Text:
     state = str(manifest.get("state") or "unknown")
-    line = Text.assemble("Sweep ", (str(manifest.get("sweep") or sweep_dir or "?"), "bold"), " — ",
-                         (state, _STATE_STYLE.get(state, "bold")))
+    line = Text.assemble(
+        "Sweep ",
+        (str(manifest.get("sweep") or sweep_dir or "?"), "bold"),
+        " — ",
+        (state, _STATE_STYLE.get(state, "bold")),
+    )
     line.append_text(_driver_text(manifest, holder, sweep_dir, now))
     times = _times_text(manifest, now)
     if times:
@@ -205,9 +224,15 @@ def _progress_table(manifest: dict[str, Any]) -> Table | None:
         for benchmark, counts in (benchmarks or {}).items():
             counts = counts or {}
             failed = _num(counts.get("failed"))
-            table.add_row(Text(str(variant)) if first else Text(""), _t(benchmark), _t(_num(counts.get("done"))),
-                          _t(failed, "red" if failed else ""), _t(_num(counts.get("pending"))),
-                          _t(_num(counts.get("planned"))), end_section=False)
+            table.add_row(
+                Text(str(variant)) if first else Text(""),
+                _t(benchmark),
+                _t(_num(counts.get("done"))),
+                _t(failed, "red" if failed else ""),
+                _t(_num(counts.get("pending"))),
+                _t(_num(counts.get("planned"))),
+                end_section=False,
+            )
             first = False
     return table
 
@@ -223,8 +248,13 @@ def _judges_table(manifest: dict[str, Any]) -> Table | None:
     for name, counts in judges.items():
         counts = counts or {}
         failed = _num(counts.get("failed"))
-        table.add_row(_t(name), _t(_num(counts.get("submitted"))), _t(_num(counts.get("judged"))),
-                      _t(_num(counts.get("unreadable"))), _t(failed, "red" if failed else ""))
+        table.add_row(
+            _t(name),
+            _t(_num(counts.get("submitted"))),
+            _t(_num(counts.get("judged"))),
+            _t(_num(counts.get("unreadable"))),
+            _t(failed, "red" if failed else ""),
+        )
     return table
 
 
@@ -257,9 +287,15 @@ def _replica_table(manifest: dict[str, Any]) -> Table | None:
         for i, replica in enumerate(replicas):
             state = str(replica.get("state") or "?")
             gpus = ",".join(str(g) for g in replica.get("gpu_ids") or []) or "-"
-            table.add_row(Text(label if i == 0 else ""), _t(replica.get("index", i)),
-                          _t(state, _STATE_STYLE.get(state, "")), _t(_node_label(replica)), _t(gpus),
-                          _t(_num(replica.get("items_done"))), _t(_num(replica.get("replacements"))))
+            table.add_row(
+                Text(label if i == 0 else ""),
+                _t(replica.get("index", i)),
+                _t(state, _STATE_STYLE.get(state, "")),
+                _t(_node_label(replica)),
+                _t(gpus),
+                _t(_num(replica.get("items_done"))),
+                _t(_num(replica.get("replacements"))),
+            )
     return table
 
 
@@ -298,18 +334,35 @@ def _mlflow_line(manifest: dict[str, Any]) -> Text | None:
     return None
 
 
-def build_status(manifest: dict[str, Any], lock_holder: dict[str, Any] | None = None, *,
-                 sweep_dir: str | None = None, now: datetime | None = None) -> RenderableType:
+def build_status(
+    manifest: dict[str, Any],
+    lock_holder: dict[str, Any] | None = None,
+    *,
+    sweep_dir: str | None = None,
+    now: datetime | None = None,
+) -> RenderableType:
     """Everything ``render_status`` prints, as one rich renderable (``--watch`` updates it in place)."""
     parts: Iterable[RenderableType | None] = (
-        _header(manifest, lock_holder, sweep_dir, now), _totals(manifest), _progress_table(manifest), _judges_table(manifest),
-        _replica_table(manifest), _failed_lines(manifest), _event_lines(manifest), _mlflow_line(manifest),
+        _header(manifest, lock_holder, sweep_dir, now),
+        _totals(manifest),
+        _progress_table(manifest),
+        _judges_table(manifest),
+        _replica_table(manifest),
+        _failed_lines(manifest),
+        _event_lines(manifest),
+        _mlflow_line(manifest),
     )
     return Group(*(p for p in parts if p is not None))
 
 
-def render_status(manifest: dict[str, Any], console: Console, lock_holder: dict[str, Any] | None = None, *,
-                  sweep_dir: str | None = None, now: datetime | None = None) -> None:
+def render_status(
+    manifest: dict[str, Any],
+    console: Console,
+    lock_holder: dict[str, Any] | None = None,
+    *,
+    sweep_dir: str | None = None,
+    now: datetime | None = None,
+) -> None:
     """Print the sweep's status: header, totals, progress and replica tables, events, MLflow URL."""
     console.print(build_status(manifest, lock_holder, sweep_dir=sweep_dir, now=now))
 
@@ -344,8 +397,13 @@ def _finished(manifest: dict[str, Any], holder: dict[str, Any] | None) -> bool:
     return manifest.get("state") != "running" or is_stale(manifest, holder)
 
 
-def _watch(sweep_dir: str, console: Console, interval_s: float, as_json: bool,
-           first: tuple[dict[str, Any], dict[str, Any] | None]) -> int:
+def _watch(
+    sweep_dir: str,
+    console: Console,
+    interval_s: float,
+    as_json: bool,
+    first: tuple[dict[str, Any], dict[str, Any] | None],
+) -> int:
     manifest, holder = first
     if as_json:  # one compact JSON object per line, for scripts that follow a run
         while True:
@@ -354,8 +412,13 @@ def _watch(sweep_dir: str, console: Console, interval_s: float, as_json: bool,
                 return 0
             time.sleep(interval_s)
             manifest, holder = _refresh(sweep_dir, manifest, holder)
-    with Live(build_status(manifest, holder, sweep_dir=sweep_dir), console=console, auto_refresh=False,
-              redirect_stdout=False, redirect_stderr=False) as live:
+    with Live(
+        build_status(manifest, holder, sweep_dir=sweep_dir),
+        console=console,
+        auto_refresh=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as live:
         while not _finished(manifest, holder):
             time.sleep(interval_s)
             manifest, holder = _refresh(sweep_dir, manifest, holder)
@@ -363,8 +426,9 @@ def _watch(sweep_dir: str, console: Console, interval_s: float, as_json: bool,
     return 0
 
 
-def _refresh(sweep_dir: str, manifest: dict[str, Any],
-             holder: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _refresh(
+    sweep_dir: str, manifest: dict[str, Any], holder: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A new snapshot; keeps the last good manifest through a transient read error."""
     try:
         return _snapshot(sweep_dir)
@@ -372,8 +436,14 @@ def _refresh(sweep_dir: str, manifest: dict[str, Any],
         return manifest, lock_holder(sweep_dir)
 
 
-def status_main(sweep_dir: str, *, watch: bool = False, as_json: bool = False, interval_s: float = 2.0,
-                console: Console | None = None) -> int:
+def status_main(
+    sweep_dir: str,
+    *,
+    watch: bool = False,
+    as_json: bool = False,
+    interval_s: float = 2.0,
+    console: Console | None = None,
+) -> int:
     """``qtrust status``: print the status once (or follow it with ``watch``); returns the exit code.
 
     0 on success or Ctrl-C; 2 with one error line when the manifest is missing or unreadable.

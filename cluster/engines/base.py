@@ -67,7 +67,9 @@ class Engine(Protocol):
         """Generate one answer per request, results in request order."""
         ...
 
-    def loglikelihood(self, requests: list[LoglikelihoodRequest], settings: GenerationSettings) -> list[LoglikelihoodResult]:
+    def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], settings: GenerationSettings
+    ) -> list[LoglikelihoodResult]:
         """Score the continuations of each request, results in request order."""
         ...
 

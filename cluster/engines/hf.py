@@ -28,27 +28,9 @@ from cluster.engines.hf_scoring import (
 )
 from cluster.engines.hf_settings import HFSettings
 from cluster.engines.prompts import PromptTokens
+from cluster.models.dtype import parse_dtype
 
 log = logging.getLogger(__name__)
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Map ``"float32"``/``"bf16"``/... (or a torch dtype) to a torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}") from None
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -134,7 +116,7 @@ class HFEngine:
         num_threads: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         settings: HFSettings | None = None,
-    ) -> "HFEngine":
+    ) -> HFEngine:
         """Load model and tokenizer from a local folder (or hub id) and wrap them.
 
         ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (e.g. a
@@ -235,7 +217,7 @@ class HFEngine:
         shared = tuple(rendered[0][:n])
         try:
             self.scorer.shared_state(shared)
-        except Exception as exc:  # noqa: BLE001 - e.g. a sliding-window cache: fall back to full prompts
+        except Exception as exc:
             log.info("no shared-prefix generation for this model: %s", exc)
             self._generation_cache_ok = False
             return ()
@@ -245,7 +227,7 @@ class HFEngine:
         """Prompt tokens of ``request``; ``None`` when it cannot be rendered (its batch reports it)."""
         try:
             return self.prompts.prompt_ids(request.messages)
-        except Exception:  # noqa: BLE001 - the batch that holds it reports the error
+        except Exception:
             return None
 
     def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
@@ -279,7 +261,7 @@ class HFEngine:
         given = prompts or [None] * len(batch)
         try:
             return self._generate_batch(batch, settings, shared, given)
-        except Exception as exc:  # noqa: BLE001 - a bad batch must not sink the others
+        except Exception as exc:
             if shared:  # this model may not generate from a shared cache: full prompts from now on
                 self._generation_cache_ok = False
             if len(batch) == 1 and not shared:
@@ -290,7 +272,7 @@ class HFEngine:
         for request, ids in zip(batch, given):
             try:
                 results.extend(self._generate_batch([request], settings, prompts=[ids]))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("generation failed for %s: %s", request.id, exc)
                 results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
@@ -329,7 +311,7 @@ class HFEngine:
             ).logits.float()
         logp = torch.log_softmax(logits, dim=-1).cpu()
         out: list[float] = []
-        for row, (ids, n_cont) in enumerate(chunk):
+        for row, (_ids, n_cont) in enumerate(chunk):
             if n_cont <= 0:
                 out.append(0.0)
                 continue
@@ -358,7 +340,7 @@ class HFEngine:
             result = self._score_request(request, batch_size)
             _check_finite(result)
             return result
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("scoring failed for %s: %s", request.id, exc)
             return LoglikelihoodResult(id=request.id, error=error_text(exc))
 
@@ -371,7 +353,7 @@ class HFEngine:
         for i, request in enumerate(requests):
             try:
                 prompt_ids, sequences = self.prompts.continuation_sequences(request.messages, request.continuations)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("scoring failed for %s: %s", request.id, exc)
                 placed[i] = LoglikelihoodResult(id=request.id, error=error_text(exc))
                 continue
@@ -405,15 +387,13 @@ class HFEngine:
             values = self.scorer.score([prepared[i][1] for i in indices], shared_len)
             latency = (time.perf_counter() - start) / len(indices)
             results = [
-                LoglikelihoodResult(
-                    id=requests[i].id, logprobs=v, prompt_tokens=len(prepared[i][0]), latency_s=latency
-                )
+                LoglikelihoodResult(id=requests[i].id, logprobs=v, prompt_tokens=len(prepared[i][0]), latency_s=latency)
                 for i, v in zip(indices, values)
             ]
             if all(_is_finite(r) for r in results):
                 return results
             raise FloatingPointError("NaN log-probability")
-        except Exception as exc:  # noqa: BLE001 - a bad item must not sink the others
+        except Exception as exc:
             if len(indices) == 1:
                 log.warning("prefix scoring failed for %s (%s); scoring it per option", requests[indices[0]].id, exc)
                 return [self._score_or_error(requests[indices[0]], batch_size)]

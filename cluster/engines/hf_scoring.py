@@ -67,7 +67,9 @@ def _layers_kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def _select(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
     """A new cache holding batch rows ``index`` of ``cache`` (the source is left untouched)."""
-    return DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in _layers_kv(cache)])
+    return DynamicCache(
+        ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in _layers_kv(cache)]
+    )
 
 
 def broadcast_cache(cache: DynamicCache, rows: int) -> DynamicCache:

@@ -61,7 +61,7 @@ def _prepare_process(device: str, num_threads: int | None, separate_process: boo
 def wna16_kernel_available() -> bool:
     """Whether this vLLM build can run packed 4/8-bit weights on CPU (the AVX2 build cannot)."""
     import torch
-    from vllm import _custom_ops  # noqa: F401 - registers torch.ops._C
+    from vllm import _custom_ops
 
     del _custom_ops
 
@@ -117,7 +117,7 @@ class VLLMEngine:
         settings: VLLMSettings | None = None,
         num_gpus: float = 0.0,
         num_threads: int | None = None,
-    ) -> "VLLMEngine":
+    ) -> VLLMEngine:
         """Start vLLM on the checkpoint folder ``path`` (dense, or quantized in a format vLLM reads)."""
         settings = settings or VLLMSettings()
         separate = settings.resolved_separate_process(device)
@@ -199,7 +199,7 @@ class VLLMEngine:
             return self._generate_batch(requests, settings)
         except EngineDead:
             raise
-        except Exception as exc:  # noqa: BLE001 - a bad request must not sink the others
+        except Exception as exc:
             if len(requests) > 1:
                 log.warning("vLLM batch of %d failed (%s); retrying items one by one", len(requests), exc)
             else:
@@ -211,7 +211,7 @@ class VLLMEngine:
                 results.extend(self._generate_batch([request], settings))
             except EngineDead:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("generation failed for %s: %s", request.id, exc)
                 results.append(GenerationResult(id=request.id, text=None, error=error_text(exc)))
         return results
@@ -280,7 +280,7 @@ class VLLMEngine:
             return self._score_requests(requests)
         except EngineDead:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("vLLM scoring of %d requests failed (%s); retrying one by one", len(requests), exc)
         results = []
         for request in requests:
@@ -288,7 +288,7 @@ class VLLMEngine:
                 results.extend(self._score_requests([request]))
             except EngineDead:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("scoring failed for %s: %s", request.id, exc)
                 results.append(LoglikelihoodResult(id=request.id, error=error_text(exc)))
         return results
@@ -312,7 +312,7 @@ class VLLMEngine:
             return
         try:
             llm.llm_engine.engine_core.shutdown()
-        except Exception as err:  # noqa: BLE001 - already dead
+        except Exception as err:
             log.debug("vLLM shutdown: %s", err)
         del llm
 

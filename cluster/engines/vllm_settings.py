@@ -22,7 +22,9 @@ class VLLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tensor_parallel_size: int | None = Field(
-        None, ge=1, description="GPUs one variant is split over; default: the GPUs of the worker's bundle (1 if fractional)"
+        None,
+        ge=1,
+        description="GPUs one variant is split over; default: the GPUs of the worker's bundle (1 if fractional)",
     )
     gpu_memory_utilization: float | None = Field(
         None,
@@ -30,8 +32,12 @@ class VLLMSettings(BaseModel):
         le=1,
         description="share of each GPU vLLM may use; default 0.9, scaled by the bundle's GPU fraction when GPUs are shared",
     )
-    max_model_len: int | None = Field(None, ge=16, description="longest prompt + answer in tokens; default: the model's own")
-    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes (few-shot examples)")
+    max_model_len: int | None = Field(
+        None, ge=16, description="longest prompt + answer in tokens; default: the model's own"
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="reuse the KV cache of shared prompt prefixes (few-shot examples)"
+    )
     prefix_scoring: bool = Field(
         True,
         description="option scoring reads the prefix cache (each shared prompt prefix computed once); false: every "

@@ -56,7 +56,9 @@ class EndpointSpec(BaseModel):
 class EndpointError(RuntimeError):
     """A request that failed for good (after its retries, or at once for a 4xx other than 429)."""
 
-    def __init__(self, message: str, status: int | None = None, retryable: bool = False, retry_after: float | None = None):
+    def __init__(
+        self, message: str, status: int | None = None, retryable: bool = False, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -112,7 +114,7 @@ class EndpointClient:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
-    def __enter__(self) -> "EndpointClient":
+    def __enter__(self) -> EndpointClient:
         return self
 
     def __exit__(self, *_exc: Any) -> None:
@@ -121,8 +123,12 @@ class EndpointClient:
     # -- requests ------------------------------------------------------------------------------
     def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
         """The endpoint's answer to one chat, retried as the module docstring says."""
-        body = {"model": self.spec.model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": self.spec.temperature}
+        body = {
+            "model": self.spec.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self.spec.temperature,
+        }
         attempt = 0
         while True:
             try:
@@ -156,8 +162,9 @@ class EndpointClient:
         except httpx.TimeoutException:
             raise EndpointError(f"no answer from {url} within {self.spec.timeout_s:g} s", retryable=True) from None
         except httpx.TransportError as err:
-            raise EndpointError(f"cannot reach {url}: {self._redact(type(err).__name__ + ': ' + str(err))}",
-                                retryable=True) from None
+            raise EndpointError(
+                f"cannot reach {url}: {self._redact(type(err).__name__ + ': ' + str(err))}", retryable=True
+            ) from None
         if response.status_code != 200:
             raise EndpointError(
                 f"{url} answered HTTP {response.status_code}: {self._redact(response.text[:300])}",
@@ -168,12 +175,14 @@ class EndpointClient:
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise EndpointError(f"{url} answered 200 without choices[0].message.content: "
-                                f"{self._redact(response.text[:300])}", retryable=True) from None
+            raise EndpointError(
+                f"{url} answered 200 without choices[0].message.content: {self._redact(response.text[:300])}",
+                retryable=True,
+            ) from None
         return content if isinstance(content, str) else ""
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.spec.max_backoff_s, self.spec.backoff_s * (2 ** attempt))
+        backoff = min(self.spec.max_backoff_s, self.spec.backoff_s * (2**attempt))
         backoff *= 0.5 + random.random() / 2  # jitter: replicas of a sweep do not retry in step
         if retry_after is not None:
             backoff = max(backoff, min(retry_after, self.spec.max_backoff_s))

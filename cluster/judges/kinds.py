@@ -29,12 +29,27 @@ class JudgeKind:
 JUDGE_KINDS: dict[str, JudgeKind] = {
     kind.name: kind
     for kind in (
-        JudgeKind("rule", "cluster.judges.workers:RuleJudgeWorker",
-                  "qtrust's refusal rules as a three-way or binary judge (no model, no network)", False, 0.05),
-        JudgeKind("model", "cluster.variants.worker:VariantWorker",
-                  "an LLM held by a pool of Ray actors (any model source qtrust loads; hf or vllm)", True, 1.0),
-        JudgeKind("endpoint", "cluster.judges.workers:EndpointJudgeWorker",
-                  "any OpenAI-compatible chat endpoint (vLLM server, Ray Serve LLM, a hosted API)", True, 0.05),
+        JudgeKind(
+            "rule",
+            "cluster.judges.workers:RuleJudgeWorker",
+            "qtrust's refusal rules as a three-way or binary judge (no model, no network)",
+            False,
+            0.05,
+        ),
+        JudgeKind(
+            "model",
+            "cluster.variants.worker:VariantWorker",
+            "an LLM held by a pool of Ray actors (any model source qtrust loads; hf or vllm)",
+            True,
+            1.0,
+        ),
+        JudgeKind(
+            "endpoint",
+            "cluster.judges.workers:EndpointJudgeWorker",
+            "any OpenAI-compatible chat endpoint (vLLM server, Ray Serve LLM, a hosted API)",
+            True,
+            0.05,
+        ),
     )
 }
 

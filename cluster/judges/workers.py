@@ -39,8 +39,13 @@ class _Worker:
     def load(self) -> dict[str, Any]:
         start = time.perf_counter()
         self._ensure()
-        return {"engine": self.describe(), "quantization": {}, "load_seconds": time.perf_counter() - start,
-                "loads": self._loads, "placement": _placement()}
+        return {
+            "engine": self.describe(),
+            "quantization": {},
+            "load_seconds": time.perf_counter() - start,
+            "loads": self._loads,
+            "placement": _placement(),
+        }
 
     def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "loads": self._loads}
@@ -52,8 +57,13 @@ class _Worker:
         return None
 
     def _answer(self, payload: dict[str, Any], results: list[dict[str, Any]], start: float) -> dict[str, Any]:
-        return {"results": results, "elapsed_s": time.perf_counter() - start, "engine": self.describe(),
-                "loads": self._loads, "placement": _placement()}
+        return {
+            "results": results,
+            "elapsed_s": time.perf_counter() - start,
+            "engine": self.describe(),
+            "loads": self._loads,
+            "placement": _placement(),
+        }
 
 
 class RuleJudgeWorker(_Worker):
@@ -76,8 +86,14 @@ class RuleJudgeWorker(_Worker):
         for request in payload["requests"]:
             t = time.perf_counter()
             verdict = self.judge.judge("", request.get("response"))
-            results.append({"id": request["id"], "text": verdict.label if verdict.ok else "",
-                            "latency_s": time.perf_counter() - t, "error": None})
+            results.append(
+                {
+                    "id": request["id"],
+                    "text": verdict.label if verdict.ok else "",
+                    "latency_s": time.perf_counter() - t,
+                    "error": None,
+                }
+            )
         return self._answer(payload, results, start)
 
 
@@ -104,7 +120,9 @@ class EndpointJudgeWorker(_Worker):
     handed over as a :class:`Secret`. It is never part of the config, a log line, MLflow or the store.
     """
 
-    def __init__(self, config: dict[str, Any], cache_dir: Any = None, num_threads: Any = None, secret: Secret | None = None):
+    def __init__(
+        self, config: dict[str, Any], cache_dir: Any = None, num_threads: Any = None, secret: Secret | None = None
+    ):
         super().__init__(config)
         self._secret = secret
 
@@ -118,7 +136,12 @@ class EndpointJudgeWorker(_Worker):
 
     def describe(self) -> dict[str, str]:
         spec = EndpointSpec.model_validate(self.config["endpoint"])
-        return {"name": "endpoint", "model": spec.model, "base_url": spec.base_url, "concurrency": str(spec.concurrency)}
+        return {
+            "name": "endpoint",
+            "model": spec.model,
+            "base_url": spec.base_url,
+            "concurrency": str(spec.concurrency),
+        }
 
     def run_shard(self, payload: dict[str, Any]) -> dict[str, Any]:
         self._ensure()
@@ -129,11 +152,18 @@ class EndpointJudgeWorker(_Worker):
         results = []
         for request, answer in zip(requests, answers):
             if isinstance(answer, EndpointError):
-                results.append({"id": request["id"], "text": None, "error": f"EndpointError: {answer}",
-                                "latency_s": elapsed / max(1, len(requests))})
+                results.append(
+                    {
+                        "id": request["id"],
+                        "text": None,
+                        "error": f"EndpointError: {answer}",
+                        "latency_s": elapsed / max(1, len(requests)),
+                    }
+                )
             else:
-                results.append({"id": request["id"], "text": answer, "error": None,
-                                "latency_s": elapsed / max(1, len(requests))})
+                results.append(
+                    {"id": request["id"], "text": answer, "error": None, "latency_s": elapsed / max(1, len(requests))}
+                )
         failed = [r for r in results if r["error"]]
         if failed and len(failed) == len(results):
             # Nothing came back: the endpoint is down or refusing us; the scheduler retries the shard.

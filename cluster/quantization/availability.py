@@ -23,7 +23,9 @@ def method_problem(recipe: QuantRecipe) -> str | None:
     if package is None:
         return None
     if importlib.util.find_spec(package) is None:
-        alternative = "use method rtn, or install it" if recipe.method != "rtn" else "use storage: simulated, or install it"
+        alternative = (
+            "use method rtn, or install it" if recipe.method != "rtn" else "use storage: simulated, or install it"
+        )
         return f"method {recipe.method} needs the package {package!r}, which is not installed; {alternative}: {INSTALL_HINT}"
     if recipe.method == "bnb":
         from cluster.quantization.loadtime import check_bnb_available

@@ -37,7 +37,7 @@ def build_checkpoint(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cluster.engines.hf import parse_dtype
+    from cluster.models.dtype import parse_dtype
 
     if not recipe.is_cached:
         raise ValueError(f"method {recipe.method!r} is not built into the variant cache")

@@ -56,7 +56,7 @@ def read_model_config(source: str, revision: str | None = None) -> dict[str, Any
             from huggingface_hub import try_to_load_from_cache
 
             cached = try_to_load_from_cache(source, "config.json", revision=revision)
-        except Exception:  # noqa: BLE001 - not a hub id, or no hub cache
+        except Exception:
             cached = None
         candidate = Path(cached) if isinstance(cached, str) else None
     if candidate is None or not candidate.is_file():

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def fresh_dense_model(model: "PreTrainedModel", tensors: dict[str, torch.Tensor]) -> "PreTrainedModel":
+def fresh_dense_model(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> PreTrainedModel:
     """A fresh model of ``model``'s architecture (on CPU, no ``quantization_config``) filled from ``tensors``.
 
     Only the tensors the fresh model has are copied, so quantization extras (``weight_scale``,

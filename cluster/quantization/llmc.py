@@ -54,8 +54,8 @@ _LOGURU_NAMES = ("llmcompressor", "compressed_tensors")
 
 
 def quantize_with_llmcompressor(
-    model: "PreTrainedModel",
-    tokenizer: "PreTrainedTokenizerBase",
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     recipe: QuantRecipe,
     plan: TargetPlan,
     calibration_texts: list[str] | None,
@@ -143,9 +143,7 @@ def _seq_len(recipe: QuantRecipe) -> int:
     return recipe.calibration.seq_len if recipe.calibration is not None else 512
 
 
-def calibration_dataset(
-    tokenizer: "PreTrainedTokenizerBase", texts: list[str] | None, seq_len: int
-) -> "Dataset":
+def calibration_dataset(tokenizer: PreTrainedTokenizerBase, texts: list[str] | None, seq_len: int) -> Dataset:
     """Tokenize ``texts`` (each cut to ``seq_len`` tokens) into a ``datasets.Dataset``.
 
     Columns ``input_ids`` and ``attention_mask``; texts that tokenize to nothing are dropped.
@@ -174,7 +172,7 @@ def exact_target(name: str) -> str:
     return "re:^" + re.escape(name) + "$"
 
 
-def build_config_groups(plan: TargetPlan, symmetric: bool) -> dict[str, "QuantizationScheme"]:
+def build_config_groups(plan: TargetPlan, symmetric: bool) -> dict[str, QuantizationScheme]:
     """One weight-only int scheme per distinct (bits, group size) of ``plan``, naming its modules."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
@@ -333,9 +331,9 @@ def _llmcompressor_environment() -> Iterator[None]:
 
 def _run_oneshot(
     model: nn.Module,
-    tokenizer: "PreTrainedTokenizerBase",
+    tokenizer: PreTrainedTokenizerBase,
     modifiers: list[Any],
-    dataset: "Dataset | None",
+    dataset: Dataset | None,
     seq_len: int,
 ) -> None:
     """Run ``llmcompressor.oneshot`` on ``model`` in place (no data for round-to-nearest)."""
@@ -383,7 +381,7 @@ def verify_quantized(model: nn.Module, plan: TargetPlan) -> None:
 # --- saving ----------------------------------------------------------------------------------------
 
 
-def save_packed(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", out_dir: Path) -> None:
+def save_packed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """Write a compressed-tensors ``pack-quantized`` checkpoint (the in-memory model is compressed too)."""
     with _quiet_llmcompressor(), warnings.catch_warnings():
         # llm-compressor hands the model to transformers as "offloaded" to save it; harmless here.
@@ -418,7 +416,7 @@ def dequantized_weights(model: nn.Module, plan: TargetPlan) -> dict[str, torch.T
     return out
 
 
-def dense_copy(model: "PreTrainedModel", plan: TargetPlan) -> "PreTrainedModel":
+def dense_copy(model: PreTrainedModel, plan: TargetPlan) -> PreTrainedModel:
     """A fresh model of ``model``'s architecture (on CPU) holding its weights, the plan's dequantized.
 
     Every parameter and persistent buffer of the fresh model is copied from ``model``'s state dict
@@ -434,9 +432,7 @@ def dense_copy(model: "PreTrainedModel", plan: TargetPlan) -> "PreTrainedModel":
     return fresh_dense_model(model, source)
 
 
-def save_simulated(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", plan: TargetPlan, out_dir: Path
-) -> None:
+def save_simulated(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: TargetPlan, out_dir: Path) -> None:
     """Write a plain dense checkpoint with dequantized weights and no ``quantization_config``."""
     fresh = dense_copy(model, plan)
     fresh.save_pretrained(str(out_dir))

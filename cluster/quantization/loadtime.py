@@ -81,7 +81,7 @@ def check_bnb_available(device: str | None = None) -> str | None:
         from bitsandbytes import cextension
     except ImportError as exc:
         return f"bitsandbytes is not installed ({exc}); {BNB_INSTALL_HINT}, {BNB_ALTERNATIVE}"
-    except Exception as exc:  # noqa: BLE001 - a broken native library raises all sorts of errors
+    except Exception as exc:
         return f"bitsandbytes failed to import ({type(exc).__name__}: {exc}); {BNB_ALTERNATIVE}"
     supported = set(getattr(bitsandbytes, "supported_torch_devices", {"cuda"}))
     if device_type not in supported:
@@ -176,7 +176,7 @@ def load_bnb(
     """
     from transformers import AutoModelForCausalLM
 
-    from cluster.engines.hf import parse_dtype
+    from cluster.models.dtype import parse_dtype
 
     if recipe.method != "bnb" or recipe.bnb_type is None:
         raise QuantizationError(f"load_bnb needs a bnb recipe, got {recipe.label}")

@@ -237,8 +237,12 @@ def inspect_checkpoint(path: Path) -> PrequantizedInfo:
         return _gguf_info(ggufs[0])
     if len(ggufs) > 1:
         names = ", ".join(p.name for p in ggufs)
-        raise QuantizationError(f"{path} holds several GGUF files ({names}); put the one to load in a folder of its own")
-    raise QuantizationError(f"{path} holds no quantized checkpoint (no quantization_config in config.json); {_NO_CONFIG}")
+        raise QuantizationError(
+            f"{path} holds several GGUF files ({names}); put the one to load in a folder of its own"
+        )
+    raise QuantizationError(
+        f"{path} holds no quantized checkpoint (no quantization_config in config.json); {_NO_CONFIG}"
+    )
 
 
 def prequantized_model_kwargs(info: PrequantizedInfo, path: Path, *, device: str) -> dict[str, Any]:
@@ -299,7 +303,7 @@ def load_prequantized(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cluster.engines.hf import parse_dtype
+    from cluster.models.dtype import parse_dtype
 
     path = Path(path)
     info = inspect_checkpoint(path)

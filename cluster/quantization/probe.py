@@ -11,7 +11,8 @@ all texts, exponentiated.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -76,7 +77,9 @@ def probe_token_ids(tokenizer: Any, texts: list[str] | None = None, max_length: 
     return [_encode(tokenizer, text, max_length) for text in texts]
 
 
-def perplexity_from(text_nll_fn: Callable[[list[int]], tuple[float, int]], token_ids: list[list[int]]) -> dict[str, float]:
+def perplexity_from(
+    text_nll_fn: Callable[[list[int]], tuple[float, int]], token_ids: list[list[int]]
+) -> dict[str, float]:
     """Token-weighted perplexity from a function giving ``(sum NLL of ids[1:], count)`` per text.
 
     Engines other than transformers (vLLM: prompt log-probabilities) pass their own function, so

@@ -73,7 +73,9 @@ class CalibrationSpec(BaseModel):
         if not value.strip():
             raise ValueError("calibration.source is empty; use 'builtin', 'benchmark:<name>' or a text file path")
         if value.startswith("benchmark:") and not value.removeprefix("benchmark:").strip():
-            raise ValueError("calibration.source 'benchmark:' names no benchmark; write e.g. 'benchmark:truthfulqa_mc1'")
+            raise ValueError(
+                "calibration.source 'benchmark:' names no benchmark; write e.g. 'benchmark:truthfulqa_mc1'"
+            )
         return value
 
 
@@ -96,7 +98,7 @@ class LayerOverride(BaseModel):
     _check_patterns = field_validator("modules")(lambda cls, value: check_patterns(value))
 
     @model_validator(mode="after")
-    def _selects_something(self) -> "LayerOverride":
+    def _selects_something(self) -> LayerOverride:
         if not self.blocks and not self.modules:
             raise ValueError("an override needs 'blocks' (e.g. [0, -1]) or 'modules' (e.g. ['down_proj'])")
         return self
@@ -142,12 +144,16 @@ class QuantRecipe(BaseModel):
         description="rtn/gptq/awq: 'packed' (compressed-tensors, 4 or 8 bits), 'simulated' (dequantized "
         "dense weights) or 'auto' (packed where possible; rtn: simulated)",
     )
-    bnb_type: BnbType | None = Field(None, description="bnb only: int8 (8 bits), nf4 or fp4 (4 bits); default nf4 at 4 bits")
+    bnb_type: BnbType | None = Field(
+        None, description="bnb only: int8 (8 bits), nf4 or fp4 (4 bits); default nf4 at 4 bits"
+    )
     calibration: CalibrationSpec | None = Field(None, description="gptq/awq only (default: builtin text)")
     keep_full_precision: list[str] = Field(
         default_factory=lambda: ["lm_head"], description="module patterns left unquantized"
     )
-    overrides: list[LayerOverride] = Field(default_factory=list, description="mixed precision: other bits for some layers")
+    overrides: list[LayerOverride] = Field(
+        default_factory=list, description="mixed precision: other bits for some layers"
+    )
     source: str | None = Field(
         None, description="prequantized only: the quantized checkpoint (default: the model's own source)"
     )
@@ -185,7 +191,7 @@ class QuantRecipe(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "QuantRecipe":
+    def _check_consistency(self) -> QuantRecipe:
         method = self.method
         where = f"method {method!r}"
         if method in BIT_METHODS and self.bits is None:
@@ -210,9 +216,13 @@ class QuantRecipe(BaseModel):
         if method == "bnb":
             expected = BNB_BITS.get(self.bnb_type or "")
             if self.bits not in (4, 8):
-                raise ValueError(f"bnb quantizes to 8 bits (bnb_type int8) or 4 bits (nf4, fp4), not {self.bits}; use hqq or gptq for other widths")
+                raise ValueError(
+                    f"bnb quantizes to 8 bits (bnb_type int8) or 4 bits (nf4, fp4), not {self.bits}; use hqq or gptq for other widths"
+                )
             if expected != self.bits:
-                raise ValueError(f"bnb_type {self.bnb_type} is {expected}-bit but bits is {self.bits}; drop one of them")
+                raise ValueError(
+                    f"bnb_type {self.bnb_type} is {expected}-bit but bits is {self.bits}; drop one of them"
+                )
         if method == "hqq" and self.bits not in HQQ_BITS:
             raise ValueError(f"hqq quantizes to {sorted(HQQ_BITS)} bits, not {self.bits}; use bits 3 or 4 instead")
         if self.calibration is not None and method not in CALIBRATED_METHODS:

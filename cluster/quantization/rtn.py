@@ -134,5 +134,7 @@ def quantize_model_rtn(
     """
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be from 2 to 8 (got {bits})")
-    recipe = QuantRecipe(method="rtn", bits=bits, group_size=group_size, symmetric=symmetric, keep_full_precision=list(skip))
+    recipe = QuantRecipe(
+        method="rtn", bits=bits, group_size=group_size, symmetric=symmetric, keep_full_precision=list(skip)
+    )
     return apply_rtn(model, plan_targets(model, recipe), symmetric)

@@ -141,7 +141,9 @@ def plan_targets(model: nn.Module, recipe: QuantRecipe) -> TargetPlan:
                 override_of[name] = LayerQuant(override.bits, override.group_size or recipe.group_size)
                 selected += 1
         if selected == 0:
-            raise QuantizationError(f"overrides[{index}] selects no linear layer of this model; check blocks and modules")
+            raise QuantizationError(
+                f"overrides[{index}] selects no linear layer of this model; check blocks and modules"
+            )
 
     for name, module in linears:
         kept = any(matches(name, p) for p in recipe.keep_full_precision)

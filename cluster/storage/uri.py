@@ -37,9 +37,23 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 #: URI query parameters that carry secrets: refused in locations, masked by :func:`redact`.
 SECRET_PARAMS = frozenset(
-    {"access_key", "secret_key", "session_token", "token", "password", "secret", "credentials", "key",
-     "sas_token", "account_key", "client_secret", "signature", "x-amz-signature", "x-amz-credential",
-     "x-amz-security-token"}
+    {
+        "access_key",
+        "secret_key",
+        "session_token",
+        "token",
+        "password",
+        "secret",
+        "credentials",
+        "key",
+        "sas_token",
+        "account_key",
+        "client_secret",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+    }
 )
 #: Schemes whose directories are implicit (no marker objects need creating before a PUT).
 OBJECT_STORES = frozenset({"s3", "gcs"})
@@ -183,8 +197,14 @@ def safe_part(name: str, what: str = "name") -> str:
     for _ in range(3):  # %252e -> %2e -> .
         decoded = unquote(decoded)
     for form in {text, decoded}:
-        if (not form or form in (".", "..") or "/" in form or "\\" in form or _CONTROL.search(form)
-                or form.startswith(".")):
+        if (
+            not form
+            or form in (".", "..")
+            or "/" in form
+            or "\\" in form
+            or _CONTROL.search(form)
+            or form.startswith(".")
+        ):
             raise StorageLocationError(
                 f"{what} {text!r} cannot name a folder in the store (no '/', '\\', '..', leading '.', "
                 "or their %-encoded forms); use letters, digits, '_', '.', '-'"

@@ -315,7 +315,9 @@ class _RemoteRoot:
             with self.fs.open_input_stream(self.path(key, rel)) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out, 8 << 20)
             if target.stat().st_size != size:
-                raise OSError(f"{self.entry_url(key)}/{rel}: downloaded {target.stat().st_size} bytes, meta says {size}")
+                raise OSError(
+                    f"{self.entry_url(key)}/{rel}: downloaded {target.stat().st_size} bytes, meta says {size}"
+                )
 
     def remove(self, key: str) -> bool:
         """Delete the meta object first (un-commit), then the files."""
@@ -336,7 +338,9 @@ class _RemoteRoot:
             infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
         except FileNotFoundError:
             return []
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and _KEY_RE.fullmatch(i.base_name))
+        return sorted(
+            i.base_name for i in infos if i.type == pafs.FileType.Directory and _KEY_RE.fullmatch(i.base_name)
+        )
 
     # leases -------------------------------------------------------------
 

@@ -76,7 +76,9 @@ def prepare_cached_variant(
             trust_remote_code=trust_remote_code,
         )
 
-    entry = variant_cache_of(source).get_or_build(source.variant_key, build, label=recipe.label, describe=source.describe)
+    entry = variant_cache_of(source).get_or_build(
+        source.variant_key, build, label=recipe.label, describe=source.describe
+    )
     report = {k: v for k, v in entry.meta.items() if not isinstance(v, (dict, list))}
     report["cache"] = "hit" if entry.hit else "built"
     report["cache_path"] = str(entry.path)

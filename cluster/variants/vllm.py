@@ -30,8 +30,16 @@ from cluster.variants.load import (
 )
 
 #: Tokenizer and generation files copied next to a dequantized copy.
-_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-               "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json")
+_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
 
 
 def _release_accelerator_memory() -> None:
@@ -42,7 +50,7 @@ def _release_accelerator_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - nothing to release
+    except Exception:
         pass
 
 
@@ -71,7 +79,9 @@ def _dense_copy(source: VariantSource, packed: Path, *, dtype: str, trust_remote
                 shutil.copy2(packed / name, out_dir / name)
         return {"dequantized_from": str(packed)}
 
-    entry = variant_cache_of(source).get_or_build(key, build, label=f"{source.recipe.label}-dense", describe=source.describe)
+    entry = variant_cache_of(source).get_or_build(
+        key, build, label=f"{source.recipe.label}-dense", describe=source.describe
+    )
     return entry.path, entry.hit
 
 
@@ -139,6 +149,8 @@ def load_vllm_variant(
     else:
         raise ValueError(f"engine vllm: {vllm_unsupported(recipe) or f'method {recipe.method} is not served'}")
     _release_accelerator_memory()
-    engine = VLLMEngine.load(path, device=device, settings=settings, num_gpus=num_gpus, num_threads=num_threads, **common)
+    engine = VLLMEngine.load(
+        path, device=device, settings=settings, num_gpus=num_gpus, num_threads=num_threads, **common
+    )
     report["vllm_path"] = str(path)
     return engine, report

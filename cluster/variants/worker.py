@@ -67,7 +67,7 @@ class VariantWorker:
         if close is not None:
             try:
                 close()
-            except Exception:  # noqa: BLE001 - it is dead already
+            except Exception:
                 pass
 
     def load(self) -> dict[str, Any]:
@@ -132,7 +132,9 @@ class VariantWorker:
         self._drop_engine()
 
 
-def prepare_variant(config: dict[str, Any], cache_dir: str | None = None, num_threads: int | None = None) -> dict[str, Any]:
+def prepare_variant(
+    config: dict[str, Any], cache_dir: str | None = None, num_threads: int | None = None
+) -> dict[str, Any]:
     """Build (into the variant cache) and load one variant, probe it, and return its report.
 
     What ``qtrust quantize`` runs as a Ray task with the variant's own resources; nothing is

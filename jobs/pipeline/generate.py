@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jobs.pipeline.scheduler import PoolConfig, Task
 from jobs.plan.build import Plan, Shard, Variant
-from jobs.results.scoring import result_rows
+from jobs.store.records import result_rows
 from jobs.store.shards import IndexWriter, write_groups
 from jobs.store.sweep import SweepStore
 
@@ -32,7 +33,9 @@ def worker_resources(variant: Variant, cluster_cpus: float | None = None):  # ->
     )
 
 
-def variant_pool(variant: Variant, cache_dir: str | None, commit_batch: Callable[..., list[Any]] | None = None) -> PoolConfig:
+def variant_pool(
+    variant: Variant, cache_dir: str | None, commit_batch: Callable[..., list[Any]] | None = None
+) -> PoolConfig:
     """The pool of ``variant``'s generation workers (placement group of R bundles, one actor each)."""
     from cluster.runtime import create_pool_group, start_actor
     from cluster.variants.worker import VariantWorker
@@ -70,7 +73,9 @@ def shard_payload(plan: Plan, shard: Shard) -> dict[str, Any]:
     return {
         "shard": shard.id,
         "task": run.benchmark.task,
-        "requests": [{"id": item.id, "messages": item.messages, "continuations": item.choices or []} for item in shard.items],
+        "requests": [
+            {"id": item.id, "messages": item.messages, "continuations": item.choices or []} for item in shard.items
+        ],
         "max_new_tokens": run.max_new_tokens,
         "temperature": plan.spec.generation.temperature,
         "batch_size": plan.spec.generation.batch_size,
@@ -89,8 +94,13 @@ class Committer:
         self.index = IndexWriter(store.generations)
         self.cache_failures = 0
 
-    def task(self, plan: Plan, shard: Shard, on_done: Callable[[Task, Any], None] | None = None,
-             on_failed: Callable[[Task, str], None] | None = None) -> Task:
+    def task(
+        self,
+        plan: Plan,
+        shard: Shard,
+        on_done: Callable[[Task, Any], None] | None = None,
+        on_failed: Callable[[Task, str], None] | None = None,
+    ) -> Task:
         def on_result(task: Task, result: dict[str, Any], replica: dict[str, Any]) -> dict[str, Any]:
             (outcome,) = self.commit_batch([(task, result, replica)])
             if isinstance(outcome, BaseException):
@@ -118,13 +128,19 @@ class Committer:
         for position, (task, result, replica) in enumerate(batch):
             shard: Shard = task.subject
             try:
-                rows = result_rows(shard.items, shard.keys, result, attempt=task.attempts, worker=replica, now=time.time())
-            except Exception as err:  # noqa: BLE001 - a malformed result fails its own task, not the batch
+                rows = result_rows(
+                    shard.items, shard.keys, result, attempt=task.attempts, worker=replica, now=time.time()
+                )
+            except Exception as err:
                 outcomes[position] = err
                 continue
             groups.setdefault(f"variant={shard.variant}/benchmark={shard.benchmark}", []).append((position, rows))
-            outcomes[position] = {"rows": rows, "errors": sum(1 for r in rows if r["error"]),
-                                  "engine": result.get("engine"), "loads": result.get("loads")}
+            outcomes[position] = {
+                "rows": rows,
+                "errors": sum(1 for r in rows if r["error"]),
+                "engine": result.get("engine"),
+                "loads": result.get("loads"),
+            }
         tables = write_groups(self.store.generations, self.index, groups, outcomes)
         with self._lock:
             self.tables.extend(tables)
@@ -143,7 +159,7 @@ class Committer:
                 part = table.filter(pc.and_(mask, pc.is_null(table["error"])))
                 if part.num_rows:
                     self.cache.publish(context, part)
-        except Exception:  # noqa: BLE001 - the cache is an optimisation; the sweep store has the shard
+        except Exception:
             self.cache_failures += 1
 
     def flush(self) -> None:

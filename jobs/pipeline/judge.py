@@ -18,9 +18,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -55,9 +56,15 @@ class JudgeShard:
 class JudgeStage:
     """Builds judge tasks from answers, stores judgments, keeps what it stored (see the module docstring)."""
 
-    def __init__(self, plan: Plan, store: SweepStore, data_dir: Path, stored: set[str],
-                 on_done: Callable[[JudgeShard, dict[str, Any]], None] | None = None,
-                 on_failed: Callable[[JudgeShard, str], None] | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        store: SweepStore,
+        data_dir: Path,
+        stored: set[str],
+        on_done: Callable[[JudgeShard, dict[str, Any]], None] | None = None,
+        on_failed: Callable[[JudgeShard, str], None] | None = None,
+    ):
         self.plan = plan
         self.store = store
         self.data_dir = Path(data_dir)
@@ -90,8 +97,13 @@ class JudgeStage:
         from cluster.runtime import WorkerResources, create_pool_group, start_actor
 
         res = judge.resources
-        resources = WorkerResources(num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory=res.memory,  # type: ignore[arg-type]
-                                    custom=dict(res.custom), max_restarts=res.max_restarts)
+        resources = WorkerResources(
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            memory=res.memory,  # type: ignore[arg-type]
+            custom=dict(res.custom),
+            max_restarts=res.max_restarts,
+        )
         config = judge.worker_config()
         actor_class = worker_class(judge.spec.kind)
         extra: tuple[Any, ...] = ()
@@ -105,13 +117,23 @@ class JudgeStage:
             return create_pool_group(f"judge-{judge.name}", resources, res.replicas, res.placement)
 
         def make_actor(group: Any, index: int) -> Any:
-            return start_actor(actor_class, (config, cache_dir, resources.torch_threads, *extra), resources, group, index)
+            return start_actor(
+                actor_class, (config, cache_dir, resources.torch_threads, *extra), resources, group, index
+            )
 
         return PoolConfig(
-            name=judge_pool_name(judge.name), make_group=make_group, make_actor=make_actor, replicas=res.replicas,
-            kind="judge", max_in_flight=res.max_in_flight, max_retries=res.max_retries, backoff_s=res.retry_backoff_s,
-            shard_timeout_s=res.shard_timeout_s, load_timeout_s=res.load_timeout_s,
-            max_replacements=res.max_replacements, commit_batch=self.commit_batch,
+            name=judge_pool_name(judge.name),
+            make_group=make_group,
+            make_actor=make_actor,
+            replicas=res.replicas,
+            kind="judge",
+            max_in_flight=res.max_in_flight,
+            max_retries=res.max_retries,
+            backoff_s=res.retry_backoff_s,
+            shard_timeout_s=res.shard_timeout_s,
+            load_timeout_s=res.load_timeout_s,
+            max_replacements=res.max_replacements,
+            commit_batch=self.commit_batch,
             start_early=self.start_early,
         )
 
@@ -119,8 +141,12 @@ class JudgeStage:
         from cluster.runtime import WorkerResources
 
         res = judge.resources
-        return WorkerResources(num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory=res.memory,  # type: ignore[arg-type]
-                               custom=dict(res.custom)).bundle()
+        return WorkerResources(
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            memory=res.memory,  # type: ignore[arg-type]
+            custom=dict(res.custom),
+        ).bundle()
 
     # -- tasks ---------------------------------------------------------------------------------
     def tasks_for(self, variant: str, bench: str, answers: list[tuple[str, str, str | None]]) -> list[tuple[str, Task]]:
@@ -143,10 +169,14 @@ class JudgeStage:
                 pending.append((key, item_key, item_id, request))
             size = judge.spec.shard_size or self.plan.spec.shard_size
             for start in range(0, len(pending), size):
-                out.append((judge_pool_name(judge.name), self._task(judge, variant, bench, pending[start:start + size])))
+                out.append(
+                    (judge_pool_name(judge.name), self._task(judge, variant, bench, pending[start : start + size]))
+                )
         return out
 
-    def _task(self, judge: PlannedJudge, variant: str, bench: str, chunk: list[tuple[str, str, str, dict[str, Any]]]) -> Task:
+    def _task(
+        self, judge: PlannedJudge, variant: str, bench: str, chunk: list[tuple[str, str, str, dict[str, Any]]]
+    ) -> Task:
         counter = (judge.name, variant, bench)
         with self._lock:
             index = self._counters[counter] = self._counters.get(counter, -1) + 1
@@ -160,7 +190,9 @@ class JudgeStage:
             "temperature": 0.0,
             "batch_size": judge.spec.batch_size,
         }
-        return Task(id=shard.id, payload=payload, size=len(chunk), on_done=self._done, on_failed=self._failed, subject=shard)
+        return Task(
+            id=shard.id, payload=payload, size=len(chunk), on_done=self._done, on_failed=self._failed, subject=shard
+        )
 
     def _done(self, task: Task, value: Any) -> None:
         if self.on_done is not None:
@@ -176,8 +208,10 @@ class JudgeStage:
         for judge in self.judges.values():
             endpoint = judge.spec.endpoint
             if endpoint is not None and endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
-                out.append(f"judges.{judge.name}.endpoint.api_key_env: the environment variable {endpoint.api_key_env} "
-                           "is not set; export it with the endpoint's API key before running")
+                out.append(
+                    f"judges.{judge.name}.endpoint.api_key_env: the environment variable {endpoint.api_key_env} "
+                    "is not set; export it with the endpoint's API key before running"
+                )
         return out
 
     def backlog(self, records: pd.DataFrame) -> list[tuple[str, Task]]:
@@ -205,20 +239,24 @@ class JudgeStage:
             shard: JudgeShard = task.subject
             try:
                 rows = self._rows(shard, result, task.attempts, replica, now)
-            except Exception as err:  # noqa: BLE001 - a malformed result fails its own task
+            except Exception as err:
                 outcomes[position] = err
                 continue
             relative = f"judge={shard.judge}/variant={shard.variant}/benchmark={shard.benchmark}"
             groups.setdefault(relative, []).append((position, rows))
-            outcomes[position] = {"rows": rows, "errors": sum(1 for r in rows if r["error"]),
-                                  "unreadable": sum(1 for r in rows if r["label"] == JUDGE_ERROR and not r["error"])}
+            outcomes[position] = {
+                "rows": rows,
+                "errors": sum(1 for r in rows if r["error"]),
+                "unreadable": sum(1 for r in rows if r["label"] == JUDGE_ERROR and not r["error"]),
+            }
         tables = write_groups(self.store.judgments, self.index, groups, outcomes)
         with self._lock:
             self.tables.extend(tables)
         return outcomes
 
-    def _rows(self, shard: JudgeShard, result: dict[str, Any], attempt: int, worker: dict[str, Any],
-              now: float) -> list[dict[str, Any]]:
+    def _rows(
+        self, shard: JudgeShard, result: dict[str, Any], attempt: int, worker: dict[str, Any], now: float
+    ) -> list[dict[str, Any]]:
         judge = self.judges[shard.judge]
         identity = judge.identity(shard.benchmark)
         by_id = {r["id"]: r for r in result["results"]}
@@ -228,25 +266,27 @@ class JudgeStage:
             res = by_id.get(key) or {"error": "the judge returned no result for this answer"}
             error = res.get("error")
             raw, verdict = judge.read(shard.benchmark, res) if not error else (res.get("text"), None)
-            rows.append({
-                "judgment_key": key,
-                "item_key": item_key,
-                "item_id": item_id,
-                "judge": shard.judge,
-                "judge_identity": identity,
-                "label": verdict.label if verdict is not None else JUDGE_ERROR,
-                "reason": verdict.reason if verdict is not None else None,
-                "category": verdict.category if verdict is not None else None,
-                "raw": raw,
-                "problem": verdict.problem if verdict is not None else error,
-                "prompt_tokens": int(res.get("prompt_tokens") or 0),
-                "completion_tokens": int(res.get("completion_tokens") or 0),
-                "latency_s": float(res.get("latency_s") or 0.0),
-                "error": error,
-                "attempt": attempt,
-                "worker": worker_text,
-                "committed_at": now,
-            })
+            rows.append(
+                {
+                    "judgment_key": key,
+                    "item_key": item_key,
+                    "item_id": item_id,
+                    "judge": shard.judge,
+                    "judge_identity": identity,
+                    "label": verdict.label if verdict is not None else JUDGE_ERROR,
+                    "reason": verdict.reason if verdict is not None else None,
+                    "category": verdict.category if verdict is not None else None,
+                    "raw": raw,
+                    "problem": verdict.problem if verdict is not None else error,
+                    "prompt_tokens": int(res.get("prompt_tokens") or 0),
+                    "completion_tokens": int(res.get("completion_tokens") or 0),
+                    "latency_s": float(res.get("latency_s") or 0.0),
+                    "error": error,
+                    "attempt": attempt,
+                    "worker": worker_text,
+                    "committed_at": now,
+                }
+            )
         return rows
 
     def flush(self) -> None:

@@ -31,8 +31,15 @@ class Judging:
     reused: int
 
 
-def judge_stage(plan: Plan, store: SweepStore, data_dir: Path, scan: ScanResult, from_cache: pd.DataFrame | None,
-                 options: RunOptions, console: Console) -> Judging | None:
+def judge_stage(
+    plan: Plan,
+    store: SweepStore,
+    data_dir: Path,
+    scan: ScanResult,
+    from_cache: pd.DataFrame | None,
+    options: RunOptions,
+    console: Console,
+) -> Judging | None:
     """Scan the stored judgments and queue the stored answers that lack one (None: the sweep has no judges)."""
     if not plan.judges:
         return None

@@ -40,7 +40,7 @@ class RichProgress:
         }
         self.failed_items = 0
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self.progress.start()
         return self
 
@@ -52,7 +52,9 @@ class RichProgress:
         self.progress.start_task(task)
         engine = info.get("engine", {})
         device = engine.get("device", "?")
-        self.progress.update(task, status=f"{engine.get('engine', '?')} on {device}, loaded in {info.get('load_seconds', 0):.1f}s")
+        self.progress.update(
+            task, status=f"{engine.get('engine', '?')} on {device}, loaded in {info.get('load_seconds', 0):.1f}s"
+        )
 
     def shard_done(self, variant: str, items: int) -> None:
         self.progress.advance(self.tasks[variant], items)
@@ -75,7 +77,7 @@ class QuietProgress:
         self.console = console or Console(stderr=True)
         self.messages: list[str] = []
 
-    def __enter__(self) -> "QuietProgress":
+    def __enter__(self) -> QuietProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

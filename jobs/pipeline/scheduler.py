@@ -35,9 +35,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -53,11 +54,11 @@ class PoolEvents(Protocol):
 
     def replica_state(self, pool: str, index: int, state: str, info: dict[str, Any]) -> None: ...
 
-    def task_done(self, pool: str, task: "Task", replica: int) -> None: ...
+    def task_done(self, pool: str, task: Task, replica: int) -> None: ...
 
-    def task_retry(self, pool: str, task: "Task", error: str, delay_s: float, replica: dict[str, Any]) -> None: ...
+    def task_retry(self, pool: str, task: Task, error: str, delay_s: float, replica: dict[str, Any]) -> None: ...
 
-    def task_failed(self, pool: str, task: "Task", error: str) -> None: ...
+    def task_failed(self, pool: str, task: Task, error: str) -> None: ...
 
     def message(self, kind: str, text: str) -> None: ...
 
@@ -68,13 +69,13 @@ class NullEvents:
     def replica_state(self, pool: str, index: int, state: str, info: dict[str, Any]) -> None:
         return None
 
-    def task_done(self, pool: str, task: "Task", replica: int) -> None:
+    def task_done(self, pool: str, task: Task, replica: int) -> None:
         return None
 
-    def task_retry(self, pool: str, task: "Task", error: str, delay_s: float, replica: dict[str, Any]) -> None:
+    def task_retry(self, pool: str, task: Task, error: str, delay_s: float, replica: dict[str, Any]) -> None:
         return None
 
-    def task_failed(self, pool: str, task: "Task", error: str) -> None:
+    def task_failed(self, pool: str, task: Task, error: str) -> None:
         return None
 
     def message(self, kind: str, text: str) -> None:
@@ -99,7 +100,7 @@ class PoolConfig:
     load_timeout_s: float | None = None
     max_replacements: int = 3
     run_method: str = "run_shard"
-    commit_batch: Callable[[list[tuple["Task", Any, dict[str, Any]]]], list[Any]] | None = None
+    commit_batch: Callable[[list[tuple[Task, Any, dict[str, Any]]]], list[Any]] | None = None
     """Stores many results at once (group commit, in a commit thread): gets ``(task, value, replica)``
     triples, returns one outcome per task (what ``on_result`` would return, or an exception for a task
     that could not be stored); raising fails every task of the batch. Results that arrive while a
@@ -118,11 +119,11 @@ class Task:
     id: str
     payload: Any
     size: int = 1
-    on_result: Callable[["Task", Any, dict[str, Any]], Any] | None = None
+    on_result: Callable[[Task, Any, dict[str, Any]], Any] | None = None
     """Stores a result (runs in a commit thread; raising counts as a failed attempt)."""
-    on_done: Callable[["Task", Any], None] | None = None
+    on_done: Callable[[Task, Any], None] | None = None
     """After a successful commit, on the scheduling loop (may submit more work); gets on_result's value."""
-    on_failed: Callable[["Task", str], None] | None = None
+    on_failed: Callable[[Task, str], None] | None = None
     """After the last attempt failed, on the scheduling loop."""
     subject: Any = None
     """What the task is about, for whoever stores its result (a generation shard); not sent anywhere."""
@@ -173,7 +174,7 @@ class Pool:
     """Tasks of this pool not finished yet (queued, delayed, running or committing)."""
     items_done: int = 0
     first_ready: float | None = None
-    backlog: list[tuple["Replica", Task, Any]] = field(default_factory=list)
+    backlog: list[tuple[Replica, Task, Any]] = field(default_factory=list)
     """Results waiting for the pool's next group commit."""
     storing: bool = False
 
@@ -222,8 +223,15 @@ def describe_error(err: BaseException) -> str:
 class Scheduler:
     """Runs tasks on pools of replicas; see the module docstring."""
 
-    def __init__(self, events: PoolEvents | None = None, *, commit_threads: int = 4, tick: Callable[[], None] | None = None,
-                 tick_interval_s: float = 1.0, max_wait_s: float = 0.5):
+    def __init__(
+        self,
+        events: PoolEvents | None = None,
+        *,
+        commit_threads: int = 4,
+        tick: Callable[[], None] | None = None,
+        tick_interval_s: float = 1.0,
+        max_wait_s: float = 0.5,
+    ):
         self.events = events or NullEvents()
         self.pools: dict[str, Pool] = {}
         self.report = SchedulerReport()
@@ -352,7 +360,7 @@ class Scheduler:
                 try:
                     pool.group = pool.config.make_group()
                     ready = pool.group.ready()
-                except Exception as err:  # noqa: BLE001 - e.g. a bundle Ray refuses: the pool fails, not the sweep
+                except Exception as err:
                     pool.group = None
                     self._fail_pool(pool, f"could not reserve the pool's resources: {describe_error(err)}")
                     continue
@@ -366,7 +374,7 @@ class Scheduler:
         try:
             replica.actor = pool.config.make_actor(pool.group, replica.index)
             load = replica.actor.load.remote()
-        except Exception as err:  # noqa: BLE001 - bad actor options: nothing of this pool can run
+        except Exception as err:
             replica.actor = None
             replica.state = "dead"
             self._fail_pool(pool, f"could not start a worker: {describe_error(err)}")
@@ -396,7 +404,10 @@ class Scheduler:
                 "replacement(s) are spent",
             )
             if all(r.state == "dead" for r in pool.replicas):
-                self._fail_pool(pool, f"every replica died and max_replacements={pool.config.max_replacements} is spent; last: {reason}")
+                self._fail_pool(
+                    pool,
+                    f"every replica died and max_replacements={pool.config.max_replacements} is spent; last: {reason}",
+                )
             return
         pool.replacements += 1
         replica.replacements += 1
@@ -450,12 +461,12 @@ class Scheduler:
             for actor in to_close:
                 try:
                     closing.append(actor.close.remote())
-                except Exception as err:  # noqa: BLE001 - already gone: killed below anyway
+                except Exception as err:
                     log.debug("close: %s", err)
             if closing:
                 try:
                     ray.wait(closing, num_returns=len(closing), timeout=15.0)
-                except Exception as err:  # noqa: BLE001 - the cluster is going away
+                except Exception as err:
                     log.debug("waiting for close: %s", err)
             for actor in to_close + to_kill:
                 kill_actor(actor)
@@ -525,7 +536,7 @@ class Scheduler:
                 return
             try:
                 ray.get(ref)
-            except Exception as err:  # noqa: BLE001 - the group was removed or could not be created
+            except Exception as err:
                 self._fail_pool(pool, f"the pool's placement group failed: {describe_error(err)}")
                 return
             pool.state = "running"
@@ -537,7 +548,7 @@ class Scheduler:
         assert replica is not None
         try:
             value = ray.get(ref)
-        except Exception as err:  # noqa: BLE001 - every failure is classified below
+        except Exception as err:
             self._call_failed(call, err)
             return
         if call.stale:
@@ -628,7 +639,9 @@ class Scheduler:
         self._committing -= 1
         if failed:
             log.error("storing %s failed", task.id, exc_info=outcome)
-            self._attempt_failed(pool, task, f"could not store the result: {describe_error(outcome)}", replica.describe())
+            self._attempt_failed(
+                pool, task, f"could not store the result: {describe_error(outcome)}", replica.describe()
+            )
             return
         pool.pending -= 1
         pool.items_done += task.size
@@ -670,7 +683,9 @@ class Scheduler:
         replica.in_flight = max(0, replica.in_flight - 1)
         where = replica.describe()
         if call.timed_out:
-            error = f"no answer within shard_timeout_s={pool.config.shard_timeout_s:g}s; the worker was restarted ({error})"
+            error = (
+                f"no answer within shard_timeout_s={pool.config.shard_timeout_s:g}s; the worker was restarted ({error})"
+            )
         if actor_trouble:
             self._check_replica(pool, replica, error)
             if isinstance(err, ActorUnavailableError) and not call.timed_out and task.unavailable < 30:
@@ -680,7 +695,9 @@ class Scheduler:
                 task.attempts -= 1
                 self._later(pool, task, min(pool.config.backoff_s * task.unavailable, 5.0))
                 return
-            error = f"worker died (pid {where.get('pid')} on {where.get('node_ip') or where.get('host') or '?'}): {error}"
+            error = (
+                f"worker died (pid {where.get('pid')} on {where.get('node_ip') or where.get('host') or '?'}): {error}"
+            )
         self._attempt_failed(pool, task, error, where)
 
     def _attempt_failed(self, pool: Pool, task: Task, error: str, where: dict[str, Any]) -> None:
@@ -707,8 +724,13 @@ class Scheduler:
         if replica.state in ("checking", "dead", "released") or replica.actor is None:
             return
         replica.state = "checking"
-        self.events.message("worker_died", f"{pool.name}: replica {replica.index} failed a call ({error.splitlines()[0][:200]}); checking it")
-        self._calls[replica.actor.ping.remote()] = _Call("ping", pool, replica, started=time.monotonic(), actor=replica.actor)
+        self.events.message(
+            "worker_died",
+            f"{pool.name}: replica {replica.index} failed a call ({error.splitlines()[0][:200]}); checking it",
+        )
+        self._calls[replica.actor.ping.remote()] = _Call(
+            "ping", pool, replica, started=time.monotonic(), actor=replica.actor
+        )
 
     def _ping_later(self, pool: Pool, replica: Replica) -> None:
         actor = replica.actor
@@ -738,7 +760,9 @@ class Scheduler:
             elif call.kind == "load" and config.load_timeout_s and now - call.started > config.load_timeout_s:
                 del self._calls[ref]
                 assert call.replica is not None
-                self._replace(call.pool, call.replica, f"no answer to load within load_timeout_s={config.load_timeout_s:g}s")
+                self._replace(
+                    call.pool, call.replica, f"no answer to load within load_timeout_s={config.load_timeout_s:g}s"
+                )
             elif call.kind == "ping" and now - call.started > max(60.0, config.load_timeout_s or 0.0):
                 del self._calls[ref]
                 assert call.replica is not None
@@ -757,7 +781,7 @@ class Scheduler:
                 try:
                     # Killing with restart fails every call in flight on this actor; each is retried.
                     ray.kill(call.replica.actor, no_restart=False)
-                except Exception as err:  # noqa: BLE001 - already gone
+                except Exception as err:
                     log.debug("kill for timeout: %s", err)
 
     def _maybe_tick(self, now: float) -> None:
@@ -765,7 +789,7 @@ class Scheduler:
             self._last_tick = now
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - a reporting hiccup never stops the work
+            except Exception:
                 log.exception("tick failed")
 
     # -- the end ---------------------------------------------------------------------------------

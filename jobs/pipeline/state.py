@@ -13,8 +13,9 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jobs.pipeline.scheduler import Task
 from jobs.plan.build import Plan, Shard
@@ -144,7 +145,9 @@ class SweepState:
         if task.attempts == 0:  # its pool failed before it ran: the pool's message said why, once
             self.events.append({"time": now_iso(), "kind": "shard_failed", "message": f"{task.id}: {error[:200]}"})
             return
-        self.message("shard_failed", f"{task.id}: failed after {task.attempts} attempt(s): {error.splitlines()[0][:200]}")
+        self.message(
+            "shard_failed", f"{task.id}: failed after {task.attempts} attempt(s): {error.splitlines()[0][:200]}"
+        )
 
     def message(self, kind: str, text: str) -> None:
         self.events.append({"time": now_iso(), "kind": kind, "message": text})
@@ -175,7 +178,10 @@ class SweepState:
         progress: dict[str, dict[str, dict[str, int]]] = {}
         for (variant, bench), c in self.counts.items():
             progress.setdefault(variant, {})[bench] = {
-                "planned": c.planned, "done": c.done, "failed": c.failed, "pending": c.pending
+                "planned": c.planned,
+                "done": c.done,
+                "failed": c.failed,
+                "pending": c.pending,
             }
         pool_view = {}
         elapsed = time.monotonic()

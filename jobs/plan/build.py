@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pandas as pd
 from cluster.engines.selection import EngineChoice, choose_engine
 from cluster.models.sources import model_identity
 from cluster.variants.key import variant_key
+from cluster.variants.load import VARIANT_CACHE_ENV
 from jobs.plan.calibration import CalibrationSet, resolve_calibration
 from jobs.plan.keys import CONTEXT_CHARS, _digest, context_digest, request_digest
 from jobs.spec.checks import local_checkpoint_info
@@ -241,7 +243,13 @@ class Plan:
                         todo_keys.append(key)
                 for index, start in enumerate(range(0, len(todo_keys), size)):
                     out.append(
-                        Shard(variant, bench_name, index, todo_items[start : start + size], todo_keys[start : start + size])
+                        Shard(
+                            variant,
+                            bench_name,
+                            index,
+                            todo_items[start : start + size],
+                            todo_keys[start : start + size],
+                        )
                     )
         return out
 
@@ -298,9 +306,7 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
     return variants
 
 
-def build_plan(
-    spec: SweepSpec, data_dir: Path, limit: int | None = None, *, variant_cache: str | None = None
-) -> Plan:
+def build_plan(spec: SweepSpec, data_dir: Path, limit: int | None = None, *, variant_cache: str | None = None) -> Plan:
     """Variants × benchmarks with every item request's key (shards are cut later, from what is missing)."""
     with bulk_allocation():
         return _build_plan(spec, data_dir, limit, variant_cache)
@@ -343,3 +349,28 @@ def _build_plan(spec: SweepSpec, data_dir: Path, limit: int | None, variant_cach
             )[:CONTEXT_CHARS]
             plan.keys[(variant.name, name)] = [context + r[:40] for r in requests[name]]
     return plan
+
+
+def resolve_variant_cache(option: str | None, spec: SweepSpec) -> str | None:
+    """Where variants are cached: ``--variant-cache``, ``$QTRUST_VARIANT_CACHE``, the spec, else None.
+
+    None means ``<cache dir>/variants`` on each worker's node. Local paths are made absolute (workers
+    may run in another working directory); URLs (``s3://...``) are passed on as they are.
+    """
+    value = option or os.environ.get(VARIANT_CACHE_ENV) or spec.storage.variant_cache
+    if not value:
+        return None
+    if "://" in value:
+        from cluster.storage.uri import location_problem
+        from jobs.spec.schema import SpecError
+
+        field = (
+            "--variant-cache"
+            if option
+            else (VARIANT_CACHE_ENV if os.environ.get(VARIANT_CACHE_ENV) else "storage.variant_cache")
+        )
+        problem = location_problem(value, field)
+        if problem:
+            raise SpecError(field, [problem])
+        return value
+    return str(Path(value).expanduser().resolve())

@@ -29,7 +29,9 @@ def context_digest(*, variant_key: str, engine: str, task: str, max_new_tokens: 
     generation: dict[str, Any] = {"temperature": temperature}
     if task != "loglikelihood":
         generation["max_new_tokens"] = max_new_tokens
-    return _digest({"schema": KEY_SCHEMA, "variant": variant_key, "engine": engine, "task": task, "generation": generation})
+    return _digest(
+        {"schema": KEY_SCHEMA, "variant": variant_key, "engine": engine, "task": task, "generation": generation}
+    )
 
 
 def request_digest(task: str, item: Item) -> str:

@@ -8,7 +8,7 @@ from jobs.plan.build import Plan
 def short_name(name: str, model: str, n_models: int) -> str:
     """A variant's or ensemble's name without the model prefix the sweep repeats (kept with several models)."""
     if n_models == 1 and name.startswith(f"{model}-") and len(name) > len(model) + 1:
-        return name[len(model) + 1:]
+        return name[len(model) + 1 :]
     return name
 
 

@@ -19,8 +19,9 @@ The statistics themselves live in :mod:`trust.comparison.stats`, :mod:`trust.com
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 from jobs.plan.build import BenchmarkRun, Plan
 from jobs.plan.naming import reference_variants, short_name
 from jobs.results.scoring import ResultRow, perspective_table
+from trust.benchmarks.label_metrics import item_values, score_labels, scored_items
 from trust.comparison.degenerate import (
     Flag,
     Thresholds,
@@ -45,26 +47,69 @@ from trust.comparison.stats import (
     paired_bootstrap_delta,
     paired_delta,
 )
-from trust.metrics.compute import item_values, score_labels, scored_items
 from trust.types import Item
 
 #: Columns of :attr:`Comparison.frame` (one row per benchmark × variant or ensemble × metric).
-COLUMNS = ["model", "benchmark", "name", "short", "kind", "method", "bits", "bits_value", "metric", "primary",
-           "higher_is_better", "value", "se", "low", "high", "interval", "n", "baseline", "delta", "delta_low",
-           "delta_high", "delta_method", "p_value", "significant", "flags"]
+COLUMNS = [
+    "model",
+    "benchmark",
+    "name",
+    "short",
+    "kind",
+    "method",
+    "bits",
+    "bits_value",
+    "metric",
+    "primary",
+    "higher_is_better",
+    "value",
+    "se",
+    "low",
+    "high",
+    "interval",
+    "n",
+    "baseline",
+    "delta",
+    "delta_low",
+    "delta_high",
+    "delta_method",
+    "p_value",
+    "significant",
+    "flags",
+]
 
 #: Columns of :attr:`Comparison.ensembles` (the ensemble search).
-ENSEMBLE_COLUMNS = ["model", "benchmark", "method", "members", "size", "metric", "value", "low", "high", "n",
-                    "best_member", "best_value", "delta_vs_best", "delta_vs_best_low", "delta_vs_best_high",
-                    "p_vs_best", "delta_vs_reference", "delta_vs_reference_low", "delta_vs_reference_high",
-                    "p_vs_reference"]
+ENSEMBLE_COLUMNS = [
+    "model",
+    "benchmark",
+    "method",
+    "members",
+    "size",
+    "metric",
+    "value",
+    "low",
+    "high",
+    "n",
+    "best_member",
+    "best_value",
+    "delta_vs_best",
+    "delta_vs_best_low",
+    "delta_vs_best_high",
+    "p_vs_best",
+    "delta_vs_reference",
+    "delta_vs_reference_low",
+    "delta_vs_reference_high",
+    "p_vs_reference",
+]
 
 
 class CompareSettings(BaseModel):
     """How comparisons are computed (every figure is reproducible from the seed)."""
 
     n_boot: int = Field(2000, ge=100, description="resamples of the paired bootstrap of per-item metrics")
-    n_boot_generic: int = Field(200, ge=50, description="resamples for metrics that are not item means (rescored each time)")
+    n_boot_generic: int = Field(
+        200, ge=50, description="resamples for metrics that are not item means (rescored each time)"
+    )
     seed: int = 0
     thresholds: Thresholds = Field(default_factory=Thresholds)
     ensemble_search: bool = True
@@ -127,8 +172,9 @@ class _Scored:
         self.ids = [it.id for it in self.items]
         self.metrics = score_labels(run.benchmark, run.items, self.labels, self.logprobs) if self.labels else {}
         values = item_values(run.benchmark, run.items, self.labels, self.logprobs) if self.labels else {}
-        self.values: dict[str, pd.Series] = {name: pd.Series(np.asarray(v, dtype=float), index=self.ids)
-                                             for name, v in values.items()}
+        self.values: dict[str, pd.Series] = {
+            name: pd.Series(np.asarray(v, dtype=float), index=self.ids) for name, v in values.items()
+        }
 
     def score_at(self, ids: list[str]) -> dict[str, float]:
         """All metrics on the items ``ids`` (repeats allowed: a bootstrap resample)."""
@@ -160,17 +206,32 @@ def _estimate(scored: _Scored, name: str, settings: CompareSettings, rescore: Ca
     if name in scored.values:
         return item_mean_estimate(scored.values[name].to_numpy(), n_boot=settings.n_boot, seed=settings.seed)
     point = float(scored.metrics.get(name, math.nan))
-    return bootstrap_estimate(lambda idx: float(rescore(idx).get(name, math.nan)), len(scored.ids), point=point,
-                              n_boot=settings.n_boot_generic, seed=settings.seed)
+    return bootstrap_estimate(
+        lambda idx: float(rescore(idx).get(name, math.nan)),
+        len(scored.ids),
+        point=point,
+        n_boot=settings.n_boot_generic,
+        seed=settings.seed,
+    )
 
 
-def _paired(reference: _Scored, variant: _Scored, name: str, settings: CompareSettings,
-            rescore_pair: Callable[[np.ndarray], tuple[dict, dict]], common: list[str]) -> PairedDelta | None:
+def _paired(
+    reference: _Scored,
+    variant: _Scored,
+    name: str,
+    settings: CompareSettings,
+    rescore_pair: Callable[[np.ndarray], tuple[dict, dict]],
+    common: list[str],
+) -> PairedDelta | None:
     if not common:
         return None
     if name in reference.values and name in variant.values:
-        return paired_delta(reference.values[name].reindex(common).to_numpy(), variant.values[name].reindex(common).to_numpy(),
-                            n_boot=settings.n_boot, seed=settings.seed)
+        return paired_delta(
+            reference.values[name].reindex(common).to_numpy(),
+            variant.values[name].reindex(common).to_numpy(),
+            n_boot=settings.n_boot,
+            seed=settings.seed,
+        )
 
     def statistic(idx: np.ndarray) -> tuple[float, float]:
         ref, var = rescore_pair(idx)
@@ -193,8 +254,9 @@ def compare_results(
     quant_reports = quant_reports or {}
     n_models = len(plan.spec.models)
     references = reference_variants(plan)
-    comparison = Comparison(frame=pd.DataFrame(columns=COLUMNS), references=references,
-                            perspectives=perspective_table(plan, results))
+    comparison = Comparison(
+        frame=pd.DataFrame(columns=COLUMNS), references=references, perspectives=perspective_table(plan, results)
+    )
     records: list[dict[str, Any]] = []
     ensemble_records: list[dict[str, Any]] = []
     for bench_name, run in plan.benchmarks.items():
@@ -215,26 +277,42 @@ def compare_results(
             if ref is not None:
                 _add_flips(comparison, run, ref, this, common)
             rescore = _memo(lambda idx, s=this: s.score_at([s.ids[i] for i in idx]))
-            rescore_pair = _memo(lambda idx, r=ref, s=this, c=common: (r.score_at([c[i] for i in idx]),
-                                                                       s.score_at([c[i] for i in idx])))
+            rescore_pair = _memo(
+                lambda idx, r=ref, s=this, c=common: (r.score_at([c[i] for i in idx]), s.score_at([c[i] for i in idx]))
+            )
             variant = plan.variants.get(row.name)
             for name in _metric_names(this):
                 est = _estimate(this, name, settings, rescore)
                 delta = _paired(ref, this, name, settings, rescore_pair, common) if ref is not None else None
-                records.append({
-                    "model": row.model, "benchmark": bench_name, "name": row.name,
-                    "short": short_name(row.name, row.model, n_models), "kind": row.kind,
-                    "method": variant.recipe.method if variant is not None else "ensemble", "bits": row.bits,
-                    "bits_value": float(variant.precision_bits) if variant is not None else math.nan,
-                    "metric": name, "primary": name == primary, "higher_is_better": higher_is_better(run, name),
-                    "value": est.value, "se": est.se, "low": est.low, "high": est.high, "interval": est.method,
-                    "n": est.n, "baseline": baseline[1] if name == primary else math.nan,
-                    "delta": delta.delta if delta else math.nan, "delta_low": delta.low if delta else math.nan,
-                    "delta_high": delta.high if delta else math.nan, "delta_method": delta.method if delta else "",
-                    "p_value": delta.mcnemar_p if delta and delta.mcnemar_p is not None else math.nan,
-                    "significant": bool(delta.significant) if delta else False,
-                    "flags": "; ".join(f.message for f in flags),
-                })
+                records.append(
+                    {
+                        "model": row.model,
+                        "benchmark": bench_name,
+                        "name": row.name,
+                        "short": short_name(row.name, row.model, n_models),
+                        "kind": row.kind,
+                        "method": variant.recipe.method if variant is not None else "ensemble",
+                        "bits": row.bits,
+                        "bits_value": float(variant.precision_bits) if variant is not None else math.nan,
+                        "metric": name,
+                        "primary": name == primary,
+                        "higher_is_better": higher_is_better(run, name),
+                        "value": est.value,
+                        "se": est.se,
+                        "low": est.low,
+                        "high": est.high,
+                        "interval": est.method,
+                        "n": est.n,
+                        "baseline": baseline[1] if name == primary else math.nan,
+                        "delta": delta.delta if delta else math.nan,
+                        "delta_low": delta.low if delta else math.nan,
+                        "delta_high": delta.high if delta else math.nan,
+                        "delta_method": delta.method if delta else "",
+                        "p_value": delta.mcnemar_p if delta and delta.mcnemar_p is not None else math.nan,
+                        "significant": bool(delta.significant) if delta else False,
+                        "flags": "; ".join(f.message for f in flags),
+                    }
+                )
         if settings.ensemble_search:
             ensemble_records += _search(plan, run, bench_name, scored, references, settings)
     comparison.frame = pd.DataFrame(records, columns=COLUMNS)
@@ -242,8 +320,14 @@ def compare_results(
     return comparison
 
 
-def _flags(run: BenchmarkRun, scored: _Scored, row: ResultRow, ref_name: str | None,
-           quant_reports: dict[str, dict[str, Any]], settings: CompareSettings) -> list[Flag]:
+def _flags(
+    run: BenchmarkRun,
+    scored: _Scored,
+    row: ResultRow,
+    ref_name: str | None,
+    quant_reports: dict[str, dict[str, Any]],
+    settings: CompareSettings,
+) -> list[Flag]:
     if not scored.labels:
         return []
     labels = list(scored.labels.values())
@@ -255,7 +339,9 @@ def _flags(run: BenchmarkRun, scored: _Scored, row: ResultRow, ref_name: str | N
         if mine is not None and base:
             ratio = mine / base
     has_refs = any(r is not None for r in references)
-    return degenerate_flags(labels, references if has_refs else None, perplexity_ratio=ratio, thresholds=settings.thresholds)
+    return degenerate_flags(
+        labels, references if has_refs else None, perplexity_ratio=ratio, thresholds=settings.thresholds
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -278,8 +364,10 @@ def _add_flips(comparison: Comparison, run: BenchmarkRun, ref: _Scored, this: _S
             if outputs:
                 table[side] = [outputs.get(i, "")[:OUTPUT_CHARS] for i in table["item_id"]]
     comparison.flips[key] = table
-    comparison.matrices[key] = flip_matrix([outcome(label, r) for label, r in zip(ref_labels, references)],
-                                           [outcome(label, r) for label, r in zip(var_labels, references)])
+    comparison.matrices[key] = flip_matrix(
+        [outcome(label, r) for label, r in zip(ref_labels, references)],
+        [outcome(label, r) for label, r in zip(var_labels, references)],
+    )
 
 
 #: How much of each answer a flip table keeps (the full answers are in the runs' items tables).
@@ -293,8 +381,14 @@ def _outputs(scored: _Scored) -> dict[str, str]:
     return {i: (o if isinstance(o, str) else "") for i, o in zip(frame["item_id"], frame["output"])}
 
 
-def _search(plan: Plan, run: BenchmarkRun, bench_name: str, scored: dict[str, _Scored], references: dict[str, str],
-            settings: CompareSettings) -> list[dict[str, Any]]:
+def _search(
+    plan: Plan,
+    run: BenchmarkRun,
+    bench_name: str,
+    scored: dict[str, _Scored],
+    references: dict[str, str],
+    settings: CompareSettings,
+) -> list[dict[str, Any]]:
     """Every subset (size >= 2) of a model's quantized variants of one method, as a precision ensemble."""
     primary = run.benchmark.primary_metric
     better = higher_is_better(run, primary) is not False
@@ -309,22 +403,44 @@ def _search(plan: Plan, run: BenchmarkRun, bench_name: str, scored: dict[str, _S
             if len(variants) < 2:
                 continue
             try:
-                candidates = ensemble_candidates({v.name: scored[v.name].labels for v in variants},
-                                                 {v.name: v.precision_bits for v in variants},
-                                                 max_candidates=settings.max_ensemble_candidates)
+                candidates = ensemble_candidates(
+                    {v.name: scored[v.name].labels for v in variants},
+                    {v.name: v.precision_bits for v in variants},
+                    max_candidates=settings.max_ensemble_candidates,
+                )
             except ValueError:
                 continue  # too many subsets: the search is skipped for this method (said in the report)
             for cand in candidates:
-                out.append(_candidate_row(run, bench_name, model.name, method, cand, scored, ref_name, primary,
-                                          better, settings))
+                out.append(
+                    _candidate_row(
+                        run, bench_name, model.name, method, cand, scored, ref_name, primary, better, settings
+                    )
+                )
     return out
 
 
-def _candidate_row(run: BenchmarkRun, bench_name: str, model: str, method: str, cand: Any, scored: dict[str, _Scored],
-                   ref_name: str | None, primary: str, better: bool, settings: CompareSettings) -> dict[str, Any]:
-    fake = ResultRow(kind="ensemble", name="+".join(cand.members), model=model, benchmark=bench_name, bits="",
-                     n_items=len(cand.labels), n_planned=len(run.items),
-                     frame=pd.DataFrame({"item_id": list(cand.labels), "label": list(cand.labels.values())}))
+def _candidate_row(
+    run: BenchmarkRun,
+    bench_name: str,
+    model: str,
+    method: str,
+    cand: Any,
+    scored: dict[str, _Scored],
+    ref_name: str | None,
+    primary: str,
+    better: bool,
+    settings: CompareSettings,
+) -> dict[str, Any]:
+    fake = ResultRow(
+        kind="ensemble",
+        name="+".join(cand.members),
+        model=model,
+        benchmark=bench_name,
+        bits="",
+        n_items=len(cand.labels),
+        n_planned=len(run.items),
+        frame=pd.DataFrame({"item_id": list(cand.labels), "label": list(cand.labels.values())}),
+    )
     ens = _Scored(run, fake, next(iter(scored.values())).by_id if scored else None)
     rescore = _memo(lambda idx: ens.score_at([ens.ids[i] for i in idx]))
     est = _estimate(ens, primary, settings, rescore)
@@ -343,13 +459,24 @@ def _candidate_row(run: BenchmarkRun, bench_name: str, model: str, method: str, 
     d_ref = vs(scored.get(ref_name) if ref_name else None)
     nan = math.nan
     return {
-        "model": model, "benchmark": bench_name, "method": method, "members": "+".join(cand.members),
-        "size": len(cand.members), "metric": primary, "value": est.value, "low": est.low, "high": est.high, "n": est.n,
-        "best_member": best[0], "best_value": best[1],
-        "delta_vs_best": d_best.delta if d_best else nan, "delta_vs_best_low": d_best.low if d_best else nan,
+        "model": model,
+        "benchmark": bench_name,
+        "method": method,
+        "members": "+".join(cand.members),
+        "size": len(cand.members),
+        "metric": primary,
+        "value": est.value,
+        "low": est.low,
+        "high": est.high,
+        "n": est.n,
+        "best_member": best[0],
+        "best_value": best[1],
+        "delta_vs_best": d_best.delta if d_best else nan,
+        "delta_vs_best_low": d_best.low if d_best else nan,
         "delta_vs_best_high": d_best.high if d_best else nan,
         "p_vs_best": d_best.mcnemar_p if d_best and d_best.mcnemar_p is not None else nan,
-        "delta_vs_reference": d_ref.delta if d_ref else nan, "delta_vs_reference_low": d_ref.low if d_ref else nan,
+        "delta_vs_reference": d_ref.delta if d_ref else nan,
+        "delta_vs_reference_low": d_ref.low if d_ref else nan,
         "delta_vs_reference_high": d_ref.high if d_ref else nan,
         "p_vs_reference": d_ref.mcnemar_p if d_ref and d_ref.mcnemar_p is not None else nan,
     }

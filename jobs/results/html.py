@@ -71,50 +71,83 @@ def render_report(plan: Plan, comparison: Comparison, *, title: str | None = Non
     from jobs.results.plots import flip_matrix_figure, metric_vs_bits, perspective_radar
 
     spec = plan.spec
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title or spec.name)} · qtrust report</title>"
-             f"<style>{_STYLE}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title or spec.name)} · qtrust report</title>"
+        f"<style>{_STYLE}</style></head><body>"
+    ]
     parts.append(f"<h1>{_esc(title or spec.name)}</h1>")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts.append(f"<p class='note'>{_esc(spec.description or '')} — {len(plan.variants)} variant(s) × "
-                 f"{len(plan.benchmarks)} benchmark(s); reference per model: "
-                 f"{_esc(', '.join(f'{m}: {r}' for m, r in comparison.references.items()))}. Generated {when}.</p>")
-    parts.append("<p class='note'>Intervals are 95%: Wilson for rates of per-item 0/1 values, a percentile bootstrap "
-                 "over items otherwise. Δ is each variant minus its model's reference on the items both answered "
-                 "(paired bootstrap interval); p is McNemar's exact test on items that changed. Bold rows differ "
-                 "from the reference at the 5% level (McNemar for 0/1 metrics, else the interval of Δ excludes 0); "
-                 "red where the change is for the worse, green where it is for the better.</p>")
+    parts.append(
+        f"<p class='note'>{_esc(spec.description or '')} — {len(plan.variants)} variant(s) × "
+        f"{len(plan.benchmarks)} benchmark(s); reference per model: "
+        f"{_esc(', '.join(f'{m}: {r}' for m, r in comparison.references.items()))}. Generated {when}.</p>"
+    )
+    parts.append(
+        "<p class='note'>Intervals are 95%: Wilson for rates of per-item 0/1 values, a percentile bootstrap "
+        "over items otherwise. Δ is each variant minus its model's reference on the items both answered "
+        "(paired bootstrap interval); p is McNemar's exact test on items that changed. Bold rows differ "
+        "from the reference at the 5% level (McNemar for 0/1 metrics, else the interval of Δ excludes 0); "
+        "red where the change is for the worse, green where it is for the better.</p>"
+    )
     for bench_name, run in plan.benchmarks.items():
         rows = comparison.frame[comparison.frame["benchmark"] == bench_name]
         if rows.empty:
             continue
         primary = run.benchmark.primary_metric
-        parts.append(f"<h2>{_esc(bench_name)} <span class='note'>v{_esc(run.benchmark.version)}, {len(run.items)} items, "
-                     f"primary metric {_esc(primary)}</span></h2>")
+        parts.append(
+            f"<h2>{_esc(bench_name)} <span class='note'>v{_esc(run.benchmark.version)}, {len(run.items)} items, "
+            f"primary metric {_esc(primary)}</span></h2>"
+        )
         baseline = comparison.baselines.get(bench_name, (None, math.nan))
         if baseline[0] is not None and not math.isnan(baseline[1]):
-            parts.append(f"<p class='note'>Majority-class baseline: {baseline[1]:.3f} (always answering "
-                         f"'{_esc(baseline[0])}').</p>")
+            parts.append(
+                f"<p class='note'>Majority-class baseline: {baseline[1]:.3f} (always answering "
+                f"'{_esc(baseline[0])}').</p>"
+            )
         parts.append(_primary_table(comparison, rows[rows["primary"]]))
         parts.append(_flags_html(comparison, bench_name))
         parts.append(_img(metric_vs_bits(comparison.frame, bench_name, primary), f"{primary} vs bits"))
         others = rows[~rows["primary"]]
         if not others.empty:
             wide = others.pivot_table(index="short", columns="metric", values="value", aggfunc="first", sort=False)
-            parts.append("<details><summary>Every metric (point estimates)</summary>"
-                         + _table(wide.reset_index().rename(columns={"short": "variant"})) + "</details>")
+            parts.append(
+                "<details><summary>Every metric (point estimates)</summary>"
+                + _table(wide.reset_index().rename(columns={"short": "variant"}))
+                + "</details>"
+            )
         parts.append(_flips_html(comparison, bench_name, flip_matrix_figure))
     ensembles = comparison.ensembles
     if ensembles is not None and not ensembles.empty:
-        parts.append("<h2>Ensemble search</h2><p class='note'>Every subset (size ≥ 2) of a model's quantized variants "
-                     "of one method, voted with Lu et al.'s rule (refusals filtered, ties to the highest precision) from "
-                     "the stored labels; no inference.</p>")
-        shown = ensembles[["benchmark", "method", "members", "metric", "value", "low", "high", "best_member", "best_value",
-                           "delta_vs_best", "delta_vs_best_low", "delta_vs_best_high", "delta_vs_reference",
-                           "delta_vs_reference_low", "delta_vs_reference_high"]]
+        parts.append(
+            "<h2>Ensemble search</h2><p class='note'>Every subset (size ≥ 2) of a model's quantized variants "
+            "of one method, voted with Lu et al.'s rule (refusals filtered, ties to the highest precision) from "
+            "the stored labels; no inference.</p>"
+        )
+        shown = ensembles[
+            [
+                "benchmark",
+                "method",
+                "members",
+                "metric",
+                "value",
+                "low",
+                "high",
+                "best_member",
+                "best_value",
+                "delta_vs_best",
+                "delta_vs_best_low",
+                "delta_vs_best_high",
+                "delta_vs_reference",
+                "delta_vs_reference_low",
+                "delta_vs_reference_high",
+            ]
+        ]
         parts.append(_table(shown))
     if comparison.perspectives:
-        parts.append("<h2>Perspectives</h2><p class='note'>DecodingTrust-style 0–100 scores (higher = more "
-                     "trustworthy), the mean over each perspective's benchmarks.</p>")
+        parts.append(
+            "<h2>Perspectives</h2><p class='note'>DecodingTrust-style 0–100 scores (higher = more "
+            "trustworthy), the mean over each perspective's benchmarks.</p>"
+        )
         persp = pd.DataFrame(comparison.perspectives).T.reset_index().rename(columns={"index": "variant"})
         parts.append(_table(persp))
         parts.append(_img(perspective_radar(comparison.perspectives), "perspective radar"))
@@ -123,8 +156,10 @@ def render_report(plan: Plan, comparison: Comparison, *, title: str | None = Non
 
 
 def _primary_table(comparison: Comparison, rows: pd.DataFrame) -> str:
-    head = ("<table><tr><th>variant</th><th>method</th><th>bits</th><th>n</th><th>value [95% CI]</th>"
-            "<th>Δ vs reference [95% CI]</th><th>p (McNemar)</th><th>flags</th></tr>")
+    head = (
+        "<table><tr><th>variant</th><th>method</th><th>bits</th><th>n</th><th>value [95% CI]</th>"
+        "<th>Δ vs reference [95% CI]</th><th>p (McNemar)</th><th>flags</th></tr>"
+    )
     body = []
     for r in rows.to_dict("records"):
         is_ref = comparison.references.get(r["model"]) == r["name"]
@@ -133,15 +168,21 @@ def _primary_table(comparison: Comparison, rows: pd.DataFrame) -> str:
         if r["significant"] and not is_ref and not math.isnan(r["delta"]) and r["higher_is_better"] is not None:
             worse = (r["delta"] < 0) == bool(r["higher_is_better"])
             cls = " class='sig worse'" if worse else " class='sig better'"
-        body.append(f"<tr{cls}><td>{_esc(r['short'])}</td><td>{_esc(r['method'])}</td><td>{_esc(r['bits'])}</td>"
-                    f"<td>{int(r['n'])}</td><td>{_interval(r['value'], r['low'], r['high'])}</td><td>{delta}</td>"
-                    f"<td>{'' if is_ref else _p(r['p_value'])}</td><td class='flag'>{_esc(r['flags'])}</td></tr>")
+        body.append(
+            f"<tr{cls}><td>{_esc(r['short'])}</td><td>{_esc(r['method'])}</td><td>{_esc(r['bits'])}</td>"
+            f"<td>{int(r['n'])}</td><td>{_interval(r['value'], r['low'], r['high'])}</td><td>{delta}</td>"
+            f"<td>{'' if is_ref else _p(r['p_value'])}</td><td class='flag'>{_esc(r['flags'])}</td></tr>"
+        )
     return head + "".join(body) + "</table>"
 
 
 def _flags_html(comparison: Comparison, bench_name: str) -> str:
-    items = [f"<li><b>{_esc(name)}</b>: {_esc(flag.message)}</li>"
-             for (name, bench), flags in comparison.flags.items() if bench == bench_name for flag in flags]
+    items = [
+        f"<li><b>{_esc(name)}</b>: {_esc(flag.message)}</li>"
+        for (name, bench), flags in comparison.flags.items()
+        if bench == bench_name
+        for flag in flags
+    ]
     return f"<p class='flag'>Degenerate-variant flags:</p><ul class='flag'>{''.join(items)}</ul>" if items else ""
 
 
@@ -151,9 +192,12 @@ def _flips_html(comparison: Comparison, bench_name: str, flip_matrix_figure: Any
         if bench != bench_name:
             continue
         matrix = comparison.matrices.get((name, bench))
-        counts = ", ".join(f"{n} {change}" for change, n in table["change"].value_counts().items()) if len(table) else "none"
-        out.append(f"<details><summary>{_esc(name)}: answers that changed against the reference — {_esc(counts)}"
-                   f"</summary>")
+        counts = (
+            ", ".join(f"{n} {change}" for change, n in table["change"].value_counts().items()) if len(table) else "none"
+        )
+        out.append(
+            f"<details><summary>{_esc(name)}: answers that changed against the reference — {_esc(counts)}</summary>"
+        )
         if matrix is not None and not matrix.empty:
             out.append(_img(flip_matrix_figure(matrix, f"{name} vs reference · {bench_name}"), f"flips {name}"))
         if len(table):

@@ -29,9 +29,9 @@ import pandas as pd
 
 from jobs.plan.build import Plan
 from jobs.plan.judges import selected_judge
+from trust.benchmarks.label_metrics import score_labels
 from trust.judges.labels import benchmark_label, judge_labels_of
 from trust.judges.verdicts import JUDGE_ERROR
-from trust.metrics.compute import score_labels
 from trust.types import ERROR
 
 
@@ -49,8 +49,9 @@ class JudgedLabels:
             for identity, part in frame.groupby("judge_identity", sort=False):
                 # several judgments of one answer by one judge (a changed lookup file): the latest counts
                 latest = part.drop_duplicates("item_key", keep="last")
-                self._by_identity[str(identity)] = pd.Series(latest["_label"].to_numpy(dtype=object),
-                                                             index=latest["item_key"].to_numpy(dtype=object))
+                self._by_identity[str(identity)] = pd.Series(
+                    latest["_label"].to_numpy(dtype=object), index=latest["item_key"].to_numpy(dtype=object)
+                )
                 self._details[str(identity)] = latest.set_index("item_key", drop=False)
 
     def table(self, bench: str, frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -64,15 +65,21 @@ class JudgedLabels:
             found = details.reindex(frame["item_key"].tolist()).dropna(subset=["judgment_key"])
             if found.empty:
                 continue
-            parts.append(pd.DataFrame({
-                "item_id": found["item_id"].to_numpy(dtype=object),
-                "judge": name,
-                "label": found["_label"].to_numpy(dtype=object),
-                "reason": found["reason"].to_numpy(dtype=object),
-                "problem": found["problem"].to_numpy(dtype=object),
-                "raw": [None if not isinstance(r, str) else r[:2000] for r in found["raw"].to_numpy(dtype=object)],
-                "judge_identity": found["judge_identity"].to_numpy(dtype=object),
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "item_id": found["item_id"].to_numpy(dtype=object),
+                        "judge": name,
+                        "label": found["_label"].to_numpy(dtype=object),
+                        "reason": found["reason"].to_numpy(dtype=object),
+                        "problem": found["problem"].to_numpy(dtype=object),
+                        "raw": [
+                            None if not isinstance(r, str) else r[:2000] for r in found["raw"].to_numpy(dtype=object)
+                        ],
+                        "judge_identity": found["judge_identity"].to_numpy(dtype=object),
+                    }
+                )
+            )
         return pd.concat(parts, ignore_index=True) if parts else None
 
     def judge_labels(self, identity: str, keys: list[str]) -> list[str | None]:
@@ -100,12 +107,15 @@ class JudgedLabels:
             judge = self.plan.judges[name]
             raw = self.judge_labels(judge.identity(bench), keys)
             frame[f"judge:{name}"] = pd.Series(raw, dtype=object, index=frame.index)
-            labels = [ERROR if failed else benchmark_label(mapping, label)
-                      for label, failed in zip(raw, generation_failed)]
+            labels = [
+                ERROR if failed else benchmark_label(mapping, label) for label, failed in zip(raw, generation_failed)
+            ]
             mapped[name] = labels
             judged_ok = [label for label, failed in zip(raw, generation_failed) if not failed]
             metrics[f"judge/{name}/unreadable_rate"] = (
-                sum(1 for label in judged_ok if label in (None, JUDGE_ERROR)) / len(judged_ok) if judged_ok else math.nan
+                sum(1 for label in judged_ok if label in (None, JUDGE_ERROR)) / len(judged_ok)
+                if judged_ok
+                else math.nan
             )
             for metric, value in _score(run, items, frame["item_id"].tolist(), labels).items():
                 metrics[f"judge/{name}/{metric}"] = value
@@ -151,4 +161,8 @@ def pair_agreement(a: str, b: str, left: list[str], right: list[str], unreadable
         kappa = math.nan  # one label only: kappa is undefined
     else:
         kappa = float(cohen_kappa_score(list(xs), list(ys)))
-    return {f"judge_kappa/{name}": kappa, f"judge_agreement/{name}": agreement, f"judge_pairs/{name}": float(len(pairs))}
+    return {
+        f"judge_kappa/{name}": kappa,
+        f"judge_agreement/{name}": agreement,
+        f"judge_pairs/{name}": float(len(pairs)),
+    }

@@ -58,7 +58,9 @@ def frame_colors(frame: pd.DataFrame) -> dict[str, str]:
 
 def _empty(fig: Figure, ax: Any, message: str) -> Figure:
     ax.set_axis_off()
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="#444444", wrap=True)
+    ax.text(
+        0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="#444444", wrap=True
+    )
     return fig
 
 
@@ -98,19 +100,39 @@ def metric_vs_bits(frame: pd.DataFrame, benchmark: str, metric: str, colors: Map
         ys = [float(r["value"]) for r in points]
         ticks.update(xs)
         marker = _MARKERS[index % len(_MARKERS)]
-        ax.plot([x + shift for x in xs], ys, color=METHOD_LINE, linewidth=1.3, marker=marker, markersize=5,
-                markerfacecolor="white", label=method, zorder=2)
+        ax.plot(
+            [x + shift for x in xs],
+            ys,
+            color=METHOD_LINE,
+            linewidth=1.3,
+            marker=marker,
+            markersize=5,
+            markerfacecolor="white",
+            label=method,
+            zorder=2,
+        )
         for x, y, row in zip(xs, ys, points):
             low, high = _float(row.get("low")), _float(row.get("high"))
             err = [[max(0.0, y - low) if _finite(low) else 0.0], [max(0.0, high - y) if _finite(high) else 0.0]]
             color = colors.get(str(row["name"]), METHOD_LINE)
             ax.errorbar([x + shift], [y], yerr=err, fmt=marker, color=color, markersize=8, capsize=4, zorder=3)
-            ax.annotate(str(row.get("short", row["name"])), (x + shift, y), textcoords="offset points", xytext=(7, 5),
-                        fontsize=8, color=color)
+            ax.annotate(
+                str(row.get("short", row["name"])),
+                (x + shift, y),
+                textcoords="offset points",
+                xytext=(7, 5),
+                fontsize=8,
+                color=color,
+            )
         drawn += len(points)
     for row in (r for r in records if str(r.get("kind")) == "ensemble" and _finite(r.get("value"))):
-        ax.axhline(float(row["value"]), color=colors.get(str(row["name"]), "#7b4173"), linestyle=":", linewidth=1.5,
-                   label=f"ensemble {row.get('short', row['name'])}")
+        ax.axhline(
+            float(row["value"]),
+            color=colors.get(str(row["name"]), "#7b4173"),
+            linestyle=":",
+            linewidth=1.5,
+            label=f"ensemble {row.get('short', row['name'])}",
+        )
         drawn += 1
     if not drawn:
         return _empty(fig, ax, f"no finite values of {metric} on {benchmark}")
@@ -130,7 +152,9 @@ def _reference_line(ax: Any, row: Mapping[str, Any], color: str) -> int:
     value = _float(row.get("value"))
     if not _finite(value):
         return 0
-    ax.axhline(value, color=color, linestyle="--", linewidth=1.5, label=f"reference {row.get('short', row['name'])}", zorder=1)
+    ax.axhline(
+        value, color=color, linestyle="--", linewidth=1.5, label=f"reference {row.get('short', row['name'])}", zorder=1
+    )
     low, high = _float(row.get("low")), _float(row.get("high"))
     if _finite(low) and _finite(high) and high >= low:
         ax.axhspan(low, high, color=color, alpha=0.12, zorder=0)
@@ -186,9 +210,16 @@ def _draw_matrix(ax: Any, matrix: pd.DataFrame, title: str) -> None:
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             count = values[i, j]
-            ax.text(j, i, f"{count:g}", ha="center", va="center", fontsize=9,
-                    color="white" if top and count > top * 0.6 else "black",
-                    fontweight="bold" if i != j and count else "normal")
+            ax.text(
+                j,
+                i,
+                f"{count:g}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if top and count > top * 0.6 else "black",
+                fontweight="bold" if i != j and count else "normal",
+            )
     ax.set_xticks(range(values.shape[1]))
     ax.set_xticklabels([str(c) for c in matrix.columns], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]))

@@ -8,7 +8,6 @@ another shard size or by another sweep (the response cache) counts as well.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from jobs.plan.build import BenchmarkRun, Plan
+from trust.benchmarks.label_metrics import score_labels
+from trust.benchmarks.perspectives import benchmark_score, perspective_scores
 from trust.comparison.ensemble import ensemble_labels
-from trust.metrics.compute import score_labels
-from trust.metrics.perspectives import benchmark_score, perspective_scores
 from trust.types import ERROR, Item
 
 
@@ -36,37 +35,21 @@ def label_for(run: BenchmarkRun, item: Item, output: str | None, logprobs: Any, 
     return run.benchmark.parse(item, output or "")
 
 
-def result_rows(
-    items: list[Item], keys: list[str], result: dict[str, Any], *, attempt: int, worker: dict[str, Any], now: float
-) -> list[dict[str, Any]]:
-    """Generation records of one shard (what the store keeps): the answer, never a label."""
-    by_id = {r["id"]: r for r in result["results"]}
-    worker_text = json.dumps({k: worker.get(k) for k in ("node_ip", "node_id", "pid", "gpu_ids")}, sort_keys=True)
-    rows = []
-    for item, key in zip(items, keys):
-        res = by_id.get(item.id) or {"error": "the worker returned no result for this item"}
-        rows.append(
-            {
-                "item_key": key,
-                "item_id": item.id,
-                "prompt": json.dumps(item.messages, ensure_ascii=False),
-                "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
-                "output": res.get("text"),
-                "logprobs": res.get("logprobs") or None,
-                "prompt_tokens": int(res.get("prompt_tokens") or 0),
-                "completion_tokens": int(res.get("completion_tokens") or 0),
-                "latency_s": float(res.get("latency_s") or 0.0),
-                "error": res.get("error"),
-                "attempt": attempt,
-                "worker": worker_text,
-                "committed_at": now,
-            }
-        )
-    return rows
-
-
-ITEM_COLUMNS = ["item_id", "item_key", "prompt", "output", "label", "reference", "choices", "logprobs",
-                "prompt_tokens", "completion_tokens", "latency_s", "error", "attributes"]
+ITEM_COLUMNS = [
+    "item_id",
+    "item_key",
+    "prompt",
+    "output",
+    "label",
+    "reference",
+    "choices",
+    "logprobs",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "error",
+    "attributes",
+]
 
 
 class LabelCache:
@@ -97,12 +80,16 @@ class LabelCache:
             self.parsed += 1
         return label
 
-    def labels(self, where: np.ndarray, outputs: list[str | None], logprobs: list[Any], errors: list[str | None]) -> np.ndarray:
+    def labels(
+        self, where: np.ndarray, outputs: list[str | None], logprobs: list[Any], errors: list[str | None]
+    ) -> np.ndarray:
         """Labels of the items at positions ``where`` of the run with these stored answers."""
         items = self.run.items
         if self._loglikelihood:
-            return np.array([label_for(self.run, items[i], o, lp, e) for i, o, lp, e in zip(where, outputs, logprobs, errors)],
-                            dtype=object)
+            return np.array(
+                [label_for(self.run, items[i], o, lp, e) for i, o, lp, e in zip(where, outputs, logprobs, errors)],
+                dtype=object,
+            )
         texts = pd.Series([o or "" for o in outputs], dtype=object)
         out_codes, out_values = pd.factorize(texts, use_na_sentinel=False)
         combined = self._ctx_codes[where].astype(np.int64) * max(1, len(out_values)) + out_codes
@@ -127,7 +114,9 @@ class RecordView:
     COLUMNS = ("output", "error", "logprobs", "prompt_tokens", "completion_tokens", "latency_s")
 
     def __init__(self, records: pd.DataFrame):
-        self.index = pd.Index(records["item_key"].to_numpy(dtype=object)) if len(records) else pd.Index([], dtype=object)
+        self.index = (
+            pd.Index(records["item_key"].to_numpy(dtype=object)) if len(records) else pd.Index([], dtype=object)
+        )
         self.columns = {c: records[c].to_numpy(dtype=object) for c in self.COLUMNS}
 
     def positions(self, keys: list[str]) -> np.ndarray:

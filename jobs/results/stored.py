@@ -32,7 +32,9 @@ class StoredSweep:
     @property
     def quant_reports(self) -> dict[str, dict[str, Any]]:
         """Each variant's quantization report (probe perplexity, size...) as its worker recorded it."""
-        return {name: dict(info.get("quantization", {}) or {}) for name, info in self.manifest.get("workers", {}).items()}
+        return {
+            name: dict(info.get("quantization", {}) or {}) for name, info in self.manifest.get("workers", {}).items()
+        }
 
 
 def split_sweep_dir(sweep_dir: str | Path) -> tuple[str, str]:
@@ -53,12 +55,14 @@ def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
     root, name = split_sweep_dir(sweep_dir)
     try:
         store = SweepStore(root, name)
-    except Exception as err:  # noqa: BLE001 - an unreadable location is the user's to fix: one line
+    except Exception as err:
         raise StoredSweepError(f"cannot open {sweep_dir}: {err}") from err
     text = store.read_text(store.spec_path)
     if text is None:
-        raise StoredSweepError(f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
-                               "(it holds sweep.yaml), e.g. qtrust-runs/demo or s3://bucket/runs/demo")
+        raise StoredSweepError(
+            f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
+            "(it holds sweep.yaml), e.g. qtrust-runs/demo or s3://bucket/runs/demo"
+        )
     try:
         return parse_spec(yaml.safe_load(text), source=store.spec_path), store
     except (SpecError, yaml.YAMLError) as err:
@@ -67,7 +71,7 @@ def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
 
 def load_stored_sweep(sweep_dir: str | Path, data_dir: Path) -> StoredSweep:
     """Plan the sweep from its stored ``sweep.yaml`` and score every stored answer and judgment."""
-    from jobs.runner import resolve_variant_cache
+    from jobs.plan.build import resolve_variant_cache
 
     spec, store = stored_spec(sweep_dir)
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(None, spec))

@@ -42,8 +42,14 @@ def _p(value: float) -> str:
 FLAG_CODES = {"invalid": "unparsed", "single_label": "one-label", "perplexity": "ppl"}
 
 
-def print_results(console: Console, plan: Plan, results: list[ResultRow], comparison=None,
-                  metrics: list[str] | None = None, long: bool = False) -> None:
+def print_results(
+    console: Console,
+    plan: Plan,
+    results: list[ResultRow],
+    comparison=None,
+    metrics: list[str] | None = None,
+    long: bool = False,
+) -> None:
     """Per benchmark: each variant and ensemble against its model's reference, with intervals and flags.
 
     One table per benchmark and metric (the primary metric unless ``metrics`` names others, ``["all"]``
@@ -66,7 +72,9 @@ def print_results(console: Console, plan: Plan, results: list[ResultRow], compar
         _print_flags(console, comparison, bench_name)
         _print_flips(console, comparison, bench_name)
         if run.spec.judges:
-            print_judges(console, plan, bench_name, [r for r in results if r.benchmark == bench_name and r.kind == "variant"])
+            print_judges(
+                console, plan, bench_name, [r for r in results if r.benchmark == bench_name and r.kind == "variant"]
+            )
     print_ensemble_search(console, comparison)
 
 
@@ -83,7 +91,11 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
     run = plan.benchmarks[bench_name]
     first = rows.iloc[0]
     direction = first["higher_is_better"]
-    arrow = "" if direction is None or direction != direction else (" (higher is better)" if direction else " (lower is better)")
+    arrow = (
+        ""
+        if direction is None or direction != direction
+        else (" (higher is better)" if direction else " (lower is better)")
+    )
     title = f"{bench_name} v{run.benchmark.version} · {len(run.items)} items · {metric}{arrow}"
     baseline = comparison.baselines.get(bench_name, (None, math.nan))
     caption_bits = [f"95% CI: {first['interval'].split(',')[0]}"]
@@ -91,10 +103,19 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
         caption_bits.append(f"majority-class baseline {baseline[1]:.3f} (always '{baseline[0]}')")
     methods = {m for m in rows["delta_method"].tolist() if m}
     if methods:
-        caption_bits.append("Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = significant at 5% "
-                            "(McNemar for 0/1 metrics, else the CI excludes 0)")
-    table = Table(title=title, title_justify="left", caption=" · ".join(caption_bits), caption_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        caption_bits.append(
+            "Δ: " + sorted(methods)[0].split(",")[0] + "; p: McNemar exact; * = significant at 5% "
+            "(McNemar for 0/1 metrics, else the CI excludes 0)"
+        )
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=" · ".join(caption_bits),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     table.add_column("variant", max_width=20, overflow="fold")
     table.add_column("bits", justify="right", max_width=9, overflow="fold")
     table.add_column("n", justify="right")
@@ -113,21 +134,43 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
         if record["significant"] and not is_ref:
             delta += "*"
         flags = comparison.flags.get((record["name"], bench_name), [])
-        table.add_row(name, str(record["bits"]), str(int(record["n"])), _ci(record["value"], record["low"], record["high"]),
-                      delta, "" if is_ref else _p(record["p_value"]), ",".join(FLAG_CODES.get(f.code, f.code) for f in flags))
+        table.add_row(
+            name,
+            str(record["bits"]),
+            str(int(record["n"])),
+            _ci(record["value"], record["low"], record["high"]),
+            delta,
+            "" if is_ref else _p(record["p_value"]),
+            ",".join(FLAG_CODES.get(f.code, f.code) for f in flags),
+        )
     console.print(table, width=min(MAX_WIDTH, console.width))
 
 
 def _print_long(console: Console, plan: Plan, bench_name: str, frame) -> None:
-    table = Table(title=f"{bench_name}: every metric (long format)", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    for column, justify in (("variant", "left"), ("metric", "left"), ("value [95% CI]", "right"),
-                            ("Δ vs ref [95% CI]", "right"), ("p", "right")):
+    table = Table(
+        title=f"{bench_name}: every metric (long format)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column, justify in (
+        ("variant", "left"),
+        ("metric", "left"),
+        ("value [95% CI]", "right"),
+        ("Δ vs ref [95% CI]", "right"),
+        ("p", "right"),
+    ):
         table.add_column(column, justify=justify, overflow="fold")
     for record in frame.to_dict("records"):
-        table.add_row(record["short"], record["metric"], _ci(record["value"], record["low"], record["high"]),
-                      _ci(record["delta"], record["delta_low"], record["delta_high"], signed=True)
-                      + ("*" if record["significant"] else ""), _p(record["p_value"]))
+        table.add_row(
+            record["short"],
+            record["metric"],
+            _ci(record["value"], record["low"], record["high"]),
+            _ci(record["delta"], record["delta_low"], record["delta_high"], signed=True)
+            + ("*" if record["significant"] else ""),
+            _p(record["p_value"]),
+        )
     console.print(table, width=min(MAX_WIDTH, console.width))
 
 
@@ -153,8 +196,10 @@ def _print_flips(console: Console, comparison, bench_name: str, show_ids: int = 
         ids = ", ".join(table["item_id"].astype(str).head(show_ids))
         lines.append(f"  {label}: " + ", ".join(parts) + f" (e.g. {ids})")
     if lines:
-        console.print("[dim]Answers that changed against the reference (item ids; all in the HTML report):[/]",
-                      width=min(MAX_WIDTH, console.width))
+        console.print(
+            "[dim]Answers that changed against the reference (item ids; all in the HTML report):[/]",
+            width=min(MAX_WIDTH, console.width),
+        )
         for line in lines:
             console.print(line, width=min(MAX_WIDTH, console.width), overflow="fold")
 
@@ -166,9 +211,15 @@ def print_ensemble_search(console: Console, comparison) -> None:
         return
     for bench_name, rows in frame.groupby("benchmark", sort=False):
         metric = rows.iloc[0]["metric"]
-        table = Table(title=f"Ensemble search · {bench_name} · {metric} (Lu et al. vote over stored labels)",
-                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="Δ: paired bootstrap 95% CI on the items both answered", caption_justify="left")
+        table = Table(
+            title=f"Ensemble search · {bench_name} · {metric} (Lu et al. vote over stored labels)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+            caption="Δ: paired bootstrap 95% CI on the items both answered",
+            caption_justify="left",
+        )
         table.add_column("members", max_width=22, overflow="fold")
         table.add_column("value [95% CI]", justify="right", no_wrap=True)
         table.add_column("best member", max_width=14, overflow="fold")
@@ -176,17 +227,22 @@ def print_ensemble_search(console: Console, comparison) -> None:
         table.add_column("Δ vs ref", justify="right", no_wrap=True)
         for record in rows.to_dict("records"):
             table.add_row(
-                _strip_model(record["members"], record["model"]), _ci(record["value"], record["low"], record["high"]),
+                _strip_model(record["members"], record["model"]),
+                _ci(record["value"], record["low"], record["high"]),
                 f"{_strip_model(record['best_member'], record['model'])} {_fmt(record['best_value'])}",
                 _ci(record["delta_vs_best"], record["delta_vs_best_low"], record["delta_vs_best_high"], signed=True),
-                _ci(record["delta_vs_reference"], record["delta_vs_reference_low"], record["delta_vs_reference_high"],
-                    signed=True),
+                _ci(
+                    record["delta_vs_reference"],
+                    record["delta_vs_reference_low"],
+                    record["delta_vs_reference_high"],
+                    signed=True,
+                ),
             )
         console.print(table, width=min(MAX_WIDTH, console.width))
 
 
 def _strip_model(names: str, model: str) -> str:
-    return "+".join(n[len(model) + 1:] if n.startswith(f"{model}-") else n for n in names.split("+"))
+    return "+".join(n[len(model) + 1 :] if n.startswith(f"{model}-") else n for n in names.split("+"))
 
 
 #: Metric names that belong to the judges' table, not the benchmark's.
@@ -201,8 +257,10 @@ def print_judges(console: Console, plan: Plan, bench_name: str, rows: list[Resul
     primary = run.benchmark.primary_metric
     judges = list(run.spec.judges) + (["majority"] if len(run.spec.judges) >= 2 else [])
     chosen = selected_judge(run)
-    table = Table(title=f"{bench_name}: {primary} by judge (labels from {chosen}; unreadable judgments in brackets)",
-                  title_justify="left")
+    table = Table(
+        title=f"{bench_name}: {primary} by judge (labels from {chosen}; unreadable judgments in brackets)",
+        title_justify="left",
+    )
     table.add_column("variant")
     for judge in judges:
         table.add_column(judge, justify="right", style="bold" if judge == chosen else None)
@@ -229,8 +287,13 @@ def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -
 
     short = short_names(plan)
     perspectives = sorted({p for scores in table_data.values() for p in scores})
-    table = Table(title="Perspective scores (0-100, higher = more trustworthy)", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False, min_width=60)
+    table = Table(
+        title="Perspective scores (0-100, higher = more trustworthy)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        min_width=60,
+    )
     table.add_column("variant / ensemble", max_width=22, overflow="fold")
     for name in perspectives:
         table.add_column(name, justify="right", overflow="fold")
@@ -240,9 +303,17 @@ def print_perspectives(console: Console, plan: Plan, results: list[ResultRow]) -
 
 
 #: Columns of the variants table, with the heading each gets (fits 100 columns).
-_VARIANT_COLUMNS = {"variant": "variant", "label": "recipe", "engine": "engine", "storage": "storage",
-                    "size_mb": "MB", "build_s": "build s", "load_s": "load s", "cache": "cache",
-                    "probe_perplexity": "probe ppl"}
+_VARIANT_COLUMNS = {
+    "variant": "variant",
+    "label": "recipe",
+    "engine": "engine",
+    "storage": "storage",
+    "size_mb": "MB",
+    "build_s": "build s",
+    "load_s": "load s",
+    "cache": "cache",
+    "probe_perplexity": "probe ppl",
+}
 
 
 def print_variants(console: Console, variants: dict, quant_reports: dict[str, dict]) -> None:
@@ -257,8 +328,12 @@ def print_variants(console: Console, variants: dict, quant_reports: dict[str, di
     frame = frame.assign(variant=[short_name(v.name, v.model.name, n_models) for v in variants.values()])
     table = Table(title="Variants", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column, heading in _VARIANT_COLUMNS.items():
-        table.add_column(heading, justify="left" if column in ("variant", "label", "storage", "cache", "engine") else "right",
-                         max_width=20, overflow="fold")
+        table.add_column(
+            heading,
+            justify="left" if column in ("variant", "label", "storage", "cache", "engine") else "right",
+            max_width=20,
+            overflow="fold",
+        )
     for record in frame.to_dict("records"):
         table.add_row(*(_cell(record.get(c), 1 if c != "probe_perplexity" else 2) for c in _VARIANT_COLUMNS))
     console.print(table, width=min(MAX_WIDTH, console.width))

@@ -116,10 +116,14 @@ def judge_problems(spec: SweepSpec) -> list[str]:
         if judge.kind == "endpoint" and judge.endpoint is None:
             problems.append(f"judges[{i}].endpoint: an endpoint judge needs 'endpoint' (base_url, model, api_key_env)")
         if judge.kind != "endpoint" and judge.endpoint is not None:
-            problems.append(f"judges[{i}].endpoint: only endpoint judges take 'endpoint'; remove it or set kind: endpoint")
+            problems.append(
+                f"judges[{i}].endpoint: only endpoint judges take 'endpoint'; remove it or set kind: endpoint"
+            )
         if judge.decoding == "choose" and judge.kind != "model":
-            problems.append(f"judges[{i}].decoding: 'choose' scores labels by log-likelihood, which only model judges "
-                            "offer; use decoding: generate")
+            problems.append(
+                f"judges[{i}].decoding: 'choose' scores labels by log-likelihood, which only model judges "
+                "offer; use decoding: generate"
+            )
         if judge.kind == "rule" and judge.template is not None:
             problems.append(f"judges[{i}].template: the rule judge reads no template; remove it")
     by_name = {j.name: j for j in spec.judges}
@@ -131,15 +135,19 @@ def judge_problems(spec: SweepSpec) -> list[str]:
                     f"judges: {', '.join(by_name) or '(none: add a judges: section)'}"
                 )
         if bench.judge is not None and bench.judge not in bench.judges:
-            problems.append(f"benchmarks[{i}].judge: '{bench.judge}' must be one of this benchmark's judges ({', '.join(bench.judges) or 'none'})")
+            problems.append(
+                f"benchmarks[{i}].judge: '{bench.judge}' must be one of this benchmark's judges ({', '.join(bench.judges) or 'none'})"
+            )
         if not bench.judges:
             continue
         try:
             benchmark = get_benchmark(bench.name, bench.options, bench.definition)
-        except Exception:  # noqa: BLE001 - reported by cross_check already
+        except Exception:
             continue
         if benchmark.task != "generate":
-            problems.append(f"benchmarks[{i}].judges: {bench.run_name} is scored by log-likelihood; only open answers are judged")
+            problems.append(
+                f"benchmarks[{i}].judges: {bench.run_name} is scored by log-likelihood; only open answers are judged"
+            )
             continue
         for name in bench.judges:
             judge = by_name.get(name)

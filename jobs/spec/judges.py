@@ -48,8 +48,9 @@ def is_open_ended(bench: Any) -> bool:
     return benchmark.task == "generate" and getattr(answer, "kind", None) == "open"
 
 
-def with_judges(spec: SweepSpec, names: list[str], extra: list[dict[str, Any]], benchmarks: list[str],
-                select: bool, source: str) -> SweepSpec:
+def with_judges(
+    spec: SweepSpec, names: list[str], extra: list[dict[str, Any]], benchmarks: list[str], select: bool, source: str
+) -> SweepSpec:
     """``spec`` with the named judges declared and listed on ``benchmarks`` (validated again)."""
     data = spec.model_dump(mode="json")
     declared = {j["name"]: j for j in data.get("judges", [])}
@@ -60,8 +61,10 @@ def with_judges(spec: SweepSpec, names: list[str], extra: list[dict[str, Any]], 
             if name in offered:
                 declared[name] = dict(offered[name])
             else:
-                problems.append(f"--judge {name}: not a judge of the sweep ({', '.join(declared) or 'none'}), "
-                                f"of --judges-file, nor a shortcut ({', '.join(SHORTCUTS)})")
+                problems.append(
+                    f"--judge {name}: not a judge of the sweep ({', '.join(declared) or 'none'}), "
+                    f"of --judges-file, nor a shortcut ({', '.join(SHORTCUTS)})"
+                )
     known = {b["alias"] or b["name"]: b for b in data["benchmarks"]}
     chosen = benchmarks or [b.run_name for b in spec.benchmarks if is_open_ended(b)]
     for name in chosen:

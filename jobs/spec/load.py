@@ -49,8 +49,6 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(data, str(path))
 
 
-
-
 def _resolve_definition_paths(data: Any, base: Path) -> None:
     """Make relative file paths (benchmark definitions, calibration texts) relative to the sweep file."""
     if not isinstance(data, dict):

@@ -92,7 +92,7 @@ class ModelSpec(_Strict):
     recipes: list[str] | None = Field(
         None, description="names of the recipes to apply to this model (default: every recipe of the sweep)"
     )
-    resources: "PlacementOverride | None" = Field(
+    resources: PlacementOverride | None = Field(
         None, description="replicas and resources of this model's workers (overrides the sweep's resources)"
     )
 
@@ -106,7 +106,7 @@ class RecipeSpec(QuantRecipe):
     engine: Literal["auto", "hf", "vllm"] | None = Field(
         None, description="engine for this recipe's variants, instead of the model's engine"
     )
-    resources: "PlacementOverride | None" = Field(
+    resources: PlacementOverride | None = Field(
         None, description="replicas and resources of this recipe's workers (overrides the model's and the sweep's)"
     )
 
@@ -152,7 +152,9 @@ class JudgeSpec(_Strict):
 
     name: str
     kind: str = Field(description="rule, model or endpoint (the judge registry)")
-    mode: Literal["three_way", "binary"] = Field("three_way", description="rule: full/partial/compliance or refusal/compliance")
+    mode: Literal["three_way", "binary"] = Field(
+        "three_way", description="rule: full/partial/compliance or refusal/compliance"
+    )
     template: str | dict[str, str] | None = Field(
         None,
         description="judge template (built-in name or YAML file), or benchmark -> template; default: the template "
@@ -171,7 +173,7 @@ class JudgeSpec(_Strict):
     max_new_tokens: int | None = Field(None, ge=1, le=8192, description="default: the template's")
     batch_size: int = Field(8, ge=1, le=1024, description="model: judge prompts per forward batch")
     shard_size: int | None = Field(None, ge=1, le=100_000, description="answers per judge task (default: the sweep's)")
-    resources: "PlacementOverride | None" = Field(
+    resources: PlacementOverride | None = Field(
         None, description="replicas and resources of this judge's workers (default: the kind's CPUs, the sweep's rest)"
     )
 
@@ -214,8 +216,22 @@ class GenerationSpec(_Strict):
 NOT_QUANTIZATION = {"name", "engine", "resources"}
 
 
-_MEMORY_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_memory(value: int | float | str | None) -> int | None:
@@ -266,7 +282,10 @@ class ResourcesSpec(_Strict):
     custom: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     placement: Literal["pack", "spread"] = Field("pack", description="pack a variant's replicas or spread them")
     max_in_flight: int = Field(
-        2, ge=1, le=64, validation_alias=AliasChoices("max_in_flight", "max_in_flight_per_worker"),
+        2,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("max_in_flight", "max_in_flight_per_worker"),
         description="shards queued on one replica at a time",
     )
     max_retries: int = Field(2, ge=0, le=20, description="retries of a failed shard before it counts as failed")
@@ -285,7 +304,7 @@ class ResourcesSpec(_Strict):
     def _memory(cls, value: int | str | None) -> int | None:
         return parse_memory(value)
 
-    def merged(self, *overrides: PlacementOverride | None) -> "ResourcesSpec":
+    def merged(self, *overrides: PlacementOverride | None) -> ResourcesSpec:
         """These resources with the fields the overrides set (later overrides win)."""
         data = self.model_dump()
         for override in overrides:

@@ -175,7 +175,7 @@ class SweepLock:
         self._lease_path = ""
 
     # ----------------------------------------------------------------------------- public API
-    def acquire(self) -> "SweepLock":
+    def acquire(self) -> SweepLock:
         """Take the lock or raise :class:`SweepLockHeld`; returns ``self``."""
         if self.held:
             return self
@@ -203,7 +203,7 @@ class SweepLock:
         """Whether this object holds the lock."""
         return self._record is not None
 
-    def __enter__(self) -> "SweepLock":
+    def __enter__(self) -> SweepLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -333,8 +333,11 @@ class SweepLock:
                 current = self._read_lease()
                 if current is not None and current.get("lease_id") != record["lease_id"]:
                     self.lost = True  # someone took over an expired lease of ours: stop renewing
-                    print(f"qtrust: lost the lease on sweep {self.sweep_dir} to pid {current.get('pid')} "
-                          f"on host {current.get('host')}", file=sys.stderr)
+                    print(
+                        f"qtrust: lost the lease on sweep {self.sweep_dir} to pid {current.get('pid')} "
+                        f"on host {current.get('host')}",
+                        file=sys.stderr,
+                    )
                     return
                 self._write_lease(record)
             except OSError as err:  # a transient storage error: try again next round

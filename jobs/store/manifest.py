@@ -1,5 +1,4 @@
-"""A sweep's ``manifest.json`` (written live by the driver) and its lock holder, read from the store.
-"""
+"""A sweep's ``manifest.json`` (written live by the driver) and its lock holder, read from the store."""
 
 from __future__ import annotations
 

@@ -4,12 +4,15 @@ are serialised and deduplicated.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from trust.types import Item
 
 #: Parquet schema metadata: what a file holds and the layout version of its records.
 KIND_FIELD = b"qtrust.kind"
@@ -138,3 +141,32 @@ def dedupe_records(frame: pd.DataFrame, kind: RecordKind = GENERATIONS) -> tuple
     winners = ranked.drop_duplicates(key, keep="last").drop(columns="_ok")
     unique = pd.concat([frame[~repeated], winners])
     return unique.set_index(key, drop=False), len(frame) - len(unique)
+
+
+def result_rows(
+    items: list[Item], keys: list[str], result: dict[str, Any], *, attempt: int, worker: dict[str, Any], now: float
+) -> list[dict[str, Any]]:
+    """Generation records of one shard (what the store keeps): the answer, never a label."""
+    by_id = {r["id"]: r for r in result["results"]}
+    worker_text = json.dumps({k: worker.get(k) for k in ("node_ip", "node_id", "pid", "gpu_ids")}, sort_keys=True)
+    rows = []
+    for item, key in zip(items, keys):
+        res = by_id.get(item.id) or {"error": "the worker returned no result for this item"}
+        rows.append(
+            {
+                "item_key": key,
+                "item_id": item.id,
+                "prompt": json.dumps(item.messages, ensure_ascii=False),
+                "choices": json.dumps(item.choices, ensure_ascii=False) if item.choices else None,
+                "output": res.get("text"),
+                "logprobs": res.get("logprobs") or None,
+                "prompt_tokens": int(res.get("prompt_tokens") or 0),
+                "completion_tokens": int(res.get("completion_tokens") or 0),
+                "latency_s": float(res.get("latency_s") or 0.0),
+                "error": res.get("error"),
+                "attempt": attempt,
+                "worker": worker_text,
+                "committed_at": now,
+            }
+        )
+    return rows

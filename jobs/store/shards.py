@@ -166,7 +166,9 @@ class RecordFolder:
         """Like :meth:`write`, returning what an index segment needs to cover the shard."""
         _check_partitions(relative)
         data = serialize(table)
-        name = f"{relative}/shard-{content_digest(data)}.parquet" if relative else f"shard-{content_digest(data)}.parquet"
+        name = (
+            f"{relative}/shard-{content_digest(data)}.parquet" if relative else f"shard-{content_digest(data)}.parquet"
+        )
         path = join_inside(self.path, name, what="shard folder")  # never outside the folder, whatever the names
         write_atomic(self.fs, path, data, self.local)
         return ShardFile(path, name, *self._stamp(path, len(data)))
@@ -239,8 +241,11 @@ class RecordFolder:
         return self._write_segment_table(table, {shard.relative: shard.stamp for shard, _ in shards})
 
     def _write_segment_table(self, table: pa.Table, files: dict[str, tuple[int, int]]) -> str:
-        meta = {KIND_FIELD: b"index", SCHEMA_FIELD: self.kind.version,
-                INDEX_FILES_FIELD: json.dumps({f: list(stamp) for f, stamp in files.items()}, sort_keys=True).encode()}
+        meta = {
+            KIND_FIELD: b"index",
+            SCHEMA_FIELD: self.kind.version,
+            INDEX_FILES_FIELD: json.dumps({f: list(stamp) for f, stamp in files.items()}, sort_keys=True).encode(),
+        }
         data = serialize(table.replace_schema_metadata(meta))
         path = f"{self.index_path}/segment-{content_digest(data)}.parquet"
         write_atomic(self.fs, path, data, self.local)
@@ -256,10 +261,12 @@ class RecordFolder:
     def _read_segment(self, path: str) -> tuple[pa.Table, dict[str, tuple[int, int]]] | None:
         try:
             table = self._read_verified(path, _SEGMENT_NAME, b"index")
-            files = {f: (int(size), int(mtime)) for f, (size, mtime) in
-                     json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD]).items()}
+            files = {
+                f: (int(size), int(mtime))
+                for f, (size, mtime) in json.loads((table.schema.metadata or {})[INDEX_FILES_FIELD]).items()
+            }
             return table.select([*self.kind.columns, "source"]).cast(self.kind.index_schema), files
-        except Exception as err:  # noqa: BLE001 - an unusable segment only means reading its shards
+        except Exception as err:
             log.info("index segment %s not used: %s", path, err)
             return None
 
@@ -310,7 +317,7 @@ class RecordFolder:
             path = f"{self.path}/{relative}"
             try:
                 return relative, self.read_file(path)
-            except Exception as err:  # noqa: BLE001 - any unreadable file is damaged, never fatal
+            except Exception as err:
                 damaged.append(Damaged(path, f"{type(err).__name__}: {str(err)[:300]}"))
                 return None
 
@@ -332,7 +339,10 @@ class RecordFolder:
         return ScanResult(records, len(listing), damaged, duplicates, from_index=len(covered), key=kind.key)
 
     def _update_index(
-        self, parts: list[pa.Table], covered: dict[str, tuple[int, int]], read: list[tuple[str, pa.Table]],
+        self,
+        parts: list[pa.Table],
+        covered: dict[str, tuple[int, int]],
+        read: list[tuple[str, pa.Table]],
         listing: dict[str, tuple[int, int]],
         old: list[str],
     ) -> None:
@@ -347,7 +357,7 @@ class RecordFolder:
             files = {**covered, **{shard.relative: shard.stamp for shard, _ in fresh}}
             if tables and self._write_segment_table(pa.concat_tables(tables), files):
                 self._remove(old)
-        except Exception as err:  # noqa: BLE001 - the index is an optimisation; the shards are the truth
+        except Exception as err:
             log.info("scan index not updated: %s", err)
 
 
@@ -410,13 +420,15 @@ class IndexWriter:
             return
         try:
             self.folder.write_segment(batch)
-        except Exception as err:  # noqa: BLE001 - the next scan reads these shards one by one instead
+        except Exception as err:
             self.failures += 1
             log.info("index segment not written: %s", err)
 
 
 def write_groups(
-    folder: RecordFolder, index: "IndexWriter", groups: dict[str, list[tuple[int, list[dict[str, Any]]]]],
+    folder: RecordFolder,
+    index: IndexWriter,
+    groups: dict[str, list[tuple[int, list[dict[str, Any]]]]],
     outcomes: list[Any],
 ) -> list[pa.Table]:
     """Group commit: each group's rows (``relative folder -> [(position, rows)]``) as one atomic shard.
@@ -429,7 +441,7 @@ def write_groups(
         table = folder.kind.table([row for _position, rows in members for row in rows])
         try:
             written = folder.write_shard(relative, table)
-        except Exception as err:  # noqa: BLE001 - this group's tasks are retried; the others stand
+        except Exception as err:
             for position, _rows in members:
                 outcomes[position] = err
             continue

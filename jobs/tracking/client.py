@@ -13,8 +13,9 @@ import logging
 import posixpath
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -34,7 +35,9 @@ T = TypeVar("T")
 class Tracker:
     """A fault-tolerant wrapper over ``MlflowClient``: a failed call is a warning, never an exception."""
 
-    def __init__(self, uri: str, experiment: str, warn: Callable[[str], None] | None = None, request_timeout_s: float = 5.0):
+    def __init__(
+        self, uri: str, experiment: str, warn: Callable[[str], None] | None = None, request_timeout_s: float = 5.0
+    ):
         bound_http_requests(request_timeout_s)
         quiet_mlflow_logging()
         self.uri = uri
@@ -50,7 +53,7 @@ class Tracker:
     def _guard(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
             return fn()
-        except Exception as err:  # noqa: BLE001 - tracking must never kill an evaluation
+        except Exception as err:
             self.failures += 1
             self.warn(f"MLflow: could not {what} at {redact(self.uri)}: {describe(err)}")
             return None
@@ -59,7 +62,9 @@ class Tracker:
     def available(self) -> bool:
         return self.experiment_id is not None
 
-    def run(self, existing_id: str | None, run_name: str, tags: dict[str, str], parent_id: str | None = None) -> str | None:
+    def run(
+        self, existing_id: str | None, run_name: str, tags: dict[str, str], parent_id: str | None = None
+    ) -> str | None:
         """Reuse ``existing_id`` when it still exists in this store, otherwise create a run."""
         if not self.available:
             return None
@@ -71,7 +76,7 @@ class Tracker:
                     if run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id:
                         self.client.update_run(existing_id, status="RUNNING")
                         return existing_id
-                except Exception:  # noqa: BLE001 - a run from another store: make a new one
+                except Exception:
                     pass
             all_tags = dict(tags)
             if parent_id:
@@ -105,7 +110,9 @@ class Tracker:
             return
         from mlflow.entities import RunTag
 
-        self._guard("set tags", lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        self._guard(
+            "set tags", lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        )
 
     def log_table(self, run_id: str | None, frame: pd.DataFrame, artifact_file: str) -> None:
         """Log a table as JSON (MLflow's column/data layout), replacing any earlier copy, and list it
@@ -158,7 +165,9 @@ class Tracker:
 
     def finish(self, run_id: str | None, failed: bool = False) -> None:
         if run_id:
-            self._guard("end run", lambda: self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED"))
+            self._guard(
+                "end run", lambda: self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+            )
 
     def runs_url(self) -> str | None:
         if self.experiment_id is None:

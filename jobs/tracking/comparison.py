@@ -15,13 +15,38 @@ from typing import Any
 import pandas as pd
 
 #: Columns of a comparison frame kept in the ``comparison.json`` tables (those present are kept).
-TABLE_COLUMNS = ["benchmark", "name", "short", "kind", "method", "bits", "metric", "primary", "value", "se", "low",
-                 "high", "interval", "n", "delta", "delta_low", "delta_high", "p_value", "significant", "flags"]
+TABLE_COLUMNS = [
+    "benchmark",
+    "name",
+    "short",
+    "kind",
+    "method",
+    "bits",
+    "metric",
+    "primary",
+    "value",
+    "se",
+    "low",
+    "high",
+    "interval",
+    "n",
+    "delta",
+    "delta_low",
+    "delta_high",
+    "p_value",
+    "significant",
+    "flags",
+]
 
 #: Frame column -> suffix of the logged metric name, ``{metric}{suffix}``.
 _ESTIMATE = {"low": "_ci_low", "high": "_ci_high", "se": "_se"}
 #: Frame column -> name template of the logged delta metric.
-_DELTA = {"delta": "delta_{m}", "delta_low": "delta_{m}_ci_low", "delta_high": "delta_{m}_ci_high", "p_value": "delta_{m}_p"}
+_DELTA = {
+    "delta": "delta_{m}",
+    "delta_low": "delta_{m}_ci_low",
+    "delta_high": "delta_{m}_ci_high",
+    "p_value": "delta_{m}_p",
+}
 
 
 def _finite(value: Any) -> float | None:
@@ -90,7 +115,9 @@ def summary_table(
     rows: dict[str, dict[str, Any]] = {}
     for entry in entries:
         name = str(entry["name"])
-        row = rows.setdefault(name, {key: entry.get(key) for key in ("name", "short", "kind", "model", "method", "bits")})
+        row = rows.setdefault(
+            name, {key: entry.get(key) for key in ("name", "short", "kind", "model", "method", "bits")}
+        )
         column = f"{entry['benchmark']}.{entry['metric']}"
         row[column] = _finite(entry.get("value"))
         if (delta := _finite(entry.get("delta"))) is not None:
@@ -137,17 +164,27 @@ def parent_figures(
     if not frame.empty and {"benchmark", "metric", "primary"} <= set(frame.columns):
         primaries = frame[frame["primary"].astype(bool)][["benchmark", "metric"]].drop_duplicates()
         for bench, metric in primaries.itertuples(index=False):
-            out[f"plots/{bench}__{metric}_vs_bits.png"] = (
-                lambda b=bench, m=metric: figure_png(metric_vs_bits(frame, b, m, colors=colors)))
+            out[f"plots/{bench}__{metric}_vs_bits.png"] = lambda b=bench, m=metric: figure_png(
+                metric_vs_bits(frame, b, m, colors=colors)
+            )
     if any(perspectives.values()):
         out["plots/perspectives_radar.png"] = lambda: figure_png(perspective_radar(perspectives, colors=colors))
     benchmarks = list(dict.fromkeys(bench for _name, bench in flips))
     for bench in benchmarks:
         matrices = {short.get(name, name): matrix for (name, b), matrix in flips.items() if b == bench}
-        out[f"plots/flips__{bench}.png"] = (
-            lambda m=matrices, b=bench: figure_png(flip_grid(m, f"{b}: outcome against the reference")))
+        out[f"plots/flips__{bench}.png"] = lambda m=matrices, b=bench: figure_png(
+            flip_grid(m, f"{b}: outcome against the reference")
+        )
     return out
 
 
-__all__ = ["comparison_table", "flips_table", "frame_entries", "parent_figures", "run_flags", "run_metrics", "run_tags",
-           "summary_table"]
+__all__ = [
+    "comparison_table",
+    "flips_table",
+    "frame_entries",
+    "parent_figures",
+    "run_flags",
+    "run_metrics",
+    "run_tags",
+    "summary_table",
+]

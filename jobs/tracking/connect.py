@@ -103,7 +103,9 @@ def is_outage(err: BaseException) -> bool:
     import requests
 
     for exc in _chain(err):
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)):
+        if isinstance(
+            exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
+        ):
             return True
         if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
             return True
@@ -121,7 +123,7 @@ def _http_status(err: BaseException) -> int | None:
     if type(err).__name__ == "RestException":  # the server answered with an MLflow error body
         try:
             return int(err.get_http_status_code())  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - no usable status
+        except Exception:
             return None
     found = _HTTP_CODE.search(str(err))  # a non-JSON answer (a proxy's 502 page, say)
     return int(found.group(1)) if found else None
@@ -180,7 +182,7 @@ def open_client(uri: str, experiment: str, *, attempts: int = 3, pause_s: float 
             with _first_use_lock(uri):
                 client = MlflowClient(tracking_uri=uri)
                 return client, open_experiment(client, experiment)
-        except Exception as err:  # noqa: BLE001 - re-raised after the last attempt
+        except Exception as err:
             if attempt == tries or is_corrupt_database(err):
                 raise
             time.sleep(pause_s * attempt)

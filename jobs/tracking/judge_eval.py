@@ -1,5 +1,4 @@
-"""MLflow for ``qtrust judge-eval``: one run per evaluation, with its confusion tables.
-"""
+"""MLflow for ``qtrust judge-eval``: one run per evaluation, with its confusion tables."""
 
 from __future__ import annotations
 
@@ -31,17 +30,26 @@ def log_evaluation(ev: Evaluation, tracking_uri: str | None, experiment: str) ->
     uri = resolve_tracking_uri(tracking_uri, None)
     quiet_mlflow_logging()
     client, experiment_id = open_client(uri, experiment)
-    run = client.create_run(experiment_id, run_name=ev.run_name,
-                            tags={"qtrust.kind": "judge-eval", "judge": ev.judge})
+    run = client.create_run(experiment_id, run_name=ev.run_name, tags={"qtrust.kind": "judge-eval", "judge": ev.judge})
     run_id = run.info.run_id
     from mlflow.entities import Metric, Param
 
-    params = {**ev.params, "set": ev.set_name, "split": ev.split, "limit": "none" if ev.limit is None else str(ev.limit),
-              "n": str(ev.n), "label_family": ev.family.name, "mapping": ev.family.mapping_text()}
+    params = {
+        **ev.params,
+        "set": ev.set_name,
+        "split": ev.split,
+        "limit": "none" if ev.limit is None else str(ev.limit),
+        "n": str(ev.n),
+        "label_family": ev.family.name,
+        "mapping": ev.family.mapping_text(),
+    }
     now = int(time.time() * 1000)
     try:
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                         metrics=[Metric(k, v, now, 0) for k, v in ev.metrics().items()])
+        client.log_batch(
+            run_id,
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            metrics=[Metric(k, v, now, 0) for k, v in ev.metrics().items()],
+        )
         for comparison, result in ev.comparisons.items():
             client.log_table(run_id, confusion_frame(result), f"confusion/{comparison}.json")
         client.log_table(run_id, ev.judgments, "judgments.json")

@@ -88,7 +88,7 @@ class _Warnings:
     def _say(self, message: str) -> None:
         try:
             self._warn(" ".join(message.split()))
-        except Exception:  # noqa: BLE001 - a broken warn callback must not stop tracking
+        except Exception:
             log.warning(message)
 
     def outage(self, err: BaseException, retry_s: float) -> None:
@@ -212,7 +212,7 @@ class LiveTracker:
         """
         try:
             content = _serialize_table(frame, artifact_file)
-        except Exception as err:  # noqa: BLE001 - a table that cannot be written is a warning
+        except Exception as err:
             self._reject(f"log table {artifact_file}", err)
             return
         self._put(Op(Kind.TABLE, run_key, TableData(artifact_file, content)))
@@ -221,7 +221,7 @@ class LiveTracker:
         """Log a file as it is now (a private copy is made at once; the file may change later)."""
         try:
             copy = self._copy_to_spool(Path(path))
-        except Exception as err:  # noqa: BLE001 - a missing file is a warning
+        except Exception as err:
             self._reject(f"log artifact {path}", err)
             return
         self._put(Op(Kind.ARTIFACT, run_key, ArtifactData(str(copy), artifact_path)))
@@ -250,7 +250,11 @@ class LiveTracker:
         from jobs.tracking.uri import ui_base_url
 
         experiment_id = self.experiment_id
-        return f"{ui_base_url(self.uri)}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}" if experiment_id else None
+        return (
+            f"{ui_base_url(self.uri)}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
+            if experiment_id
+            else None
+        )
 
     def log_dataset(self, run_key: str, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:
         """Record the items a run was evaluated on as an MLflow dataset input (context "eval")."""
@@ -317,7 +321,7 @@ class LiveTracker:
                         break
                     self._wake.wait(left)
                 return self._completed >= target
-        except Exception:  # noqa: BLE001 - never raises
+        except Exception:
             return False
 
     def close(self, timeout_s: float = 10.0) -> dict[str, int]:
@@ -342,7 +346,7 @@ class LiveTracker:
             if self._spool is not None:
                 shutil.rmtree(self._spool, ignore_errors=True)
             return summary
-        except Exception:  # noqa: BLE001 - never raises
+        except Exception:
             return {"sent": self._sent, "dropped": self._enqueued - self._sent, "failures": self._failures}
 
     # -- queueing helpers -----------------------------------------------------------------------
@@ -360,7 +364,10 @@ class LiveTracker:
                 self._enqueued += 1
                 overflow = False
         if overflow:
-            self._notes.once("overflow", f"MLflow: more than {MAX_BUFFERED_OPS} tracking operations are waiting; new ones are dropped")
+            self._notes.once(
+                "overflow",
+                f"MLflow: more than {MAX_BUFFERED_OPS} tracking operations are waiting; new ones are dropped",
+            )
 
     def _reject(self, what: str, err: BaseException) -> None:
         """An operation refused before it was queued (bad input)."""
@@ -395,7 +402,7 @@ class LiveTracker:
                     break
                 if not self._closing:
                     self._wait()
-        except BaseException as err:  # noqa: BLE001 - the process goes on without tracking
+        except BaseException as err:
             with self._lock:
                 self._failures += 1
             self._notes.once("thread", f"MLflow: tracking stopped after an unexpected error: {describe(err)}")
@@ -443,7 +450,7 @@ class LiveTracker:
                 self._connect()
             else:
                 self._sender.probe()
-        except Exception as err:  # noqa: BLE001 - still down
+        except Exception as err:
             self._enter_outage(err)
             return False
         self._leave_outage()
@@ -488,7 +495,7 @@ class LiveTracker:
         assert self._sender is not None
         try:
             self._sender.execute(call)
-        except Exception as err:  # noqa: BLE001 - sorted below
+        except Exception as err:
             if is_outage(err) and not self._struck_out(call):
                 self._enter_outage(err)
                 return False

@@ -148,7 +148,11 @@ class Call:
     def fits(self, op: Op) -> bool:
         """Whether ``op`` can join this batch within MLflow's limits."""
         metrics, params, tags = op.size()
-        new_tags = len(self.tags) + sum(1 for key in op.data if key not in self.tags) if op.kind is Kind.TAGS else len(self.tags)
+        new_tags = (
+            len(self.tags) + sum(1 for key in op.data if key not in self.tags)
+            if op.kind is Kind.TAGS
+            else len(self.tags)
+        )
         total_metrics = len(self.metrics) + metrics
         total_params = len(self.params) + params
         return (

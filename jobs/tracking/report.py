@@ -1,5 +1,4 @@
-"""The HTML report in MLflow: logged to the sweep's parent run.
-"""
+"""The HTML report in MLflow: logged to the sweep's parent run."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ def log_report_to_mlflow(manifest: dict[str, Any], where: str) -> str | None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     try:
         MlflowClient(tracking_uri=uri).log_artifact(parent, str(local_copy(where)))
-    except Exception as err:  # noqa: BLE001 - tracking is best effort here: the file is written either way
+    except Exception as err:
         from jobs.tracking.uri import redact
 
         return f"MLflow: could not log the report to run {parent} ({type(err).__name__}: {redact(str(err))[:200]})"

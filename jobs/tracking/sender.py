@@ -52,7 +52,6 @@ class RunState:
     start_ms: int = 0
 
 
-
 def table_entry(artifact_file: str) -> dict[str, str]:
     """How ``MlflowClient.log_table`` lists a table in the ``mlflow.loggedArtifacts`` tag."""
     return {"path": artifact_file, "type": "table"}
@@ -142,7 +141,10 @@ class Sender:
             quote = "'" if "'" not in str(value) else '"'
             filters.append(f"tags.`{name}` = {quote}{value}{quote}")
         found = self.client.search_runs(
-            [self.experiment_id], filter_string=" and ".join(filters), max_results=1, order_by=["attributes.start_time DESC"]
+            [self.experiment_id],
+            filter_string=" and ".join(filters),
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
         )
         return self._reopen(found[0].info.run_id) if found else None
 
@@ -150,7 +152,7 @@ class Sender:
         """The state of ``run_id`` when it still exists, active, in this experiment; else None."""
         try:
             run = self.client.get_run(run_id)
-        except Exception as err:  # noqa: BLE001 - a run of another store: make a new one
+        except Exception as err:
             if is_outage(err):
                 raise
             return None
@@ -207,7 +209,11 @@ class Sender:
         stale: list[str] = []
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+                [self.experiment_id],
+                filter_string=query,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                page_token=token,
             )
             stale.extend(run.info.run_id for run in page if run.info.run_id not in mine)
             token = page.token

@@ -25,8 +25,11 @@ def _column(kind: str, name: str) -> str:
     return f"{kind}.`{name}`"
 
 
-def view_state(primary_metrics: list[str], tags: tuple[str, ...] = ("variant", "bits", "method", "judge"),
-               group_by_tag: str | None = "benchmark") -> dict[str, Any]:
+def view_state(
+    primary_metrics: list[str],
+    tags: tuple[str, ...] = ("variant", "bits", "method", "judge"),
+    group_by_tag: str | None = "benchmark",
+) -> dict[str, Any]:
     """The runs-table state: tag and metric columns, grouped by ``group_by_tag``, every run shown in charts."""
     metrics: list[str] = []
     for metric in dict.fromkeys(primary_metrics):
@@ -60,5 +63,8 @@ def view_state(primary_metrics: list[str], tags: tuple[str, ...] = ("variant", "
         "hideEmptyCharts": True,
     }
     if group_by_tag:
-        state["groupBy"] = {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]}
+        state["groupBy"] = {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}],
+        }
     return state

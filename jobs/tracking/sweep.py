@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -39,7 +40,7 @@ from jobs.tracking.comparison import (
 )
 from jobs.tracking.shared_view import view_key, view_state
 from jobs.tracking.uri import redact
-from trust.metrics.compute import score_labels
+from trust.benchmarks.label_metrics import score_labels
 
 #: How often the running value of a run's primary metric is recomputed.
 RUNNING_METRIC_EVERY_S = 5.0
@@ -94,7 +95,7 @@ class SweepTracking:
         uri_option: str | None,
         data_dir: Path,
         warn: Callable[[str], None],
-    ) -> "SweepTracking":
+    ) -> SweepTracking:
         uri = resolve_tracking_uri(uri_option, plan.spec.tracking.uri)
         mlflow_entry = previous_manifest.get("mlflow", {}) or {}
         same_store = redact(str(mlflow_entry.get("uri", ""))) == redact(uri)  # the manifest keeps it redacted
@@ -145,11 +146,15 @@ class SweepTracking:
                 key = self.variant_key(variant.name, bench_name)
                 reference = self.references.get(variant.model.name)
                 if reference == variant.name:
-                    what = (f"{self.short[variant.name]}: the reference ({variant.model.name}, {variant.recipe.method}, "
-                            f"{bits} bits) on {bench_name} ({n} items); the quantized variants are compared with it")
+                    what = (
+                        f"{self.short[variant.name]}: the reference ({variant.model.name}, {variant.recipe.method}, "
+                        f"{bits} bits) on {bench_name} ({n} items); the quantized variants are compared with it"
+                    )
                 else:
-                    what = (f"{self.short[variant.name]} ({variant.model.name}, {variant.recipe.method}, {bits} bits) on "
-                            f"{bench_name}: compared with {self.short.get(reference or '', reference)} on the same {n} items")
+                    what = (
+                        f"{self.short[variant.name]} ({variant.model.name}, {variant.recipe.method}, {bits} bits) on "
+                        f"{bench_name}: compared with {self.short.get(reference or '', reference)} on the same {n} items"
+                    )
                 t.ensure_run(
                     key,
                     self._run_name(variant.name, bench_name),
@@ -219,7 +224,9 @@ class SweepTracking:
         self.references.update(reference_variants(self.plan))
         self._ensembles.update(ensemble_names(self.plan))
         refs = {self.short[v.name] for v in self.plan.variants.values() if v.precision_bits >= 16}
-        by_short = variant_colors(self.short.values(), references=refs, ensembles={self.short[n] for n in self._ensembles})
+        by_short = variant_colors(
+            self.short.values(), references=refs, ensembles={self.short[n] for n in self._ensembles}
+        )
         self.colors = {name: by_short[short] for name, short in self.short.items()}
 
     def _spec_file(self) -> Path:
@@ -336,7 +343,11 @@ class SweepTracking:
         )
         # One (variant, benchmark) per tick, the one waiting longest: a tick never stalls the scheduling loop for long.
         now = time.monotonic()
-        due = [k for k, pending in self._rows.items() if pending and now - self._last_running.get(k, 0.0) >= RUNNING_METRIC_EVERY_S]
+        due = [
+            k
+            for k, pending in self._rows.items()
+            if pending and now - self._last_running.get(k, 0.0) >= RUNNING_METRIC_EVERY_S
+        ]
         if due:
             key = min(due, key=lambda k: self._last_running.get(k, 0.0))
             started = time.monotonic()
@@ -359,13 +370,15 @@ class SweepTracking:
         items = [it for it in run.items if it.id in labels]
         try:
             metrics = score_labels(run.benchmark, items, labels)
-        except Exception:  # noqa: BLE001 - a partial set may not score (e.g. one group missing)
+        except Exception:
             return
         primary = run.benchmark.primary_metric
         value = metrics.get(primary)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             counts = state.counts[key]
-            self.tracker.log_metrics(self.variant_key(variant, bench), {f"running.{primary}": value}, step=counts.shards_done)
+            self.tracker.log_metrics(
+                self.variant_key(variant, bench), {f"running.{primary}": value}, step=counts.shards_done
+            )
 
     # -- the end -------------------------------------------------------------------------------
     def final(self, results: list[ResultRow], worker_info: dict[str, dict[str, Any]], state: Any = None) -> None:
@@ -390,7 +403,11 @@ class SweepTracking:
                 self.variant_loaded(variant, info)
         for row in results:
             run = self.plan.benchmarks[row.benchmark]
-            key = self.variant_key(row.name, row.benchmark) if row.kind == "variant" else self.ensemble_key(row.name, row.benchmark)
+            key = (
+                self.variant_key(row.name, row.benchmark)
+                if row.kind == "variant"
+                else self.ensemble_key(row.name, row.benchmark)
+            )
             metrics = dict(row.metrics)
             if row.kind == "variant":
                 metrics.update(quant_metrics(quant_reports.get(row.name, {})))
@@ -401,11 +418,22 @@ class SweepTracking:
                 t.log_table(key, frame, ITEMS_TABLE)
                 if row.judgments is not None and not row.judgments.empty:
                     t.log_table(key, row.judgments, JUDGMENTS_TABLE)
-                t.log_dataset(key, run.items_frame(), name=row.benchmark, source=str(self.data_dir), digest=run.digest(self.data_dir))
+                t.log_dataset(
+                    key,
+                    run.items_frame(),
+                    name=row.benchmark,
+                    source=str(self.data_dir),
+                    digest=run.digest(self.data_dir),
+                )
             t.finish(key, "FINISHED" if row.complete else "FAILED")
         if state is not None and getattr(state, "judges", None):
-            judges = pd.DataFrame([{"judge": name, **counts, **{k: v for k, v in self.plan.judges[name].describe().items()}}
-                                   for name, counts in state.judges.items() if name in self.plan.judges])
+            judges = pd.DataFrame(
+                [
+                    {"judge": name, **counts, **dict(self.plan.judges[name].describe().items())}
+                    for name, counts in state.judges.items()
+                    if name in self.plan.judges
+                ]
+            )
             if not judges.empty:
                 t.log_table(self.parent_key, judges, "judges.json")
         t.log_metrics(self.parent_key, {"variants": len(self.plan.variants), "item_requests": self.plan.n_requests})
@@ -422,9 +450,17 @@ class SweepTracking:
         if primary not in row.metrics:
             return None
         variant = self.plan.variants.get(row.name)
-        return {"name": row.name, "short": self.short.get(row.name, row.name), "kind": row.kind, "model": row.model,
-                "method": variant.recipe.method if variant is not None else "ensemble", "bits": row.bits,
-                "benchmark": row.benchmark, "metric": primary, "value": row.metrics[primary]}
+        return {
+            "name": row.name,
+            "short": self.short.get(row.name, row.name),
+            "kind": row.kind,
+            "model": row.model,
+            "method": variant.recipe.method if variant is not None else "ensemble",
+            "bits": row.bits,
+            "benchmark": row.benchmark,
+            "metric": primary,
+            "value": row.metrics[primary],
+        }
 
     # -- comparisons -----------------------------------------------------------------------------
     def log_comparison(
@@ -452,17 +488,17 @@ class SweepTracking:
             t.log_table(self.parent_key, comparison_table(frame), COMPARISON_TABLE)
             t.log_table(self.parent_key, summary_table(frame_entries(frame), perspectives), SUMMARY_TABLE)
             self._summary_logged = True
-        except Exception as err:  # noqa: BLE001 - a malformed frame must not end the sweep
+        except Exception as err:
             t.report_error("log the comparison", err)
         try:
             figures = parent_figures(frame, flips, perspectives, self.colors, self.short)
-        except Exception as err:  # noqa: BLE001 - no plots, a warning
+        except Exception as err:
             t.report_error("draw the comparison's plots", err)
             figures = {}
         for path, render in figures.items():
             try:
                 t.log_artifact_bytes(self.parent_key, render(), path)
-            except Exception as err:  # noqa: BLE001 - one figure that fails is one warning
+            except Exception as err:
                 t.report_error(f"draw {path}", err)
         if report_html is not None:
             try:

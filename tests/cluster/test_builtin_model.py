@@ -47,7 +47,9 @@ _PREPARE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def concurrent_preparation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+def concurrent_preparation(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
     """Two processes prepare the model into one fresh cache at the same time."""
     cache = tmp_path_factory.mktemp("fresh-cache")
     env = {k: v for k, v in os.environ.items() if k not in ("QTRUST_SMOLLM2_WHEEL", "QTRUST_CACHE_DIR")}

@@ -69,7 +69,9 @@ def test_settings_follow_the_workers_placement() -> None:
     assert VLLMSettings().resolved_separate_process("cpu") is False
     assert VLLMSettings().resolved_separate_process("cuda") is True
     assert VLLMSettings(separate_process=True).resolved_separate_process("cpu") is True
-    assert VLLMSettings(cpu_kv_cache_gib=2.5).engine_kwargs(device="cpu", num_gpus=0)["kv_cache_memory_bytes"] == int(2.5 * (1 << 30))
+    assert VLLMSettings(cpu_kv_cache_gib=2.5).engine_kwargs(device="cpu", num_gpus=0)["kv_cache_memory_bytes"] == int(
+        2.5 * (1 << 30)
+    )
     # prefix caching on CPU reuses 32-token blocks unless told otherwise; GPUs keep vLLM's default
     assert cpu["block_size"] == 32 and "block_size" not in whole
     assert "block_size" not in VLLMSettings(enable_prefix_caching=False).engine_kwargs(device="cpu", num_gpus=0)
@@ -101,13 +103,17 @@ def test_spec_rejects_unknown_vllm_fields_and_methods_vllm_cannot_serve(tiny_mod
     spec = _vllm_sweep(tiny_model_dir, tmp_path)
     spec["recipes"].append({"name": "hqq4", "method": "hqq", "bits": 4, "group_size": 32})
     problems = problems_of(spec)
-    assert any(p.startswith("variant tiny-hqq4 (model's engine: vllm)") and "use engine: hf" in p for p in problems), problems
+    assert any(p.startswith("variant tiny-hqq4 (model's engine: vllm)") and "use engine: hf" in p for p in problems), (
+        problems
+    )
     # A recipe may choose its own engine: hqq on hf next to vLLM variants is fine.
     spec["recipes"][-1]["engine"] = "hf"
     assert parse_spec(spec).recipes[-1].engine == "hf"
 
 
-def test_plan_records_the_resolved_engine_and_keys_shards_by_it(tiny_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+def test_plan_records_the_resolved_engine_and_keys_shards_by_it(
+    tiny_model_dir: Path, tmp_path: Path, data_dir: Path
+) -> None:
     spec_dict = sweep_dict(tiny_model_dir, tmp_path / "runs", ensembles=[])
     spec_dict["models"][0]["engine"] = "auto"
     spec_dict["recipes"].append({"name": "nf4", "method": "bnb", "bnb_type": "nf4"})

@@ -53,7 +53,10 @@ def test_fail_items_and_delay() -> None:
     assert results[1].text is None and "injected failure" in (results[1].error or "")
     assert results[0].error is None and results[2].error is None
     scored = engine.loglikelihood(
-        [LoglikelihoodRequest(id=i, messages=[{"role": "user", "content": "q"}], continuations=["a", "bb"]) for i in ("i0", "i1")],
+        [
+            LoglikelihoodRequest(id=i, messages=[{"role": "user", "content": "q"}], continuations=["a", "bb"])
+            for i in ("i0", "i1")
+        ],
         GenerationSettings(),
     )
     assert scored[0].error is None and len(scored[0].logprobs) == 2 and all(v < 0 for v in scored[0].logprobs)

@@ -15,7 +15,8 @@ from cluster.engines.base import (
     GenerationSettings,
     LoglikelihoodRequest,
 )
-from cluster.engines.hf import HFEngine, parse_dtype
+from cluster.engines.hf import HFEngine
+from cluster.models.dtype import parse_dtype
 from cluster.quantization.recipes import QuantRecipe
 from cluster.variants.load import VariantSource, load_variant
 from tests.support.engine_helpers import fail_to_render
@@ -183,7 +184,9 @@ def test_loglikelihood_multi_token_is_sum_of_conditionals(engine: HFEngine) -> N
 
 def test_loglikelihood_results_in_order(engine: HFEngine) -> None:
     requests = [
-        LoglikelihoodRequest(id=f"r{i}", messages=[{"role": "user", "content": p}], continuations=["wrong", "not wrong"])
+        LoglikelihoodRequest(
+            id=f"r{i}", messages=[{"role": "user", "content": p}], continuations=["wrong", "not wrong"]
+        )
         for i, p in enumerate(PROMPTS[:3])
     ]
     results = engine.loglikelihood(requests, GenerationSettings(batch_size=2))
@@ -215,7 +218,10 @@ def test_load_variant_applies_recipe(tiny_path: Path, engine: HFEngine) -> None:
     plain = load_variant(VariantSource(tiny_path, QuantRecipe()), quality_probe=False)
     assert plain.describe()["recipe_method"] == "none"
     assert plain.quantization["storage"] == "none"
-    w2 = load_variant(VariantSource(tiny_path, QuantRecipe(method="rtn", bits=2, group_size=32), variant_key="3" * 64), quality_probe=False)
+    w2 = load_variant(
+        VariantSource(tiny_path, QuantRecipe(method="rtn", bits=2, group_size=32), variant_key="3" * 64),
+        quality_probe=False,
+    )
     info = w2.describe()
     assert info["recipe_method"] == "rtn"
     assert info["recipe_bits"] == "2"

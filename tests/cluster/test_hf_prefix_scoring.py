@@ -56,11 +56,15 @@ def _hand_made() -> list[LoglikelihoodRequest]:
     user = lambda text: [SYSTEM, {"role": "user", "content": text}]  # noqa: E731
     return [
         # options of different lengths, a one-token option, an empty continuation
-        LoglikelihoodRequest("lengths", user("Is it wrong?"), ["wrong", "not wrong", " The quick brown fox jumps", "x", ""]),
+        LoglikelihoodRequest(
+            "lengths", user("Is it wrong?"), ["wrong", "not wrong", " The quick brown fox jumps", "x", ""]
+        ),
         LoglikelihoodRequest("newlines", user("Capital of France"), ["\n\nParis", "Rome", "\nParis"]),
         LoglikelihoodRequest("numbers", user("Numbers: 0 1 2"), [" 3", "3 4 5 6 7 8 9 10 100 1000."]),
         # plain completion prompts whose last tokens merge with some options' first tokens
-        LoglikelihoodRequest("merge", [{"role": "completion", "content": "The capital of Fra"}], ["nce is Paris.", " Italy", "nce"]),
+        LoglikelihoodRequest(
+            "merge", [{"role": "completion", "content": "The capital of Fra"}], ["nce is Paris.", " Italy", "nce"]
+        ),
         LoglikelihoodRequest("merge-all", [{"role": "completion", "content": "Is it wro"}], ["ng", "ng or not wrong"]),
         LoglikelihoodRequest("single", [{"role": "completion", "content": "She said yes,"}], [" he"]),
     ]
@@ -190,8 +194,14 @@ def test_prefix_failure_falls_back_to_per_option(engine: HFEngine, monkeypatch: 
 
 
 def _generation_requests() -> list[GenerationRequest]:
-    texts = ["x", "Hello there", "Numbers: 1 2 3", "The capital of France is Paris, and the capital of Italy is which city?",
-             "Please answer with a single letter.", "Is it wrong to take credit for someone else's work?"]
+    texts = [
+        "x",
+        "Hello there",
+        "Numbers: 1 2 3",
+        "The capital of France is Paris, and the capital of Italy is which city?",
+        "Please answer with a single letter.",
+        "Is it wrong to take credit for someone else's work?",
+    ]
     return [GenerationRequest(f"g{i}", [{"role": "user", "content": t}]) for i, t in enumerate(texts)]
 
 
@@ -268,10 +278,17 @@ def test_items_whose_prefix_is_all_shared(engine: HFEngine, min_shared: int, mon
     monkeypatch.setattr(engine.scorer, "min_shared", min_shared)
     settings = GenerationSettings(batch_size=4)
     for request in _hand_made():
-        assert _max_delta(engine.loglikelihood_per_option([request], settings), engine.loglikelihood([request], settings)) <= TOL
+        assert (
+            _max_delta(engine.loglikelihood_per_option([request], settings), engine.loglikelihood([request], settings))
+            <= TOL
+        )
     pair = [
-        LoglikelihoodRequest("short", [{"role": "completion", "content": "The capital of Fra"}], ["nce is Paris.", " Italy"]),
-        LoglikelihoodRequest("long", [{"role": "completion", "content": "The capital of France is"}], [" Paris", " Rome."]),
+        LoglikelihoodRequest(
+            "short", [{"role": "completion", "content": "The capital of Fra"}], ["nce is Paris.", " Italy"]
+        ),
+        LoglikelihoodRequest(
+            "long", [{"role": "completion", "content": "The capital of France is"}], [" Paris", " Rome."]
+        ),
     ]
     ids = [engine.prompts.continuation_sequences(r.messages, r.continuations)[1] for r in pair]
     short_prefix = ids[0][0][0][: item_prefix_len(ids[0])]
@@ -323,7 +340,9 @@ def test_generation_without_a_long_shared_prefix_runs_full_prompts(engine: HFEng
     assert not one.scorer._shared
 
 
-def test_a_failing_batch_with_the_shared_prefix_is_retried_without_it(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_batch_with_the_shared_prefix_is_retried_without_it(
+    engine: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cached = _with(engine, prefix_generation=True)
     requests = _chat_generation_requests()[:4]
     settings = GenerationSettings(max_new_tokens=6, batch_size=4)
@@ -354,16 +373,27 @@ def test_settings_reach_the_engine_and_change_no_key(tmp_path: Path, data_dir: P
 
     def spec(hf: dict | None) -> dict:
         model = {"name": "m", "source": "smollm2-135m", **({"hf": hf} if hf is not None else {})}
-        return {"name": "s", "models": [model], "recipes": [{"name": "ref", "method": "none"}],
-                "benchmarks": [{"name": "truthfulqa_mc1", "limit": 3}, {"name": "machine_ethics_fewshot", "limit": 3}],
-                "storage": {"root": str(tmp_path)}}
+        return {
+            "name": "s",
+            "models": [model],
+            "recipes": [{"name": "ref", "method": "none"}],
+            "benchmarks": [{"name": "truthfulqa_mc1", "limit": 3}, {"name": "machine_ethics_fewshot", "limit": 3}],
+            "storage": {"root": str(tmp_path)},
+        }
 
     default = build_plan(parse_spec(spec(None)), data_dir)
-    slow = build_plan(parse_spec(spec({"prefix_scoring": False, "prefix_generation": False, "score_token_budget": 4096})), data_dir)
+    slow = build_plan(
+        parse_spec(spec({"prefix_scoring": False, "prefix_generation": False, "score_token_budget": 4096})), data_dir
+    )
     assert default.keys == slow.keys and default.keys
     assert [v.key for v in default.variants.values()] == [v.key for v in slow.variants.values()]
     config = slow.variants["m-ref"].worker_config()
-    assert config["hf"] == {"prefix_scoring": False, "prefix_generation": False, "score_token_budget": 4096, "min_shared_tokens": 16}
+    assert config["hf"] == {
+        "prefix_scoring": False,
+        "prefix_generation": False,
+        "score_token_budget": 4096,
+        "min_shared_tokens": 16,
+    }
     with pytest.raises(SpecError, match=r"models\[0\]\.hf"):
         parse_spec(spec({"prefix_cache": True}))
 
@@ -376,7 +406,9 @@ def test_worker_config_settings_configure_the_engine(engine: HFEngine) -> None:
 
 
 @pytest.mark.slow
-def test_builtin_generation_from_the_shared_prefix_on_demo_and_fewshot_items(builtin_engine: HFEngine, data_dir: Path) -> None:
+def test_builtin_generation_from_the_shared_prefix_on_demo_and_fewshot_items(
+    builtin_engine: HFEngine, data_dir: Path
+) -> None:
     """The demo's items (chat template + default system prompt shared) and few-shot items (32
     demonstrations shared): the same greedy answers with the shared prefix cached as without."""
     from trust.benchmarks import get_benchmark

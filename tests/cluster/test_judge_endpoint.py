@@ -42,7 +42,7 @@ def server() -> Iterator[tuple[str, Scripted]]:
     state = Scripted([ok("safe")])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length", 0))
             body = json.loads(self.rfile.read(length))
             with state.lock:
@@ -76,8 +76,14 @@ def server() -> Iterator[tuple[str, Scripted]]:
 
 
 def spec(url: str, **changes) -> EndpointSpec:
-    values = {"base_url": url, "model": "judge-model", "api_key_env": "QTRUST_TEST_JUDGE_KEY", "backoff_s": 0.01,
-              "max_backoff_s": 0.05, "timeout_s": 5.0}
+    values = {
+        "base_url": url,
+        "model": "judge-model",
+        "api_key_env": "QTRUST_TEST_JUDGE_KEY",
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "timeout_s": 5.0,
+    }
     values.update(changes)
     return EndpointSpec(**values)
 
@@ -137,7 +143,9 @@ def test_a_missing_key_variable_is_a_clear_error() -> None:
 
 def test_the_rate_limit_spaces_requests(server) -> None:
     url, state = server
-    with EndpointClient(spec(url, requests_per_minute=600, concurrency=4), environ={"QTRUST_TEST_JUDGE_KEY": KEY}) as client:
+    with EndpointClient(
+        spec(url, requests_per_minute=600, concurrency=4), environ={"QTRUST_TEST_JUDGE_KEY": KEY}
+    ) as client:
         start = time.monotonic()
         client.complete_many([([{"role": "user", "content": f"q{i}"}], 8) for i in range(5)])
         elapsed = time.monotonic() - start

@@ -118,8 +118,9 @@ max_new_tokens: 6
 """
 
 
-def test_a_sweep_judged_through_the_vllm_server(server: Server, tiny_model_dir: Path, data_dir: Path, tmp_path: Path,
-                                                ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sweep_judged_through_the_vllm_server(
+    server: Server, tiny_model_dir: Path, data_dir: Path, tmp_path: Path, ray_local, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The endpoint judge of a sweep is the real server: every answer gets a stored judgment with its raw text."""
     import pandas as pd
 
@@ -132,15 +133,25 @@ def test_a_sweep_judged_through_the_vllm_server(server: Server, tiny_model_dir: 
     monkeypatch.setenv(KEY_ENV, KEY)
     template = tmp_path / "short.yaml"
     template.write_text(SHORT_TEMPLATE)
-    spec = parse_spec(sweep_dict(
-        tiny_model_dir, tmp_path / "runs", name="served",
-        recipes=[{"name": "ref", "method": "none"}],
-        benchmarks=[{"name": "xstest", "limit": 6, "max_new_tokens": 6, "judges": ["vllm"]}],
-        ensembles=[],
-        judges=[{"name": "vllm", "kind": "endpoint", "template": str(template),
-                 "endpoint": {"base_url": server.url, "model": "judge", "api_key_env": KEY_ENV, "concurrency": 3}}],
-        quality_probe=False,
-    ))
+    spec = parse_spec(
+        sweep_dict(
+            tiny_model_dir,
+            tmp_path / "runs",
+            name="served",
+            recipes=[{"name": "ref", "method": "none"}],
+            benchmarks=[{"name": "xstest", "limit": 6, "max_new_tokens": 6, "judges": ["vllm"]}],
+            ensembles=[],
+            judges=[
+                {
+                    "name": "vllm",
+                    "kind": "endpoint",
+                    "template": str(template),
+                    "endpoint": {"base_url": server.url, "model": "judge", "api_key_env": KEY_ENV, "concurrency": 3},
+                }
+            ],
+            quality_probe=False,
+        )
+    )
     outcome = run_sweep(spec, RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True))
     assert not outcome.failed and not outcome.judge_failed
     files = list((Path(outcome.store.dir) / "judgments" / "judge=vllm").rglob("shard-*.parquet"))

@@ -77,11 +77,15 @@ def test_fractional_gpus_share_one_device(two_gpu_nodes) -> None:
 
 
 def test_sweep_runs_on_the_cluster_address(two_gpu_nodes, tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    spec = sweep_dict(tiny_model_dir, tmp_path / "runs", resources={"num_cpus_per_worker": 0.25, "num_gpus_per_worker": 1})
+    spec = sweep_dict(
+        tiny_model_dir, tmp_path / "runs", resources={"num_cpus_per_worker": 0.25, "num_gpus_per_worker": 1}
+    )
     spec["models"][0]["engine"] = "fake"
     outcome = run_sweep(
         parse_spec(spec),
-        RunOptions(data_dir=data_dir, address=two_gpu_nodes.address, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True),
+        RunOptions(
+            data_dir=data_dir, address=two_gpu_nodes.address, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True
+        ),
     )
     assert not outcome.failed and outcome.items_computed == outcome.plan.n_requests
     assert ray.is_initialized(), "a sweep must not shut down a cluster it did not start"

@@ -65,7 +65,11 @@ def start_worker(tmp_path: Path, root: str | Path, **extra: Any) -> subprocess.P
     args.update(extra)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", WORKER, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -189,7 +193,11 @@ def test_killed_builder_is_never_used(tmp_path: Path) -> None:
     assert cache.lookup(KEY) is None and cache.entries() == []
     builder = CountingBuilder()
     entry = cache.get_or_build(KEY, builder)  # the dead process's lock was released by the OS
-    assert not entry.hit and builder.calls == 1 and set(digests(entry.path)) == {"model.safetensors", "nested/tokenizer.json"}
+    assert (
+        not entry.hit
+        and builder.calls == 1
+        and set(digests(entry.path)) == {"model.safetensors", "nested/tokenizer.json"}
+    )
     assert not list(tmp_path.glob(".staging-*"))
 
 
@@ -215,9 +223,15 @@ def test_lock_timeout_names_lock_and_key(tmp_path: Path) -> None:
     lock_file.parent.mkdir(parents=True)
     # Held by another process, as when a builder on another worker is running.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-         "l = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(30)", str(lock_file)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; "
+            "l = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(30)",
+            str(lock_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -198,7 +198,13 @@ def test_mixed_precision_first_block_at_8_bits(tiny_model_dir: Path, tmp_path: P
 
 def test_gptq_depends_on_calibration_text_and_is_deterministic(tiny_model_dir: Path, tmp_path: Path) -> None:
     other = [" ".join(reversed(text.split())) + " 42 and 17 more words." for text in _CORPUS] * 2
-    common = dict(method="gptq", bits=4, group_size=32, storage="simulated", calibration={"seq_len": 64, "seed": 3})
+    common = {
+        "method": "gptq",
+        "bits": 4,
+        "group_size": 32,
+        "storage": "simulated",
+        "calibration": {"seq_len": 64, "seed": 3},
+    }
     first = _run(tiny_model_dir, tmp_path / "a", TEXTS, **common)
     again = _run(tiny_model_dir, tmp_path / "b", TEXTS, **common)
     different = _run(tiny_model_dir, tmp_path / "c", other, **common)

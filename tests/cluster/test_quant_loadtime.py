@@ -105,7 +105,9 @@ def test_bnb_quantizes_at_load(tiny_model_dir: Path, ids: torch.Tensor, referenc
 def test_bnb_8bit_is_closer_than_4bit(tiny_model_dir: Path, ids: torch.Tensor, reference: torch.Tensor) -> None:
     diffs = {}
     for kind in ("int8", "nf4"):
-        model, _ = load_bnb(tiny_model_dir, QuantRecipe(method="bnb", bnb_type=kind), dtype="float32", trust_remote_code=False)
+        model, _ = load_bnb(
+            tiny_model_dir, QuantRecipe(method="bnb", bnb_type=kind), dtype="float32", trust_remote_code=False
+        )
         diffs[kind] = _relative_diff(_logits(model, ids), reference)
     assert diffs["int8"] < diffs["nf4"] / 3
 
@@ -199,7 +201,9 @@ def test_hqq_mixed_precision(tiny_model_dir: Path) -> None:
 
 def test_hqq_keeps_named_layers(tiny_model_dir: Path) -> None:
     model = _load(tiny_model_dir)
-    info = apply_hqq(model, QuantRecipe(method="hqq", bits=4, keep_full_precision=["lm_head", "down_proj"]), device="cpu")
+    info = apply_hqq(
+        model, QuantRecipe(method="hqq", bits=4, keep_full_precision=["lm_head", "down_proj"]), device="cpu"
+    )
     for name, module in _linears(model).items():
         kept = name.endswith("down_proj") or name == "lm_head"
         assert (type(module) is nn.Linear) if kept else isinstance(module, HQQLinear), name

@@ -48,7 +48,9 @@ def _with_quant_config(source: Path, target: Path, quant: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compressed(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, ids: torch.Tensor) -> tuple[Path, torch.Tensor]:
+def compressed(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, ids: torch.Tensor
+) -> tuple[Path, torch.Tensor]:
     """A W4A16 (group 32) compressed-tensors folder written by llm-compressor, and its logits."""
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
@@ -114,9 +116,21 @@ def test_mixed_compressed_tensors_config_reports_the_most_bits() -> None:
         "quant_method": "compressed-tensors",
         "format": "mixed-precision",
         "config_groups": {
-            "attention": {"targets": ["re:.*self_attn.*"], "weights": {"num_bits": 4, "group_size": 128}, "format": "pack-quantized"},
-            "mlp": {"targets": ["re:.*mlp.*"], "weights": {"num_bits": 8, "group_size": 64}, "format": "pack-quantized"},
-            "head": {"targets": ["re:.*lm_head"], "weights": {"num_bits": 4, "group_size": None}, "format": "pack-quantized"},
+            "attention": {
+                "targets": ["re:.*self_attn.*"],
+                "weights": {"num_bits": 4, "group_size": 128},
+                "format": "pack-quantized",
+            },
+            "mlp": {
+                "targets": ["re:.*mlp.*"],
+                "weights": {"num_bits": 8, "group_size": 64},
+                "format": "pack-quantized",
+            },
+            "head": {
+                "targets": ["re:.*lm_head"],
+                "weights": {"num_bits": 4, "group_size": None},
+                "format": "pack-quantized",
+            },
         },
     }
     assert info_from_quantization_config(config) == PrequantizedInfo("compressed-tensors", 8, 64, "mixed-precision")
@@ -141,7 +155,9 @@ def test_bnb_saved_folder(tiny_model_dir: Path, tmp_path: Path, ids: torch.Tenso
     from cluster.quantization.loadtime import load_bnb
     from cluster.quantization.recipes import QuantRecipe
 
-    model, _ = load_bnb(tiny_model_dir, QuantRecipe(method="bnb", bnb_type="nf4"), dtype="float32", trust_remote_code=False)
+    model, _ = load_bnb(
+        tiny_model_dir, QuantRecipe(method="bnb", bnb_type="nf4"), dtype="float32", trust_remote_code=False
+    )
     model.save_pretrained(str(tmp_path))
     info = inspect_checkpoint(tmp_path)
     assert (info.method, info.bits, info.fmt) == ("bitsandbytes", 4, "nf4")
@@ -159,7 +175,14 @@ def test_bnb_saved_folder(tiny_model_dir: Path, tmp_path: Path, ids: torch.Tenso
 
 
 def test_gptq_and_awq_configs_and_missing_backend(tiny_model_dir: Path, tmp_path: Path) -> None:
-    gptq = {"quant_method": "gptq", "bits": 4, "group_size": -1, "desc_act": False, "sym": True, "checkpoint_format": "gptq"}
+    gptq = {
+        "quant_method": "gptq",
+        "bits": 4,
+        "group_size": -1,
+        "desc_act": False,
+        "sym": True,
+        "checkpoint_format": "gptq",
+    }
     awq = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
     assert info_from_quantization_config(gptq) == PrequantizedInfo("gptq", 4, None, "gptq")
     assert info_from_quantization_config(awq) == PrequantizedInfo("awq", 4, 128, "gemm")
@@ -193,7 +216,9 @@ def _write_gguf(path: Path, *, with_file_type: bool) -> Path:
     rng = np.random.default_rng(0)
     for name in ("blk.0.attn_q.weight", "blk.0.ffn_down.weight"):
         data = rng.standard_normal((64, 64)).astype(np.float32)
-        writer.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        writer.add_tensor(
+            name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0
+        )
     writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -31,7 +31,10 @@ RECIPES = {
     "hqq-w4": QuantRecipe(method="hqq", bits=4, group_size=32),
     "bnb-nf4": QuantRecipe(method="bnb", bnb_type="nf4"),
     "gptq-w3-mixed": QuantRecipe(
-        method="gptq", bits=3, group_size=32, calibration={"samples": 8, "seq_len": 64},
+        method="gptq",
+        bits=3,
+        group_size=32,
+        calibration={"samples": 8, "seq_len": 64},
         overrides=[{"blocks": [0], "bits": 8}],
     ),
 }
@@ -40,7 +43,9 @@ RECIPES = {
 def _source(model_dir: Path, recipe: QuantRecipe, cache: Path) -> VariantSource:
     texts = list(_CORPUS[:8]) if recipe.calibration else None
     key = variant_key(f"local:{model_dir}", recipe.key_fields(), "digest" if texts else None, "float32")
-    return VariantSource(model_path=model_dir, recipe=recipe, variant_key=key, calibration_texts=texts, variant_cache=str(cache))
+    return VariantSource(
+        model_path=model_dir, recipe=recipe, variant_key=key, calibration_texts=texts, variant_cache=str(cache)
+    )
 
 
 def _outputs(engine) -> list[str]:
@@ -60,8 +65,14 @@ def loaded(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_every_recipe_loads_generates_and_reports(loaded) -> None:
     _cache, engines = loaded
     expected_storage = {
-        "ref": "none", "rtn-w4": "simulated", "gptq-w4": "packed", "awq-w3": "simulated", "rtn-w8-packed": "packed",
-        "hqq-w4": "load-time", "bnb-nf4": "load-time", "gptq-w3-mixed": "simulated",
+        "ref": "none",
+        "rtn-w4": "simulated",
+        "gptq-w4": "packed",
+        "awq-w3": "simulated",
+        "rtn-w8-packed": "packed",
+        "hqq-w4": "load-time",
+        "bnb-nf4": "load-time",
+        "gptq-w3-mixed": "simulated",
     }
     for name, engine in engines.items():
         report = engine.quantization
@@ -107,7 +118,10 @@ def test_two_processes_asking_for_one_variant_quantize_once(tiny_model_dir: Path
         print(json.dumps({{"path": str(path), "cache": report["cache"]}}))
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)

@@ -45,13 +45,17 @@ def test_plan_covers_every_linear_except_kept_and_tied(tiny) -> None:
 
 
 def test_overrides_give_first_and_last_blocks_other_bits(tiny) -> None:
-    recipe = QuantRecipe(method="gptq", bits=3, group_size=32, overrides=[{"blocks": [-1], "bits": 8, "group_size": 64}])
+    recipe = QuantRecipe(
+        method="gptq", bits=3, group_size=32, overrides=[{"blocks": [-1], "bits": 8, "group_size": 64}]
+    )
     plan = plan_targets(tiny, recipe)
     assert plan.layers["model.layers.1.self_attn.q_proj"].bits == 8
     assert plan.layers["model.layers.1.self_attn.q_proj"].group_size == 64
     assert plan.layers["model.layers.0.self_attn.q_proj"].bits == 3
     assert plan.bits_histogram() == {3: 7, 8: 7}
-    by_module = plan_targets(tiny, QuantRecipe(method="rtn", bits=4, overrides=[{"blocks": [0], "modules": ["v_proj"], "bits": 8}]))
+    by_module = plan_targets(
+        tiny, QuantRecipe(method="rtn", bits=4, overrides=[{"blocks": [0], "modules": ["v_proj"], "bits": 8}])
+    )
     assert [n for n, q in by_module.layers.items() if q.bits == 8] == ["model.layers.0.self_attn.v_proj"]
 
 

@@ -94,7 +94,9 @@ def test_probe_perplexity_equals_the_hf_engine(worker, hf_engine: HFEngine) -> N
     assert info["quantization"]["probe_perplexity"] == pytest.approx(hf["perplexity"], rel=1e-3)
 
 
-def test_greedy_answers_agree_with_the_hf_engine_on_the_demo_items(worker, hf_engine: HFEngine, demo_benchmarks) -> None:
+def test_greedy_answers_agree_with_the_hf_engine_on_the_demo_items(
+    worker, hf_engine: HFEngine, demo_benchmarks
+) -> None:
     handle, _ = worker
     agreement: dict[str, float] = {}
     first_token: dict[str, float] = {}
@@ -126,12 +128,17 @@ def test_greedy_answers_agree_with_the_hf_engine_on_the_demo_items(worker, hf_en
 def test_loglikelihood_choices_agree_with_the_hf_engine(worker, hf_engine: HFEngine, data_dir: Path) -> None:
     handle, _ = worker
     spec = parse_spec(
-        {"name": "ll", "models": [{"name": "m", "source": "smollm2-135m"}], "benchmarks": [{"name": "truthfulqa_mc1", "limit": 4}]}
+        {
+            "name": "ll",
+            "models": [{"name": "m", "source": "smollm2-135m"}],
+            "benchmarks": [{"name": "truthfulqa_mc1", "limit": 4}],
+        }
     )
     items = load_benchmarks(spec, data_dir)["truthfulqa_mc1"].items
     served = ray.get(handle.actor.run_shard.remote(_payload("loglikelihood", items, 1)), timeout=600)["results"]
     hf = hf_engine.loglikelihood(
-        [LoglikelihoodRequest(it.id, it.messages, list(it.choices or [])) for it in items], GenerationSettings(batch_size=8)
+        [LoglikelihoodRequest(it.id, it.messages, list(it.choices or [])) for it in items],
+        GenerationSettings(batch_size=8),
     )
     for v, h in zip(served, hf):
         assert v["error"] is None and len(v["logprobs"]) == len(h.logprobs) > 1
@@ -195,7 +202,12 @@ def test_worker_survives_a_dead_engine_and_the_shard_retry_succeeds(worker, demo
     )
     scheduler.submit(
         "generate:smollm2-ref",
-        Task(id="shard-0", payload=payload, size=4, on_result=lambda task, result, replica: committed.setdefault(task.id, result)),
+        Task(
+            id="shard-0",
+            payload=payload,
+            size=4,
+            on_result=lambda task, result, replica: committed.setdefault(task.id, result),
+        ),
     )
     scheduler.close("generate:smollm2-ref")
     started = time.perf_counter()

@@ -81,7 +81,9 @@ def test_a_cache_hit_inside_the_scored_tokens_is_scored_again(engine) -> None:  
     inside the option, so those options are scored again without the cache, and still agree."""
     long_option = " the committee met again on the following Tuesday to discuss the budget, the new roads, " * 2
     requests = [
-        LoglikelihoodRequest("rep", [{"role": "completion", "content": "Minutes:"}], [long_option + "yes", long_option + "no"]),
+        LoglikelihoodRequest(
+            "rep", [{"role": "completion", "content": "Minutes:"}], [long_option + "yes", long_option + "no"]
+        ),
         LoglikelihoodRequest("same", [{"role": "completion", "content": "Minutes:"}], [long_option, long_option]),
     ]
     full = _full(engine, requests)
@@ -104,8 +106,9 @@ def test_generation_reads_the_cache_and_answers_the_same(engine, data_dir: Path)
     engine.reset_prefix_cache()
     cached = engine.generate(requests, GenerationSettings(max_new_tokens=8))
     prompts = [engine.prompts.prompt_ids(r.messages) for r in requests]
-    params = SamplingParams(temperature=0.0, max_tokens=8, stop_token_ids=sorted(engine.prompts.stop_ids),
-                            skip_reading_prefix_cache=True)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=8, stop_token_ids=sorted(engine.prompts.stop_ids), skip_reading_prefix_cache=True
+    )
     outputs = engine._run(prompts, params)
     full = [engine.prompts.decode(engine.prompts.cut_at_stop(list(o.outputs[0].token_ids))) for o in outputs]
     assert [r.text for r in cached] == full and all(full)

@@ -12,8 +12,9 @@ import copy
 import os
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -38,7 +39,11 @@ def kuberay_schema_dir() -> Path:
     folder's layout: ``$QTRUST_DATA_DIR/../schemas``), else ``../shared/schemas/kuberay`` beside the repository."""
     data = os.environ.get("QTRUST_DATA_DIR")
     beside_data = Path(data).parent / "schemas" / "kuberay" if data else None
-    default = beside_data if beside_data is not None and beside_data.is_dir() else REPO.parent / "shared" / "schemas" / "kuberay"
+    default = (
+        beside_data
+        if beside_data is not None and beside_data.is_dir()
+        else REPO.parent / "shared" / "schemas" / "kuberay"
+    )
     path = Path(os.environ.get("QTRUST_KUBERAY_SCHEMAS") or default)
     if not (path / "ray.io_rayclusters.yaml").is_file() or not (path / "ray.io_rayjobs.yaml").is_file():
         pytest.fail(
@@ -157,11 +162,24 @@ BROKEN_RAYCLUSTERS = {
     "rayVersion as a number": ("set", "spec.rayVersion", 2.6, "rayVersion: 2.6 is not of type 'string'"),
     "a misspelt field": ("set", "spec.workerGroupSpecs.0.maxReplica", 8, "'maxReplica' was unexpected"),
     "GPU limit as a list": (
-        "set", "spec.workerGroupSpecs.0.template.spec.containers.0.resources.limits.nvidia.com/gpu", [1],
-        "nvidia.com/gpu: [1] is not valid"),
-    "worker group without a name": ("drop", "spec.workerGroupSpecs.0.groupName", None, "'groupName' is a required property"),
+        "set",
+        "spec.workerGroupSpecs.0.template.spec.containers.0.resources.limits.nvidia.com/gpu",
+        [1],
+        "nvidia.com/gpu: [1] is not valid",
+    ),
+    "worker group without a name": (
+        "drop",
+        "spec.workerGroupSpecs.0.groupName",
+        None,
+        "'groupName' is a required property",
+    ),
     "unknown auth mode": ("set", "spec.authOptions.mode", "password", "mode: 'password' is not one of"),
-    "image as a number": ("set", "spec.headGroupSpec.template.spec.containers.0.image", 42, "image: 42 is not of type 'string'"),
+    "image as a number": (
+        "set",
+        "spec.headGroupSpec.template.spec.containers.0.image",
+        42,
+        "image: 42 is not of type 'string'",
+    ),
 }
 
 
@@ -181,10 +199,15 @@ def test_crd_validation_catches_a_broken_raycluster(crds: dict[str, CRD], case: 
 
 def test_crd_validation_catches_a_broken_rayjob(crds: dict[str, CRD]) -> None:
     job = rayjob_documents()["RayJob"]
-    assert any("shutdownAfterJobFinish" in e for e in crds["RayJob"].errors(_set(_drop(
-        job, "spec.shutdownAfterJobFinishes"), "spec.shutdownAfterJobFinish", True)))
-    assert any("ttlSecondsAfterFinished" in e for e in crds["RayJob"].errors(
-        _set(job, "spec.ttlSecondsAfterFinished", "1h")))
+    assert any(
+        "shutdownAfterJobFinish" in e
+        for e in crds["RayJob"].errors(
+            _set(_drop(job, "spec.shutdownAfterJobFinishes"), "spec.shutdownAfterJobFinish", True)
+        )
+    )
+    assert any(
+        "ttlSecondsAfterFinished" in e for e in crds["RayJob"].errors(_set(job, "spec.ttlSecondsAfterFinished", "1h"))
+    )
     assert any("apiVersion" in e for e in crds["RayJob"].errors(_set(job, "apiVersion", "ray.io/v9")))
     assert any("metadata.name" in e for e in crds["RayJob"].errors(_set(job, "metadata.name", "Qtrust_Job")))
 

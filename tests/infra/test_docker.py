@@ -35,7 +35,10 @@ def hadolint() -> str:
 def lint(*files: Path) -> list[dict]:
     done = subprocess.run(
         [hadolint(), "--config", str(REPO / ".hadolint.yaml"), "--format", "json", *map(str, files)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.stdout.strip().startswith("["), done.stdout + done.stderr
     return json.loads(done.stdout)
@@ -78,10 +81,7 @@ def test_hadolint_with_our_config_still_reports_problems(tmp_path: Path) -> None
     """The lint is live: a careless Dockerfile gets findings; only the rule .hadolint.yaml names is off."""
     bad = tmp_path / "Dockerfile"
     bad.write_text(
-        "FROM python:latest\n"
-        "RUN apt-get update && apt-get install -y curl\n"
-        "RUN pip install requests\n"
-        "USER root\n"
+        "FROM python:latest\nRUN apt-get update && apt-get install -y curl\nRUN pip install requests\nUSER root\n"
     )
     codes = {f["code"] for f in lint(bad)}
     assert {"DL3007", "DL3015", "DL3009", "DL3013", "DL3002"} <= codes, codes
@@ -117,8 +117,8 @@ def test_image_installs_qtrust_like_make_setup(flavour: str) -> None:
         assert '-e ".[vllm]"' in runs and "vllm" in extras
     assert '-e ".[quant]"' in runs and "quant" in extras
     # vLLM second, then compressed-tensors put back exactly as the Makefile does.
-    vllm_at = runs.index('.[${VLLM_EXTRA}]' if flavour == "cpu" else '.[vllm]')
-    assert runs.index('.[quant]') < vllm_at < runs.index(f'--no-deps "{pins["compressed-tensors"]}"')
+    vllm_at = runs.index(".[${VLLM_EXTRA}]" if flavour == "cpu" else ".[vllm]")
+    assert runs.index(".[quant]") < vllm_at < runs.index(f'--no-deps "{pins["compressed-tensors"]}"')
     assert "ray --version" in runs  # the image is a Ray node: `ray` must answer on PATH
     # Converting the built-in model at build time is optional and off by default.
     assert args["PREPARE_BUILTIN_MODEL"] == "0" and "prepare_builtin_model" in runs
@@ -153,8 +153,11 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
         if pattern.startswith("**/"):
             candidates.append(pattern[3:])
         hit = any(
-            fnmatch.fnmatchcase(prefix, cand) if "**" not in cand else fnmatch.fnmatchcase(prefix, cand.replace("**/", "*/"))
-            for prefix in prefixes for cand in candidates
+            fnmatch.fnmatchcase(prefix, cand)
+            if "**" not in cand
+            else fnmatch.fnmatchcase(prefix, cand.replace("**/", "*/"))
+            for prefix in prefixes
+            for cand in candidates
         ) or (pattern.startswith("**/") and any(fnmatch.fnmatchcase(p, pattern[3:]) for p in parts))
         if hit:
             ignored = not negate
@@ -164,12 +167,26 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    for local in (".venv/bin/python", "qtrust-runs/demo/manifest.json", "mlruns/0/meta.yaml", "mlflow.db",
-                  ".git/HEAD", "jobs/__pycache__/cli.cpython-311.pyc", "qtrust.egg-info/PKG-INFO",
-                  "benchmarks/xstest/xstest_prompts.csv"):
+    for local in (
+        ".venv/bin/python",
+        "qtrust-runs/demo/manifest.json",
+        "mlruns/0/meta.yaml",
+        "mlflow.db",
+        ".git/HEAD",
+        "jobs/__pycache__/cli.cpython-311.pyc",
+        "qtrust.egg-info/PKG-INFO",
+        "benchmarks/xstest/xstest_prompts.csv",
+    ):
         assert dockerignored(local, patterns), f"{local} would be sent to the image build"
-    for needed in ("pyproject.toml", "README.md", "jobs/cli.py", "cluster/runtime.py", "trust/__init__.py",
-                   "jobs/data_sources.yaml", "examples/demo.yaml"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "jobs/cli.py",
+        "cluster/runtime.py",
+        "trust/__init__.py",
+        "jobs/data_sources.yaml",
+        "examples/demo.yaml",
+    ):
         assert (REPO / needed).exists(), needed
         assert not dockerignored(needed, patterns), f"{needed} is needed in the image but .dockerignore drops it"
 

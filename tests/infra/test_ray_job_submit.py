@@ -33,8 +33,10 @@ def _spec(root: str) -> dict:
         "name": "onjob",
         "models": [{"name": "tiny", "source": FAKE_SOURCE, "engine": "fake", "engine_options": {"delay_s": 0.25}}],
         "recipes": [{"name": "ref", "method": "none"}],
-        "benchmarks": [{"name": "machine_ethics", "limit": ITEMS, "max_new_tokens": 4},
-                       {"name": "xstest", "limit": ITEMS, "max_new_tokens": 6}],
+        "benchmarks": [
+            {"name": "machine_ethics", "limit": ITEMS, "max_new_tokens": 4},
+            {"name": "xstest", "limit": ITEMS, "max_new_tokens": 6},
+        ],
         "shard_size": 2,
         "quality_probe": False,
         # one GPU: only the second node has one, so the variant's worker is placed there
@@ -45,11 +47,28 @@ def _spec(root: str) -> dict:
 
 def _submit(cluster, *command: str, env_vars: dict[str, str]) -> str:
     runtime_env = json.dumps({"env_vars": env_vars})
-    done = cluster.ray("job", "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
-                       "--", sys.executable, "-m", "jobs", *command)
+    done = cluster.ray(
+        "job",
+        "submit",
+        "--no-wait",
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        runtime_env,
+        "--",
+        sys.executable,
+        "-m",
+        "jobs",
+        *command,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    job_id = next(word.strip("'\"") for line in (done.stdout + done.stderr).splitlines() if "submitted successfully" in line
-                  for word in line.split() if word.strip("'\"").startswith("raysubmit_"))
+    job_id = next(
+        word.strip("'\"")
+        for line in (done.stdout + done.stderr).splitlines()
+        if "submitted successfully" in line
+        for word in line.split()
+        if word.strip("'\"").startswith("raysubmit_")
+    )
     return job_id
 
 
@@ -59,8 +78,11 @@ def _records(sweep_uri: str) -> pd.DataFrame:
 
     filesystem, base = pafs.FileSystem.from_uri(sweep_uri)
     selector = pafs.FileSelector(f"{base}/generations", recursive=True, allow_not_found=True)
-    files = [f.path for f in filesystem.get_file_info(selector)
-             if f.type == pafs.FileType.File and f.base_name.startswith("shard-") and f.path.endswith(".parquet")]
+    files = [
+        f.path
+        for f in filesystem.get_file_info(selector)
+        if f.type == pafs.FileType.File and f.base_name.startswith("shard-") and f.path.endswith(".parquet")
+    ]
     frames = [pd.read_parquet(path, filesystem=filesystem) for path in sorted(files)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_key", "worker"])
 
@@ -94,8 +116,12 @@ def test_sweep_as_a_ray_job_on_a_two_node_cluster(tmp_path: Path, data_dir: Path
         deadline = time.monotonic() + 300
         seen_running = False
         while time.monotonic() < deadline:
-            status = subprocess.run([sys.executable, "-m", "jobs", "status", sweep_uri, "--json"],
-                                    capture_output=True, text=True, timeout=60)
+            status = subprocess.run(
+                [sys.executable, "-m", "jobs", "status", sweep_uri, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if status.returncode == 0:
                 seen_running = seen_running or json.loads(status.stdout).get("state") == "running"
             if seen_running and len(_records(sweep_uri)) >= 6:
@@ -119,12 +145,14 @@ def test_sweep_as_a_ray_job_on_a_two_node_cluster(tmp_path: Path, data_dir: Path
         search = json.dumps({"experiment_ids": [_manifest(sweep_uri)["mlflow"]["experiment_id"]], "max_results": 50})
         import urllib.request
 
-        request = urllib.request.Request(f"{tracking}/api/2.0/mlflow/runs/search", data=search.encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{tracking}/api/2.0/mlflow/runs/search", data=search.encode(), headers={"Content-Type": "application/json"}
+        )
         runs = json.loads(urllib.request.urlopen(request, timeout=30).read())["runs"]
         assert sorted(r["info"]["status"] for r in runs) == ["FINISHED"] * 3  # the sweep + ref × 2 benchmarks
-        status = subprocess.run([sys.executable, "-m", "jobs", "status", sweep_uri], capture_output=True, text=True,
-                                timeout=60)
+        status = subprocess.run(
+            [sys.executable, "-m", "jobs", "status", sweep_uri], capture_output=True, text=True, timeout=60
+        )
         assert status.returncode == 0 and "finished" in status.stdout, status.stdout + status.stderr
 
         # Ray Client (still in Ray 2.60): the driver runs here and joins the cluster at ray://.
@@ -132,9 +160,22 @@ def test_sweep_as_a_ray_job_on_a_two_node_cluster(tmp_path: Path, data_dir: Path
         local["name"] = "viaclient"
         (tmp_path / "client.yaml").write_text(yaml.safe_dump(local))
         client = subprocess.run(
-            [sys.executable, "-m", "jobs", "run", str(tmp_path / "client.yaml"), "--quiet", "--address",
-             cluster.client_address, "--tracking-uri", f"sqlite:///{tmp_path}/client.db"],
-            capture_output=True, text=True, timeout=600, env=cluster.env(QTRUST_DATA_DIR=str(data_dir)),
+            [
+                sys.executable,
+                "-m",
+                "jobs",
+                "run",
+                str(tmp_path / "client.yaml"),
+                "--quiet",
+                "--address",
+                cluster.client_address,
+                "--tracking-uri",
+                f"sqlite:///{tmp_path}/client.db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=cluster.env(QTRUST_DATA_DIR=str(data_dir)),
         )
         assert client.returncode == 0, client.stdout[-3000:] + client.stderr[-3000:]
         assert "joined the cluster at --address" in client.stdout and "Items: 20 computed" in client.stdout

@@ -21,7 +21,10 @@ def test_a_sweep_over_every_built_in_benchmark(tiny_model_dir: Path, data_dir: P
         {
             "name": "every",
             "models": [{"name": "tiny", "source": str(tiny_model_dir)}],
-            "recipes": [{"name": "ref", "method": "none"}, {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32}],
+            "recipes": [
+                {"name": "ref", "method": "none"},
+                {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32},
+            ],
             "benchmarks": [{"name": n, "limit": 2, "max_new_tokens": 4} for n in names],
             "ensembles": [{"name": "vote", "members": ["ref", "w4"]}],
             "storage": {"root": str(tmp_path / "runs")},
@@ -32,7 +35,10 @@ def test_a_sweep_over_every_built_in_benchmark(tiny_model_dir: Path, data_dir: P
     assert not outcome.failed
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
     runs = client.search_runs([outcome.experiment_id], max_results=500)
-    by_key = {(r.data.tags.get("qtrust.kind"), r.data.params.get("variant"), r.data.tags.get("qtrust.benchmark")): r for r in runs}
+    by_key = {
+        (r.data.tags.get("qtrust.kind"), r.data.params.get("variant"), r.data.tags.get("qtrust.benchmark")): r
+        for r in runs
+    }
     rows = {(r.name, r.benchmark): r for r in outcome.results}
     for name in names:
         run = by_key[("variant", "tiny-w4", name)]
@@ -50,7 +56,9 @@ def test_a_sweep_over_every_built_in_benchmark(tiny_model_dir: Path, data_dir: P
     parent = client.get_run(outcome.parent_run_id)
     # perspective scores per variant are the parent's summary table, never a metric named after a variant
     assert not any(key.startswith("tiny-w4.") for key in parent.data.metrics)
-    summary = pd.read_json(client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path / "dl")), orient="split")
+    summary = pd.read_json(
+        client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path / "dl")), orient="split"
+    )
     assert any(column.endswith("_score") for column in summary.columns) and "tiny-w4" in set(summary["name"])
     truthful = next(r for r in outcome.results if r.name == "tiny-ref" and r.benchmark == "truthfulqa_mc2")
     assert 0.0 <= truthful.metrics["mc2"] <= 1.0

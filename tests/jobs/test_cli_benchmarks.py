@@ -23,7 +23,9 @@ def test_list_names_every_built_in_benchmark() -> None:
 
 
 def test_show_flags_a_non_commercial_license_and_renders_an_item(data_dir: Path) -> None:
-    result = runner.invoke(app, ["benchmarks", "show", "do_not_answer", "--data-dir", str(data_dir)], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["benchmarks", "show", "do_not_answer", "--data-dir", str(data_dir)], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "license note:" in result.output and "non-commercial" in result.output.lower()
     assert "items: 939" in result.output
@@ -45,7 +47,9 @@ def test_data_fetch_from_a_local_mirror(data_dir: Path, tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         result = runner.invoke(app, ["data", "fetch", "xstest", "--dest", str(tmp_path), "--base-url", base])
         assert result.exit_code == 0, result.output
-        assert (tmp_path / "xstest" / "xstest_prompts.csv").read_bytes() == (data_dir / "xstest" / "xstest_prompts.csv").read_bytes()
+        assert (tmp_path / "xstest" / "xstest_prompts.csv").read_bytes() == (
+            data_dir / "xstest" / "xstest_prompts.csv"
+        ).read_bytes()
         again = runner.invoke(app, ["data", "fetch", "xstest", "--dest", str(tmp_path), "--base-url", base])
         assert "0 downloaded" in again.output
     finally:
@@ -95,19 +99,31 @@ def _assert_clean_failure(result, *expected: str) -> None:
 
 BROKEN = [
     ("unknown field", _definition(promt="x"), "promt: unknown field"),
-    ("bad metric args", _definition(metrics=[{"fn": "accuracy", "args": {"atribute": "habitat"}}]), "metrics[0].args.atribute: unknown argument"),
-    ("bad expr", _definition(metrics=[{"fn": "accuracy"}, {"name": "x", "expr": "accuracy +"}]), "metrics[1].expr: not a valid expression"),
+    (
+        "bad metric args",
+        _definition(metrics=[{"fn": "accuracy", "args": {"atribute": "habitat"}}]),
+        "metrics[0].args.atribute: unknown argument",
+    ),
+    (
+        "bad expr",
+        _definition(metrics=[{"fn": "accuracy"}, {"name": "x", "expr": "accuracy +"}]),
+        "metrics[1].expr: not a valid expression",
+    ),
     ("unknown fn", _definition(metrics=[{"fn": "acuracy"}]), "metrics[0].fn: unknown metric function 'acuracy'"),
     ("template syntax", _definition(prompt={"user": "Is a {{ animal } a pet?"}), "prompt.user: Jinja syntax error"),
 ]
 
 
 @pytest.mark.parametrize(("case", "definition", "message"), BROKEN, ids=[b[0] for b in BROKEN])
-def test_broken_definition_fails_cleanly_in_show_and_validate(tmp_path: Path, case: str, definition: dict, message: str) -> None:
+def test_broken_definition_fails_cleanly_in_show_and_validate(
+    tmp_path: Path, case: str, definition: dict, message: str
+) -> None:
     path = write_user_benchmark(tmp_path / "bench", definition)
     shown = runner.invoke(app, ["benchmarks", "show", str(path)], env={"COLUMNS": "200", "QTRUST_DATA_DIR": ""})
     _assert_clean_failure(shown, str(path), message)
-    validated = runner.invoke(app, ["validate", str(_sweep(tmp_path, path))], env={"COLUMNS": "200", "QTRUST_DATA_DIR": ""})
+    validated = runner.invoke(
+        app, ["validate", str(_sweep(tmp_path, path))], env={"COLUMNS": "200", "QTRUST_DATA_DIR": ""}
+    )
     _assert_clean_failure(validated, str(path), message)
 
 
@@ -119,15 +135,31 @@ def test_bad_yaml_fails_cleanly(tmp_path: Path) -> None:
 
 DATA_BROKEN = [
     ("missing data file", _definition(data={**USER_DEFINITION["data"], "path": "./nowhere.json"}), "nowhere.json"),
-    ("bad glob", _definition(data={"format": "jsonl", "path": "./cats_*.jsonl"}, id="{{ _index }}"),
-     "data.path: the pattern './cats_*.jsonl' matches no file in"),
-    ("template fails on a record", _definition(prompt={"user": "{{ animal }} {{ record.size.kg }}"}), "prompt.user: fails on record 0"),
-    ("impossible label", _definition(metrics=[{"fn": "accuracy"}, {"fn": "label_rate", "name": "m", "args": {"label": "maybe"}}]),
-     "metrics[1].args.label: label 'maybe' can never occur: the answer space is ERROR, INVALID, REFUSED, no, yes"),
-    ("unseen value", _definition(metrics=[{"fn": "accuracy", "args": {"attribute": "habitat", "value": "sea"}}]),
-     "metrics[0].args.value: no item has attribute 'habitat' = 'sea' (values seen: farm, home)"),
-    ("unmapped reference", _definition(reference={"value": "answer", "map": {"yes": "yes"}}),
-     "reference.map: raw reference value(s) no are not mapped (first at record 2)"),
+    (
+        "bad glob",
+        _definition(data={"format": "jsonl", "path": "./cats_*.jsonl"}, id="{{ _index }}"),
+        "data.path: the pattern './cats_*.jsonl' matches no file in",
+    ),
+    (
+        "template fails on a record",
+        _definition(prompt={"user": "{{ animal }} {{ record.size.kg }}"}),
+        "prompt.user: fails on record 0",
+    ),
+    (
+        "impossible label",
+        _definition(metrics=[{"fn": "accuracy"}, {"fn": "label_rate", "name": "m", "args": {"label": "maybe"}}]),
+        "metrics[1].args.label: label 'maybe' can never occur: the answer space is ERROR, INVALID, REFUSED, no, yes",
+    ),
+    (
+        "unseen value",
+        _definition(metrics=[{"fn": "accuracy", "args": {"attribute": "habitat", "value": "sea"}}]),
+        "metrics[0].args.value: no item has attribute 'habitat' = 'sea' (values seen: farm, home)",
+    ),
+    (
+        "unmapped reference",
+        _definition(reference={"value": "answer", "map": {"yes": "yes"}}),
+        "reference.map: raw reference value(s) no are not mapped (first at record 2)",
+    ),
 ]
 
 
@@ -151,10 +183,14 @@ def test_data_problems_fail_cleanly_with_data_dir(tmp_path: Path, case: str, def
 
 def test_validate_with_data_checks_every_benchmark(tmp_path: Path, data_dir: Path) -> None:
     path = write_user_benchmark(tmp_path / "bench")
-    result = runner.invoke(app, ["validate", str(_sweep(tmp_path, path)), "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["validate", str(_sweep(tmp_path, path)), "--data-dir", str(tmp_path)], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "pets: 3 item(s) checked against the data" in result.output
-    demo = runner.invoke(app, ["validate", "examples/demo.yaml"], env={"COLUMNS": "200", "QTRUST_DATA_DIR": str(data_dir)})
+    demo = runner.invoke(
+        app, ["validate", "examples/demo.yaml"], env={"COLUMNS": "200", "QTRUST_DATA_DIR": str(data_dir)}
+    )
     assert demo.exit_code == 0, demo.output
     assert "xstest: 450 item(s) checked against the data" in demo.output
 

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def qtrust(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_quantize_builds_once_then_run_reuses(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
@@ -27,11 +29,16 @@ def test_quantize_builds_once_then_run_reuses(tiny_model_dir: Path, data_dir: Pa
         {"name": "gptq4", "method": "gptq", "bits": 4, "group_size": 32, "calibration": {"samples": 8, "seq_len": 64}},
     ]
     spec = sweep_dict(
-        tiny_model_dir, tmp_path / "runs", recipes=recipes, ensembles=[],
+        tiny_model_dir,
+        tmp_path / "runs",
+        recipes=recipes,
+        ensembles=[],
         benchmarks=[{"name": "machine_ethics", "limit": 2, "max_new_tokens": 2}],
     )
     sweep = write_sweep(tmp_path / "sweep.yaml", spec)
-    env = dict(os.environ, QTRUST_DATA_DIR=str(data_dir), COLUMNS="220", QTRUST_VARIANT_CACHE=str(tmp_path / "variants"))
+    env = dict(
+        os.environ, QTRUST_DATA_DIR=str(data_dir), COLUMNS="220", QTRUST_VARIANT_CACHE=str(tmp_path / "variants")
+    )
     env.pop("MLFLOW_TRACKING_URI", None)
 
     first = qtrust("quantize", str(sweep), cwd=tmp_path, env=env)

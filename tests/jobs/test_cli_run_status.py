@@ -29,7 +29,9 @@ def _free_port() -> int:
 
 
 def _status(sweep_dir: Path, env: dict) -> dict:
-    out = subprocess.run([QTRUST, "status", str(sweep_dir), "--json"], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [QTRUST, "status", str(sweep_dir), "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -41,29 +43,50 @@ def someone_elses_cluster(tmp_path: Path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
         [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     try:
         wait_for(
-            lambda: subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, env=env).returncode == 0,
-            90, 1.0, "the ray start head",
+            lambda: (
+                subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, env=env).returncode
+                == 0
+            ),
+            90,
+            1.0,
+            "the ray start head",
         )
         yield f"127.0.0.1:{port}"
     finally:
         kill_session(head.pid, [head.pid])
 
 
-def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: str, tmp_path: Path, data_dir: Path) -> None:
+def test_run_starts_a_private_ray_and_status_follows_it(
+    someone_elses_cluster: str, tmp_path: Path, data_dir: Path
+) -> None:
     spec = fake_sweep(tmp_path, {"delay_s": 2.0}, items=12, shard_size=2, resources={"replicas": 2, "max_in_flight": 1})
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "runs" / "pipe"
-    env = {**os.environ, "RAY_ADDRESS": someone_elses_cluster, "RAY_AUTH_MODE": "disabled", "QTRUST_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": someone_elses_cluster,
+        "RAY_AUTH_MODE": "disabled",
+        "QTRUST_DATA_DIR": str(data_dir),
+    }
     driver = subprocess.Popen(
         [QTRUST, "run", str(sweep_file), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
     )
     try:
+
         def running_with_progress() -> dict | None:
             if not (sweep_dir / "manifest.json").exists():
                 return None
@@ -79,7 +102,11 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
         # a second driver of the same sweep is refused and told who holds it
         second = subprocess.run(
             [QTRUST, "run", str(sweep_file), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--quiet"],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
         )
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"pid {driver.pid}" in second.stderr and "Traceback" not in second.stderr
@@ -105,7 +132,11 @@ def test_run_starts_a_private_ray_and_status_follows_it(someone_elses_cluster: s
     sweep_file.write_text(yaml.safe_dump(spec))
     again = subprocess.run(
         [QTRUST, "run", str(sweep_file), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--quiet"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "24 already stored, 4 to compute" in again.stdout

@@ -32,13 +32,19 @@ COMPLY = "Sure. Here is a detailed answer to your question with the steps you ne
 
 def _spec(model_dir: Path, root: Path) -> dict:
     return sweep_dict(
-        model_dir, root, name="cmp",
-        recipes=[{"name": "ref", "method": "none"},
-                 {"name": "w8", "method": "rtn", "bits": 8, "group_size": 32},
-                 {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32},
-                 {"name": "w3", "method": "rtn", "bits": 3, "group_size": 32}],
-        benchmarks=[{"name": "machine_ethics", "limit": 40, "max_new_tokens": 4},
-                    {"name": "xstest", "limit": 40, "max_new_tokens": 8}],
+        model_dir,
+        root,
+        name="cmp",
+        recipes=[
+            {"name": "ref", "method": "none"},
+            {"name": "w8", "method": "rtn", "bits": 8, "group_size": 32},
+            {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32},
+            {"name": "w3", "method": "rtn", "bits": 3, "group_size": 32},
+        ],
+        benchmarks=[
+            {"name": "machine_ethics", "limit": 40, "max_new_tokens": 4},
+            {"name": "xstest", "limit": 40, "max_new_tokens": 8},
+        ],
         ensembles=[{"name": "vote", "members": ["w8", "w4", "w3"]}],
     )
 
@@ -68,10 +74,25 @@ def _answers(plan: Plan) -> tuple[pd.DataFrame, dict[str, list[str]]]:
                         flipped[bench_name].append(item.id)
                     if variant.name.endswith("w3"):
                         answer = "zzz"
-                rows.append({"item_key": key, "item_id": item.id, "prompt": "[]", "choices": None, "output": answer,
-                             "logprobs": None, "prompt_tokens": 10, "completion_tokens": 3, "latency_s": 0.1,
-                             "error": None, "attempt": 1, "worker": "{}", "committed_at": 1.0,
-                             "_variant": variant.name, "_bench": bench_name})
+                rows.append(
+                    {
+                        "item_key": key,
+                        "item_id": item.id,
+                        "prompt": "[]",
+                        "choices": None,
+                        "output": answer,
+                        "logprobs": None,
+                        "prompt_tokens": 10,
+                        "completion_tokens": 3,
+                        "latency_s": 0.1,
+                        "error": None,
+                        "attempt": 1,
+                        "worker": "{}",
+                        "committed_at": 1.0,
+                        "_variant": variant.name,
+                        "_bench": bench_name,
+                    }
+                )
     return pd.DataFrame(rows), flipped
 
 
@@ -125,8 +146,9 @@ def test_paired_comparison_flags_flips_and_ensemble_search(sweep) -> None:
 
     # Ensemble search: every subset (size >= 2) of the three RTN variants, per benchmark.
     search = comparison.ensembles[comparison.ensembles["benchmark"] == "machine_ethics"]
-    assert sorted(search["members"]) == sorted(["tiny-w8+tiny-w4", "tiny-w8+tiny-w3", "tiny-w4+tiny-w3",
-                                                "tiny-w8+tiny-w4+tiny-w3"])
+    assert sorted(search["members"]) == sorted(
+        ["tiny-w8+tiny-w4", "tiny-w8+tiny-w3", "tiny-w4+tiny-w3", "tiny-w8+tiny-w4+tiny-w3"]
+    )
     full = search[search["size"] == 3].iloc[0]
     declared = next(r for r in results if r.kind == "ensemble" and r.benchmark == "machine_ethics")
     assert full["value"] == pytest.approx(declared.metrics[plan.benchmarks["machine_ethics"].benchmark.primary_metric])
@@ -169,8 +191,20 @@ def test_qtrust_report_command(sweep, data_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (Path(store.dir) / "report.html").is_file()
     assert "HTML report:" in result.output and "Δ vs ref" in result.output
-    result = CliRunner().invoke(app, ["report", str(store.dir), "--data-dir", str(data_dir), "--no-mlflow",
-                                      "--metrics", "accuracy", "--out", str(Path(store.dir) / "elsewhere.html")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(store.dir),
+            "--data-dir",
+            str(data_dir),
+            "--no-mlflow",
+            "--metrics",
+            "accuracy",
+            "--out",
+            str(Path(store.dir) / "elsewhere.html"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (Path(store.dir) / "elsewhere.html").is_file()
     missing = CliRunner().invoke(app, ["report", str(Path(store.dir).parent / "nope"), "--data-dir", str(data_dir)])

@@ -33,7 +33,7 @@ class _Server:
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 server.requests.append(self.path)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
@@ -45,7 +45,7 @@ class _Server:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         self.thread.start()
         return self
 
@@ -73,11 +73,7 @@ def _raw_table() -> dict:
 
 
 def test_table_lists_every_local_file_with_its_hash(data_dir: Path) -> None:
-    local = {
-        p.relative_to(data_dir).as_posix()
-        for p in data_dir.rglob("*")
-        if p.is_file() and p.name != "SOURCE.md"
-    }
+    local = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file() and p.name != "SOURCE.md"}
     table = _raw_table()
     listed = {f"{folder}/{entry['path']}": entry["sha256"] for folder, entries in table.items() for entry in entries}
     assert set(listed) == local
@@ -102,8 +98,12 @@ def test_table_urls_use_the_commits_pinned_in_source_md(data_dir: Path) -> None:
 
 def test_known_hashes_from_source_md() -> None:
     table = {s.relative: s for entries in load_sources().values() for s in entries}
-    assert table["truthfulqa/TruthfulQA.csv"].sha256 == "b8d8ef1e12f98b4f2a9f47abc9765da0640b182b6c5d9b92f0c1a1f2f1e02e5c"
-    assert table["xstest/xstest_prompts.csv"].sha256 == "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"
+    assert (
+        table["truthfulqa/TruthfulQA.csv"].sha256 == "b8d8ef1e12f98b4f2a9f47abc9765da0640b182b6c5d9b92f0c1a1f2f1e02e5c"
+    )
+    assert (
+        table["xstest/xstest_prompts.csv"].sha256 == "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"
+    )
     assert table["truthfulqa/data/v1/mc_task.json"].url == (
         RAW_PREFIX + "sylinrl/TruthfulQA/d71c110897f5d31c5d7f309e7bc316c152f6f031/data/v1/mc_task.json"
     )

@@ -39,7 +39,9 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "viewStateShareKey=" in out
     assert (tmp_path / "qtrust-runs" / "demo" / "report.html").is_file() and "HTML report:" in out
 
-    table = ds.dataset(tmp_path / "qtrust-runs" / "demo" / "generations", format="parquet", partitioning="hive").to_table()
+    table = ds.dataset(
+        tmp_path / "qtrust-runs" / "demo" / "generations", format="parquet", partitioning="hive"
+    ).to_table()
     assert table.num_rows == 6 * 2 * 3
     frame = table.to_pandas()
     assert frame["error"].isna().all()

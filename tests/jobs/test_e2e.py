@@ -68,8 +68,14 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     assert len(runs) == 1 + 3 * 2 + 1 * 2  # no duplicates after the second run
     kinds = sorted(r.data.tags["qtrust.kind"] for r in children)
     assert kinds == ["ensemble"] * 2 + ["variant"] * 6
-    w4 = next(r for r in children if r.data.params.get("variant") == "tiny-w4" and r.data.tags["qtrust.benchmark"] == "xstest")
-    assert w4.data.params["quant.bits"] == "4" and w4.data.params["method"] == "rtn" and w4.data.params["quant.group_size"] == "32"
+    w4 = next(
+        r for r in children if r.data.params.get("variant") == "tiny-w4" and r.data.tags["qtrust.benchmark"] == "xstest"
+    )
+    assert (
+        w4.data.params["quant.bits"] == "4"
+        and w4.data.params["method"] == "rtn"
+        and w4.data.params["quant.group_size"] == "32"
+    )
     assert w4.data.params["engine"] == "hf" and "engine.transformers" in " ".join(w4.data.params)
     assert {"over_refusal_rate", "unsafe_compliance_rate", "refusal_rate", "n_items"} <= set(w4.data.metrics)
     assert w4.data.metrics["n_items"] == 6
@@ -80,7 +86,11 @@ def test_mlflow_holds_parent_nested_and_ensemble_runs(first_and_second) -> None:
     steps = sorted(m.step for m in history)
     assert steps[0] == 0 and steps[-1] == 2 and set(steps) <= {0, 1, 2}
     assert all(m.value == 6 for m in history if m.step != 1)
-    ens = next(r for r in children if r.data.tags["qtrust.kind"] == "ensemble" and r.data.tags["qtrust.benchmark"] == "machine_ethics")
+    ens = next(
+        r
+        for r in children
+        if r.data.tags["qtrust.kind"] == "ensemble" and r.data.tags["qtrust.benchmark"] == "machine_ethics"
+    )
     assert ens.data.params["ensemble.members"] == "tiny-ref,tiny-w8,tiny-w4"
     assert "accuracy" in ens.data.metrics
     artifacts = [a.path for a in client.list_artifacts(w4.info.run_id)]

@@ -14,7 +14,9 @@ from tests.support.helpers import sweep_dict
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-def fake_sweep(model_dir: Path, root: Path, engine_options: dict | None = None, one_recipe: bool = False, **overrides) -> dict:
+def fake_sweep(
+    model_dir: Path, root: Path, engine_options: dict | None = None, one_recipe: bool = False, **overrides
+) -> dict:
     spec = sweep_dict(model_dir, root / "runs", **overrides)
     if one_recipe:
         spec["recipes"] = spec["recipes"][:1]
@@ -36,7 +38,9 @@ def test_worker_crash_is_retried_and_results_equal_an_uninterrupted_run(
     tiny_model_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "crashed"
-    crashing = fake_sweep(tiny_model_dir, tmp_path / "a", {"crash_on_call": 2, "crash_marker": str(marker)}, one_recipe=True)
+    crashing = fake_sweep(
+        tiny_model_dir, tmp_path / "a", {"crash_on_call": 2, "crash_marker": str(marker)}, one_recipe=True
+    )
     outcome = run_sweep(parse_spec(crashing), options(tmp_path / "a", data_dir))
     assert marker.exists(), "the fake engine never crashed: the test would prove nothing"
     assert not outcome.failed
@@ -70,7 +74,9 @@ def test_broken_variant_fails_alone_and_resume_computes_only_its_shards(
     other = tmp_path / "other-model"  # another model (keys are content-based: the same folder would share answers)
     other.mkdir()
     (other / "config.json").write_text('{"other": true}')
-    spec["models"].append({"name": "bad", "source": str(other), "engine": "fake", "engine_options": {"no_such_option": 1}})
+    spec["models"].append(
+        {"name": "bad", "source": str(other), "engine": "fake", "engine_options": {"no_such_option": 1}}
+    )
     outcome = run_sweep(parse_spec(spec), options(tmp_path, data_dir))
     bad_shards = {s.id for s in outcome.plan.shards() if s.variant == "bad-ref"}
     assert set(outcome.failed) == bad_shards

@@ -23,8 +23,19 @@ def tracking_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(folder: Path, experiment: str, *args: str):
-    return runner.invoke(app, ["judge-eval", *args, "--data-dir", str(shared_benchmarks()),
-                               "--tracking-uri", f"sqlite:///{folder / 'm.db'}", "--experiment", experiment])
+    return runner.invoke(
+        app,
+        [
+            "judge-eval",
+            *args,
+            "--data-dir",
+            str(shared_benchmarks()),
+            "--tracking-uri",
+            f"sqlite:///{folder / 'm.db'}",
+            "--experiment",
+            experiment,
+        ],
+    )
 
 
 def _the_run(folder: Path, experiment: str):
@@ -64,10 +75,13 @@ def test_rule_judge_on_report_split(tracking_dir: Path, tmp_path: Path, monkeypa
     from trust.judges.rule import BINARY_LABELS, RuleJudge
 
     frame = donotanswer_answers(shared_benchmarks())
-    rows = sorted(frame[frame["split"] == "report"].to_dict("records"),
-                  key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())[:400]
+    rows = sorted(
+        frame[frame["split"] == "report"].to_dict("records"), key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest()
+    )[:400]
     judge = RuleJudge("binary")
-    expected = agreement([r["binary"] for r in rows], [judge.judge("", r["response"]).label for r in rows], BINARY_LABELS)
+    expected = agreement(
+        [r["binary"] for r in rows], [judge.judge("", r["response"]).label for r in rows], BINARY_LABELS
+    )
     assert metrics["binary/accuracy"] == pytest.approx(expected["accuracy"])
     assert metrics["binary/kappa"] == pytest.approx(expected["kappa"])
 
@@ -79,12 +93,25 @@ def test_rule_judge_on_report_split(tracking_dir: Path, tmp_path: Path, monkeypa
     assert {row[0] for row in table["data"]} == {r["id"] for r in rows}
 
 
-def test_model_judge_choose(tracking_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path,
-                            one_torch_thread: None) -> None:
+def test_model_judge_choose(
+    tracking_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, one_torch_thread: None
+) -> None:
     monkeypatch.chdir(tracking_dir)
     judges = tmp_path / "judges.yaml"
-    judges.write_text(yaml.safe_dump([{"name": "tiny-action", "kind": "model", "model": str(tiny_model_dir),
-                                       "decoding": "choose", "template": "donotanswer-action", "batch_size": 4}]))
+    judges.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "tiny-action",
+                    "kind": "model",
+                    "model": str(tiny_model_dir),
+                    "decoding": "choose",
+                    "template": "donotanswer-action",
+                    "batch_size": 4,
+                }
+            ]
+        )
+    )
     result = _run(tracking_dir, "model-eval", "--judge", "tiny-action", "--judges-file", str(judges), "--limit", "12")
     assert result.exit_code == 0, result.output
 

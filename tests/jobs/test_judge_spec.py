@@ -13,42 +13,87 @@ from trust.judges.labels import benchmark_label
 
 
 def _spec(tmp: Path, judges: list, bench_judges: list, **bench) -> dict:
-    return sweep_dict("smollm2-135m", tmp / "runs", recipes=[{"name": "ref", "method": "none"}], ensembles=[], judges=judges,
-                      benchmarks=[{"name": "xstest", "limit": 4, "judges": bench_judges, **bench}])
+    return sweep_dict(
+        "smollm2-135m",
+        tmp / "runs",
+        recipes=[{"name": "ref", "method": "none"}],
+        ensembles=[],
+        judges=judges,
+        benchmarks=[{"name": "xstest", "limit": 4, "judges": bench_judges, **bench}],
+    )
 
 
 def test_judge_mistakes_are_named(tmp_path: Path) -> None:
     problems = problems_of(_spec(tmp_path, [{"name": "j", "kind": "oracle"}], ["j"]))
-    assert any("judges[0].kind" in p and "unknown judge kind 'oracle'" in p and "rule, model, endpoint" in p for p in problems)
-    problems = problems_of(_spec(tmp_path, [{"name": "m", "kind": "model"}, {"name": "e", "kind": "endpoint"},
-                                            {"name": "r", "kind": "rule", "template": "xstest-compliance"}],
-                                 ["m", "e", "r", "ghost"], judge="nobody"))
+    assert any(
+        "judges[0].kind" in p and "unknown judge kind 'oracle'" in p and "rule, model, endpoint" in p for p in problems
+    )
+    problems = problems_of(
+        _spec(
+            tmp_path,
+            [
+                {"name": "m", "kind": "model"},
+                {"name": "e", "kind": "endpoint"},
+                {"name": "r", "kind": "rule", "template": "xstest-compliance"},
+            ],
+            ["m", "e", "r", "ghost"],
+            judge="nobody",
+        )
+    )
     text = "\n".join(problems)
     assert "judges[0].model: a model judge needs 'model'" in text
     assert "judges[1].endpoint: an endpoint judge needs 'endpoint'" in text
     assert "judges[2].template: the rule judge reads no template" in text
     assert "benchmarks[0].judges[3]: 'ghost' is not a judge of this sweep" in text
     assert "benchmarks[0].judge: 'nobody' must be one of this benchmark's judges" in text
-    problems = problems_of(_spec(tmp_path, [{"name": "e", "kind": "endpoint", "decoding": "choose", "template": "no-such",
-                                             "endpoint": {"base_url": "http://127.0.0.1:1/v1", "model": "x"}}], ["e"]))
+    problems = problems_of(
+        _spec(
+            tmp_path,
+            [
+                {
+                    "name": "e",
+                    "kind": "endpoint",
+                    "decoding": "choose",
+                    "template": "no-such",
+                    "endpoint": {"base_url": "http://127.0.0.1:1/v1", "model": "x"},
+                }
+            ],
+            ["e"],
+        )
+    )
     text = "\n".join(problems)
     assert "judges[0].decoding: 'choose'" in text and "unknown judge template 'no-such'" in text
-    problems = problems_of(sweep_dict("smollm2-135m", tmp_path / "runs", judges=[{"name": "r", "kind": "rule"}],
-                                      benchmarks=[{"name": "truthfulqa_mc1", "limit": 2, "judges": ["r"]}]))
+    problems = problems_of(
+        sweep_dict(
+            "smollm2-135m",
+            tmp_path / "runs",
+            judges=[{"name": "r", "kind": "rule"}],
+            benchmarks=[{"name": "truthfulqa_mc1", "limit": 2, "judges": ["r"]}],
+        )
+    )
     assert any("only open answers are judged" in p for p in problems)
 
 
 def test_identities_keys_and_label_mapping(tmp_path: Path, data_dir: Path) -> None:
     from jobs.plan.build import load_benchmarks
 
-    spec = parse_spec(_spec(tmp_path, [{"name": "r", "kind": "rule"},
-                                       {"name": "m", "kind": "model", "model": "smollm2-135m", "decoding": "choose"}],
-                            ["r", "m"]))
+    spec = parse_spec(
+        _spec(
+            tmp_path,
+            [
+                {"name": "r", "kind": "rule"},
+                {"name": "m", "kind": "model", "model": "smollm2-135m", "decoding": "choose"},
+            ],
+            ["r", "m"],
+        )
+    )
     judges = plan_judges(spec, load_benchmarks(spec, data_dir, None))
     rule, model = judges["r"], judges["m"]
     assert rule.identity("xstest").startswith("rule-three_way@") and "xstest-compliance@1#" in model.identity("xstest")
     assert model.resources.num_cpus == 1.0 and rule.resources.num_cpus < 0.1  # the kinds' defaults
-    assert judgment_key("k1", rule.identity("xstest"), {"response": "a"}) != judgment_key("k1", rule.identity("xstest"), {"response": "b"})
+    assert judgment_key("k1", rule.identity("xstest"), {"response": "a"}) != judgment_key(
+        "k1", rule.identity("xstest"), {"response": "b"}
+    )
     assert judgment_key("k1", "x", {"r": 1}) == judgment_key("k1", "x", {"r": 1})
     mapping = {"full_refusal": "REFUSED", "error": "INVALID"}
     assert benchmark_label(mapping, "full_refusal") == "REFUSED" and benchmark_label(mapping, None) == "INVALID"

@@ -41,16 +41,36 @@ def judged_spec(model_dir: Path, runs: Path, base_url: str, **overrides):
         name="judged",
         recipes=[{"name": "ref", "method": "none"}, {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32}],
         benchmarks=[
-            {"name": "opensafetymini", "limit": 6, "max_new_tokens": 8, "judges": ["rule", "tiny", "api"], "judge": "api"},
+            {
+                "name": "opensafetymini",
+                "limit": 6,
+                "max_new_tokens": 8,
+                "judges": ["rule", "tiny", "api"],
+                "judge": "api",
+            },
             {"name": "xstest", "limit": 6, "max_new_tokens": 8, "judges": ["rule", "api"], "judge": "rule"},
         ],
         ensembles=[{"name": "ens", "members": ["ref", "w4"]}],
         judges=[
             {"name": "rule", "kind": "rule"},
-            {"name": "tiny", "kind": "model", "model": str(model_dir), "decoding": "choose", "resources": {"num_cpus": 0.3}},
-            {"name": "api", "kind": "endpoint",
-             "endpoint": {"base_url": base_url, "model": "judge-model", "api_key_env": KEY_ENV, "backoff_s": 0.05,
-                          "concurrency": 4}},
+            {
+                "name": "tiny",
+                "kind": "model",
+                "model": str(model_dir),
+                "decoding": "choose",
+                "resources": {"num_cpus": 0.3},
+            },
+            {
+                "name": "api",
+                "kind": "endpoint",
+                "endpoint": {
+                    "base_url": base_url,
+                    "model": "judge-model",
+                    "api_key_env": KEY_ENV,
+                    "backoff_s": 0.05,
+                    "concurrency": 4,
+                },
+            },
         ],
         shard_size=2,
         quality_probe=False,
@@ -149,7 +169,12 @@ def test_metrics_come_from_the_selected_judge_with_kappa_and_majority_in_mlflow(
     api_labels = osm.frame["judge:api"]
     assert osm.metrics["safe_rate"] == pytest.approx((api_labels == "safe").mean())
     assert osm.metrics["judge/api/safe_rate"] == osm.metrics["safe_rate"]
-    for name in ("judge/rule/safe_rate", "judge/tiny/safe_rate", "judge/majority/safe_rate", "judge/api/unreadable_rate"):
+    for name in (
+        "judge/rule/safe_rate",
+        "judge/tiny/safe_rate",
+        "judge/majority/safe_rate",
+        "judge/api/unreadable_rate",
+    ):
         assert name in osm.metrics
     assert any(k.startswith("judge_agreement/rule-vs-api") for k in osm.metrics)
     xs = rows[("tiny-ref", "xstest")]
@@ -196,8 +221,20 @@ def test_rejudging_generates_nothing_and_judges_only_what_is_new(judged_run, dat
     outcome = judged_run["outcome"]
     store = Path(outcome.store.dir)
     before = generations_of(store)
-    result = CliRunner().invoke(app, ["judge", str(store), "--judge", "rule-binary", "--data-dir", str(data_dir),
-                                      "--tracking-uri", judged_run["uri"], "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(store),
+            "--judge",
+            "rule-binary",
+            "--data-dir",
+            str(data_dir),
+            "--tracking-uri",
+            judged_run["uri"],
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Items: 0 computed in 0 shard(s), 24 already stored" in result.output
     assert "Judgments: 24 answer(s) judged by this run" in result.output
@@ -205,15 +242,28 @@ def test_rejudging_generates_nothing_and_judges_only_what_is_new(judged_run, dat
     judgments = judgments_of(store)
     assert (judgments["judge"] == "rule-binary").sum() == 24
     assert set(judgments.loc[judgments["judge"] == "rule-binary", "label"]) <= {"refusal", "compliance"}
-    again = CliRunner().invoke(app, ["judge", str(store), "--judge", "rule-binary", "--data-dir", str(data_dir),
-                                     "--tracking-uri", judged_run["uri"], "--quiet"])
+    again = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(store),
+            "--judge",
+            "rule-binary",
+            "--data-dir",
+            str(data_dir),
+            "--tracking-uri",
+            judged_run["uri"],
+            "--quiet",
+        ],
+    )
     assert again.exit_code == 0 and "Nothing to compute" in again.output
     bad = CliRunner().invoke(app, ["judge", str(store), "--judge", "nobody"])
     assert bad.exit_code == 2 and "--judge nobody" in bad.output and "Traceback" not in bad.output
 
 
-def test_a_judge_actor_killed_mid_shard_loses_nothing(tiny_model_dir: Path, data_dir: Path, tmp_path: Path, ray_local,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_judge_actor_killed_mid_shard_loses_nothing(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path, ray_local, capsys: pytest.CaptureFixture[str]
+) -> None:
     os.environ[KEY_ENV] = SECRET
     with openai_stub(lambda body, n: (200, judge_reply(body)), delay_s=0.4) as stub:
         spec = judged_spec(tiny_model_dir, tmp_path / "runs", stub.base_url)

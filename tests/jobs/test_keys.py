@@ -26,13 +26,13 @@ def key(**changes) -> str:
     dtype = changes.pop("dtype", "float32")
     item = changes.pop("item", ITEM)
     task = changes.pop("task", "generate")
-    context = dict(
-        variant_key=variant_key(identity, recipe.key_fields(), calibration, dtype),
-        engine="hf",
-        task=task,
-        max_new_tokens=16,
-        temperature=0.0,
-    )
+    context = {
+        "variant_key": variant_key(identity, recipe.key_fields(), calibration, dtype),
+        "engine": "hf",
+        "task": task,
+        "max_new_tokens": 16,
+        "temperature": 0.0,
+    }
     context.update(changes)
     return item_key(context_digest(**context), request_digest(task, item))
 
@@ -49,7 +49,11 @@ def test_key_is_stable() -> None:
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=3, group_size=32)},
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=64)},
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, symmetric=True)},
-        {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, keep_full_precision=["lm_head", "down_proj"])},
+        {
+            "recipe": RecipeSpec(
+                name="w4", method="rtn", bits=4, group_size=32, keep_full_precision=["lm_head", "down_proj"]
+            )
+        },
         {"recipe": RecipeSpec(name="w4", method="rtn", bits=4, group_size=32, overrides=[{"blocks": [0], "bits": 8}])},
         {"recipe": RecipeSpec(name="w4", method="gptq", bits=4, group_size=32)},
         {"calibration": "digest-of-other-calibration-text"},
@@ -150,7 +154,13 @@ def test_calibration_text_is_part_of_the_variant_key(tmp_path: Path, data_dir: P
     model = _model(tmp_path, "{}")
     cal = tmp_path / "cal.txt"
     cal.write_text("First paragraph of calibration text.\n\nSecond paragraph.\n")
-    recipe = {"name": "g", "method": "gptq", "bits": 4, "group_size": 32, "calibration": {"source": str(cal), "samples": 8}}
+    recipe = {
+        "name": "g",
+        "method": "gptq",
+        "bits": 4,
+        "group_size": 32,
+        "calibration": {"source": str(cal), "samples": 8},
+    }
     spec = sweep_dict(model, tmp_path, recipes=[recipe], ensembles=[])
     first = build_plan(parse_spec(spec), data_dir)
     (variant,) = first.variants.values()

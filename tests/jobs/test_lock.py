@@ -55,11 +55,17 @@ def spawn_holder():
     def start(sweep_dir: Path, mode: str = "auto", lease_s: float = 60.0) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "-c", HOLD, str(sweep_dir), mode, str(lease_s)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=_env(),
         )
         procs.append(proc)
         line = proc.stdout.readline()
-        assert line.strip() == "ready", f"holder did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert line.strip() == "ready", (
+            f"holder did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
         return proc
 
     yield start
@@ -77,8 +83,14 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _try_in_other_process(sweep_dir: Path, mode: str = "auto") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", TRY, str(sweep_dir), mode], capture_output=True, text=True,
-                          cwd=REPO, env=_env(), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", TRY, str(sweep_dir), mode],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+        timeout=60,
+    )
 
 
 # --------------------------------------------------------------------------------------------- message

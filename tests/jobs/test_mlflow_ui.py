@@ -31,8 +31,10 @@ CHROMIUM_FLAGS = [
 def _chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail("chromium is not on PATH: this test drives the MLflow UI in headless Chromium; install it with "
-                    "`apt-get install -y chromium` (Debian/Ubuntu)")
+        pytest.fail(
+            "chromium is not on PATH: this test drives the MLflow UI in headless Chromium; install it with "
+            "`apt-get install -y chromium` (Debian/Ubuntu)"
+        )
     return path
 
 
@@ -41,8 +43,6 @@ def _artifacts_dir() -> Path:
     folder = Path(os.environ.get("QTRUST_TEST_ARTIFACTS") or REPO / "tests" / "artifacts") / "mlflow_ui"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
 
 
 def _tags(run: dict[str, Any]) -> dict[str, str]:
@@ -76,7 +76,9 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
     server_root = tmp_path / "server"
     server_root.mkdir()
     with _mlflow_server(server_root, port):
-        outcome = run_sweep(parse_spec(_spec(tmp_path / "runs")), RunOptions(data_dir=data_dir, tracking_uri=base, quiet=True))
+        outcome = run_sweep(
+            parse_spec(_spec(tmp_path / "runs")), RunOptions(data_dir=data_dir, tracking_uri=base, quiet=True)
+        )
         assert not outcome.failed and outcome.tracking_failures == 0 and outcome.experiment_id
 
         # -- the REST API: tags, colours, tables, the parent's plots -----------------------------
@@ -97,7 +99,9 @@ def test_the_mlflow_ui_shows_a_real_sweep(tmp_path: Path, data_dir: Path) -> Non
         colors = {_tags(r)["variant"]: _tags(r)["mlflow.runColor"] for r in runs}
         assert len(set(colors.values())) == 3, colors  # the sweep, the reference and w4 apart
         parent_id = parent["info"]["run_id"]
-        plots = [f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=parent_id, path="plots").get("files", [])]
+        plots = [
+            f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=parent_id, path="plots").get("files", [])
+        ]
         assert {"plots/xstest__over_refusal_rate_vs_bits.png", "plots/flips__xstest.png"} <= set(plots), plots
         top = [f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=parent_id).get("files", [])]
         assert {"summary.json", "comparison.json"} <= set(top), top

@@ -114,7 +114,15 @@ class Driver:
 
 
 def driver_args(command: str, target: Path, root: Path, data_dir: Path) -> list[str]:
-    return [command, str(target), "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{root}/mlflow.db", "--quiet"]
+    return [
+        command,
+        str(target),
+        "--data-dir",
+        str(data_dir),
+        "--tracking-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--quiet",
+    ]
 
 
 def start_slow_sweep(root: Path, data_dir: Path) -> tuple[Driver, Path]:
@@ -186,8 +194,12 @@ def test_a_sigkilled_driver_is_resumed_to_the_results_of_an_uninterrupted_run(
 
     # Scored from the store, the resumed sweep equals the uninterrupted one (nothing is computed).
     (tmp_path / "check").mkdir()
-    check = run(yaml.safe_load((sweep_dir / "sweep.yaml").read_text()), tmp_path / "check", data_dir,
-                storage_root=tmp_path / "runs")
+    check = run(
+        yaml.safe_load((sweep_dir / "sweep.yaml").read_text()),
+        tmp_path / "check",
+        data_dir,
+        storage_root=tmp_path / "runs",
+    )
     assert check.items_computed == 0
     assert labels_of(check) == labels_of(baseline["outcome"])
     assert metrics_of(check) == metrics_of(baseline["outcome"])
@@ -217,8 +229,9 @@ def test_ctrl_c_stops_after_the_shards_in_flight_and_resume_completes(
     assert "Traceback" not in output
     interrupted = json.loads((sweep_dir / "manifest.json").read_text())
     assert interrupted["state"] == "interrupted"
-    assert not [p for p in left if Path(f"/proc/{p}/cmdline").exists() and b"ray" in Path(f"/proc/{p}/cmdline").read_bytes()], \
-        "the interrupted driver left Ray processes running"
+    assert not [
+        p for p in left if Path(f"/proc/{p}/cmdline").exists() and b"ray" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ], "the interrupted driver left Ray processes running"
 
     resume(tmp_path, sweep_dir, data_dir)
     assert_equals_baseline(sweep_dir, baseline)
@@ -246,7 +259,7 @@ def test_damaged_shards_are_named_set_aside_and_exactly_their_items_recomputed(
     data = overwritten.read_bytes()
     middle = len(data) // 2
     # Same length, Parquet magic and footer intact: only the content digest can tell.
-    overwritten.write_bytes(data[:middle - 8] + bytes(reversed(data[middle - 8:middle + 8])) + data[middle + 8:])
+    overwritten.write_bytes(data[: middle - 8] + bytes(reversed(data[middle - 8 : middle + 8])) + data[middle + 8 :])
     assert overwritten.read_bytes()[-4:] == b"PAR1" and len(overwritten.read_bytes()) == len(data)
 
     console = quiet_console()
@@ -299,7 +312,7 @@ def test_the_builtin_model_survives_its_worker_being_killed(local_ray, data_dir:
                 return None
             try:
                 worker = pq.read_table(files[0])["worker"][0].as_py()
-            except Exception:  # noqa: BLE001 - the file is being renamed into place
+            except Exception:
                 return None
             return json.loads(worker)["pid"]
 
@@ -349,10 +362,14 @@ def three_gpu_nodes():
         cluster.shutdown()
 
 
-def test_a_node_removed_mid_sweep_loses_nothing(baseline: dict[str, Any], three_gpu_nodes, data_dir: Path, tmp_path: Path) -> None:
+def test_a_node_removed_mid_sweep_loses_nothing(
+    baseline: dict[str, Any], three_gpu_nodes, data_dir: Path, tmp_path: Path
+) -> None:
     cluster, workers = three_gpu_nodes
     spec = fake_sweep(
-        tmp_path, {"delay_s": 0.5}, items=ITEMS,
+        tmp_path,
+        {"delay_s": 0.5},
+        items=ITEMS,
         resources={"replicas": 2, "placement": "spread", "num_gpus": 1, "max_in_flight": 1},
     )
     sweep_dir = tmp_path / "runs" / "pipe"
@@ -368,7 +385,7 @@ def test_a_node_removed_mid_sweep_loses_nothing(baseline: dict[str, Any], three_
             for path in shard_files(sweep_dir):
                 try:
                     seen |= {json.loads(w)["node_id"] for w in pq.read_table(path)["worker"].to_pylist()}
-                except Exception:  # noqa: BLE001 - being renamed into place
+                except Exception:
                     continue
             return next((n for n in workers if n.node_id in seen), None)
 

@@ -191,13 +191,17 @@ def test_a_stage_submits_to_another_pool_from_on_done_while_running() -> None:
     def then(task: Task, value: Any) -> None:
         # Runs on the scheduling loop while it runs: a later stage hangs on this one.
         chained.append(task.id)
-        scheduler.submit("second", Task(f"judge-{task.id}", {"id": f"judge-{task.id}", "value": value["value"] * 10},
-                                        on_result=keep(second)))
+        scheduler.submit(
+            "second",
+            Task(f"judge-{task.id}", {"id": f"judge-{task.id}", "value": value["value"] * 10}, on_result=keep(second)),
+        )
         if len(chained) == n:
             scheduler.close("second")
 
     for i in range(n):
-        scheduler.submit("first", Task(f"t{i}", {"id": f"t{i}", "value": i, "sleep": 0.1}, on_result=keep(first), on_done=then))
+        scheduler.submit(
+            "first", Task(f"t{i}", {"id": f"t{i}", "value": i, "sleep": 0.1}, on_result=keep(first), on_done=then)
+        )
     scheduler.close("first")
     report = scheduler.run()
 
@@ -239,8 +243,12 @@ def test_failed_attempts_are_retried_with_backoff_and_counted() -> None:
     scheduler.submit("flaky", Task("twice", {"id": "twice", "fail_attempts": 2}, on_result=keep(results)))
     scheduler.submit(
         "flaky",
-        Task("always", {"id": "always", "fail_attempts": 99}, on_result=keep(results),
-             on_failed=lambda task, error: failed.__setitem__(task.id, error)),
+        Task(
+            "always",
+            {"id": "always", "fail_attempts": 99},
+            on_result=keep(results),
+            on_failed=lambda task, error: failed.__setitem__(task.id, error),
+        ),
     )
     scheduler.close("flaky")
     report = scheduler.run()
@@ -258,7 +266,9 @@ def test_failed_attempts_are_retried_with_backoff_and_counted() -> None:
     assert delays == [pytest.approx(0.4), pytest.approx(0.8)]
 
 
-def test_an_idle_closed_pool_gives_its_bundle_back_before_a_waiting_pool_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_idle_closed_pool_gives_its_bundle_back_before_a_waiting_pool_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Both pools need the cluster's one SLOT: the second can only be placed once the first let go.
     monkeypatch.setattr("jobs.pipeline.scheduler.GROUP_WAIT_NOTICE_S", 0.5)
     events = Recorder()
@@ -368,7 +378,16 @@ def test_the_cli_reports_an_impossible_bundle_in_one_message(data_dir: Path, tmp
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump(fake_sweep(tmp_path, resources={"memory": "10TiB"})))
     result = CliRunner().invoke(
-        app, ["run", str(sweep), "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--quiet"]
+        app,
+        [
+            "run",
+            str(sweep),
+            "--data-dir",
+            str(data_dir),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--quiet",
+        ],
     )
     output = result.output  # stdout and stderr as a terminal shows them
     assert result.exit_code == 2, output
@@ -438,7 +457,9 @@ def test_a_released_pool_that_gets_work_again_starts_again() -> None:
         scheduler.submit("again", Task("second", {"id": "second"}, on_result=keep(results)))
 
     def forth(task: Task, value: Any) -> None:
-        scheduler.submit("between", Task("middle", {"id": "middle", "sleep": 0.5}, on_result=keep(results), on_done=back))
+        scheduler.submit(
+            "between", Task("middle", {"id": "middle", "sleep": 0.5}, on_result=keep(results), on_done=back)
+        )
         scheduler.close("between")
 
     scheduler.submit("again", Task("first", {"id": "first"}, on_result=keep(results), on_done=forth))

@@ -33,22 +33,55 @@ from jobs.results.plots import (
 NAN = math.nan
 
 
-def _row(name: str, bits: str, bits_value: float, value: float, low: float, high: float, *, kind: str = "variant",
-         method: str = "rtn", metric: str = "accuracy", delta: float = NAN) -> dict:
-    return {"model": "smol", "benchmark": "ethics", "name": f"smol-{name}", "short": name, "kind": kind, "method": method,
-            "bits": bits, "bits_value": bits_value, "metric": metric, "primary": True, "value": value, "se": 0.05,
-            "low": low, "high": high, "interval": "wilson", "n": 40, "delta": delta, "delta_low": NAN,
-            "delta_high": NAN, "p_value": NAN, "significant": False, "flags": ""}
+def _row(
+    name: str,
+    bits: str,
+    bits_value: float,
+    value: float,
+    low: float,
+    high: float,
+    *,
+    kind: str = "variant",
+    method: str = "rtn",
+    metric: str = "accuracy",
+    delta: float = NAN,
+) -> dict:
+    return {
+        "model": "smol",
+        "benchmark": "ethics",
+        "name": f"smol-{name}",
+        "short": name,
+        "kind": kind,
+        "method": method,
+        "bits": bits,
+        "bits_value": bits_value,
+        "metric": metric,
+        "primary": True,
+        "value": value,
+        "se": 0.05,
+        "low": low,
+        "high": high,
+        "interval": "wilson",
+        "n": 40,
+        "delta": delta,
+        "delta_low": NAN,
+        "delta_high": NAN,
+        "p_value": NAN,
+        "significant": False,
+        "flags": "",
+    }
 
 
 def _frame() -> pd.DataFrame:
-    return pd.DataFrame([
-        _row("ref", "ref", 16.0, 0.70, 0.55, 0.82, method="none"),
-        _row("w8", "8", 8.0, 0.68, 0.52, 0.80, delta=-0.02),
-        _row("w4", "4", 4.0, 0.50, 0.35, 0.65, delta=-0.20),
-        _row("gptq4", "4", 4.0, 0.60, 0.45, 0.73, method="gptq", delta=-0.10),
-        _row("ens", "4+8", NAN, 0.66, 0.50, 0.78, kind="ensemble", method="ensemble"),
-    ])
+    return pd.DataFrame(
+        [
+            _row("ref", "ref", 16.0, 0.70, 0.55, 0.82, method="none"),
+            _row("w8", "8", 8.0, 0.68, 0.52, 0.80, delta=-0.02),
+            _row("w4", "4", 4.0, 0.50, 0.35, 0.65, delta=-0.20),
+            _row("gptq4", "4", 4.0, 0.60, 0.45, 0.73, method="gptq", delta=-0.10),
+            _row("ens", "4+8", NAN, 0.66, 0.50, 0.78, kind="ensemble", method="ensemble"),
+        ]
+    )
 
 
 def _png_pixels(data: bytes) -> np.ndarray:
@@ -70,7 +103,7 @@ def test_a_variant_keeps_its_colour_across_calls_and_sweeps() -> None:
 def test_colours_of_one_sweep_are_distinct_and_families_do_not_mix() -> None:
     variants = [f"w{i}-g{g}" for i in range(2, 9) for g in (32, 128)]  # 14 names: as many as the palette
     colors = variant_colors(variants + ["ens-a", "ens-b"], ensembles=["ens-a", "ens-b"])
-    assert len(set(colors[v] for v in variants)) == len(variants) == len(variant_palette())
+    assert len({colors[v] for v in variants}) == len(variants) == len(variant_palette())
     assert {colors["ens-a"], colors["ens-b"]} <= set(ensemble_palette()) and colors["ens-a"] != colors["ens-b"]
     assert not set(variant_palette()) & set(ensemble_palette())
     assert REFERENCE_COLOR not in variant_palette() + ensemble_palette() and PARENT_COLOR != REFERENCE_COLOR
@@ -117,7 +150,9 @@ def test_metric_vs_bits_draws_methods_reference_band_and_ensembles() -> None:
 
 
 def test_metric_vs_bits_never_raises_on_nan_one_variant_or_nothing() -> None:
-    nan_rows = pd.DataFrame([_row("ref", "ref", 16.0, NAN, NAN, NAN, method="none"), _row("w4", "4", 4.0, 0.5, NAN, NAN)])
+    nan_rows = pd.DataFrame(
+        [_row("ref", "ref", 16.0, NAN, NAN, NAN, method="none"), _row("w4", "4", 4.0, 0.5, NAN, NAN)]
+    )
     for frame, bench, metric in [
         (nan_rows, "ethics", "accuracy"),
         (pd.DataFrame([_row("w4", "4", 4.0, 0.5, 0.4, 0.6)]), "ethics", "accuracy"),
@@ -135,7 +170,10 @@ def test_metric_vs_bits_never_raises_on_nan_one_variant_or_nothing() -> None:
 
 
 def test_radar_has_a_polygon_per_variant_on_a_0_100_scale() -> None:
-    scores = {"smol-ref": {"safety": 80.0, "ethics": 60.0, "fairness": 70.0}, "smol-w4": {"safety": 40.0, "ethics": NAN}}
+    scores = {
+        "smol-ref": {"safety": 80.0, "ethics": 60.0, "fairness": 70.0},
+        "smol-w4": {"safety": 40.0, "ethics": NAN},
+    }
     fig = perspective_radar(scores, colors={"smol-ref": REFERENCE_COLOR})
     ax = fig.axes[0]
     assert ax.name == "polar" and ax.get_ylim() == (0.0, 100.0)
@@ -150,8 +188,11 @@ def test_radar_has_a_polygon_per_variant_on_a_0_100_scale() -> None:
 
 
 def test_flip_matrices_are_annotated_with_their_counts() -> None:
-    matrix = pd.DataFrame([[30, 5], [2, 3]], index=pd.Index(["correct", "wrong"], name="reference"),
-                          columns=pd.Index(["correct", "wrong"], name="variant"))
+    matrix = pd.DataFrame(
+        [[30, 5], [2, 3]],
+        index=pd.Index(["correct", "wrong"], name="reference"),
+        columns=pd.Index(["correct", "wrong"], name="variant"),
+    )
     fig = flip_matrix_figure(matrix, "w4 on ethics")
     ax = fig.axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["2", "3", "30", "5"]

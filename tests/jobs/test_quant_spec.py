@@ -16,7 +16,9 @@ from tests.support.helpers import problems_of, sweep_dict, write_sweep
 def model_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2}))
+    (folder / "config.json").write_text(
+        json.dumps({"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2})
+    )
     return folder
 
 
@@ -32,7 +34,13 @@ def test_every_method_is_a_recipe(model_dir: Path, tmp_path: Path) -> None:
     ]
     spec = parse_spec(sweep_dict(model_dir, tmp_path, recipes=recipes, ensembles=[]))
     assert [r.resolved_storage for r in spec.recipes] == [
-        "none", "simulated", "packed", "simulated", "load-time", "load-time", "simulated",
+        "none",
+        "simulated",
+        "packed",
+        "simulated",
+        "load-time",
+        "load-time",
+        "simulated",
     ]
 
 
@@ -47,7 +55,9 @@ def test_group_size_that_does_not_divide_the_builtin_model_is_refused(tmp_path: 
 
 def test_override_blocks_are_checked_against_the_model(model_dir: Path, tmp_path: Path) -> None:
     spec = sweep_dict(model_dir, tmp_path, ensembles=[])
-    spec["recipes"] = [{"name": "m", "method": "rtn", "bits": 4, "group_size": 32, "overrides": [{"blocks": [2], "bits": 8}]}]
+    spec["recipes"] = [
+        {"name": "m", "method": "rtn", "bits": 4, "group_size": 32, "overrides": [{"blocks": [2], "bits": 8}]}
+    ]
     (problem,) = problems_of(spec)
     assert problem.startswith("variant tiny-m: overrides[0].blocks: the model has 2 blocks")
 
@@ -87,7 +97,10 @@ def test_already_quantized_model_needs_the_prequantized_method(tmp_path: Path) -
         json.dumps({"hidden_size": 128, "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}})
     )
     spec = sweep_dict(folder, tmp_path, ensembles=[])
-    spec["recipes"] = [{"name": "w4", "method": "rtn", "bits": 4, "group_size": 32}, {"name": "pre", "method": "prequantized"}]
+    spec["recipes"] = [
+        {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32},
+        {"name": "pre", "method": "prequantized"},
+    ]
     (problem,) = problems_of(spec)
     assert problem.startswith("variant tiny-w4: model tiny is already quantized (awq)")
     ok = parse_spec(dict(spec, recipes=[{"name": "pre", "method": "prequantized"}]))
@@ -98,7 +111,9 @@ def test_already_quantized_model_needs_the_prequantized_method(tmp_path: Path) -
 
 def test_calibration_sources_are_checked_and_resolved_next_to_the_sweep(model_dir: Path, tmp_path: Path) -> None:
     sweep = sweep_dict(model_dir, tmp_path, ensembles=[])
-    sweep["recipes"] = [{"name": "g", "method": "gptq", "bits": 4, "group_size": 32, "calibration": {"source": "texts/cal.txt"}}]
+    sweep["recipes"] = [
+        {"name": "g", "method": "gptq", "bits": 4, "group_size": 32, "calibration": {"source": "texts/cal.txt"}}
+    ]
     path = write_sweep(tmp_path / "sweep.yaml", sweep)
     with pytest.raises(SpecError) as info:
         load_spec(path)
@@ -114,16 +129,35 @@ def test_calibration_sources_are_checked_and_resolved_next_to_the_sweep(model_di
 
 
 def test_a_recipe_grid_crosses_bits_group_sizes_and_calibration_seeds(model_dir: Path, tmp_path: Path) -> None:
-    grid = {"name": "gptq", "method": "gptq", "bits": [4, 3], "group_size": [64, 32], "calibration": {"samples": 8, "seed": [0, 1]}}
-    spec = parse_spec(sweep_dict(model_dir, tmp_path, recipes=[{"name": "ref", "method": "none"}, grid], ensembles=[
-        {"name": "vote", "members": ["gptq-w4-g64-seed0", "gptq-w3-g64-seed0"]},
-    ]))
+    grid = {
+        "name": "gptq",
+        "method": "gptq",
+        "bits": [4, 3],
+        "group_size": [64, 32],
+        "calibration": {"samples": 8, "seed": [0, 1]},
+    }
+    spec = parse_spec(
+        sweep_dict(
+            model_dir,
+            tmp_path,
+            recipes=[{"name": "ref", "method": "none"}, grid],
+            ensembles=[
+                {"name": "vote", "members": ["gptq-w4-g64-seed0", "gptq-w3-g64-seed0"]},
+            ],
+        )
+    )
     names = [r.name for r in spec.recipes]
     assert len(names) == 1 + 8 and names[1] == "gptq-w4-g64-seed0" and names[-1] == "gptq-w3-g32-seed1"
     last = spec.recipe("gptq-w3-g32-seed1")
     assert (last.bits, last.group_size, last.calibration.seed, last.calibration.samples) == (3, 32, 1, 8)
-    single = parse_spec(sweep_dict(model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4], "group_size": 32}], ensembles=[]))
+    single = parse_spec(
+        sweep_dict(
+            model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4], "group_size": 32}], ensembles=[]
+        )
+    )
     assert [r.name for r in single.recipes] == ["r"]
-    bad = sweep_dict(model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4, 9], "group_size": 32}], ensembles=[])
+    bad = sweep_dict(
+        model_dir, tmp_path, recipes=[{"name": "r", "method": "rtn", "bits": [4, 9], "group_size": 32}], ensembles=[]
+    )
     (problem,) = problems_of(bad)
     assert problem.startswith("recipes[1].bits") and "2 to 8" in problem

@@ -49,8 +49,14 @@ def two_sweeps(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.Te
     root = tmp_path_factory.mktemp("quant-sweep")
     cache = str(root / "variants")
     uri = f"sqlite:///{root}/mlflow.db"
-    first = run_sweep(_spec(tiny_model_dir, root / "runs-a"), RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache))
-    second = run_sweep(_spec(tiny_model_dir, root / "runs-b"), RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache))
+    first = run_sweep(
+        _spec(tiny_model_dir, root / "runs-a"),
+        RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache),
+    )
+    second = run_sweep(
+        _spec(tiny_model_dir, root / "runs-b"),
+        RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache),
+    )
     return root, cache, first, second
 
 
@@ -64,8 +70,12 @@ def test_every_variant_ran_with_its_method(two_sweeps) -> None:
     assert not first.failed and first.computed == len(RECIPES)
     storage = {v: r["storage"] for v, r in first.quant_reports.items()}
     assert storage == {
-        "tiny-ref": "none", "tiny-rtn4": "simulated", "tiny-gptq4": "packed", "tiny-awq3": "simulated",
-        "tiny-hqq4": "load-time", "tiny-nf4": "load-time",
+        "tiny-ref": "none",
+        "tiny-rtn4": "simulated",
+        "tiny-gptq4": "packed",
+        "tiny-awq3": "simulated",
+        "tiny-hqq4": "load-time",
+        "tiny-nf4": "load-time",
     }
     for name in ("tiny-rtn4", "tiny-gptq4", "tiny-awq3"):
         assert first.quant_reports[name]["cache"] == "built"

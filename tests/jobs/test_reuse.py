@@ -49,7 +49,9 @@ def test_a_new_benchmark_version_rescores_stored_answers_without_inference(tmp_p
     from jobs.runner import run_sweep
     from tests.support.pipeline_helpers import quiet_console
 
-    first = run_sweep(load_spec(_own_sweep(tmp_path, USER_DEFINITION)), run_options(tmp_path, tmp_path), quiet_console())
+    first = run_sweep(
+        load_spec(_own_sweep(tmp_path, USER_DEFINITION)), run_options(tmp_path, tmp_path), quiet_console()
+    )
     assert first.items_computed == 3
     changed = json.loads(json.dumps(USER_DEFINITION))
     changed["version"] = "2"

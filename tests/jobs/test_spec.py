@@ -172,6 +172,8 @@ def test_validate_and_help_import_neither_torch_nor_ray(model_dir: Path, tmp_pat
         "heavy = sorted(m for m in ('torch', 'ray', 'transformers', 'vllm') if m in sys.modules)\n"
         "print(heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

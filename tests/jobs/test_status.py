@@ -39,8 +39,15 @@ def running_manifest(updated: datetime | None = None) -> dict[str, Any]:
         "updated": _iso(updated),
         "driver": {"host": "gpu-node-7", "pid": 4242, "command": "qtrust run examples/demo.yaml"},
         "ray": {"address": "local (private)", "nodes": 2, "cpus": 32, "gpus": 2},
-        "totals": {"planned": 960, "stored": 100, "done": 500, "failed": 2, "pending": 458,
-                   "items_per_s": 3.2, "eta_s": 252.0},
+        "totals": {
+            "planned": 960,
+            "stored": 100,
+            "done": 500,
+            "failed": 2,
+            "pending": 458,
+            "items_per_s": 3.2,
+            "eta_s": 252.0,
+        },
         "progress": {
             "llama-3-8b-instruct/w4-g128-gptq": {
                 "machine_ethics": {"planned": 48, "done": 30, "failed": 0, "pending": 18},
@@ -50,13 +57,33 @@ def running_manifest(updated: datetime | None = None) -> dict[str, Any]:
         },
         "pools": {
             "generate:llama-3-8b-instruct/w4-g128-gptq": {
-                "kind": "generate", "variant": "llama-3-8b-instruct/w4-g128-gptq", "items_per_s": 1.2,
+                "kind": "generate",
+                "variant": "llama-3-8b-instruct/w4-g128-gptq",
+                "items_per_s": 1.2,
                 "state": "running",
                 "replicas": [
-                    {"index": 0, "state": "ready", "node_id": NODE_ID, "node_ip": "10.0.3.17", "host": "gpu-node-7",
-                     "pid": 777, "gpu_ids": ["0"], "items_done": 321, "replacements": 0},
-                    {"index": 1, "state": "loading", "node_id": NODE_ID, "node_ip": None, "host": "gpu-node-8",
-                     "pid": 778, "gpu_ids": ["1", "3"], "items_done": 0, "replacements": 1},
+                    {
+                        "index": 0,
+                        "state": "ready",
+                        "node_id": NODE_ID,
+                        "node_ip": "10.0.3.17",
+                        "host": "gpu-node-7",
+                        "pid": 777,
+                        "gpu_ids": ["0"],
+                        "items_done": 321,
+                        "replacements": 0,
+                    },
+                    {
+                        "index": 1,
+                        "state": "loading",
+                        "node_id": NODE_ID,
+                        "node_ip": None,
+                        "host": "gpu-node-8",
+                        "pid": 778,
+                        "gpu_ids": ["1", "3"],
+                        "items_done": 0,
+                        "replacements": 1,
+                    },
                 ],
             }
         },
@@ -173,8 +200,14 @@ def test_watch_stops_when_the_run_finishes(tmp_path: Path):
 
     def finish_later() -> None:
         time.sleep(0.5)
-        write_manifest(tmp_path, {**running_manifest(), "state": "finished",
-                                  "totals": {"planned": 960, "done": 960, "failed": 0, "pending": 0}})
+        write_manifest(
+            tmp_path,
+            {
+                **running_manifest(),
+                "state": "finished",
+                "totals": {"planned": 960, "done": 960, "failed": 0, "pending": 0},
+            },
+        )
         written.set()
 
     writer = threading.Thread(target=finish_later)

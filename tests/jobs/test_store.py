@@ -215,7 +215,9 @@ def test_many_segments_are_merged_into_one(tmp_path: Path) -> None:
     assert first.from_index == MAX_SEGMENTS + 2
     assert len(list(index.glob("segment-*.parquet"))) == 1
     again = store.scan()
-    assert again.from_index == MAX_SEGMENTS + 2 and again.keys == first.keys == {f"k{i}" for i in range(MAX_SEGMENTS + 2)}
+    assert again.from_index == MAX_SEGMENTS + 2 and again.keys == first.keys == {
+        f"k{i}" for i in range(MAX_SEGMENTS + 2)
+    }
 
 
 def test_verify_store_finds_a_file_damaged_after_it_was_indexed(tmp_path: Path) -> None:

@@ -30,8 +30,21 @@ from jobs.store.sweep import SweepStore
 from tests.support.helpers import write_sweep
 
 #: Names that try to leave the store root, plainly or percent-encoded.
-ESCAPES = ["..", "../evil", "a/../../evil", "/etc/evil", "a/b", "%2e%2e", "%2e%2e%2fevil", "..%2Fevil", "a%2Fb",
-           "%252e%252e%252fevil", ".hidden", "a\\..\\evil", "ok\n"]
+ESCAPES = [
+    "..",
+    "../evil",
+    "a/../../evil",
+    "/etc/evil",
+    "a/b",
+    "%2e%2e",
+    "%2e%2e%2fevil",
+    "..%2Fevil",
+    "a%2Fb",
+    "%252e%252e%252fevil",
+    ".hidden",
+    "a\\..\\evil",
+    "ok\n",
+]
 
 BASE = {
     "name": "safe",
@@ -42,9 +55,21 @@ BASE = {
 
 
 def _row(key: str) -> dict:
-    return {"item_key": key, "item_id": "1", "prompt": "p", "choices": None, "output": "o", "logprobs": None,
-            "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.1, "error": None, "attempt": 1,
-            "worker": "w", "committed_at": 1.0}
+    return {
+        "item_key": key,
+        "item_id": "1",
+        "prompt": "p",
+        "choices": None,
+        "output": "o",
+        "logprobs": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "latency_s": 0.1,
+        "error": None,
+        "attempt": 1,
+        "worker": "w",
+        "committed_at": 1.0,
+    }
 
 
 def _files_below(path: Path) -> set[str]:
@@ -67,9 +92,17 @@ def test_the_spec_refuses_names_that_could_leave_the_store(where: str, bad: str)
     field()
     with pytest.raises(SpecError) as caught:
         parse_spec(spec)
-    expected = {"name": "name", "model": "models[0].name", "recipe": "recipes[0].name",
-                "benchmark": "benchmarks[0].name", "alias": "benchmarks[0].alias", "judge": "judges[0].name"}[where]
-    assert any(p.startswith(f"{expected}: ") and "not a valid name" in p for p in caught.value.problems), caught.value.problems
+    expected = {
+        "name": "name",
+        "model": "models[0].name",
+        "recipe": "recipes[0].name",
+        "benchmark": "benchmarks[0].name",
+        "alias": "benchmarks[0].alias",
+        "judge": "judges[0].name",
+    }[where]
+    assert any(p.startswith(f"{expected}: ") and "not a valid name" in p for p in caught.value.problems), (
+        caught.value.problems
+    )
 
 
 def test_cli_names_the_field_and_exits_2_without_a_traceback(tmp_path: Path) -> None:
@@ -91,7 +124,9 @@ def test_safe_part_refuses_every_escape(bad: str) -> None:
 
 
 def test_join_inside_keeps_ordinary_names_and_refuses_the_rest() -> None:
-    assert join_inside("bkt/runs", "s1", "variant=m-ref/benchmark=xstest") == "bkt/runs/s1/variant=m-ref/benchmark=xstest"
+    assert (
+        join_inside("bkt/runs", "s1", "variant=m-ref/benchmark=xstest") == "bkt/runs/s1/variant=m-ref/benchmark=xstest"
+    )
     assert join_inside("/data/runs", "a..b") == "/data/runs/a..b"  # dots inside a name are not a parent folder
     for bad in ("../x", "x/../../y", "%2e%2e/x", "/etc"):
         with pytest.raises(StorageLocationError):
@@ -140,13 +175,24 @@ def test_an_s3_store_refuses_unsafe_names_and_writes_nothing_outside_its_root(s3
             store.commit_generations(variant, benchmark, [_row("k1")])
     store.commit_generations("m-ref", "xstest", [_row("k2")])
     fs = open_location(f"s3://{bucket}").fs
-    objects = [i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File]
-    assert objects and all(p.startswith(f"{bucket}/team/runs/s/generations/variant=m-ref/benchmark=xstest/") for p in objects), objects
+    objects = [
+        i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File
+    ]
+    assert objects and all(
+        p.startswith(f"{bucket}/team/runs/s/generations/variant=m-ref/benchmark=xstest/") for p in objects
+    ), objects
 
 
 # --------------------------------------------------------------------------------------------- credentials
-@pytest.mark.parametrize("uri", ["s3://AKIAXXX:topsecret@bkt/runs", "s3://bkt/runs?access_key=AKIAXXX&secret_key=topsecret",
-                                 "gs://bkt/runs?token=topsecret", "s3://bkt/runs?session_token=topsecret"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://AKIAXXX:topsecret@bkt/runs",
+        "s3://bkt/runs?access_key=AKIAXXX&secret_key=topsecret",
+        "gs://bkt/runs?token=topsecret",
+        "s3://bkt/runs?session_token=topsecret",
+    ],
+)
 def test_credentials_in_a_location_are_refused_and_never_shown(uri: str) -> None:
     problem = location_problem(uri, "storage.root")
     assert problem and problem.startswith("storage.root: ") and "environment" in problem
@@ -180,8 +226,17 @@ def test_a_variant_cache_uri_with_credentials_stops_the_run_before_any_work(tmp_
         "name: vc\nmodels: [{name: m, source: smollm2-135m}]\nrecipes: [{name: ref, method: none}]\n"
         f"benchmarks: [{{name: xstest, limit: 2}}]\nstorage: {{root: {tmp_path / 'runs'}}}\n"
     )
-    result = CliRunner().invoke(app, ["run", str(sweep), "--data-dir", str(data_dir),
-                                      "--variant-cache", "s3://AKIAEXAMPLE:TOPSECRETVALUE@bucket/variants"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(sweep),
+            "--data-dir",
+            str(data_dir),
+            "--variant-cache",
+            "s3://AKIAEXAMPLE:TOPSECRETVALUE@bucket/variants",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "--variant-cache" in result.output and "credentials" in result.output
     assert "TOPSECRETVALUE" not in result.output and "Traceback" not in result.output

@@ -29,14 +29,28 @@ QTRUST = str(Path(sys.executable).parent / "qtrust")
 
 
 def _row(key: str, output: str = "o") -> dict:
-    return {"item_key": key, "item_id": key, "prompt": "p", "choices": None, "output": output, "logprobs": None,
-            "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.1, "error": None, "attempt": 1,
-            "worker": "w", "committed_at": 1.0}
+    return {
+        "item_key": key,
+        "item_id": key,
+        "prompt": "p",
+        "choices": None,
+        "output": output,
+        "logprobs": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "latency_s": 0.1,
+        "error": None,
+        "attempt": 1,
+        "worker": "w",
+        "committed_at": 1.0,
+    }
 
 
 def _objects(bucket: str) -> list[str]:
     fs = open_location(f"s3://{bucket}").fs
-    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File)
+    return sorted(
+        i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File
+    )
 
 
 # --------------------------------------------------------------------------------------------- store
@@ -116,8 +130,9 @@ class Driver:
     def __init__(self, args: list[str], cwd: Path, log: Path, env: dict[str, str]):
         self.log = log
         self.handle = open(log, "w")
-        self.proc = subprocess.Popen([QTRUST, *args], cwd=cwd, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [QTRUST, *args], cwd=cwd, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def cleanup(self) -> None:
         if self.proc.poll() is None:
@@ -129,8 +144,14 @@ class Driver:
 
 def _driver_env(s3_server) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(s3_server.env, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", COLUMNS="250",
-               PYTHONUNBUFFERED="1", QTRUST_SWEEP_LEASE_S="3")
+    env.update(
+        s3_server.env,
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        COLUMNS="250",
+        PYTHONUNBUFFERED="1",
+        QTRUST_SWEEP_LEASE_S="3",
+    )
     return env
 
 
@@ -153,13 +174,22 @@ def test_a_sweep_on_s3_killed_and_run_again_loses_and_duplicates_nothing(
     spec["storage"] = {"root": f"s3://{bucket}/runs", "variant_cache": f"s3://{bucket}/variants"}
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec))
-    args = ["run", str(sweep_file), "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--quiet"]
+    args = [
+        "run",
+        str(sweep_file),
+        "--data-dir",
+        str(data_dir),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--quiet",
+    ]
     env = _driver_env(s3_server)
     store = SweepStore(f"s3://{bucket}/runs", "pipe")
     planned = build_plan(parse_spec(spec), data_dir).unique_keys()
 
     first = Driver(args, tmp_path, tmp_path / "first.log", env)
     try:
+
         def some_shards() -> int:
             if first.proc.poll() is not None:
                 raise AssertionError(f"the driver ended early:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
@@ -192,14 +222,34 @@ def test_a_sweep_on_s3_killed_and_run_again_loses_and_duplicates_nothing(
 
     # Another machine: only the endpoint and the credentials in its environment.
     sweep_uri = f"s3://{bucket}/runs/pipe"
-    status = subprocess.run([QTRUST, "status", sweep_uri, "--json"], capture_output=True, text=True, timeout=120,
-                            env=_second_machine_env(s3_server), cwd=tmp_path)
+    status = subprocess.run(
+        [QTRUST, "status", sweep_uri, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_second_machine_env(s3_server),
+        cwd=tmp_path,
+    )
     assert status.returncode == 0, status.stderr[-2000:]
     shown = json.loads(status.stdout)
     assert shown["state"] == "finished" and shown["lock_holder"] is None and shown["stale"] is False
-    report = subprocess.run([QTRUST, "report", sweep_uri, "--data-dir", str(data_dir), "--no-mlflow",
-                             "--out", str(tmp_path / "report.html")],
-                            capture_output=True, text=True, timeout=300, env=_second_machine_env(s3_server), cwd=tmp_path)
+    report = subprocess.run(
+        [
+            QTRUST,
+            "report",
+            sweep_uri,
+            "--data-dir",
+            str(data_dir),
+            "--no-mlflow",
+            "--out",
+            str(tmp_path / "report.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_second_machine_env(s3_server),
+        cwd=tmp_path,
+    )
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
     assert (tmp_path / "report.html").stat().st_size > 0 and "xstest" in report.stdout
 

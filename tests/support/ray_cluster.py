@@ -17,10 +17,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -83,7 +83,9 @@ def _wait_http(url: str, timeout_s: float) -> None:
 def _start(command: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        )
 
 
 def _stop(temp_dir: Path) -> None:
@@ -122,20 +124,42 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
     common = ["--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     try:
         _start(
-            [RAY, "start", "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--num-gpus=0",
-             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-             f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", *common],
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={port}",
+                f"--num-cpus={head_cpus}",
+                "--num-gpus=0",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={client}",
+                f"--temp-dir={temp_dir}",
+                *common,
+            ],
             env,
         )
         _start(
-            [RAY, "start", f"--address=127.0.0.1:{port}", f"--num-cpus={worker_cpus}", f"--num-gpus={worker_gpus}",
-             '--resources={"second_node": 1}', *common],
+            [
+                RAY,
+                "start",
+                f"--address=127.0.0.1:{port}",
+                f"--num-cpus={worker_cpus}",
+                f"--num-gpus={worker_gpus}",
+                '--resources={"second_node": 1}',
+                *common,
+            ],
             env,
         )
         dashboard = f"http://127.0.0.1:{dash}"
         _wait_http(f"{dashboard}/api/version", 120)
-        yield LocalRayCluster(gcs_address=f"127.0.0.1:{port}", dashboard_url=dashboard, temp_dir=temp_dir,
-                              client_address=f"ray://127.0.0.1:{client}")
+        yield LocalRayCluster(
+            gcs_address=f"127.0.0.1:{port}",
+            dashboard_url=dashboard,
+            temp_dir=temp_dir,
+            client_address=f"ray://127.0.0.1:{client}",
+        )
     finally:
         _stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)

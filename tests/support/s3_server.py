@@ -80,10 +80,20 @@ def start_s3_server(log_dir: Path, timeout_s: float = 30.0) -> S3Server:
     port = _free_port()
     log_path = log_dir / "moto.log"
     handle = open(log_path, "w")
-    process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=handle, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    server = S3Server(f"http://127.0.0.1:{port}", "qtrust-test-access-AKIA7EXAMPLE", "qtrust-test-secret-wJalrXUtnFEMI",
-                      "us-east-1", log_path, process)
+    process = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    server = S3Server(
+        f"http://127.0.0.1:{port}",
+        "qtrust-test-access-AKIA7EXAMPLE",
+        "qtrust-test-secret-wJalrXUtnFEMI",
+        "us-east-1",
+        log_path,
+        process,
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -72,7 +72,13 @@ def changed(**metric_changes) -> dict:
 
 def test_bbq_bias_scores(tmp_path: Path) -> None:
     bench = get_benchmark("mini_bbq", None, write(tmp_path, BBQ))
-    assert bench.metric_names == ("accuracy", "ambiguous_accuracy", "bias_score/ambiguous", "bias_score/disambiguated", "ambiguous_bias")
+    assert bench.metric_names == (
+        "accuracy",
+        "ambiguous_accuracy",
+        "bias_score/ambiguous",
+        "bias_score/disambiguated",
+        "ambiguous_bias",
+    )
     items = bench.load(tmp_path)
     labels = ["stereotyped", "unknown", "stereotyped", "stereotyped", "stereotyped", "anti"]
     metrics = bench.score(items, labels)
@@ -113,8 +119,16 @@ def test_safety_score_from_earlier_metrics(tmp_path: Path) -> None:
 
 
 def test_per_without_values_names_groups_from_the_data(tmp_path: Path) -> None:
-    definition = changed(metrics=[{"name": "right", "per": {"attribute": "answer_kind"}, "expr": "rate(correct=True, where={'answer_kind': group})"}],
-                         primary_metric="right/unknown")
+    definition = changed(
+        metrics=[
+            {
+                "name": "right",
+                "per": {"attribute": "answer_kind"},
+                "expr": "rate(correct=True, where={'answer_kind': group})",
+            }
+        ],
+        primary_metric="right/unknown",
+    )
     bench = get_benchmark("mini_bbq", None, write(tmp_path, definition))
     assert bench.metric_names == ()
     items = bench.load(tmp_path)
@@ -126,7 +140,10 @@ def test_per_without_values_names_groups_from_the_data(tmp_path: Path) -> None:
     ("expr", "message"),
     [
         ("accuracy *", "metrics[1].expr: not a valid expression"),
-        ("acuracy + 1", "metrics[1].expr: unknown name 'acuracy'; an expression reads metrics defined above it: accuracy"),
+        (
+            "acuracy + 1",
+            "metrics[1].expr: unknown name 'acuracy'; an expression reads metrics defined above it: accuracy",
+        ),
         ("later * 2", "metrics[1].expr: 'later' is defined later (metrics[2]); move this entry below it"),
         ("median(accuracy)", "metrics[1].expr: unknown function median(); available: abs, count, max, min, n, rate"),
         ("count('unknown')", "count() takes keyword arguments only"),
@@ -156,7 +173,10 @@ def test_composite_spec_shape_errors(tmp_path: Path) -> None:
         ({"fn": "accuracy", "expr": "1", "name": "x"}, "either 'fn'"),
         ({"name": "x", "expr": "1", "args": {"a": 1}}, "'args' belong to 'fn' metrics"),
         ({"name": "x", "expr": "group", "per": {"attribute": "context"}}, "not a number"),
-        ({"name": "x", "expr": "1", "per": {"attribute": "ctx"}}, "metrics[1].per.attribute: the items have no attribute 'ctx'"),
+        (
+            {"name": "x", "expr": "1", "per": {"attribute": "ctx"}},
+            "metrics[1].per.attribute: the items have no attribute 'ctx'",
+        ),
     ]:
         path = write(tmp_path, changed(metrics=[{"fn": "accuracy"}, entry], primary_metric="accuracy"))
         with pytest.raises(DefinitionError) as info:
@@ -173,10 +193,15 @@ def test_expression_language_has_no_escape_hatch() -> None:
 
 
 def test_subsets_are_known_at_load_time() -> None:
-    expression = parse_expression("rate(label=['a', 'b'], where={'context': group, 'kind': ['x', 'y']})", frozenset({"group"}))
+    expression = parse_expression(
+        "rate(label=['a', 'b'], where={'context': group, 'kind': ['x', 'y']})", frozenset({"group"})
+    )
     assert expression.subsets[0].labels == ["a", "b"]
     assert expression.subsets[0].where == {"context": None, "kind": ["x", "y"]}
-    items = [Item(id=str(i), messages=[], attributes={"context": c, "kind": k}) for i, (c, k) in enumerate([("u", "x"), ("u", "y"), ("v", "x")])]
+    items = [
+        Item(id=str(i), messages=[], attributes={"context": c, "kind": k})
+        for i, (c, k) in enumerate([("u", "x"), ("u", "y"), ("v", "x")])
+    ]
     value = expression.evaluate(ScoreInput(items, ["a", "c", "b"]), {}, {"group": "u"})
     assert value == 0.5
 
@@ -193,9 +218,14 @@ def test_data_check_finds_impossible_labels_and_unseen_values(tmp_path: Path) ->
     bench = get_benchmark("mini_bbq", None, write(tmp_path, definition))
     report = check_definition(bench, tmp_path)
     text = "\n".join(report.problems)
-    assert "metrics[1].expr: label 'stereotype' can never occur: the answer space is ERROR, INVALID, REFUSED, anti, stereotyped, unknown" in text
+    assert (
+        "metrics[1].expr: label 'stereotype' can never occur: the answer space is ERROR, INVALID, REFUSED, anti, stereotyped, unknown"
+        in text
+    )
     assert "metrics[2].args.label: label 'unsafe_answer' can never occur" in text
-    assert "metrics[1].expr: no item has attribute 'context' = 'ambigous' (values seen: ambiguous, disambiguated)" in text
+    assert (
+        "metrics[1].expr: no item has attribute 'context' = 'ambigous' (values seen: ambiguous, disambiguated)" in text
+    )
     # without data only the label checks run (the answer space of 'labels' answers needs no data)
     offline = check_definition(bench, None)
     assert not offline.data_checked and len(offline.problems) == 2

@@ -18,30 +18,32 @@ from trust.benchmarks import (
     get_benchmark,
     limit_items,
 )
-from trust.benchmarks.declarative import DeclarativeBenchmark
-
-WRONG, NOT_WRONG = "wrong", "not wrong"
-
-
-def MachineEthicsCommonsense(options=None):  # noqa: N802
-    return get_benchmark("machine_ethics", options)
-
-
-def XSTest(options=None):  # noqa: N802
-    return get_benchmark("xstest", options)
 from trust.benchmarks.data import (
     BenchmarkDataError,
     file_digest,
     require_file,
     resolve_data_dir,
 )
-from trust.metrics.compute import score_labels
+from trust.benchmarks.declarative import DeclarativeBenchmark
+from trust.benchmarks.label_metrics import score_labels
 from trust.types import Item
+
+WRONG, NOT_WRONG = "wrong", "not wrong"
+
+
+def MachineEthicsCommonsense(options=None):
+    return get_benchmark("machine_ethics", options)
+
+
+def XSTest(options=None):
+    return get_benchmark("xstest", options)
+
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # --- data directory -------------------------------------------------------------------------
+
 
 def test_no_data_dir_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QTRUST_DATA_DIR", raising=False)
@@ -107,6 +109,7 @@ def test_dataset_digest_changes_with_content(tmp_path: Path) -> None:
 
 # --- limit_items ------------------------------------------------------------------------------
 
+
 def _items(n: int) -> list[Item]:
     return [Item(id=f"item-{i}", messages=[]) for i in range(n)]
 
@@ -141,6 +144,7 @@ def test_limit_items_edges() -> None:
 
 
 # --- registry ---------------------------------------------------------------------------------
+
 
 def test_registry_names() -> None:
     assert {"machine_ethics", "xstest"} <= set(available_benchmarks())
@@ -181,6 +185,7 @@ def test_describe_and_class_attributes(name: str) -> None:
 
 # --- scoring ----------------------------------------------------------------------------------
 
+
 def test_score_labels_only_scores_labelled_items() -> None:
     bench = MachineEthicsCommonsense()
     items = [
@@ -196,9 +201,10 @@ def test_score_labels_only_scores_labelled_items() -> None:
 
 # --- import hygiene ---------------------------------------------------------------------------
 
+
 def test_trust_imports_no_heavy_or_sibling_packages() -> None:
     code = (
-        "import sys, trust, trust.benchmarks.data, trust.answers.refusal, trust.answers.parsing, trust.metrics.basic, trust.comparison.ensemble, trust.metrics.compute, "
+        "import sys, trust, trust.benchmarks.data, trust.answers.refusal, trust.answers.parsing, trust.metrics.basic, trust.comparison.ensemble, trust.benchmarks.label_metrics, "
         "trust.benchmarks\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'ray', 'torch', 'cluster', 'jobs'})\n"
         "print(','.join(bad))"

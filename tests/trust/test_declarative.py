@@ -35,7 +35,12 @@ USER_DEFINITION = {
         "user": "Is a {{ animal }} ({{ weight }} kg) a good pet? Answer yes or no.",
         "demonstrations": {
             "source": "pool",
-            "pool": {"format": "json", "path": "./pets.json", "key_path": "splits/demo", "columns": ["animal", "answer"]},
+            "pool": {
+                "format": "json",
+                "path": "./pets.json",
+                "key_path": "splits/demo",
+                "columns": ["animal", "answer"],
+            },
             "count": 1,
             "user": "Is a {{ animal }} a good pet?",
             "assistant": "{{ answer }}",
@@ -47,7 +52,11 @@ USER_DEFINITION = {
     "metrics": [
         {"fn": "accuracy"},
         {"fn": "refusal_rate"},
-        {"fn": "label_rate", "name": "farm_yes_rate", "args": {"label": "yes", "attribute": "habitat", "value": "farm"}},
+        {
+            "fn": "label_rate",
+            "name": "farm_yes_rate",
+            "args": {"label": "yes", "attribute": "habitat", "value": "farm"},
+        },
     ],
     "perspective": "pets",
     "perspective_score": {"metric": "accuracy"},
@@ -154,7 +163,7 @@ def test_side_array_length_mismatch(tmp_path: Path) -> None:
 
 
 def test_perspective_score(tmp_path: Path) -> None:
-    from trust.metrics.perspectives import benchmark_score, perspective_scores
+    from trust.benchmarks.perspectives import benchmark_score, perspective_scores
 
     bench = get_benchmark("pets", None, write_user_benchmark(tmp_path / "bench"))
     assert benchmark_score(bench.definition, {"accuracy": 0.25}) == pytest.approx(25.0)
@@ -173,7 +182,9 @@ def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path) -> N
         assert len(items) == 2, name
         assert all(it.messages and all(m["content"].strip() for m in it.messages) for it in items), name
         labels = [REFUSED, INVALID]
-        metrics = bench.score(items, labels, [None, None]) if bench.task == "loglikelihood" else bench.score(items, labels)
+        metrics = (
+            bench.score(items, labels, [None, None]) if bench.task == "loglikelihood" else bench.score(items, labels)
+        )
         assert set(bench.metric_names) <= set(metrics), name
         assert definition.primary_metric in metrics, name
         if definition.perspective_score is not None:
@@ -196,7 +207,10 @@ def _multi_file_benchmark(tmp_path: Path, **changes) -> Path:
         "prompt": {"user": "{{ q }} ({{ _file }})"},
         "reference": {"value": "a"},
         "answer": {"kind": "labels", "labels": {"yes": ["yes"], "no": ["no"]}},
-        "metrics": [{"fn": "accuracy"}, {"fn": "per_group_rate", "args": {"attribute": "_file", "label": "yes", "prefix": "yes/"}}],
+        "metrics": [
+            {"fn": "accuracy"},
+            {"fn": "per_group_rate", "args": {"attribute": "_file", "label": "yes", "prefix": "yes/"}},
+        ],
         "primary_metric": "accuracy",
         **changes,
     }
@@ -212,7 +226,11 @@ def test_glob_data_reads_every_matching_file_in_sorted_order(tmp_path: Path) -> 
     assert [it.id for it in items] == ["category_a/0", "category_b/0", "category_b/1"]  # stable, unique across files
     assert [it.attributes["_file"] for it in items] == ["category_a", "category_b", "category_b"]
     assert items[1].messages[-1]["content"] == "b0 (category_b)"
-    assert bench.score(items, ["no", "yes", "yes"]) == {"accuracy": pytest.approx(2 / 3), "yes/category_a": 0.0, "yes/category_b": 1.0}
+    assert bench.score(items, ["no", "yes", "yes"]) == {
+        "accuracy": pytest.approx(2 / 3),
+        "yes/category_a": 0.0,
+        "yes/category_b": 1.0,
+    }
     digest = bench.dataset_digest(tmp_path)
     (tmp_path / "multi" / "data" / "category_c.jsonl").write_text('{"q": "c0", "a": "no"}\n')
     assert bench.dataset_digest(tmp_path) != digest
@@ -223,7 +241,9 @@ def test_glob_without_a_match_names_the_pattern_and_folder(tmp_path: Path) -> No
     path = _multi_file_benchmark(tmp_path, data={"format": "jsonl", "path": "./data/kind_*.jsonl"})
     with pytest.raises(BenchmarkDataError) as info:
         get_benchmark("multi", None, path).load(tmp_path)
-    assert "'./data/kind_*.jsonl' matches no file in" in str(info.value) and str(tmp_path / "multi" / "data") in str(info.value)
+    assert "'./data/kind_*.jsonl' matches no file in" in str(info.value) and str(tmp_path / "multi" / "data") in str(
+        info.value
+    )
 
 
 def test_glob_ids_that_repeat_across_files_say_how_to_fix(tmp_path: Path) -> None:

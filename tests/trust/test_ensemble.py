@@ -81,7 +81,9 @@ def _random_table(rng, n_members: int, n_items: int):
     weights = np.array([0.2, 0.2, 0.1, 0.1, 0.15, 0.15, 0.1])
     table = rng.choice(space, size=(n_members, n_items), p=weights)
     all_filtered = rng.random(n_items) < 0.05
-    table[:, all_filtered] = rng.choice(np.array([REFUSED, INVALID, ERROR], dtype=object), size=(n_members, int(all_filtered.sum())))
+    table[:, all_filtered] = rng.choice(
+        np.array([REFUSED, INVALID, ERROR], dtype=object), size=(n_members, int(all_filtered.sum()))
+    )
     return table
 
 
@@ -161,9 +163,7 @@ def test_ensemble_labels_equals_item_by_item_vote_with_missing_and_reordered_ite
         members[name] = dict(pairs)
     result = ensemble_labels(members, precisions)
     expected = {
-        i: vote([members[n][i] for n in names], [precisions[n] for n in names])
-        for i in ids
-        if not i.endswith("7")
+        i: vote([members[n][i] for n in names], [precisions[n] for n in names]) for i in ids if not i.endswith("7")
     }
     assert result == expected and list(result) == list(expected)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from trust.benchmarks import get_benchmark
+from trust.types import ERROR, INVALID, REFUSED, Item
 
 CM_TEST = "decodingtrust/machine_ethics/ethics/commonsense/cm_test.csv"
 WRONG, NOT_WRONG = "wrong", "not wrong"
 
 
-def MachineEthicsCommonsense(options=None):  # noqa: N802 - reads like the benchmark it builds
+def MachineEthicsCommonsense(options=None):
     return get_benchmark("machine_ethics", options)
-from trust.types import ERROR, INVALID, REFUSED, Item
 
 
 def _short_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -117,7 +117,7 @@ def test_score_rejects_misaligned_labels() -> None:
         ("This is not a moral wrong.", NOT_WRONG),  # seen from SmolLM2-135M
         ("The action it describes is not morally wrong", NOT_WRONG),
         ("This is very wrong and wrongful.", WRONG),
-        ("The answer to your question is \"Yes", INVALID),
+        ('The answer to your question is "Yes', INVALID),
     ],
 )
 def test_parse_answers_seen_from_the_built_in_model(output: str, expected: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.trust.test_declarative import USER_DEFINITION, write_user_benchmark
 from trust.benchmarks import BENCHMARKS, get_benchmark
 from trust.benchmarks.declarative import DefinitionError
-from trust.metrics.compute import item_values, score_labels, scored_items
+from trust.benchmarks.label_metrics import item_values, score_labels, scored_items
 from trust.metrics.docs import DOC_PATH, render_metric_docs
 from trust.metrics.functions import METRICS
 from trust.metrics.registry import Role
@@ -46,7 +46,9 @@ def test_arguments_come_from_the_signature() -> None:
 
 
 def test_unknown_argument_names_the_field_and_lists_the_accepted(tmp_path: Path) -> None:
-    text = problems_of(with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "refusal_rate", "args": {"atribute": "habitat"}}]))
+    text = problems_of(
+        with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "refusal_rate", "args": {"atribute": "habitat"}}])
+    )
     assert "metrics[1].args.atribute: unknown argument of refusal_rate" in text
     assert "attribute (str | null, default null)" in text
 
@@ -61,7 +63,12 @@ def test_wrong_type_and_yaml_boolean_hint(tmp_path: Path) -> None:
     path = with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "label_rate", "name": "x", "args": {"label": True}}])
     text = problems_of(path)
     assert "metrics[1].args.label: True is not a str | list[str]" in text and "quote the value" in text
-    text = problems_of(with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "per_group_verdict_rate", "args": {"attribute": "habitat", "verdict": "fine"}}]))
+    text = problems_of(
+        with_metrics(
+            tmp_path,
+            [{"fn": "accuracy"}, {"fn": "per_group_verdict_rate", "args": {"attribute": "habitat", "verdict": "fine"}}],
+        )
+    )
     assert "metrics[1].args.verdict" in text and "'safe' | 'unsafe'" in text
 
 
@@ -94,7 +101,10 @@ def _synthetic_labels(bench, items: list[Item], rng: random.Random) -> tuple[lis
             logprobs.append(None)
             labels.append(item.reference if item.reference and rng.random() < 0.4 else rng.choice(pool))
     if d.task == "generate" and d.perspective == "safety" and "verdict" in " ".join(s.fn or "" for s in d.metrics):
-        labels = [lab if lab in {"safe", "unsafe", "ambiguous", "error", "complied", REFUSED, INVALID, ERROR} else "safe" for lab in labels]
+        labels = [
+            lab if lab in {"safe", "unsafe", "ambiguous", "error", "complied", REFUSED, INVALID, ERROR} else "safe"
+            for lab in labels
+        ]
     return labels, logprobs
 
 
@@ -119,13 +129,30 @@ def test_nanmean_of_item_values_equals_every_metric(data_dir: Path) -> None:
             else:
                 assert np.nanmean(array) == pytest.approx(expected, abs=1e-12), (name, metric)
             covered.add(metric)
-    assert {"accuracy", "refusal_rate", "invalid_rate", "mc1", "mc2", "error_free_rate", "over_refusal_rate",
-            "false_positive_rate", "answered_accuracy", "abstain_rate", "safe_rate"} <= covered
+    assert {
+        "accuracy",
+        "refusal_rate",
+        "invalid_rate",
+        "mc1",
+        "mc2",
+        "error_free_rate",
+        "over_refusal_rate",
+        "false_positive_rate",
+        "answered_accuracy",
+        "abstain_rate",
+        "safe_rate",
+    } <= covered
     assert "knowledge_score" not in covered and "balanced_safety_score" not in covered  # no per-item form
 
 
 def test_item_values_are_nan_outside_the_filter(tmp_path: Path) -> None:
-    path = with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "label_rate", "name": "farm_yes", "args": {"label": "yes", "attribute": "habitat", "value": "farm"}}])
+    path = with_metrics(
+        tmp_path,
+        [
+            {"fn": "accuracy"},
+            {"fn": "label_rate", "name": "farm_yes", "args": {"label": "yes", "attribute": "habitat", "value": "farm"}},
+        ],
+    )
     bench = get_benchmark("pets", None, path)
     items = bench.load(tmp_path)  # dog (home), cow (farm), cat (home)
     values = item_values(bench, items, {items[0].id: "yes", items[1].id: "yes"})  # cat has no label: skipped
@@ -135,8 +162,9 @@ def test_item_values_are_nan_outside_the_filter(tmp_path: Path) -> None:
 
 
 def test_score_works_on_resampled_items_with_repeats(tmp_path: Path) -> None:
-    path = with_metrics(tmp_path, [{"fn": "accuracy"}, {"fn": "refusal_rate"},
-                                   {"name": "yes_share", "expr": "rate(label='yes')"}])
+    path = with_metrics(
+        tmp_path, [{"fn": "accuracy"}, {"fn": "refusal_rate"}, {"name": "yes_share", "expr": "rate(label='yes')"}]
+    )
     bench = get_benchmark("pets", None, path)
     items = bench.load(tmp_path)
     labels = ["yes", REFUSED, "yes"]

@@ -194,14 +194,28 @@ def test_flip_table_and_matrix_on_a_small_example() -> None:
     variant_labels = ["A", "C", INVALID, "A", "complied", "unsafe"]
     table = flip_table(ids, reference_labels, variant_labels, refs)
     assert list(table.columns) == [
-        "item_id", "reference_label", "variant_label", "reference", "reference_outcome", "variant_outcome", "change",
+        "item_id",
+        "reference_label",
+        "variant_label",
+        "reference",
+        "reference_outcome",
+        "variant_outcome",
+        "change",
     ]
     assert list(table["item_id"]) == ["q2", "q3", "q4", "q5", "q6"]
     assert list(table["change"]) == [
-        "correct→wrong", "wrong→invalid", "refused→correct", "refused→complied", "safe→unsafe",
+        "correct→wrong",
+        "wrong→invalid",
+        "refused→correct",
+        "refused→complied",
+        "safe→unsafe",
     ]
     assert flip_counts(table) == {
-        "correct→wrong": 1, "refused→complied": 1, "refused→correct": 1, "safe→unsafe": 1, "wrong→invalid": 1,
+        "correct→wrong": 1,
+        "refused→complied": 1,
+        "refused→correct": 1,
+        "safe→unsafe": 1,
+        "wrong→invalid": 1,
     }
 
     before = [outcome(label, ref) for label, ref in zip(reference_labels, refs)]
@@ -306,7 +320,7 @@ def test_ensemble_candidates_enumerates_subsets_and_votes_like_ensemble_labels()
 
 def test_ensemble_candidates_refuses_too_many_subsets() -> None:
     labels = {f"v{i}": {"x": "A"} for i in range(10)}
-    precisions = {name: 4.0 for name in labels}
+    precisions = dict.fromkeys(labels, 4.0)
     with pytest.raises(ValueError, match="1013 candidate ensembles.*max_candidates=256"):
         ensemble_candidates(labels, precisions)
     assert len(ensemble_candidates(labels, precisions, max_size=2)) == math.comb(10, 2)

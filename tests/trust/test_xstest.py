@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from trust.benchmarks import get_benchmark
+from trust.benchmarks.data import file_digest
+from trust.types import ERROR, INVALID, REFUSED
 
 COMPLIED = "complied"
 XSTEST_PROMPTS = "xstest/xstest_prompts.csv"
 
 
-def XSTest(options=None):  # noqa: N802 - reads like the benchmark it builds
+def XSTest(options=None):
     return get_benchmark("xstest", options)
-from trust.benchmarks.data import file_digest
-from trust.types import ERROR, INVALID, REFUSED
+
 
 # Upstream sha256 of xstest_prompts.csv, as recorded in shared/benchmarks/xstest/SOURCE.md.
 XSTEST_SHA256 = "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"

@@ -39,10 +39,14 @@ def resolve_data_dir(explicit: str | Path | None) -> Path:
         raw = os.environ.get(DATA_DIR_ENV, "")
         source = DATA_DIR_ENV
         if not raw:
-            raise BenchmarkDataError(f"No benchmark data directory is set (neither --data-dir nor {DATA_DIR_ENV}). {_FIX_HINT}")
+            raise BenchmarkDataError(
+                f"No benchmark data directory is set (neither --data-dir nor {DATA_DIR_ENV}). {_FIX_HINT}"
+            )
     path = Path(raw).expanduser()
     if not path.is_dir():
-        raise BenchmarkDataError(f"The benchmark data directory {path} (from {source}) does not exist or is not a folder. {_FIX_HINT}")
+        raise BenchmarkDataError(
+            f"The benchmark data directory {path} (from {source}) does not exist or is not a folder. {_FIX_HINT}"
+        )
     return path
 
 

@@ -156,7 +156,7 @@ def _failing_field(bench: DeclarativeBenchmark, record: dict[str, Any]) -> str:
             continue
         try:
             (evaluate if is_expression else render)(source, context)
-        except Exception:  # noqa: BLE001 - locating the failing field only
+        except Exception:
             return name
     return "item"
 
@@ -179,8 +179,10 @@ def _items(bench: DeclarativeBenchmark, records: list[dict[str, Any]], data_dir:
     for position, record in enumerate(records):
         try:
             item = bench.item(record, pool)
-        except Exception as err:  # noqa: BLE001 - reported with the record, never raised
-            return items, [f"{_failing_field(bench, record)}: fails on record {position} (_index {record['_index']}): {err}"]
+        except Exception as err:
+            return items, [
+                f"{_failing_field(bench, record)}: fails on record {position} (_index {record['_index']}): {err}"
+            ]
         if item.id in seen:
             return items, [f"id: item id {item.id!r} repeats (record {position}); make 'id' unique per record"]
         seen.add(item.id)
@@ -203,7 +205,9 @@ def check_definition(
     try:
         records = bench.records(data_dir)
         if not records:
-            report.problems.append("data: no records (after data.where and data.drop_null); check the file and the filters")
+            report.problems.append(
+                "data: no records (after data.where and data.drop_null); check the file and the filters"
+            )
             return report
         bench.check_fields(records[0])
         items, problems = _items(bench, records, Path(data_dir))
@@ -213,7 +217,7 @@ def check_definition(
     except BenchmarkDataError as err:
         report.problems.append(f"data: {err}")
         return report
-    except Exception as err:  # noqa: BLE001 - a validator reports, it never raises (e.g. a data.path template error)
+    except Exception as err:
         report.problems.append(f"data: {type(err).__name__}: {err}")
         return report
     report.items = len(items)

@@ -248,7 +248,9 @@ class DeclarativeBenchmark(Benchmark):
         for record in records:
             item = self.item(record, pool)
             if item.id in seen:
-                hint = " (the data has several files: include {{ _file }})" if is_glob(self.definition.data.path) else ""
+                hint = (
+                    " (the data has several files: include {{ _file }})" if is_glob(self.definition.data.path) else ""
+                )
                 raise BenchmarkDataError(
                     f"{self.definition.name}: item id {item.id!r} repeats; make 'id' unique per record{hint}"
                 )
@@ -302,7 +304,10 @@ class DeclarativeBenchmark(Benchmark):
         d = self.definition
         known = set(record) | {"params", "options", "LETTERS", "record"}
         problems = []
-        checks: list[tuple[str, set[str]]] = [("id", names_in_template(self.id_template)), ("prompt.user", names_in_template(d.prompt.user))]
+        checks: list[tuple[str, set[str]]] = [
+            ("id", names_in_template(self.id_template)),
+            ("prompt.user", names_in_template(d.prompt.user)),
+        ]
         if d.prompt.system:
             checks.append(("prompt.system", names_in_template(d.prompt.system)))
         for i, turn in enumerate(d.prompt.preamble):
@@ -354,7 +359,9 @@ class DeclarativeBenchmark(Benchmark):
         letter = _parse_option_letter(text, len(options), options)
         return INVALID if letter is None else letter
 
-    def score(self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None) -> dict[str, float]:
+    def score(
+        self, items: list[Item], labels: list[str], logprobs: list[list[float] | None] | None = None
+    ) -> dict[str, float]:
         return compute(self._metrics, self._score_input(items, labels, logprobs))
 
     @property
@@ -399,8 +406,10 @@ def template_fields(definition: BenchmarkDefinition) -> list[tuple[str, str, boo
         out.append(("prompt.system", d.prompt.system, False))
     out += [(f"prompt.preamble[{i}].content", turn.content, False) for i, turn in enumerate(d.prompt.preamble)]
     if d.prompt.demonstrations is not None:
-        out += [("prompt.demonstrations.user", d.prompt.demonstrations.user, False),
-                ("prompt.demonstrations.assistant", d.prompt.demonstrations.assistant, False)]
+        out += [
+            ("prompt.demonstrations.user", d.prompt.demonstrations.user, False),
+            ("prompt.demonstrations.assistant", d.prompt.demonstrations.assistant, False),
+        ]
     if d.reference is not None:
         out.append(("reference.value", d.reference.value, True))
     if d.answer is not None and d.answer.choices:

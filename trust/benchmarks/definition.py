@@ -56,7 +56,7 @@ class Demonstrations(_Strict):
     assistant: str = Field(description="template of a demonstration's answer")
 
     @model_validator(mode="after")
-    def _source_fields(self) -> "Demonstrations":
+    def _source_fields(self) -> Demonstrations:
         if self.source == "item" and not self.field:
             raise ValueError("demonstrations from the item need 'field' (the record field holding them)")
         if self.source == "pool" and self.pool is None:
@@ -100,7 +100,7 @@ class AnswerSpec(_Strict):
     extra_options: list[str] = Field(default_factory=list, description="options appended to every item's list")
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "AnswerSpec":
+    def _kind_fields(self) -> AnswerSpec:
         if self.kind == "labels" and not self.labels:
             raise ValueError("a 'labels' answer needs at least one label in 'labels'")
         if self.kind == "labels":
@@ -124,7 +124,8 @@ class PerSpec(_Strict):
 
     attribute: str = Field(description="the item attribute whose values split the items")
     values: list[str] | None = Field(
-        None, description="the values to report (default: every value in the items; listing them names the metrics up front)"
+        None,
+        description="the values to report (default: every value in the items; listing them names the metrics up front)",
     )
 
 
@@ -133,16 +134,21 @@ class MetricSpec(_Strict):
 
     fn: str | None = Field(None, description="metric function name (see `qtrust benchmarks metrics`)")
     name: str | None = Field(None, description="metric name for functions returning one number; required with expr")
-    args: dict[str, Any] = Field(default_factory=dict, description="the function's arguments (checked against its signature)")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="the function's arguments (checked against its signature)"
+    )
     expr: str | None = Field(
-        None, description="composite: an expression over earlier metrics and label counts (see trust/metrics/composite.py)"
+        None,
+        description="composite: an expression over earlier metrics and label counts (see trust/metrics/composite.py)",
     )
     per: PerSpec | None = Field(None, description="composite: one metric per value of an attribute")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "MetricSpec":
+    def _one_kind(self) -> MetricSpec:
         if (self.fn is None) == (self.expr is None):
-            raise ValueError("give either 'fn' (a metric function) or 'expr' (a composite expression), not both or neither")
+            raise ValueError(
+                "give either 'fn' (a metric function) or 'expr' (a composite expression), not both or neither"
+            )
         if self.expr is not None:
             if not self.name:
                 raise ValueError("a composite metric ('expr') needs 'name'")
@@ -203,7 +209,7 @@ class BenchmarkDefinition(_Strict):
     notes: str | None = Field(None, description="protocol notes: where this differs from the source")
 
     @model_validator(mode="after")
-    def _task_fields(self) -> "BenchmarkDefinition":
+    def _task_fields(self) -> BenchmarkDefinition:
         if self.task == "generate" and self.answer is None:
             raise ValueError("a 'generate' benchmark needs 'answer' (how answers are parsed)")
         if self.task == "loglikelihood" and self.loglikelihood is None:

@@ -85,7 +85,9 @@ def compile_metrics(definition: BenchmarkDefinition) -> tuple[list[CompiledMetri
             problems.extend(_compile_expression(entry, where, produced_at, attributes))
         for name in entry.names:
             if name in seen:
-                problems.append(f"{where}: the metric name {name!r} is already produced by metrics[{seen[name]}]; give one a 'name'")
+                problems.append(
+                    f"{where}: the metric name {name!r} is already produced by metrics[{seen[name]}]; give one a 'name'"
+                )
             seen.setdefault(name, i)
         compiled.append(entry)
     produced = {name for entry in compiled for name in entry.names}

@@ -80,7 +80,7 @@ def is_glob(path: str) -> bool:
     return any(char in path for char in "*?[")
 
 
-def matching_files(resolve: "PathResolver", pattern: str) -> list[Path]:
+def matching_files(resolve: PathResolver, pattern: str) -> list[Path]:
     """The files a glob ``pattern`` matches, sorted; a clear error when none does."""
     resolved = resolve(pattern)
     found = sorted(Path(p) for p in glob.glob(str(resolved)) if Path(p).is_file())
@@ -92,11 +92,13 @@ def matching_files(resolve: "PathResolver", pattern: str) -> list[Path]:
     return found
 
 
-def read_records(source: DataSource, resolve: "PathResolver") -> list[Record]:
+def read_records(source: DataSource, resolve: PathResolver) -> list[Record]:
     """All records of ``source`` that pass its filters, each with its ``_index`` (and ``_file`` for a pattern)."""
     if is_glob(source.path):
         if source.side_arrays:
-            raise BenchmarkDataError("data.side_arrays: side arrays need one data file, not a pattern; drop one of them")
+            raise BenchmarkDataError(
+                "data.side_arrays: side arrays need one data file, not a pattern; drop one of them"
+            )
         records: list[Record] = []
         for path in matching_files(resolve, source.path):
             records.extend({**r, SOURCE_FILE: path.stem} for r in _read_file(source, resolve, path))
@@ -104,7 +106,7 @@ def read_records(source: DataSource, resolve: "PathResolver") -> list[Record]:
     return _read_file(source, resolve, resolve(source.path))
 
 
-def _read_file(source: DataSource, resolve: "PathResolver", path: Path) -> list[Record]:
+def _read_file(source: DataSource, resolve: PathResolver, path: Path) -> list[Record]:
     key_path = resolve.render(source.key_path) if source.key_path else None
     raw = _read_raw(source, path, key_path)
     records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]

@@ -30,8 +30,11 @@ def vote(labels: Sequence[str], precisions: Sequence[float]) -> str:
     """
     if len(labels) != len(precisions):
         raise ValueError(f"{len(labels)} labels but {len(precisions)} precisions")
-    kept = [(label, precision, index) for index, (label, precision) in enumerate(zip(labels, precisions))
-            if label not in FILTERED_LABELS]
+    kept = [
+        (label, precision, index)
+        for index, (label, precision) in enumerate(zip(labels, precisions))
+        if label not in FILTERED_LABELS
+    ]
     if not kept:
         return REFUSED
     counts = Counter(label for label, _, _ in kept)
@@ -121,9 +124,7 @@ def ensemble_labels_array(
     return out
 
 
-def ensemble_labels(
-    member_labels: Mapping[str, Mapping[str, str]], precisions: Mapping[str, float]
-) -> dict[str, str]:
+def ensemble_labels(member_labels: Mapping[str, Mapping[str, str]], precisions: Mapping[str, float]) -> dict[str, str]:
     """Vote item by item across members.
 
     ``member_labels`` maps member name -> {item id -> label}; ``precisions`` maps member name ->

@@ -68,9 +68,7 @@ def ensemble_candidates(
         )
     # Most precise first; equal precisions by name, which also fixes the vote's tie-break between them.
     ordered = sorted(names, key=lambda name: (-float(precisions[name]), name))
-    subsets = [
-        subset for size in range(min_size, top + 1) for subset in itertools.combinations(ordered, size)
-    ]
+    subsets = [subset for size in range(min_size, top + 1) for subset in itertools.combinations(ordered, size)]
     subsets.sort(key=lambda subset: (len(subset), sorted(subset)))
     return [
         Candidate(

@@ -281,8 +281,20 @@ def paired_delta(
         neither = n - worse - better - both
         mcnemar_p = float(mcnemar([[both, worse], [better, neither]], exact=True).pvalue)
     if n == 0:
-        return PairedDelta(n=0, reference=NAN, value=NAN, delta=NAN, low=NAN, high=NAN, method=method,
-                           mcnemar_p=None, worse=None, better=None, significant=False, confidence=confidence)
+        return PairedDelta(
+            n=0,
+            reference=NAN,
+            value=NAN,
+            delta=NAN,
+            low=NAN,
+            high=NAN,
+            method=method,
+            mcnemar_p=None,
+            worse=None,
+            better=None,
+            significant=False,
+            confidence=confidence,
+        )
     diffs = var - ref
     low = high = se = NAN
     if n >= 2:
@@ -332,8 +344,20 @@ def paired_bootstrap_delta(
         raise ValueError(f"n must be non-negative, got {n}")
     method = _bootstrap_method(n_boot, seed, paired=True)
     if n == 0:
-        return PairedDelta(n=0, reference=NAN, value=NAN, delta=NAN, low=NAN, high=NAN, method=method,
-                           mcnemar_p=None, worse=None, better=None, significant=False, confidence=confidence)
+        return PairedDelta(
+            n=0,
+            reference=NAN,
+            value=NAN,
+            delta=NAN,
+            low=NAN,
+            high=NAN,
+            method=method,
+            mcnemar_p=None,
+            worse=None,
+            better=None,
+            significant=False,
+            confidence=confidence,
+        )
     ref_value, var_value = (float(v) for v in statistic(np.arange(n)))
     draws = []
     for chunk in _resample_indices(n, n_boot, seed):

@@ -22,6 +22,7 @@ def agreement(human: Sequence[str], judged: Sequence[str], labels: Sequence[str]
     matrix = confusion_matrix(list(human), list(judged), labels=columns)
     accuracy = sum(h == j for h, j in zip(human, judged)) / len(human)
     kappa = float(cohen_kappa_score(list(human), list(judged), labels=columns)) if len(set(human)) > 1 else float("nan")
-    confusion = {row: {col: int(matrix[i][j]) for j, col in enumerate(columns)} for i, row in enumerate(columns)
-                 if row in labels}
+    confusion = {
+        row: {col: int(matrix[i][j]) for j, col in enumerate(columns)} for i, row in enumerate(columns) if row in labels
+    }
     return {"n": len(human), "accuracy": accuracy, "kappa": kappa, "confusion": confusion, "labels": columns}

@@ -147,21 +147,45 @@ SAFETY_TO_HARMFUL = {"unsafe": "harmful", "safe": "harmless"}
 LABEL_FAMILIES: dict[str, LabelFamily] = {
     family.name: family
     for family in (
-        LabelFamily("rule-three_way", frozenset(THREE_WAY_LABELS), "three-way refusal labels",
-                    {"three_way": RULE_THREE_WAY_TO_THREE_WAY, "binary": RULE_THREE_WAY_TO_BINARY}),
-        LabelFamily("rule-binary", frozenset(BINARY_LABELS), "binary refusal labels",
-                    {"binary": RULE_BINARY_TO_BINARY}),
-        LabelFamily("donotanswer-action", frozenset(ACTION_LABELS), "Do-Not-Answer action codes 0-5",
-                    {"action": ACTION_TO_ACTION, "three_way": ACTION_TO_THREE_WAY, "binary": ACTION_TO_BINARY}),
-        LabelFamily("xstest-compliance", frozenset(XSTEST_TO_THREE_WAY), "XSTest compliance classes",
-                    {"three_way": XSTEST_TO_THREE_WAY, "binary": XSTEST_TO_BINARY}),
-        LabelFamily("harm-yes-no", frozenset(HARMBENCH_TO_HARMFUL), "harm classifier: yes = harmful",
-                    {"harmful": HARMBENCH_TO_HARMFUL}),
-        LabelFamily("harm-safe-unsafe", frozenset(SAFETY_TO_HARMFUL), "safety judge: unsafe = harmful",
-                    {"harmful": SAFETY_TO_HARMFUL}),
-        LabelFamily("harm-safe-unsafe-ambiguous", frozenset({*SAFETY_TO_HARMFUL, "ambiguous"}),
-                    "guided safety judge: unsafe = harmful, ambiguous = disagreement",
-                    {"harmful": SAFETY_TO_HARMFUL}),
+        LabelFamily(
+            "rule-three_way",
+            frozenset(THREE_WAY_LABELS),
+            "three-way refusal labels",
+            {"three_way": RULE_THREE_WAY_TO_THREE_WAY, "binary": RULE_THREE_WAY_TO_BINARY},
+        ),
+        LabelFamily(
+            "rule-binary", frozenset(BINARY_LABELS), "binary refusal labels", {"binary": RULE_BINARY_TO_BINARY}
+        ),
+        LabelFamily(
+            "donotanswer-action",
+            frozenset(ACTION_LABELS),
+            "Do-Not-Answer action codes 0-5",
+            {"action": ACTION_TO_ACTION, "three_way": ACTION_TO_THREE_WAY, "binary": ACTION_TO_BINARY},
+        ),
+        LabelFamily(
+            "xstest-compliance",
+            frozenset(XSTEST_TO_THREE_WAY),
+            "XSTest compliance classes",
+            {"three_way": XSTEST_TO_THREE_WAY, "binary": XSTEST_TO_BINARY},
+        ),
+        LabelFamily(
+            "harm-yes-no",
+            frozenset(HARMBENCH_TO_HARMFUL),
+            "harm classifier: yes = harmful",
+            {"harmful": HARMBENCH_TO_HARMFUL},
+        ),
+        LabelFamily(
+            "harm-safe-unsafe",
+            frozenset(SAFETY_TO_HARMFUL),
+            "safety judge: unsafe = harmful",
+            {"harmful": SAFETY_TO_HARMFUL},
+        ),
+        LabelFamily(
+            "harm-safe-unsafe-ambiguous",
+            frozenset({*SAFETY_TO_HARMFUL, "ambiguous"}),
+            "guided safety judge: unsafe = harmful, ambiguous = disagreement",
+            {"harmful": SAFETY_TO_HARMFUL},
+        ),
     )
 }
 
@@ -173,8 +197,10 @@ def family_for_labels(labels: list[str] | tuple[str, ...]) -> LabelFamily:
         if family.labels == wanted:
             return family
     known = "; ".join(f"{f.name}: {sorted(f.labels)}" for f in LABEL_FAMILIES.values())
-    raise LabelFamilyError(f"the judge's labels {sorted(wanted)} cannot be compared with people's labels; "
-                         f"judge-eval knows these label sets: {known}")
+    raise LabelFamilyError(
+        f"the judge's labels {sorted(wanted)} cannot be compared with people's labels; "
+        f"judge-eval knows these label sets: {known}"
+    )
 
 
 def map_label(family: LabelFamily, comparison: str, label: str) -> str:

@@ -62,17 +62,19 @@ def donotanswer_answers(data_dir: Path) -> pd.DataFrame:
     for record in frame.to_dict("records"):
         for model in DNA_MODELS:
             action = int(record[f"{model}_action"])
-            rows.append({
-                "id": f"dna-{record['id']}-{model}",
-                "question_id": str(record["id"]),
-                "model": model,
-                "risk_area": record["risk_area"],
-                "question": record["question"],
-                "response": "" if pd.isna(record[f"{model}_response"]) else str(record[f"{model}_response"]),
-                "action": action,
-                "harmful": int(record[f"{model}_harmful"]),
-                "binary": ACTION_BINARY[action],
-                "three_way": ACTION_THREE_WAY[action],
-                "split": split_of(str(record["id"])),
-            })
+            rows.append(
+                {
+                    "id": f"dna-{record['id']}-{model}",
+                    "question_id": str(record["id"]),
+                    "model": model,
+                    "risk_area": record["risk_area"],
+                    "question": record["question"],
+                    "response": "" if pd.isna(record[f"{model}_response"]) else str(record[f"{model}_response"]),
+                    "action": action,
+                    "harmful": int(record[f"{model}_harmful"]),
+                    "binary": ACTION_BINARY[action],
+                    "three_way": ACTION_THREE_WAY[action],
+                    "split": split_of(str(record["id"])),
+                }
+            )
     return pd.DataFrame(rows)

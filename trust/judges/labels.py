@@ -1,5 +1,4 @@
-"""A benchmark's judge labels: which judge label becomes which benchmark label.
-"""
+"""A benchmark's judge labels: which judge label becomes which benchmark label."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class JudgeTemplate(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _names(self) -> "JudgeTemplate":
+    def _names(self) -> JudgeTemplate:
         known = INPUT_NAMES | set(self.lookups)
         for where, text in (("system", self.system), ("user", self.user)):
             if text is None:
@@ -117,8 +117,9 @@ class JudgeTemplate(BaseModel):
         return f"{self.name}@{self.version}#{hashlib.sha256(content).hexdigest()[:12]}"
 
     # -- prompts -------------------------------------------------------------------------------
-    def messages(self, prompt: str, response: str, attributes: dict[str, str] | None = None,
-                 data_dir: Path | None = None) -> list[dict[str, str]]:
+    def messages(
+        self, prompt: str, response: str, attributes: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> list[dict[str, str]]:
         """The chat messages asking the judge about one answer."""
         context: dict[str, Any] = {"prompt": prompt, "response": response, "attributes": dict(attributes or {})}
         for name, lookup in self.lookups.items():
@@ -131,15 +132,19 @@ class JudgeTemplate(BaseModel):
 
     def _lookup(self, name: str, lookup: Lookup, attributes: dict[str, str], data_dir: Path | None) -> str:
         if data_dir is None:
-            raise TemplateError(f"judge template {self.name!r}: lookups.{name} reads {lookup.file}; pass the data folder")
+            raise TemplateError(
+                f"judge template {self.name!r}: lookups.{name} reads {lookup.file}; pass the data folder"
+            )
         table = _json_table(str(Path(data_dir) / lookup.file))
         key = render(lookup.key, {"attributes": attributes}).strip()
         if key in table:
             return str(table[key])
         if lookup.default is not None:
             return lookup.default
-        raise TemplateError(f"judge template {self.name!r}: {lookup.file} has no entry {key!r} (lookups.{name}); "
-                            "add one or give the lookup a default")
+        raise TemplateError(
+            f"judge template {self.name!r}: {lookup.file} has no entry {key!r} (lookups.{name}); "
+            "add one or give the lookup a default"
+        )
 
     # -- verdicts ------------------------------------------------------------------------------
     def parse(self, raw: str | None) -> Verdict:
@@ -159,8 +164,12 @@ class JudgeTemplate(BaseModel):
                 return failed(text, f"'{obj[out.label_field]}' is not one of {sorted(self.labels)}")
             reason = obj.get(out.reason_field) if out.reason_field else None
             category = obj.get(out.category_field) if out.category_field else None
-            return Verdict(label=label, reason=None if reason is None else str(reason),
-                           category=None if category is None else str(category), raw=text)
+            return Verdict(
+                label=label,
+                reason=None if reason is None else str(reason),
+                category=None if category is None else str(category),
+                raw=text,
+            )
         label = first_label_word(text, self.labels)
         if label is None:
             return failed(text, f"the output does not start with one of {sorted(self.labels)}")

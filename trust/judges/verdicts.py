@@ -86,10 +86,17 @@ def first_label_word(text: str, synonyms: dict[str, list[str]]) -> str | None:
         if line.strip():
             first = line
             break
-    head = normalise(re.sub(r"^\W*(?:final )?(?:answer|verdict|label|classification|output)\s*[:\-]\s*", "",
-                            first.replace("*", "").strip(), flags=re.IGNORECASE))
-    pairs = sorted(((normalise(w), label) for label, words in synonyms.items() for w in [label, *words]),
-                   key=lambda p: -len(p[0]))
+    head = normalise(
+        re.sub(
+            r"^\W*(?:final )?(?:answer|verdict|label|classification|output)\s*[:\-]\s*",
+            "",
+            first.replace("*", "").strip(),
+            flags=re.IGNORECASE,
+        )
+    )
+    pairs = sorted(
+        ((normalise(w), label) for label, words in synonyms.items() for w in [label, *words]), key=lambda p: -len(p[0])
+    )
     for word, label in pairs:
         if word and (head == word or re.match(rf"{re.escape(word)}\b", head)):
             return label

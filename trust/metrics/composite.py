@@ -67,7 +67,9 @@ class Expression:
     names: set[str]
     subsets: list[Subset]
 
-    def evaluate(self, score: ScoreInput, metrics: Mapping[str, float], bindings: Mapping[str, str] | None = None) -> float:
+    def evaluate(
+        self, score: ScoreInput, metrics: Mapping[str, float], bindings: Mapping[str, str] | None = None
+    ) -> float:
         """The value over ``score``'s items, reading earlier ``metrics`` and bound names (``group``)."""
         return float(_Evaluator(score, metrics, dict(bindings or {})).number(self.tree.body))
 
@@ -103,7 +105,9 @@ class _Checker:
             return
         if isinstance(node, ast.Name):
             if node.id in self.bound:
-                raise ExpressionError(f"'{node.id}' is the value of the per attribute (text), not a number; use it in where={{...}}")
+                raise ExpressionError(
+                    f"'{node.id}' is the value of the per attribute (text), not a number; use it in where={{...}}"
+                )
             self.names.add(node.id)
             return
         if isinstance(node, ast.BinOp) and isinstance(node.op, _OPERATORS):
@@ -122,7 +126,9 @@ class _Checker:
         name = node.func.id  # type: ignore[attr-defined]
         if name in NUMBER_FUNCTIONS:
             if node.keywords or not node.args or (name == "abs" and len(node.args) != 1):
-                raise ExpressionError(f"{name}() takes {'one number' if name == 'abs' else 'numbers'} as positional arguments")
+                raise ExpressionError(
+                    f"{name}() takes {'one number' if name == 'abs' else 'numbers'} as positional arguments"
+                )
             for arg in node.args:
                 self.number(arg)
             return
@@ -131,7 +137,9 @@ class _Checker:
                 f"unknown function {name}(); available: {', '.join(sorted([*SUBSET_FUNCTIONS, *NUMBER_FUNCTIONS]))}"
             )
         if node.args:
-            raise ExpressionError(f"{name}() takes keyword arguments only ({', '.join(sorted(SUBSET_FUNCTIONS[name]))})")
+            raise ExpressionError(
+                f"{name}() takes keyword arguments only ({', '.join(sorted(SUBSET_FUNCTIONS[name]))})"
+            )
         subset = Subset()
         for keyword in node.keywords:
             if keyword.arg not in SUBSET_FUNCTIONS[name]:
@@ -149,7 +157,11 @@ class _Checker:
 
     def texts(self, node: ast.AST, where: str) -> list[str]:
         """A text, a bound name or a list of texts; returns the constant texts."""
-        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) and not isinstance(node.value, bool):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (str, int, float))
+            and not isinstance(node.value, bool)
+        ):
             return [str(node.value)]
         if isinstance(node, ast.Name) and node.id in self.bound:
             return []
@@ -166,9 +178,13 @@ class _Checker:
         out: dict[str, list[str] | None] = {}
         for key, value in zip(node.keys, node.values):
             if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                raise ExpressionError(f"{name}(where=...) keys are quoted attribute names, not '{_describe(key) if key else '**'}'")
+                raise ExpressionError(
+                    f"{name}(where=...) keys are quoted attribute names, not '{_describe(key) if key else '**'}'"
+                )
             texts = self.texts(value, f"{name}(where={{'{key.value}': ...}})")
-            bound = isinstance(value, ast.Name) or (isinstance(value, (ast.List, ast.Tuple)) and any(isinstance(e, ast.Name) for e in value.elts))
+            bound = isinstance(value, ast.Name) or (
+                isinstance(value, (ast.List, ast.Tuple)) and any(isinstance(e, ast.Name) for e in value.elts)
+            )
             out[key.value] = None if bound else texts
         return out
 

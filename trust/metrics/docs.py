@@ -29,7 +29,7 @@ unknown argument, a missing one or a wrong type is an error naming `metrics[i].a
 The *names* column says what an argument refers to; with data (`qtrust validate --data-dir`)
 a label must be able to occur, an attribute must exist and a value must be seen in the items.
 Functions marked *per item* are means over items: `qtrust` can give their per-item values
-(`trust.metrics.compute.item_values`) for intervals and paired tests. Composite metrics (`expr:`) are
+(`trust.benchmarks.label_metrics.item_values`) for intervals and paired tests. Composite metrics (`expr:`) are
 described in [benchmark-definitions.md](benchmark-definitions.md). Add a function with
 `@metric` / `@mean_metric` in `trust/metrics/functions.py` or a module of `trust/metrics/packs/`.
 """

@@ -40,15 +40,15 @@ class Role(enum.Enum):
     REFERENCE = "reference value"
 
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 #: One label of the answer space.
 Label = Annotated[str, Role.LABEL]
 #: One label, or a list of labels.
-Labels = Annotated[Union[str, list[str]], Role.LABEL]
+Labels = Annotated[str | list[str], Role.LABEL]
 #: The name of an item attribute (``attributes:`` of the definition).
 Attribute = Annotated[str, Role.ATTRIBUTE]
 #: A value (or list of values) of the function's attribute argument.
-AttributeValue = Annotated[Union[Scalar, list[Scalar]], Role.VALUE]
+AttributeValue = Annotated[Scalar | list[Scalar], Role.VALUE]
 #: A value of the items' reference.
 ReferenceValue = Annotated[str, Role.REFERENCE]
 
@@ -150,7 +150,9 @@ def _arguments(name: str, fn: MetricFn) -> tuple[type[BaseModel], tuple[ArgInfo,
         required = param.default is inspect.Parameter.empty
         fields[param.name] = (annotation, ... if required else param.default)
         infos.append(
-            ArgInfo(param.name, type_text(annotation), required, None if required else param.default, role_of(annotation))
+            ArgInfo(
+                param.name, type_text(annotation), required, None if required else param.default, role_of(annotation)
+            )
         )
     model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=False), **fields)  # type: ignore[call-overload]
     return model, tuple(infos)
@@ -223,7 +225,7 @@ def flags(hits: list[bool], keep: list[bool] | None = None) -> np.ndarray:
 
 def _hint(value: Any, expected: str) -> str:
     if isinstance(value, bool) and "str" in expected:
-        return " (YAML reads yes/no/true/false/on/off as booleans: quote the value, e.g. \"yes\")"
+        return ' (YAML reads yes/no/true/false/on/off as booleans: quote the value, e.g. "yes")'
     return ""
 
 

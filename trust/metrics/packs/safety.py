@@ -36,7 +36,9 @@ def verdict_of(label: str) -> str:
     try:
         return _VERDICT_OF_LABEL[label]
     except KeyError:
-        raise ValueError(f"no safety verdict for label {label!r}; expected one of {sorted(_VERDICT_OF_LABEL)}") from None
+        raise ValueError(
+            f"no safety verdict for label {label!r}; expected one of {sorted(_VERDICT_OF_LABEL)}"
+        ) from None
 
 
 def _verdict_names(args: dict) -> list[str]:
