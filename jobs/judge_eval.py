@@ -105,7 +105,7 @@ def resolve_judge(name: str, judges_file: Path | None) -> JudgeSpec:
     # The checks a sweep makes of its judges (a model judge needs a model, 'choose' needs a model, ...).
     from types import SimpleNamespace
 
-    from jobs.spec.checks import judge_problems
+    from jobs.spec.judge_checks import judge_problems
 
     problems = [p.split(": ", 1)[-1] for p in judge_problems(SimpleNamespace(judges=[spec], benchmarks=[]))]
     if problems:

@@ -11,11 +11,13 @@ from pydantic import (
 )
 
 from cluster.models.sources import validate_model_source
+from jobs.spec.judge_checks import judge_problems
 from jobs.spec.schema import (
     ModelSpec,
     RecipeSpec,
     SweepSpec,
     available_builtin_models,
+    duplicates,
     pydantic_problems,
 )
 from trust.benchmarks.catalog import (
@@ -24,11 +26,6 @@ from trust.benchmarks.catalog import (
     get_benchmark,
 )
 from trust.benchmarks.declarative import DefinitionError
-
-
-def _duplicates(values: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
 
 
 def cross_check(spec: SweepSpec) -> list[str]:
@@ -40,7 +37,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
         ("benchmarks", [b.run_name for b in spec.benchmarks]),
         ("ensembles", [e.name for e in spec.ensembles]),
     ):
-        for dup in _duplicates(names):
+        for dup in duplicates(names):
             problems.append(f"{label}: the name '{dup}' is used more than once; give each entry its own name")
     recipe_names = [r.name for r in spec.recipes]
     for i, model in enumerate(spec.models):
@@ -50,7 +47,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
                     f"models[{i}].recipes[{j}]: '{name}' is not a recipe of this sweep; recipes: {', '.join(recipe_names)}"
                 )
     variants = [spec.variant_name(m, r) for m, r in spec.variant_pairs()]
-    for dup in _duplicates(variants):
+    for dup in duplicates(variants):
         problems.append(
             f"variants: two model × recipe pairs are both named '{dup}' (variant = <model>-<recipe>); rename a model or recipe"
         )
@@ -83,7 +80,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
                 problems.append(
                     f"ensembles[{i}].members[{j}]: '{member}' is not a recipe of this sweep; recipes: {', '.join(recipe_names)}"
                 )
-        for dup in _duplicates(ens.members):
+        for dup in duplicates(ens.members):
             problems.append(f"ensembles[{i}].members: '{dup}' is listed more than once")
         if all(m in recipe_names for m in ens.members) and not any(
             set(ens.members) <= {r.name for r in spec.recipes_of(m)} for m in spec.models
@@ -94,71 +91,6 @@ def cross_check(spec: SweepSpec) -> list[str]:
     problems.extend(judge_problems(spec))
     problems.extend(recipe_problems(spec))
     problems.extend(engine_problems(spec))
-    return problems
-
-
-def judge_problems(spec: SweepSpec) -> list[str]:
-    """Judges that cannot run: missing fields per kind, unknown names, templates that do not exist."""
-    from cluster.judges.kinds import judge_kind
-    from trust.judges.templates import TemplateError
-
-    problems: list[str] = []
-    names = [j.name for j in spec.judges]
-    for dup in _duplicates(names):
-        problems.append(f"judges: the name '{dup}' is used more than once; give each judge its own name")
-    for i, judge in enumerate(spec.judges):
-        if judge.kind == "model" and not judge.model:
-            problems.append(f"judges[{i}].model: a model judge needs 'model' (a built-in name, local folder or hub id)")
-        if judge.kind == "model" and judge.model:
-            message = validate_model_source(judge.model)
-            if message:
-                problems.append(f"judges[{i}].model: {message}")
-        if judge.kind == "endpoint" and judge.endpoint is None:
-            problems.append(f"judges[{i}].endpoint: an endpoint judge needs 'endpoint' (base_url, model, api_key_env)")
-        if judge.kind != "endpoint" and judge.endpoint is not None:
-            problems.append(
-                f"judges[{i}].endpoint: only endpoint judges take 'endpoint'; remove it or set kind: endpoint"
-            )
-        if judge.decoding == "choose" and judge.kind != "model":
-            problems.append(
-                f"judges[{i}].decoding: 'choose' scores labels by log-likelihood, which only model judges "
-                "offer; use decoding: generate"
-            )
-        if judge.kind == "rule" and judge.template is not None:
-            problems.append(f"judges[{i}].template: the rule judge reads no template; remove it")
-    by_name = {j.name: j for j in spec.judges}
-    for i, bench in enumerate(spec.benchmarks):
-        for j, name in enumerate(bench.judges):
-            if name not in by_name:
-                problems.append(
-                    f"benchmarks[{i}].judges[{j}]: '{name}' is not a judge of this sweep; "
-                    f"judges: {', '.join(by_name) or '(none: add a judges: section)'}"
-                )
-        if bench.judge is not None and bench.judge not in bench.judges:
-            problems.append(
-                f"benchmarks[{i}].judge: '{bench.judge}' must be one of this benchmark's judges ({', '.join(bench.judges) or 'none'})"
-            )
-        if not bench.judges:
-            continue
-        try:
-            benchmark = get_benchmark(bench.name, bench.options, bench.definition)
-        except Exception:
-            continue
-        if benchmark.task != "generate":
-            problems.append(
-                f"benchmarks[{i}].judges: {bench.run_name} is scored by log-likelihood; only open answers are judged"
-            )
-            continue
-        for name in bench.judges:
-            judge = by_name.get(name)
-            if judge is None or not judge_kind(judge.kind).needs_template:
-                continue
-            try:
-                from jobs.plan.judges import template_for
-
-                template_for(judge, benchmark)
-            except TemplateError as err:
-                problems.append(f"judges.{name}.template (for {bench.run_name}): {err}")
     return problems
 
 

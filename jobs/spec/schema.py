@@ -449,3 +449,8 @@ def pydantic_problems(error: ValidationError) -> list[str]:
 
 def available_builtin_models() -> list[str]:
     return sorted(BUILTIN_MODELS)
+
+
+def duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
