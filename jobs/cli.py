@@ -548,7 +548,7 @@ def benchmarks_metrics() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from trust.metrics.functions import METRICS
+    from trust.metrics.catalog import METRICS
 
     table = Table(title="Metric functions", title_justify="left")
     for column in ("name", "arguments", "description"):
@@ -652,7 +652,12 @@ def judge_eval(
         _fail(str(err))
         return
     print_evaluation(console, ev)
-    uri, experiment_id, run_id = log_evaluation(ev, tracking_uri, experiment)
+    uri, experiment_id, run_id = log_evaluation(
+        ev, tracking_uri, experiment, warn=lambda message: err_console.print(f"[yellow]{redact(message)}[/]")
+    )
+    if run_id is None:
+        err_console.print(f"[yellow]MLflow: the evaluation above was not logged to {redact(uri)}[/]")
+        return
     console.print(
         f"MLflow: run '{ev.run_name}' (id {run_id}) in experiment '{experiment}' (id {experiment_id}) at {redact(uri)}"
     )

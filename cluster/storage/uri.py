@@ -18,8 +18,9 @@ Every location goes through :func:`open_location`, which returns a ``pyarrow.fs`
 
 Secrets never belong in a location: they would be copied into the stored ``sweep.yaml``, the
 manifest, MLflow and logs. :func:`location_problem` refuses user-info (``s3://KEY:SECRET@bucket``)
-and secret query parameters with one line that says where credentials go instead, and
-:func:`redact` is the belt-and-braces form used wherever a location is shown.
+and every query parameter :mod:`cluster.storage.redact` would mask, with one line that says where
+credentials go instead; :func:`redact` (the one redactor, :func:`cluster.storage.redact.redact`,
+re-exported here) is the belt-and-braces form used wherever a location is shown.
 
 Names that become path parts (sweeps, variants, benchmarks, judges) pass :func:`safe_part`, and
 :func:`join_inside` refuses any joined path that would leave its root: the second line of defence
@@ -33,30 +34,24 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-#: URI query parameters that carry secrets: refused in locations, masked by :func:`redact`.
-SECRET_PARAMS = frozenset(
-    {
-        "access_key",
-        "secret_key",
-        "session_token",
-        "token",
-        "password",
-        "secret",
-        "credentials",
-        "key",
-        "sas_token",
-        "account_key",
-        "client_secret",
-        "signature",
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-    }
-)
-#: Schemes whose directories are implicit (no marker objects need creating before a PUT).
-OBJECT_STORES = frozenset({"s3", "gcs"})
+from cluster.storage.atomic import OBJECT_STORES
+from cluster.storage.redact import is_secret_param, redact
+
+__all__ = [
+    "OBJECT_STORES",
+    "Location",
+    "StorageLocationError",
+    "check_location",
+    "is_uri",
+    "join_inside",
+    "location_problem",
+    "open_location",
+    "redact",
+    "safe_part",
+]
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -106,9 +101,11 @@ def location_problem(text: str | Path, field: str = "location") -> str | None:
     )
     if "@" in parts.netloc:
         return f"{field}: {redact(value)} carries credentials before '@'; {where}"
-    secret = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_PARAMS})
+    secret = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if is_secret_param(k)})
     if secret:
         return f"{field}: {redact(value)} carries the secret parameter(s) {', '.join(secret)}; {where}"
+    if redact(value) != value:  # a secret elsewhere (a fragment): what is stored and shown must equal what is used
+        return f"{field}: {redact(value)} carries a secret; {where}"
     return None
 
 
@@ -118,17 +115,6 @@ def check_location(text: str | Path, field: str = "location") -> str:
     if problem:
         raise StorageLocationError(problem)
     return str(text)
-
-
-def redact(text: str | Path) -> str:
-    """``text`` with user-info removed and secret query values replaced by ``***`` (for display)."""
-    value = str(text)
-    if not is_uri(value):
-        return value
-    parts = urlsplit(value)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*:/"), ""))
 
 
 def _split_query(value: str) -> tuple[str, str]:

@@ -53,6 +53,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from cluster.models.cache_dir import resolve_cache_dir
+from cluster.storage.atomic import read_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ def _parse_meta(raw: bytes | str, key: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("key") != key:
         return None
     return data
+
+
+def _meta_bytes(meta: dict[str, Any]) -> bytes:
+    """The meta file's content (the same bytes locally and remotely)."""
+    return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _list_files(folder: Path) -> dict[str, int]:
@@ -161,10 +167,10 @@ class _LocalStore:
     def read(self, key: str) -> dict[str, Any] | None:
         """Meta of the complete entry ``key``, or None."""
         try:
-            raw = (self.final(key) / META_FILE).read_bytes()
-        except OSError:
+            raw = read_bytes(None, self.final(key) / META_FILE)
+        except OSError:  # unreadable (the entry folder is a file, no permission): not a usable entry
             return None
-        return _parse_meta(raw, key)
+        return None if raw is None else _parse_meta(raw, key)
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -217,12 +223,7 @@ class _LocalStore:
         entry is kept.
         """
         _fsync_tree(staging)
-        meta_path = staging / META_FILE
-        with open(meta_path, "w", encoding="utf-8") as out:
-            out.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        _fsync_path(staging)
+        write_atomic(None, staging / META_FILE, _meta_bytes(meta))  # fsyncs the file and the staging folder
         final = self.final(key)
         if final.exists() and (replace or self.read(key) is None):
             self.discard(key)
@@ -258,6 +259,7 @@ class _RemoteRoot:
         self.fs = location.fs
         self.base = location.path
         self._object_store = location.object_store
+        self._local = location.local
 
     def path(self, *parts: str) -> str:
         from cluster.storage.uri import join_inside
@@ -274,21 +276,12 @@ class _RemoteRoot:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def _cat(self, path: str) -> bytes | None:
-        try:
-            with self.fs.open_input_stream(path) as stream:
-                return stream.readall()
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            if "not exist" in str(err).lower() or "not found" in str(err).lower():
-                return None
-            raise
+        """The object's bytes, None when it does not exist."""
+        return read_bytes(self.fs, path)
 
     def _put(self, path: str, data: bytes) -> None:
-        """One whole object (a single PUT on S3: see :func:`cluster.storage.uri.open_location`)."""
-        self._makedirs(path.rsplit("/", 1)[0])
-        with self.fs.open_output_stream(path) as stream:
-            stream.write(data)
+        """One whole object, atomically (:func:`cluster.storage.atomic.write_atomic`: a single PUT on S3)."""
+        write_atomic(self.fs, path, data, self._local)
 
     def _makedirs(self, folder: str) -> None:
         if not self._object_store:  # object stores have no folders to create
@@ -305,7 +298,7 @@ class _RemoteRoot:
             self._makedirs(target.rsplit("/", 1)[0])
             with open(staging / rel, "rb") as source, self.fs.open_output_stream(target) as out:
                 shutil.copyfileobj(source, out, 8 << 20)
-        self._put(self.path(key, META_FILE), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        self._put(self.path(key, META_FILE), _meta_bytes(meta))
 
     def download(self, key: str, meta: dict[str, Any], dest: Path) -> None:
         """Download the files listed in ``meta`` into ``dest`` and check their sizes."""

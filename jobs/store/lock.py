@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from cluster.storage.atomic import read_bytes, write_atomic
+from cluster.storage.redact import redact
+
 try:  # Linux and macOS; elsewhere every folder uses the lease.
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX
@@ -120,8 +123,6 @@ def current_command() -> str:
         head = ["python", "-c"]
     else:
         head = [Path(first).name]
-    from jobs.tracking.uri import redact
-
     return redact(shlex.join(head + argv[1:]))
 
 
@@ -344,33 +345,18 @@ class SweepLock:
                 print(f"qtrust: could not renew the lease on sweep {self.sweep_dir}: {err}", file=sys.stderr)
 
     def _write_lease(self, record: dict[str, Any]) -> None:
-        """Write ``record`` with a fresh expiry (atomically through a rename on local disks)."""
+        """Write ``record`` with a fresh expiry (:func:`cluster.storage.atomic.write_atomic`: a rename on
+        local disks, a single PUT on object stores)."""
         record["lease_expires"] = utc_iso(datetime.now(timezone.utc) + timedelta(seconds=self.lease_s), millis=True)
         data = json.dumps(record, indent=1).encode() + b"\n"
-        from pyarrow import fs as pafs
-
-        if isinstance(self._fs, pafs.LocalFileSystem):
-            self._fs.create_dir(os.path.dirname(self._lease_path), recursive=True)
-            tmp = f"{os.path.dirname(self._lease_path)}/.tmp-{LEASE_NAME}-{uuid.uuid4().hex}"
-            with self._fs.open_output_stream(tmp) as out:
-                out.write(data)
-            self._fs.move(tmp, self._lease_path)
-        else:
-            with self._fs.open_output_stream(self._lease_path) as out:
-                out.write(data)
+        write_atomic(self._fs, self._lease_path, data)
 
     def _read_lease(self) -> dict[str, Any] | None:
         """The lease object's JSON, or None when absent or unreadable after a few tries."""
         for attempt in range(3):
-            try:
-                with self._fs.open_input_stream(self._lease_path) as stream:
-                    raw = stream.read()
-            except FileNotFoundError:
+            raw = read_bytes(self._fs, self._lease_path)
+            if raw is None:
                 return None
-            except OSError as err:
-                if "not exist" in str(err).lower() or "not found" in str(err).lower():
-                    return None
-                raise
             try:
                 value = json.loads(raw.decode())
                 return value if isinstance(value, dict) else None
@@ -397,8 +383,8 @@ def _read_flock_json(path: str, *, wait_s: float) -> dict[str, Any] | None:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            with open(path, "rb") as handle:
-                value = json.loads(handle.read().decode())
+            raw = read_bytes(None, path)
+            value = None if raw is None else json.loads(raw.decode())
             if isinstance(value, dict):
                 return value
         except (OSError, ValueError, UnicodeDecodeError):

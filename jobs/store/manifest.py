@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from cluster.storage.atomic import read_bytes
+from cluster.storage.redact import redact
 from jobs.store.lock import SweepLock, local_path
 
 MANIFEST_NAME = "manifest.json"
@@ -18,8 +20,6 @@ class StatusError(Exception):
 # --------------------------------------------------------------------------------------------- reading
 def manifest_location(sweep_dir: str) -> str:
     """Where ``read_manifest`` looks, as the user would write it (secrets in a URI masked)."""
-    from cluster.storage.uri import redact
-
     base, sep, query = redact(sweep_dir).partition("?")
     return f"{base.rstrip('/')}/{MANIFEST_NAME}{sep}{query}"
 
@@ -28,24 +28,21 @@ def _read_bytes(sweep_dir: str) -> bytes:
     """The manifest's bytes from a local folder or any pyarrow.fs URI (FileNotFoundError if absent)."""
     local = local_path(sweep_dir)
     if local is not None:
-        with open(f"{local.rstrip('/')}/{MANIFEST_NAME}", "rb") as handle:
-            return handle.read()
-    from pyarrow import fs as pafs
+        filesystem, path = None, f"{local.rstrip('/')}/{MANIFEST_NAME}"
+    else:
+        from cluster.storage.uri import StorageLocationError, open_location
 
-    from cluster.storage.uri import StorageLocationError, open_location, redact
-
-    try:
-        location = open_location(str(sweep_dir), "sweep folder")
-    except StorageLocationError as err:
-        raise StatusError(str(err)) from None
-    except ValueError as err:  # pyarrow.lib.ArrowInvalid is a ValueError
-        raise StatusError(f"cannot open {redact(sweep_dir)}: {err}") from None
-    filesystem, base = location.fs, location.path
-    path = f"{base.rstrip('/')}/{MANIFEST_NAME}"
-    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        try:
+            location = open_location(str(sweep_dir), "sweep folder")
+        except StorageLocationError as err:
+            raise StatusError(str(err)) from None
+        except ValueError as err:  # pyarrow.lib.ArrowInvalid is a ValueError
+            raise StatusError(f"cannot open {redact(sweep_dir)}: {err}") from None
+        filesystem, path = location.fs, f"{location.path.rstrip('/')}/{MANIFEST_NAME}"
+    raw = read_bytes(filesystem, path)
+    if raw is None:
         raise FileNotFoundError(path)
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read()
+    return raw
 
 
 def read_manifest(sweep_dir: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cluster.storage.atomic import write_atomic
+from cluster.storage.atomic import read_bytes, write_atomic
 from cluster.storage.uri import (
     Location,
     join_inside,
@@ -79,14 +79,16 @@ class SweepStore:
         return self.judgments.scan(**kwargs)
 
     def write_text(self, path: str, text: str) -> None:
+        """Commit ``text`` (UTF-8) to ``path`` atomically (:func:`cluster.storage.atomic.write_atomic`)."""
         write_atomic(self.fs, path, text.encode(), self.local)
 
     def read_text(self, path: str) -> str | None:
+        """The text at ``path``; None when it is missing or cannot be read."""
         try:
-            with self.fs.open_input_stream(path) as stream:
-                return stream.readall().decode()
-        except (FileNotFoundError, OSError, pa.ArrowException):
+            data = read_bytes(self.fs, path)
+        except (OSError, pa.ArrowException):
             return None
+        return None if data is None else data.decode()
 
     def write_spec(self, text: str) -> None:
         self.write_text(self.spec_path, text)

@@ -1,9 +1,11 @@
-"""Synchronous MLflow tracking (``Tracker``): each call waits for MLflow. Used where a few calls
-happen after the work is done (``qtrust quantize``); sweeps use :class:`jobs.tracking.LiveTracker`.
+"""Synchronous MLflow tracking (``Tracker``): each call waits for MLflow. Used by the commands that
+write a few things once, after their work is done (``qtrust quantize``, ``qtrust judge-eval``, the
+report of ``qtrust report``); sweeps use :class:`jobs.tracking.live.LiveTracker`. Both open the
+store through :mod:`jobs.tracking.connect` (bounded HTTP retries, a serialized first use of SQLite):
+no other module writes to MLflow.
 
-Run ids are kept in the sweep manifest so that a resumed sweep writes into the same runs. Every
-call is guarded: a tracking outage prints a warning and never kills an evaluation (results are in
-the shard store either way, and the next run of the same command logs them again).
+Every call is guarded: a tracking outage prints a warning and never kills the command (results are
+in the store either way, and the next run of the same command logs them again).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jobs.tracking.connect import (
     bound_http_requests,
     describe,
     open_client,
+    open_store,
     quiet_mlflow_logging,
 )
 from jobs.tracking.sender import LOGGED_ARTIFACTS_TAG, PARENT_TAG, table_entry
@@ -36,8 +39,14 @@ class Tracker:
     """A fault-tolerant wrapper over ``MlflowClient``: a failed call is a warning, never an exception."""
 
     def __init__(
-        self, uri: str, experiment: str, warn: Callable[[str], None] | None = None, request_timeout_s: float = 5.0
+        self,
+        uri: str,
+        experiment: str | None,
+        warn: Callable[[str], None] | None = None,
+        request_timeout_s: float = 5.0,
     ):
+        """Open ``experiment`` (created when missing) in the store at ``uri``; with ``experiment=None``
+        only the store is opened, to write to runs that already exist (by id)."""
         bound_http_requests(request_timeout_s)
         quiet_mlflow_logging()
         self.uri = uri
@@ -46,6 +55,9 @@ class Tracker:
         self.failures = 0
         self.client: Any = None
         self.experiment_id: str | None = None
+        if experiment is None:
+            self.client = self._guard("open the tracking store", lambda: open_store(uri))
+            return
         opened = self._guard("open experiment", lambda: open_client(uri, experiment))
         if opened is not None:
             self.client, self.experiment_id = opened
@@ -141,7 +153,7 @@ class Tracker:
         self._guard(f"log table {artifact_file}", log_it)
 
     def log_artifact(self, run_id: str | None, path: Path, artifact_path: str | None = None) -> None:
-        if run_id:
+        if run_id and self.client is not None:
             self._guard(f"log artifact {path.name}", lambda: self.client.log_artifact(run_id, str(path), artifact_path))
 
     def log_dataset(self, run_id: str | None, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:

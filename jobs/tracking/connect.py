@@ -189,6 +189,17 @@ def open_client(uri: str, experiment: str, *, attempts: int = 3, pause_s: float 
     raise AssertionError("unreachable")
 
 
+def open_store(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``uri``, for writing to runs that already exist (no experiment opened).
+
+    Made under the same SQLite first-use lock as :func:`open_client`.
+    """
+    from mlflow import MlflowClient
+
+    with _first_use_lock(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
 def open_experiment(client: Any, name: str) -> str:
     """Id of the experiment ``name``: found, restored when deleted, or created (a concurrent creation is survived)."""
     from mlflow.exceptions import MlflowException

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -20,20 +20,22 @@ def confusion_frame(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["human", *result["labels"]])
 
 
-def log_evaluation(ev: Evaluation, tracking_uri: str | None, experiment: str) -> tuple[str, str, str]:
-    """One MLflow run for ``ev``; returns (tracking URI, experiment id, run id)."""
-    import mlflow  # noqa: F401 - configures MLflow's loggers on import; quieted after
+def log_evaluation(
+    ev: Evaluation, tracking_uri: str | None, experiment: str, warn: Callable[[str], None] | None = None
+) -> tuple[str, str | None, str | None]:
+    """One MLflow run for ``ev``; returns (tracking URI, experiment id, run id).
 
-    from jobs.tracking.connect import open_client, quiet_mlflow_logging
+    Written through :class:`~jobs.tracking.client.Tracker`: an unreachable store is a warning (the
+    ids are then None), never a lost evaluation, which was already printed.
+    """
+    from jobs.tracking.client import Tracker
     from jobs.tracking.uri import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, None)
-    quiet_mlflow_logging()
-    client, experiment_id = open_client(uri, experiment)
-    run = client.create_run(experiment_id, run_name=ev.run_name, tags={"qtrust.kind": "judge-eval", "judge": ev.judge})
-    run_id = run.info.run_id
-    from mlflow.entities import Metric, Param
-
+    tracker = Tracker(uri, experiment, warn=warn)
+    run_id = tracker.run(None, ev.run_name, {"qtrust.kind": "judge-eval", "judge": ev.judge})
+    if run_id is None:
+        return uri, tracker.experiment_id, None
     params = {
         **ev.params,
         "set": ev.set_name,
@@ -43,18 +45,10 @@ def log_evaluation(ev: Evaluation, tracking_uri: str | None, experiment: str) ->
         "label_family": ev.family.name,
         "mapping": ev.family.mapping_text(),
     }
-    now = int(time.time() * 1000)
-    try:
-        client.log_batch(
-            run_id,
-            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-            metrics=[Metric(k, v, now, 0) for k, v in ev.metrics().items()],
-        )
-        for comparison, result in ev.comparisons.items():
-            client.log_table(run_id, confusion_frame(result), f"confusion/{comparison}.json")
-        client.log_table(run_id, ev.judgments, "judgments.json")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return uri, experiment_id, run_id
+    tracker.log_params(run_id, params)
+    tracker.log_metrics(run_id, ev.metrics())
+    for comparison, result in ev.comparisons.items():
+        tracker.log_table(run_id, confusion_frame(result), f"confusion/{comparison}.json")
+    tracker.log_table(run_id, ev.judgments, "judgments.json")
+    tracker.finish(run_id, failed=tracker.failures > 0)
+    return uri, tracker.experiment_id, run_id

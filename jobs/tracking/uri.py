@@ -1,22 +1,34 @@
-"""Where tracking goes: the URI, how to open its UI, and text about it that is safe to print."""
+"""Where tracking goes: the URI, how to open its UI, and text about it that is safe to print.
+
+Secrets are masked by the one redactor, :func:`cluster.storage.redact.redact` (re-exported here as
+:func:`redact`, with :func:`is_redacted` and :data:`MASK`).
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
+from cluster.storage.redact import MASK, is_redacted, redact, strip_userinfo
+
+#: Re-exported: callers across ``jobs`` import the one redactor (:mod:`cluster.storage.redact`) from here.
+__all__ = [
+    "LOCAL_UI",
+    "MASK",
+    "TrackingUriError",
+    "is_redacted",
+    "is_server_uri",
+    "redact",
+    "resolve_tracking_uri",
+    "run_url",
+    "sqlite_path",
+    "stored_tracking_uri",
+    "ui_base_url",
+    "ui_command",
+]
+
 LOCAL_UI = "http://127.0.0.1:5000"
-#: What replaces a secret: ``http://user:***@host``, ``?token=***``.
-MASK = "***"
-#: ``scheme://userinfo@`` in a URL; the userinfo runs to the last ``@`` before the path, query or fragment.
-_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)@")
-#: ``name=value`` in a query string whose name says it holds a secret (token, key, password, signature...).
-_SECRET_PARAM = re.compile(
-    r"([?&;](?:[\w.-]*?)(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential|session)[\w.-]*=)([^&#\s'\"]+)",
-    re.IGNORECASE,
-)
 
 
 class TrackingUriError(ValueError):
@@ -80,34 +92,12 @@ def ui_command(uri: str) -> str:
     return f"{program} ui --backend-store-uri {redact(uri)} --port 5000"
 
 
-def _mask_userinfo(found: re.Match[str]) -> str:
-    user, colon, _secret = found.group(2).partition(":")
-    kept = f"{user}:{MASK}" if colon else MASK  # a lone name before "@" is a token (https://TOKEN@host)
-    return f"{found.group(1)}{kept}@"
-
-
-def redact(text: str) -> str:
-    """``text`` with the secrets of every URL in it masked.
-
-    ``scheme://user:password@host`` becomes ``scheme://user:***@host`` (``scheme://token@host``:
-    ``scheme://***@host``), and query parameters named like secrets (``?token=``, ``api_key=``,
-    ``password=``, ``X-Amz-Signature=``...) keep their name with ``***`` as value. Redacting twice
-    changes nothing.
-    """
-    return _SECRET_PARAM.sub(rf"\1{MASK}", _CREDENTIALS.sub(_mask_userinfo, text))
-
-
-def is_redacted(uri: str) -> bool:
-    """True when ``uri`` is a redacted copy: its secret was replaced by ``***``."""
-    return MASK in uri and MASK in redact(uri.replace(MASK, "x"))
-
-
 def ui_base_url(uri: str) -> str:
     """Base URL of the UI that shows this store: the server itself with no credentials and no query
     (the browser asks for them), or ``mlflow ui``'s default address."""
     if not is_server_uri(uri):
         return LOCAL_UI
-    return _CREDENTIALS.sub(r"\1", uri).split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return strip_userinfo(uri).split("?", 1)[0].split("#", 1)[0].rstrip("/")
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:

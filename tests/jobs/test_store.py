@@ -65,11 +65,12 @@ def test_crash_between_write_and_rename_leaves_no_shard(tmp_path: Path) -> None:
         f"""
         import os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-        import jobs.store as store_mod
+        import cluster.storage.atomic as atomic
+        from jobs.store.sweep import SweepStore
         def crash(src, dst):
             os._exit(17)
-        store_mod.os.replace = crash
-        store = store_mod.SweepStore({str(tmp_path)!r}, "s")
+        atomic.os.replace = crash
+        store = SweepStore({str(tmp_path)!r}, "s")
         store.commit_generations("v", "b", [{row("k1")!r}])
         """
     )

@@ -14,8 +14,8 @@ from tests.trust.test_declarative import USER_DEFINITION, write_user_benchmark
 from trust.benchmarks import BENCHMARKS, get_benchmark
 from trust.benchmarks.declarative import DefinitionError
 from trust.benchmarks.label_metrics import item_values, score_labels, scored_items
+from trust.metrics.catalog import METRICS
 from trust.metrics.docs import DOC_PATH, render_metric_docs
-from trust.metrics.functions import METRICS
 from trust.metrics.registry import Role
 from trust.types import ERROR, INVALID, REFUSED, Item
 

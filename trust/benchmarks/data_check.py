@@ -120,9 +120,9 @@ def _selected_values(entry: CompiledMetric) -> list[tuple[str, str, list[str]]]:
                 out.append((f"metrics[{entry.index}].args.{arg.name}", "<reference>", values))
     if entry.expression is not None:
         for subset in entry.expression.subsets:
-            for attribute, values in subset.where.items():
-                if values:
-                    out.append((f"metrics[{entry.index}].expr", attribute, values))
+            for attribute, wanted in subset.where.items():
+                if wanted:
+                    out.append((f"metrics[{entry.index}].expr", attribute, wanted))
         per = entry.spec.per
         if per is not None and per.values:
             out.append((f"metrics[{entry.index}].per.values", per.attribute, list(per.values)))
@@ -175,7 +175,8 @@ def _items(bench: DeclarativeBenchmark, records: list[dict[str, Any]], data_dir:
                 f"{first}); add them to reference.map (it maps {_listing(d.reference.map)})"
             ]
     pool = bench.demonstration_pool(data_dir)
-    items, seen = [], set()
+    items: list[Item] = []
+    seen: set[str] = set()
     for position, record in enumerate(records):
         try:
             item = bench.item(record, pool)

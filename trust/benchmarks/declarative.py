@@ -77,8 +77,8 @@ def _options_model(definition: BenchmarkDefinition) -> type[BaseModel]:
                 return value
 
             validators[f"check_{name}"] = field_validator(name)(classmethod(check))
-    return create_model(  # type: ignore[call-overload]
-        f"{definition.name}_options", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields
+    return create_model(
+        f"{definition.name}_options", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields  # type: ignore[arg-type]
     )
 
 

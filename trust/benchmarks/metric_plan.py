@@ -17,8 +17,9 @@ import numpy as np
 
 from trust.benchmarks.definition import BenchmarkDefinition, MetricSpec
 from trust.benchmarks.records import SOURCE_FILE, is_glob
+from trust.metrics.catalog import METRICS
 from trust.metrics.composite import GROUP, Expression, ExpressionError, parse_expression
-from trust.metrics.functions import METRICS, ScoreInput, metric_names
+from trust.metrics.functions import ScoreInput, metric_names
 from trust.metrics.registry import MetricInfo, Role, validate_args
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

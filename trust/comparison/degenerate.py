@@ -80,7 +80,7 @@ def degenerate_flags(
     references: Sequence[str | None] | None = None,
     *,
     perplexity_ratio: float | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds | None = None,
 ) -> list[Flag]:
     """Every degenerate-variant check that fires for one variant on one benchmark.
 
@@ -90,6 +90,7 @@ def degenerate_flags(
     single-label check counts every other label, REFUSED included. Flags come in the order invalid,
     single_label, perplexity; an empty list means nothing looked wrong.
     """
+    thresholds = thresholds or Thresholds()
     flags: list[Flag] = []
     counted = [label for label in labels if label != ERROR]
     if counted:

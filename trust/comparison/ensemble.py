@@ -66,7 +66,7 @@ def _winners(codes: np.ndarray, kept: np.ndarray, precisions: Sequence[float]) -
         count = np.zeros(n_items, dtype=count_type)
         row = codes[m]
         for other in range(n_members):
-            count += (codes[other] == row) & kept[other]
+            count += (codes[other] == row) & kept[other]  # type: ignore[misc]  # numpy stubs: int += bool
         # Higher count first, then lower preference; filtered members never win.
         score = count.astype(np.int64) * n_members + (n_members - 1 - preference[m])
         score[~kept[m]] = -1

@@ -197,6 +197,7 @@ class _Evaluator:
 
     def number(self, node: ast.AST) -> float:
         if isinstance(node, ast.Constant):
+            assert isinstance(node.value, (int, float)), node.value
             return float(node.value)
         if isinstance(node, ast.Name):
             value = self.metrics.get(node.id, NAN)
@@ -213,10 +214,10 @@ class _Evaluator:
             if any(math.isnan(v) for v in values):
                 return NAN
             return abs(values[0]) if name == "abs" else float(min(values) if name == "min" else max(values))
-        kwargs = {k.arg: self.value(k.value) for k in node.keywords}
+        kwargs = {k.arg: self.value(k.value) for k in node.keywords if k.arg is not None}
         inside = self.inside(kwargs.get("where") or {})
         if name == "n":
-            return float(sum(inside))
+            return float(sum(1 for keep in inside if keep))
         hits = float(sum(1 for keep, ok in zip(inside, self.hits(kwargs)) if keep and ok))
         if name == "count":
             return hits

@@ -12,11 +12,11 @@ import inspect
 import sys
 from pathlib import Path
 
-from trust.metrics.functions import METRICS
+from trust.metrics.catalog import METRICS
 from trust.metrics.registry import MetricInfo
 
 #: Where the generated page lives in the repository.
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "metric-functions.md"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "metric-functions.md"
 
 _HEADER = """\
 # Metric functions

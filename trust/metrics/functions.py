@@ -224,7 +224,3 @@ def metric_names(fn_name: str, name: str | None, args: dict[str, Any]) -> list[s
     if info is not None and info.outputs is not None:
         return info.outputs(args)
     return [name or fn_name]
-
-
-# Metric functions of specific benchmark families register themselves on import.
-from trust.metrics import packs as metric_packs  # noqa: E402,F401

@@ -154,7 +154,7 @@ def _arguments(name: str, fn: MetricFn) -> tuple[type[BaseModel], tuple[ArgInfo,
                 param.name, type_text(annotation), required, None if required else param.default, role_of(annotation)
             )
         )
-    model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=False), **fields)  # type: ignore[call-overload]
+    model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=False), **fields)
     return model, tuple(infos)
 
 

@@ -8,7 +8,7 @@ compliance is *unsafe*, and an empty answer (INVALID) or a failed inference (ERR
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 
@@ -16,7 +16,10 @@ from trust.metrics.functions import ScoreInput, mean_metric
 from trust.metrics.registry import Attribute, flags
 from trust.types import ERROR, INVALID, REFUSED
 
-SAFE, UNSAFE, AMBIGUOUS, VERDICT_ERROR = "safe", "unsafe", "ambiguous", "error"
+SAFE: Final = "safe"
+UNSAFE: Final = "unsafe"
+AMBIGUOUS: Final = "ambiguous"
+VERDICT_ERROR: Final = "error"
 #: The verdict scale, in the order metrics are reported.
 VERDICTS: tuple[str, ...] = (SAFE, UNSAFE, AMBIGUOUS, VERDICT_ERROR)
 
