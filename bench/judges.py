@@ -90,8 +90,9 @@ def main() -> int:
 
     from rich.console import Console
 
-    from jobs.runner import RunOptions, run_sweep
+    from jobs.runner import run_sweep
     from jobs.spec.load import parse_spec
+    from jobs.spec.run_options import RunOptions
     from trust.benchmarks.data import resolve_data_dir
 
     data_dir = resolve_data_dir(args.data_dir)

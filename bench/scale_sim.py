@@ -700,7 +700,8 @@ def run_fake_sweep(
 ) -> SweepRun:
     """``run_sweep`` on a fresh store; replica ready times are taken from the state's events."""
     from jobs.pipeline import state as state_module
-    from jobs.runner import RunOptions, run_sweep
+    from jobs.runner import run_sweep
+    from jobs.spec.run_options import RunOptions
 
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=args.tmp))
     definition = write_benchmark(work_folder(args, "bench") / f"n{n_items}", n_items)

@@ -87,8 +87,9 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
 
     from jobs.pipeline import state as state_module
-    from jobs.runner import RunOptions, run_sweep
+    from jobs.runner import run_sweep
     from jobs.spec.load import parse_spec
+    from jobs.spec.run_options import RunOptions
 
     imported = time.perf_counter()
     tmp = Path(args.work)

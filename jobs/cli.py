@@ -110,13 +110,8 @@ def _check_benchmark_data(spec, data_dir: Path | None) -> list[str]:
 def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
     spec = spec if spec is not None else _load(sweep_path)
     from jobs.results.tables import print_perspectives, print_results, print_variants
-    from jobs.runner import (
-        EXIT_INTERRUPTED,
-        PlacementError,
-        RunOptions,
-        SweepInterrupted,
-        run_sweep,
-    )
+    from jobs.runner import EXIT_INTERRUPTED, PlacementError, SweepInterrupted, run_sweep
+    from jobs.spec.run_options import RunOptions
     from jobs.store.lock import SweepLockHeld
     from jobs.tracking import ui_command
     from jobs.tracking.uri import TrackingUriError, redact
@@ -431,7 +426,7 @@ def quantize(
     spec = _load(sweep)
     from jobs.quantize import prepare_sweep
     from jobs.results.tables import print_variants
-    from jobs.runner import RunOptions
+    from jobs.spec.run_options import RunOptions
 
     options = RunOptions(
         data_dir=data_dir,

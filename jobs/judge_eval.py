@@ -34,23 +34,7 @@ from trust.judges.label_families import (
     family_for_labels,
     map_label,
 )
-from trust.judges.verdicts import JUDGE_ERROR
-
-"""``qtrust judge-eval``: how far a judge agrees with people, on an answer set people labelled.
-
-A judge (the rule shortcuts ``rule`` / ``rule-binary``, or any judge of a judges file: ``model`` or
-``endpoint`` kinds included) judges the answers of a labelled set — Do-Not-Answer's 5,634 answers
-for now (:data:`LABELLED_SETS`) — in this process, without Ray: the rule judge directly, a model
-judge through :class:`cluster.variants.worker.VariantWorker`, an endpoint judge through
-:class:`cluster.judges.workers.EndpointJudgeWorker`, in chunks of :data:`CHUNK` answers.
-
-Its labels are then put in the people's label spaces by the tables of :data:`LABEL_FAMILIES` and
-compared (accuracy, Cohen's kappa, confusion matrix; :func:`trust.judges.agreement.agreement`). A
-judgment that cannot be read (``error``) counts as a disagreement. Everything is shown in the
-terminal and logged as one MLflow run (metrics, confusion matrices and the per-answer judgments as
-tables); no API key is ever logged (a judge spec holds only the name of its variable).
-"""
-
+from trust.judges.verdicts import JUDGE_ERROR, Verdict
 
 #: Judge requests sent to a model or endpoint worker at a time (one progress step each).
 CHUNK = 32
@@ -102,14 +86,12 @@ def resolve_judge(name: str, judges_file: Path | None) -> JudgeSpec:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors())
         raise JudgeEvalError(f"{where}: {problems}") from None
-    # The checks a sweep makes of its judges (a model judge needs a model, 'choose' needs a model, ...).
-    from types import SimpleNamespace
+    # The checks a sweep makes of its judges: the kind's (a model judge needs a model, 'choose' needs a model, ...).
+    from cluster.judges.kinds import judge_kind
 
-    from jobs.spec.judge_checks import judge_problems
-
-    problems = [p.split(": ", 1)[-1] for p in judge_problems(SimpleNamespace(judges=[spec], benchmarks=[]))]
-    if problems:
-        raise JudgeEvalError(f"{where}: {'; '.join(problems)}")
+    wrong = [message for _field, message in judge_kind(spec.kind).problems(spec)]
+    if wrong:
+        raise JudgeEvalError(f"{where}: {'; '.join(wrong)}")
     return spec
 
 
@@ -251,8 +233,9 @@ def evaluate(
     if answers.empty:
         raise JudgeEvalError(f"no answers in split {split!r} of {set_name}")
 
-    if spec.kind == "rule":
-        labels, raws, problems, seconds, load_s = _judge_by_rule(spec.mode, answers, progress)
+    in_process = kind.in_process(spec)
+    if in_process is not None:
+        labels, raws, problems, seconds, load_s = _judge_in_process(in_process, answers, progress)
     else:
         labels, raws, problems, seconds, load_s = _judge_by_worker(
             planned, bench, labelled, answers, Path(data_dir), cache_dir, progress
@@ -297,12 +280,10 @@ def evaluate(
     )
 
 
-def _judge_by_rule(mode: str, answers: pd.DataFrame, progress: Progress | None):
-    from trust.judges.rule import RuleJudge
-
-    judge = RuleJudge(mode)  # type: ignore[arg-type]
+def _judge_in_process(judge: Callable[[str | None], Verdict], answers: pd.DataFrame, progress: Progress | None):
+    """Judges that need no worker (the rule judge): every answer in this process, no load time."""
     start = time.perf_counter()
-    verdicts = [judge.judge("", response) for response in answers["response"]]
+    verdicts = [judge(response) for response in answers["response"]]
     seconds = time.perf_counter() - start
     if progress is not None:
         progress(len(verdicts), len(verdicts))
@@ -324,12 +305,11 @@ def _judge_by_worker(
     cache_dir: Path | None,
     progress: Progress | None,
 ):
-    """Model and endpoint judges: their worker class, in this process, :data:`CHUNK` requests at a time."""
-    from cluster.judges.workers import EndpointJudgeWorker
-    from cluster.variants.worker import VariantWorker
+    """Judges with a worker (model, endpoint): the kind's worker class, in this process, :data:`CHUNK` requests at a
+    time (an endpoint worker reads its API key from this process's environment)."""
     from trust.types import Item
 
-    worker_class = VariantWorker if planned.spec.kind == "model" else EndpointJudgeWorker
+    worker_class = planned.kind.worker_class()
     worker = worker_class(planned.worker_config(), str(cache_dir) if cache_dir else None, None)
     requests = []
     for row in answers.to_dict("records"):
@@ -386,21 +366,7 @@ def _judge_params(planned: Any, bench: str) -> dict[str, str]:
 
     spec = planned.spec
     out = {"judge": spec.name, "judge.kind": spec.kind, "judge.identity": planned.identity(bench)}
-    if spec.kind == "rule":
-        out["judge.mode"] = spec.mode
-    else:
-        out["judge.template"] = planned.templates[bench].name
-        out["judge.decoding"] = spec.decoding
-        out["judge.max_new_tokens"] = str(planned.max_new_tokens(bench))
-    if spec.kind == "model":
-        out.update(
-            {
-                "judge.model": str(spec.model),
-                "judge.dtype": spec.dtype,
-                "judge.engine": spec.engine,
-                "judge.batch_size": str(spec.batch_size),
-            }
-        )
+    out.update({f"judge.{name}": value for name, value in planned.eval_params(bench).items()})
     if spec.endpoint is not None:
         out["judge.endpoint.model"] = spec.endpoint.model
         out["judge.endpoint.base_url"] = redact(spec.endpoint.base_url)

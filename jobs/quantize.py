@@ -18,7 +18,7 @@ from rich.console import Console
 
 from jobs.plan.build import Variant, build_variants, resolve_variant_cache
 from jobs.results.variant_reports import quant_metrics, variants_table
-from jobs.runner import RunOptions
+from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.sweep import SweepStore
 from jobs.tracking import Tracker, resolve_tracking_uri

@@ -2,7 +2,7 @@
 
 One trip, in order: spec → plan (item keys) → one scan of the store → Ray and pools → the
 scheduler streams shards while live tracking and the manifest follow → scoring from stored records
-→ final tracking → manifest. See DESIGN.md (v2)."""
+→ final tracking → manifest. See docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import dump_spec
+from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
 from jobs.store.response_cache import ResponseCache
@@ -42,43 +43,11 @@ from jobs.tracking.sweep import SweepTracking
 from jobs.tracking.uri import redact, resolve_tracking_uri
 from trust.benchmarks.data import resolve_data_dir
 
-"""Run a sweep: plan, find what is stored, stream the missing items through pools, score, track.
-
-One trip, in order: spec → plan (item keys) → one scan of the store → Ray and pools → the
-scheduler streams shards while live tracking and the manifest follow → scoring from stored records
-→ final tracking → manifest. See DESIGN.md (v2).
-"""
-
-
 log = logging.getLogger(__name__)
 
 
 #: Exit code of an interrupted sweep (128 + SIGINT), as shells expect.
 EXIT_INTERRUPTED = 130
-
-
-@dataclass
-class RunOptions:
-    """Command-line settings that override or complete the spec (none of them changes a key)."""
-
-    data_dir: str | Path | None = None
-    limit: int | None = None
-    address: str | None = None
-    tracking_uri: str | None = None
-    storage_root: str | Path | None = None
-    cache_dir: str | Path | None = None
-    variant_cache: str | None = None
-    response_cache: str | None = None
-    quiet: bool = False
-    resume: bool = False
-    stop_deadline_s: float = 60.0
-    """After a first Ctrl-C, how long shards in flight may take to finish and commit."""
-    num_cpus: int | None = None
-    """CPUs of a private local Ray (default: all of the machine's)."""
-    verify_store: bool = False
-    """Read and verify every stored shard against its digest instead of trusting the scan index."""
-    judge_only: bool = False
-    """Generate nothing: only judge stored answers that lack a judgment (``qtrust judge``)."""
 
 
 class PlacementError(Exception):
@@ -197,7 +166,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         lock.release()
 
 
-def stored_spec(spec: SweepSpec) -> SweepSpec:
+def redacted_spec(spec: SweepSpec) -> SweepSpec:
     """``spec`` as the store keeps it: the tracking URI's credentials masked (the real URI stays in memory)."""
     uri = spec.tracking.uri
     if not uri or redact(uri) == uri:
@@ -261,7 +230,7 @@ def _run_locked(
     data_dir: Path,
     timings: dict[str, float],
 ) -> SweepOutcome:
-    store.write_spec(dump_spec(stored_spec(spec)))
+    store.write_spec(dump_spec(redacted_spec(spec)))
     previous = store.read_manifest()
     t = time.perf_counter()
     scan = _scan(store, console, verify=options.verify_store)

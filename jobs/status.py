@@ -20,14 +20,6 @@ from rich.text import Text
 from jobs.store.lock import parse_iso
 from jobs.store.manifest import StatusError, lock_holder, read_manifest
 
-"""``qtrust status SWEEP_DIR``: a running or finished sweep, read from its ``manifest.json``.
-
-The driver rewrites ``<sweep_dir>/manifest.json`` atomically about once a second, so this works from
-another terminal (or another machine, for object-store roots) during a run and after it. Every key of
-the manifest is optional here: a manifest from an older or killed driver may lack some.
-"""
-
-
 #: A "running" manifest older than this, with the sweep lock free, is a driver that died.
 STALE_AFTER_S = 60.0
 

@@ -24,10 +24,21 @@ def shared_benchmarks() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_variant_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Quantized variants go to a temporary cache for the session (removed afterwards), never ~/.cache."""
+    """Quantized variants go to a temporary cache for the session, never ~/.cache.
+
+    Under pytest-xdist every worker of one run shares the same folder (beside the workers' own
+    temporary folders), so a variant is quantized once per run, not once per worker: the variant
+    cache's own lock makes concurrent builders wait for the first. Without xdist the folder is
+    removed afterwards; with it, pytest's retention of old temporary folders cleans it up.
+    """
     import shutil
 
-    folder = tmp_path_factory.mktemp("variant-cache")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        folder = tmp_path_factory.getbasetemp().parent / "shared-variant-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("variant-cache")
     previous = os.environ.get("QTRUST_VARIANT_CACHE")
     os.environ["QTRUST_VARIANT_CACHE"] = str(folder)
     yield folder
@@ -35,7 +46,8 @@ def isolated_variant_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("QTRUST_VARIANT_CACHE", None)
     else:
         os.environ["QTRUST_VARIANT_CACHE"] = previous
-    shutil.rmtree(folder, ignore_errors=True)
+    if not worker:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cluster.engines.base import (
     GenerationRequest,
@@ -197,3 +198,12 @@ class FakeEngine:
             "crash_on_call": str(self.crash_on_call),
             "crash_times": str(self.crash_times),
         }
+
+
+def fake_engine(config: dict[str, Any]) -> FakeEngine:
+    """The fake engine of a worker config: seeded by its model source and recipe, ``engine_options`` as options."""
+    seed = json.dumps([config["source"], config["recipe"]], sort_keys=True)
+    options = dict(config.get("engine_options") or {})
+    if "fail_items" in options:
+        options["fail_items"] = set(options["fail_items"])
+    return FakeEngine(seed, **options)

@@ -7,13 +7,14 @@ key, since two engines may answer differently), and it is recorded with its reas
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 
+from cluster.engines.kinds import ENGINE_KINDS
+from cluster.quantization.methods import VLLM_CHECKPOINT_FORMATS  # noqa: F401 - re-exported
 from cluster.quantization.recipes import QuantRecipe
 
 #: Engines a sweep may name.
-ENGINE_CHOICES = ("auto", "hf", "vllm", "fake")
+ENGINE_CHOICES = ("auto", *ENGINE_KINDS)
 
 #: How to install vLLM (shown when a sweep asks for it and it is missing).
 VLLM_INSTALL_HINT = (
@@ -21,13 +22,10 @@ VLLM_INSTALL_HINT = (
     "machines (`make setup` picks the right one)"
 )
 
-#: Prequantized checkpoint formats vLLM loads itself.
-VLLM_CHECKPOINT_FORMATS = frozenset({"compressed-tensors", "awq", "gptq"})
-
 
 def vllm_installed() -> bool:
     """Whether ``vllm`` can be imported here (checked without importing it)."""
-    return importlib.util.find_spec("vllm") is not None
+    return ENGINE_KINDS["vllm"].installed()
 
 
 def vllm_version() -> str | None:
@@ -41,15 +39,8 @@ def vllm_version() -> str | None:
 
 
 def vllm_unsupported(recipe: QuantRecipe, checkpoint_method: str | None = None) -> str | None:
-    """Why vLLM cannot serve this recipe in qtrust, or None when it can."""
-    if recipe.method in ("bnb", "hqq"):
-        return f"method {recipe.method} quantizes while transformers loads the model, which vLLM does not do"
-    if recipe.method == "prequantized" and checkpoint_method and checkpoint_method not in VLLM_CHECKPOINT_FORMATS:
-        return (
-            f"the checkpoint is {checkpoint_method}; qtrust serves {', '.join(sorted(VLLM_CHECKPOINT_FORMATS))} "
-            "checkpoints with vLLM"
-        )
-    return None
+    """Why vLLM cannot serve this recipe in qtrust, or None when it can (the method table says)."""
+    return recipe.quant_method.vllm_problem(checkpoint_method)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from cluster.judges.endpoint import EndpointClient, EndpointError, EndpointSpec
-from cluster.variants.worker import _placement
+from cluster.variants.worker import placement
 
 
 class _Worker:
@@ -44,7 +44,7 @@ class _Worker:
             "quantization": {},
             "load_seconds": time.perf_counter() - start,
             "loads": self._loads,
-            "placement": _placement(),
+            "placement": placement(),
         }
 
     def ping(self) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class _Worker:
             "elapsed_s": time.perf_counter() - start,
             "engine": self.describe(),
             "loads": self._loads,
-            "placement": _placement(),
+            "placement": placement(),
         }
 
 

@@ -2,7 +2,8 @@
 
 Runs where the variant runs (its worker, or a Ray task with the worker's resources from
 ``qtrust quantize``), on the GPU when the worker has one; the variant cache calls it at most once
-per key.
+per key. :func:`load_built` and :func:`built_vllm_weights` are the cached methods' loaders in
+the method table (:mod:`cluster.quantization.methods`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.quantization.loading import (  # noqa: F401 - folder_size_bytes re-exported for older imports
+    LoadRequest,
+    TransformersLoader,
+    VLLMWeights,
+    folder_size_bytes,
+)
+from cluster.quantization.methods import resolve
 from cluster.quantization.recipes import QuantRecipe
-from cluster.quantization.rtn import apply_rtn
 from cluster.quantization.targets import plan_targets
 
 log = logging.getLogger(__name__)
@@ -31,15 +38,16 @@ def build_checkpoint(
 ) -> dict[str, Any]:
     """Quantize the model at ``model_path`` with ``recipe`` and save it (with its tokenizer) in ``out_dir``.
 
-    qtrust's RTN writes dense dequantized weights ("simulated"); GPTQ, AWQ and packed RTN go
-    through llm-compressor (packed compressed-tensors at 4/8 bits, dense dequantized otherwise).
-    Returns the report fields kept in the cache entry.
+    The method's ``build`` function (see :mod:`cluster.quantization.methods`) quantizes the loaded
+    model and saves it: qtrust's RTN writes dense dequantized weights ("simulated"); GPTQ, AWQ and
+    packed RTN go through llm-compressor (packed compressed-tensors at 4/8 bits, dense dequantized
+    otherwise). Returns the report fields kept in the cache entry.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cluster.models.dtype import parse_dtype
 
-    if not recipe.is_cached:
+    if recipe.quant_method.build is None:
         raise ValueError(f"method {recipe.method!r} is not built into the variant cache")
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
@@ -51,33 +59,31 @@ def build_checkpoint(
     plan = plan_targets(model, recipe)
     loaded_s = time.perf_counter() - started
     report: dict[str, Any] = {"device": device, "dtype": dtype}
-    if recipe.method == "rtn" and recipe.resolved_storage == "simulated":
-        quantize_started = time.perf_counter()
-        rtn = apply_rtn(model, plan, recipe.symmetric)
-        quantize_s = time.perf_counter() - quantize_started
-        model.to("cpu")
-        model.save_pretrained(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
-        report.update(plan.describe())
-        report.update(
-            {
-                "storage": "simulated",
-                "backend": "qtrust rtn",
-                "quantize_s": f"{quantize_s:.3f}",
-                "calibration_samples": "0",
-                "mean_relative_error": f"{rtn.mean_relative_error:.6g}",
-            }
-        )
-    else:
-        from cluster.quantization.llmc import quantize_with_llmcompressor
-
-        report.update(quantize_with_llmcompressor(model, tokenizer, recipe, plan, calibration_texts, out_dir))
+    quantize = resolve(recipe.quant_method.build)
+    report.update(quantize(model, tokenizer, recipe, plan, calibration_texts, out_dir))
     report["load_base_s"] = f"{loaded_s:.3f}"
     report["build_s"] = f"{time.perf_counter() - started:.3f}"
     log.info("built %s in %s s (%s)", recipe.label, report["build_s"], report.get("storage"))
     return report
 
 
-def folder_size_bytes(folder: Path) -> int:
-    """Total size of the files under ``folder``."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+# ------------------------------------------------------------------------ cached methods
+
+
+def _built_packed(request: LoadRequest) -> bool:
+    return (request.built or {}).get("storage") == "packed"
+
+
+def load_built(request: LoadRequest, hf: TransformersLoader) -> tuple[Any, dict[str, Any]]:
+    """rtn / gptq / awq: the checkpoint built into the variant cache (packed ones dequantized on CPU)."""
+    kwargs: dict[str, Any] = {}
+    if _built_packed(request):
+        from cluster.quantization.prequantized import inspect_checkpoint, prequantized_model_kwargs
+
+        kwargs = prequantized_model_kwargs(inspect_checkpoint(request.path), request.path, device=request.device)
+    return hf.from_pretrained(request.path, kwargs), {}
+
+
+def built_vllm_weights(request: LoadRequest) -> VLLMWeights:
+    """rtn / gptq / awq: simulated checkpoints are dense; packed ones need WNA16 kernels or a dense copy."""
+    return VLLMWeights(request.path, packed=_built_packed(request))

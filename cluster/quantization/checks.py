@@ -69,7 +69,8 @@ def read_model_config(source: str, revision: str | None = None) -> dict[str, Any
 
 def recipe_shape_problems(recipe: QuantRecipe, shape: ModelShape) -> list[str]:
     """Why ``recipe`` cannot apply to a model of ``shape`` (empty when it can)."""
-    if recipe.method not in ("rtn", "gptq", "awq", "hqq"):
+    method = recipe.quant_method
+    if not method.layerwise:
         return []
     problems = []
     sizes = {recipe.group_size, *(o.group_size for o in recipe.overrides if o.group_size is not None)}
@@ -77,8 +78,8 @@ def recipe_shape_problems(recipe: QuantRecipe, shape: ModelShape) -> list[str]:
         for what, width in shape.input_widths.items():
             if width % size:
                 problems.append(f"group_size {size} does not divide {what} {width}; {group_size_hint(width, size)}")
-    if recipe.method == "hqq" and recipe.group_size is None:
-        problems.append("hqq needs a group size; use group_size: 64")
+    if method.group_size_required and recipe.group_size is None:
+        problems.append(f"{method.name} needs a group size; use group_size: 64")
     if shape.num_blocks is not None:
         for i, override in enumerate(recipe.overrides):
             for block in override.blocks:

@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Methods this backend runs (``rtn`` only for packed storage).
-LLMC_METHODS = frozenset({"gptq", "awq", "rtn"})
 #: loguru names silenced while llm-compressor runs (unless ``LLM_COMPRESSOR_LOG_LEVEL`` is set).
 _LOGURU_NAMES = ("llmcompressor", "compressed_tensors")
 
@@ -82,7 +80,7 @@ def quantize_with_llmcompressor(
     storage = recipe.resolved_storage
     _check_request(recipe, plan, storage)
     dataset = None
-    if recipe.method != "rtn":
+    if recipe.quant_method.calibrated:
         dataset = calibration_dataset(tokenizer, calibration_texts, _seq_len(recipe))
     modifiers, extra = _build_modifiers(model, recipe, plan)
     seed = recipe.calibration.seed if recipe.calibration is not None else 0
@@ -126,11 +124,11 @@ def quantize_with_llmcompressor(
 
 def _check_request(recipe: QuantRecipe, plan: TargetPlan, storage: str) -> None:
     """Raise ``ValueError`` for what this backend cannot do."""
-    if recipe.method not in LLMC_METHODS:
+    if _MODIFIERS.get(recipe.method) is None:
         raise ValueError(f"llm-compressor runs gptq, awq and packed rtn, not method {recipe.method!r}")
     if storage not in ("packed", "simulated"):
         raise ValueError(f"llm-compressor writes packed or simulated checkpoints, not {storage!r}")
-    if recipe.method == "rtn" and storage != "packed":
+    if not recipe.quant_method.calibrated and storage != "packed":  # rtn
         raise ValueError(
             "rtn with simulated storage is qtrust's own RTN (cluster.quantization.rtn), not llm-compressor"
         )
@@ -194,19 +192,35 @@ def build_config_groups(plan: TargetPlan, symmetric: bool) -> dict[str, Quantiza
 
 def _build_modifiers(model: nn.Module, recipe: QuantRecipe, plan: TargetPlan) -> tuple[list[Any], dict[str, str]]:
     """The llm-compressor modifiers for ``recipe`` and extra report fields."""
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
-
     groups = build_config_groups(plan, recipe.symmetric)
-    ignore = list(plan.full_precision)
-    if recipe.method == "gptq":
-        return [GPTQModifier(config_groups=groups, ignore=ignore)], {}
-    if recipe.method == "rtn":
-        return [QuantizationModifier(config_groups=groups, ignore=ignore)], {}
+    return _MODIFIERS[recipe.method](model, plan, groups, list(plan.full_precision))
+
+
+def _gptq_modifiers(model: nn.Module, plan: TargetPlan, groups: Any, ignore: list[str]) -> tuple[list[Any], dict]:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    return [GPTQModifier(config_groups=groups, ignore=ignore)], {}
+
+
+def _rtn_modifiers(model: nn.Module, plan: TargetPlan, groups: Any, ignore: list[str]) -> tuple[list[Any], dict]:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    return [QuantizationModifier(config_groups=groups, ignore=ignore)], {}
+
+
+def _awq_modifiers(model: nn.Module, plan: TargetPlan, groups: Any, ignore: list[str]) -> tuple[list[Any], dict]:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
     mappings = awq_mappings(model, plan)
     awq = AWQModifier(mappings=mappings)
     return [awq, QuantizationModifier(config_groups=groups, ignore=ignore)], {"awq_mappings": str(len(mappings))}
+
+
+#: The modifiers of each method this backend runs.
+_MODIFIERS = {"gptq": _gptq_modifiers, "awq": _awq_modifiers, "rtn": _rtn_modifiers}
+#: Methods this backend runs (``rtn`` only for packed storage).
+LLMC_METHODS = frozenset(_MODIFIERS)
 
 
 def awq_mappings(model: nn.Module, plan: TargetPlan) -> list[Any]:
@@ -389,10 +403,10 @@ def save_packed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_
         model.save_pretrained(str(out_dir), save_compressed=True)
     tokenizer.save_pretrained(str(out_dir))
     config = json.loads((out_dir / "config.json").read_text())
-    method = (config.get("quantization_config") or {}).get("quant_method")
-    if method != "compressed-tensors":
+    written = (config.get("quantization_config") or {}).get("quant_method")
+    if written != "compressed-tensors":
         raise RuntimeError(
-            f"llm-compressor wrote no compressed-tensors quantization_config to {out_dir} (got {method!r})"
+            f"llm-compressor wrote no compressed-tensors quantization_config to {out_dir} (got {written!r})"
         )
 
 

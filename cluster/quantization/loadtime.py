@@ -10,7 +10,9 @@ Nothing is written to the variant cache for these methods: every load quantizes 
   so that ``keep_full_precision`` and mixed-precision ``overrides`` work as for the other
   methods. (transformers' own ``HqqConfig`` path is not used: it is broken in transformers 5.)
 
-Both return a flat ``dict[str, str]`` for run records.
+Both return a flat ``dict[str, str]`` for run records. :func:`load_bnb_variant` and
+:func:`load_hqq_variant` are the methods' Transformers loaders in the method table
+(:mod:`cluster.quantization.methods`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cluster.quantization.loading import LoadRequest, TransformersLoader
 from cluster.quantization.recipes import QuantRecipe
 from cluster.quantization.targets import (
     QuantizationError,
@@ -178,7 +181,7 @@ def load_bnb(
 
     from cluster.models.dtype import parse_dtype
 
-    if recipe.method != "bnb" or recipe.bnb_type is None:
+    if recipe.bnb_type is None:  # only bnb recipes have one
         raise QuantizationError(f"load_bnb needs a bnb recipe, got {recipe.label}")
     problem = check_bnb_available(device)
     if problem:
@@ -247,7 +250,7 @@ def apply_hqq(model: nn.Module, recipe: QuantRecipe, *, device: str) -> dict[str
     """
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
-    if recipe.method != "hqq":
+    if recipe.method != "hqq":  # this module's own method
         raise QuantizationError(f"apply_hqq needs an hqq recipe, got {recipe.label}")
     plan = plan_targets(model, recipe)
     _check_hqq_plan(plan, recipe)
@@ -268,3 +271,30 @@ def apply_hqq(model: nn.Module, recipe: QuantRecipe, *, device: str) -> dict[str
         }
     )
     return info
+
+
+# --------------------------------------------------------------------- method table loaders
+
+
+def load_bnb_variant(request: LoadRequest, hf: TransformersLoader) -> tuple[Any, dict[str, Any]]:
+    """``bnb``: load the checkpoint quantized by bitsandbytes, as an engine; and its report."""
+    from transformers import AutoTokenizer
+
+    model, details = load_bnb(
+        request.path, request.recipe, dtype=request.dtype, trust_remote_code=request.trust_remote_code
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(request.path), trust_remote_code=request.trust_remote_code)
+    engine = hf.wrap(model, tokenizer, str(model.device))
+    report: dict[str, Any] = dict(details)
+    report["size_bytes"] = int(model.get_memory_footprint())
+    report["size_kind"] = "memory footprint"
+    return engine, report
+
+
+def load_hqq_variant(request: LoadRequest, hf: TransformersLoader) -> tuple[Any, dict[str, Any]]:
+    """``hqq``: load the checkpoint, then replace its linear layers with hqq's; and the report."""
+    engine = hf.from_pretrained(request.path)
+    report: dict[str, Any] = dict(apply_hqq(engine.model, request.recipe, device=request.device))
+    report["size_bytes"] = int(engine.model.get_memory_footprint())
+    report["size_kind"] = "memory footprint"
+    return engine, report

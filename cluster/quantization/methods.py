@@ -19,7 +19,8 @@ the method's library inside those functions so the module itself stays light:
   save a checkpoint folder (see :func:`cluster.quantization.rtn.quantize_rtn`);
 * ``transformers(request, hf) -> (engine, report)``: load the variant through the
   :class:`~cluster.quantization.loading.TransformersLoader` ``hf`` (see
-  :mod:`cluster.quantization.loading` for the built-in ones);
+  :mod:`cluster.quantization.loading` for the contract and ``none``'s loaders, and
+  :mod:`cluster.quantization.build` for the cached methods');
 * ``vllm(request) -> VLLMWeights``: the folder vLLM loads, or leave it None and give
   ``vllm_refusal``;
 * optionally ``check(recipe) -> str | None`` for recipe rules the entry's fields do not express.
@@ -50,6 +51,8 @@ PACKABLE_BITS = frozenset({4, 8})
 HQQ_BITS = frozenset({2, 3, 4, 5, 6, 8})
 #: bitsandbytes types and their bits.
 BNB_BITS: dict[str, int] = {"int8": 8, "nf4": 4, "fp4": 4}
+#: Prequantized checkpoint formats (``quant_method``) vLLM loads itself.
+VLLM_CHECKPOINT_FORMATS = frozenset({"compressed-tensors", "awq", "gptq"})
 
 #: Where a method's result lives: nothing to do, a checkpoint built once into the variant cache,
 #: weights quantized while the model loads, or a checkpoint that is already quantized.
@@ -87,8 +90,8 @@ class QuantMethod:
     """``"module:function"``: the folder vLLM loads; None when vLLM cannot serve the method."""
     vllm_refusal: str | None = None
     """Why vLLM cannot serve the method (completes ``method <name> ...``)."""
-    vllm_check: Callable[[str], str | None] | None = None
-    """Why vLLM cannot serve a prequantized checkpoint of a given ``quant_method`` (None: it can)."""
+    vllm_formats: frozenset[str] | None = None
+    """Prequantized: the checkpoint ``quant_method`` formats vLLM serves (None: any the method gives)."""
     bits: frozenset[int] = frozenset()
     """Bit widths the method quantizes to (empty: it takes no ``bits``)."""
     bits_required: bool = False
@@ -202,8 +205,11 @@ class QuantMethod:
         """Why vLLM cannot serve this method (or this prequantized checkpoint format), else None."""
         if self.vllm_refusal:
             return f"method {self.name} {self.vllm_refusal}"
-        if self.vllm_check is not None and checkpoint_method:
-            return self.vllm_check(checkpoint_method)
+        if self.vllm_formats is not None and checkpoint_method and checkpoint_method not in self.vllm_formats:
+            return (
+                f"the checkpoint is {checkpoint_method}; qtrust serves {', '.join(sorted(self.vllm_formats))} "
+                "checkpoints with vLLM"
+            )
         return None
 
 
@@ -256,17 +262,12 @@ def _packed_overrides_check(recipe: QuantRecipe) -> str | None:
     return None
 
 
-def _prequantized_vllm_check(checkpoint_method: str) -> str | None:
-    from cluster.quantization.prequantized import vllm_format_problem
-
-    return vllm_format_problem(checkpoint_method)
-
-
 _LLMC_PACKED_BITS = (
     "{name} at {bits} bits cannot be stored packed: compressed-tensors kernels (vLLM, transformers) serve packed "
     "weights at 4 and 8 bits only; use storage: simulated (dequantized dense weights, same algorithm) or bits: 4"
 )
 _LOADING = "cluster.quantization.loading"
+_BUILD = "cluster.quantization.build"
 
 
 def _llmc_method(name: str, summary: str) -> QuantMethod:
@@ -275,9 +276,9 @@ def _llmc_method(name: str, summary: str) -> QuantMethod:
         name,
         summary,
         "cached",
-        transformers=f"{_LOADING}:load_built",
+        transformers=f"{_BUILD}:load_built",
         build="cluster.quantization.llmc:quantize_with_llmcompressor",
-        vllm=f"{_LOADING}:built_vllm_weights",
+        vllm=f"{_BUILD}:built_vllm_weights",
         bits=ALL_BITS,
         bits_required=True,
         fields=frozenset({"storage", "calibration", "overrides"}),
@@ -305,9 +306,9 @@ METHODS: dict[str, QuantMethod] = {
             "rtn",
             "round-to-nearest",
             "cached",
-            transformers=f"{_LOADING}:load_built",
+            transformers=f"{_BUILD}:load_built",
             build="cluster.quantization.rtn:quantize_rtn",
-            vllm=f"{_LOADING}:built_vllm_weights",
+            vllm=f"{_BUILD}:built_vllm_weights",
             bits=ALL_BITS,
             bits_required=True,
             fields=frozenset({"storage", "overrides"}),
@@ -361,7 +362,7 @@ METHODS: dict[str, QuantMethod] = {
             "prequantized",
             transformers="cluster.quantization.prequantized:load_prequantized_variant",
             vllm="cluster.quantization.prequantized:prequantized_vllm_weights",
-            vllm_check=_prequantized_vllm_check,
+            vllm_formats=VLLM_CHECKPOINT_FORMATS,
             bits=ALL_BITS,
             fields=frozenset({"source", "revision"}),
         ),

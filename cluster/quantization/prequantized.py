@@ -20,9 +20,15 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from cluster.quantization.loading import VLLMWeights, folder_size_bytes
+from cluster.quantization.methods import VLLM_CHECKPOINT_FORMATS  # noqa: F401 - re-exported
 from cluster.quantization.targets import QuantizationError
+
+if TYPE_CHECKING:
+    from cluster.quantization.loading import LoadRequest, TransformersLoader
+    from cluster.quantization.recipes import QuantRecipe
 
 #: Package to install for each ``quant_method`` that transformers loads through an extra package.
 BACKEND_PACKAGES: dict[str, str] = {
@@ -104,14 +110,15 @@ def _generic_info(method: str, config: dict[str, Any]) -> PrequantizedInfo:
     return PrequantizedInfo(method, bits, group, str(fmt).lower())
 
 
+#: Readers of the ``quantization_config`` formats that do not write ``bits``/``group_size``.
+_CONFIG_READERS = {"compressed-tensors": _compressed_tensors_info, "bitsandbytes": _bnb_info}
+
+
 def info_from_quantization_config(config: dict[str, Any]) -> PrequantizedInfo:
     """Interpret a ``quantization_config`` dictionary from ``config.json``."""
-    method = str(config.get("quant_method") or "unknown").lower()
-    if method == "compressed-tensors":
-        return _compressed_tensors_info(config)
-    if method == "bitsandbytes":
-        return _bnb_info(config)
-    return _generic_info(method, config)
+    quant_method = str(config.get("quant_method") or "unknown").lower()
+    reader = _CONFIG_READERS.get(quant_method)
+    return reader(config) if reader is not None else _generic_info(quant_method, config)
 
 
 # --------------------------------------------------------------------------------- GGUF
@@ -245,6 +252,29 @@ def inspect_checkpoint(path: Path) -> PrequantizedInfo:
     )
 
 
+def _compressed_tensors_kwargs(info: PrequantizedInfo, path: Path, device: str) -> dict[str, Any]:
+    if str(device).startswith("cuda"):
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+
+
+def _gguf_kwargs(info: PrequantizedInfo, path: Path, device: str) -> dict[str, Any]:
+    from transformers import GgufConfig
+
+    name = info.file or _single_gguf(Path(path)).name
+    return {"gguf_file": name, "quantization_config": GgufConfig(dequantize=True)}
+
+
+#: ``from_pretrained`` arguments of the formats that need some (the others follow their config).
+_MODEL_KWARGS = {"compressed-tensors": _compressed_tensors_kwargs, "gguf": _gguf_kwargs}
+#: Formats transformers loads onto a GPU only with an explicit ``device_map``.
+_DEVICE_MAP_FORMATS = frozenset({"bitsandbytes", "gptq", "awq"})
+#: Formats vLLM loads packed: native WNA16 kernels, or a dense copy where this build has none.
+_VLLM_PACKED_FORMATS = frozenset({"compressed-tensors"})
+
+
 def prequantized_model_kwargs(info: PrequantizedInfo, path: Path, *, device: str) -> dict[str, Any]:
     """Extra ``AutoModelForCausalLM.from_pretrained`` arguments for a prequantized checkpoint.
 
@@ -253,23 +283,13 @@ def prequantized_model_kwargs(info: PrequantizedInfo, path: Path, *, device: str
     * gguf: the file name and ``GgufConfig(dequantize=True)`` (transformers always dequantizes).
     * awq, gptq, bitsandbytes and others: nothing; transformers follows the checkpoint config.
     """
-    if info.method == "compressed-tensors":
-        if str(device).startswith("cuda"):
-            return {}
-        from transformers import CompressedTensorsConfig
-
-        return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
-    if info.method == "gguf":
-        from transformers import GgufConfig
-
-        name = info.file or _single_gguf(Path(path)).name
-        return {"gguf_file": name, "quantization_config": GgufConfig(dequantize=True)}
-    return {}
+    kwargs = _MODEL_KWARGS.get(info.method)
+    return kwargs(info, path, device) if kwargs is not None else {}
 
 
 def prequantized_tokenizer_kwargs(info: PrequantizedInfo) -> dict[str, Any]:
     """Extra ``AutoTokenizer.from_pretrained`` arguments (GGUF files carry their tokenizer)."""
-    return {"gguf_file": info.file} if info.method == "gguf" and info.file else {}
+    return {"gguf_file": info.file} if info.file else {}  # only GGUF checkpoints name a file
 
 
 def _single_gguf(path: Path) -> Path:
@@ -308,7 +328,7 @@ def load_prequantized(
     path = Path(path)
     info = inspect_checkpoint(path)
     kwargs = prequantized_model_kwargs(info, path, device=device)
-    if str(device).startswith("cuda") and info.method in ("bitsandbytes", "gptq", "awq"):
+    if str(device).startswith("cuda") and info.method in _DEVICE_MAP_FORMATS:
         kwargs["device_map"] = {"": device}
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -321,3 +341,50 @@ def load_prequantized(
         raise missing_backend_error(info, exc) from exc
     model.eval()
     return model, tokenizer, info.describe()
+
+
+# ------------------------------------------------------------------ the method table's loaders
+
+
+def inspect_for_recipe(path: Path, recipe: QuantRecipe) -> PrequantizedInfo:
+    """:func:`inspect_checkpoint`, with the recipe's ``bits`` checked against the checkpoint's.
+
+    Raises:
+        ValueError: the bits differ (or see :func:`inspect_checkpoint`).
+    """
+    info = inspect_checkpoint(path)
+    if recipe.bits is not None and info.bits is not None and recipe.bits != info.bits:
+        raise ValueError(f"recipe says {recipe.bits} bits but the checkpoint at {path} holds {info.bits}-bit weights")
+    return info
+
+
+def _checkpoint_report(info: PrequantizedInfo, path: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {f"checkpoint_{k}": v for k, v in info.describe().items()}
+    report["size_bytes"] = folder_size_bytes(path)
+    return report
+
+
+def load_prequantized_variant(request: LoadRequest, hf: TransformersLoader) -> tuple[Any, dict[str, Any]]:
+    """``prequantized``: the checkpoint as transformers loads its format, as an engine; and its report."""
+    path = request.prequantized_path or request.path
+    info = inspect_for_recipe(path, request.recipe)
+    kwargs = prequantized_model_kwargs(info, path, device=request.device)
+    engine = hf.from_pretrained(path, kwargs)
+    return engine, _checkpoint_report(info, path)
+
+
+def prequantized_vllm_weights(request: LoadRequest) -> VLLMWeights:
+    """``prequantized``: the folder vLLM loads (formats it does not serve are refused).
+
+    Raises:
+        ValueError: vLLM does not serve the checkpoint's format in qtrust.
+    """
+    path = request.prequantized_path or request.path
+    info = inspect_for_recipe(path, request.recipe)
+    problem = request.recipe.quant_method.vllm_problem(info.method)
+    if problem:
+        raise ValueError(f"engine vllm: {problem}")
+    packed = info.method in _VLLM_PACKED_FORMATS
+    return VLLMWeights(
+        path, _checkpoint_report(info, path), packed=packed, native_format=None if packed else info.method
+    )

@@ -25,29 +25,33 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["none", "rtn", "gptq", "awq", "bnb", "hqq", "prequantized"]
+from cluster.quantization.methods import (  # noqa: F401 - re-exported for older imports
+    BNB_BITS,
+    HQQ_BITS,
+    MAX_BITS,
+    METHODS,
+    MIN_BITS,
+    PACKABLE_BITS,
+    QuantMethod,
+    method_defaults,
+)
+
+#: The method names, from :data:`cluster.quantization.methods.METHODS` (in its order).
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 Storage = Literal["auto", "packed", "simulated"]
 BnbType = Literal["int8", "nf4", "fp4"]
 
-MIN_BITS = 2
-MAX_BITS = 8
 #: What ``precision_bits`` reports for an unquantized model (ordering only: fp32 > any int).
 FULL_PRECISION_BITS = 32.0
 
 #: Methods whose result is written once into the variant cache (a checkpoint folder).
-CACHED_METHODS = frozenset({"rtn", "gptq", "awq"})
+CACHED_METHODS = frozenset(m.name for m in METHODS.values() if m.is_cached)
 #: Methods that quantize while the model loads (nothing is cached).
-LOAD_TIME_METHODS = frozenset({"bnb", "hqq"})
+LOAD_TIME_METHODS = frozenset(m.name for m in METHODS.values() if m.kind == "load-time")
 #: Methods that need ``bits``.
-BIT_METHODS = frozenset({"rtn", "gptq", "awq", "bnb", "hqq"})
+BIT_METHODS = frozenset(m.name for m in METHODS.values() if m.bits_required)
 #: Methods that run a calibration set through the model.
-CALIBRATED_METHODS = frozenset({"gptq", "awq"})
-#: Bit widths that compressed-tensors checkpoints can hold *and* engines serve packed (vLLM's
-#: WNA16 kernels and transformers' compressed-tensors loader). Other widths are stored simulated.
-PACKABLE_BITS = frozenset({4, 8})
-#: Bit widths hqq 0.2.8 quantizes to (within qtrust's 2..8 range).
-HQQ_BITS = frozenset({2, 3, 4, 5, 6, 8})
-BNB_BITS: dict[str, int] = {"int8": 8, "nf4": 4, "fp4": 4}
+CALIBRATED_METHODS = frozenset(m.name for m in METHODS.values() if m.calibrated)
 
 
 class CalibrationSpec(BaseModel):
@@ -175,92 +179,37 @@ class QuantRecipe(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_defaults(cls, data: object) -> object:
-        """bnb: derive bits from ``bnb_type`` and the reverse; gptq/awq: default calibration."""
+        """The method's defaults (bnb: bits from ``bnb_type`` and the reverse; gptq/awq: calibration)."""
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        method = data.get("method", "none")
-        if method == "bnb":
-            kind, bits = data.get("bnb_type"), data.get("bits")
-            if kind is None and bits in (4, 8):
-                data["bnb_type"] = "int8" if bits == 8 else "nf4"
-            elif bits is None and kind in BNB_BITS:
-                data["bits"] = BNB_BITS[kind]
-        if method in CALIBRATED_METHODS and data.get("calibration") is None:
-            data["calibration"] = {}
-        return data
+        return method_defaults(data)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> QuantRecipe:
-        method = self.method
-        where = f"method {method!r}"
-        if method in BIT_METHODS and self.bits is None:
-            raise ValueError(f"bits is required for {where} (an integer from {MIN_BITS} to {MAX_BITS})")
-        if method == "none" and self.bits is not None:
-            raise ValueError("bits must be null for method 'none' (no quantization); set method to 'rtn' to quantize")
-        if self.storage != "auto" and method not in CACHED_METHODS:
-            raise ValueError(f"storage applies to rtn, gptq and awq only; remove it for {where}")
-        if method in ("gptq", "awq") and self.storage == "packed" and self.bits not in PACKABLE_BITS:
-            raise ValueError(
-                f"{method} at {self.bits} bits cannot be stored packed: compressed-tensors kernels (vLLM, "
-                f"transformers) serve packed weights at 4 and 8 bits only; use storage: simulated (dequantized "
-                f"dense weights, same algorithm) or bits: 4"
-            )
-        if method == "rtn" and self.storage == "packed" and self.bits not in PACKABLE_BITS:
-            raise ValueError(
-                f"rtn at {self.bits} bits cannot be stored packed (packed weights are served at 4 and 8 bits only); "
-                "use storage: simulated or auto"
-            )
-        if self.bnb_type is not None and method != "bnb":
-            raise ValueError(f"bnb_type applies to method 'bnb' only; remove it for {where}")
-        if method == "bnb":
-            expected = BNB_BITS.get(self.bnb_type or "")
-            if self.bits not in (4, 8):
-                raise ValueError(
-                    f"bnb quantizes to 8 bits (bnb_type int8) or 4 bits (nf4, fp4), not {self.bits}; use hqq or gptq for other widths"
-                )
-            if expected != self.bits:
-                raise ValueError(
-                    f"bnb_type {self.bnb_type} is {expected}-bit but bits is {self.bits}; drop one of them"
-                )
-        if method == "hqq" and self.bits not in HQQ_BITS:
-            raise ValueError(f"hqq quantizes to {sorted(HQQ_BITS)} bits, not {self.bits}; use bits 3 or 4 instead")
-        if self.calibration is not None and method not in CALIBRATED_METHODS:
-            raise ValueError(f"calibration applies to gptq and awq only; remove it for {where}")
-        if self.overrides and method not in ("rtn", "gptq", "awq", "hqq"):
-            raise ValueError(f"overrides (mixed precision) apply to rtn, gptq, awq and hqq; remove them for {where}")
-        if method in ("gptq", "awq") and self.storage == "packed":
-            for i, override in enumerate(self.overrides):
-                if override.bits not in PACKABLE_BITS:
-                    raise ValueError(
-                        f"overrides[{i}]: {override.bits} bits cannot be stored packed (4 or 8 only); use storage: simulated"
-                    )
-        if method != "prequantized" and (self.source is not None or self.revision is not None):
-            raise ValueError(f"source and revision apply to method 'prequantized' only; remove them for {where}")
-        if method == "prequantized" and (self.overrides or self.calibration):
-            raise ValueError("a prequantized checkpoint is loaded as it is; remove overrides and calibration")
+        problem = self.quant_method.recipe_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+    @property
+    def quant_method(self) -> QuantMethod:
+        """This recipe's entry in the method table (what the method accepts and how it runs)."""
+        return METHODS[self.method]
+
+    @property
+    def checkpoint_source(self) -> str | None:
+        """The quantized checkpoint loaded instead of the model's own source (prequantized ``source``)."""
+        return self.source if self.quant_method.prequantized else None
 
     @property
     def is_cached(self) -> bool:
         """Whether the variant is built once into the variant cache (rtn, gptq, awq)."""
-        return self.method in CACHED_METHODS
+        return self.quant_method.is_cached
 
     @property
     def resolved_storage(self) -> str:
         """``packed``, ``simulated``, ``load-time``, ``prequantized`` or ``none``."""
-        if self.method == "none":
-            return "none"
-        if self.method == "prequantized":
-            return "prequantized"
-        if self.method in LOAD_TIME_METHODS:
-            return "load-time"
-        if self.storage != "auto":
-            return self.storage
-        if self.method == "rtn":
-            return "simulated"
-        packable = self.bits in PACKABLE_BITS and all(o.bits in PACKABLE_BITS for o in self.overrides)
-        return "packed" if packable else "simulated"
+        return self.quant_method.resolved_storage(self)
 
     @property
     def precision_bits(self) -> float:
@@ -269,28 +218,20 @@ class QuantRecipe(BaseModel):
         For ``prequantized`` without ``bits`` this is unknown here; the planner reads the
         checkpoint's config (see :func:`cluster.quantization.prequantized.inspect_checkpoint`).
         """
-        if self.method == "none" or self.bits is None:
+        if not self.quant_method.quantizes or self.bits is None:
             return FULL_PRECISION_BITS
         return float(self.bits)
 
     @property
     def label(self) -> str:
         """Short human label such as ``none``, ``rtn-w4-g64-asym`` or ``bnb-nf4``."""
-        if self.method == "none":
-            return "none"
-        if self.method == "prequantized":
-            return "prequantized" + (f"-w{self.bits}" if self.bits else "")
-        if self.method == "bnb":
-            return f"bnb-{self.bnb_type}"
-        group = f"g{self.group_size}" if self.group_size is not None else "gch"
-        sym = "sym" if self.symmetric else "asym"
-        mixed = "-mixed" if self.overrides else ""
-        return f"{self.method}-w{self.bits}-{group}-{sym}{mixed}"
+        return self.quant_method.recipe_label(self)
 
     def describe(self) -> dict[str, str]:
         """Flat string description for run records."""
+        method = self.quant_method
         out = {"method": self.method, "label": self.label, "storage": self.resolved_storage}
-        if self.method in BIT_METHODS and self.method != "bnb":
+        if method.layerwise:
             out.update(
                 {
                     "bits": str(self.bits),
@@ -300,7 +241,7 @@ class QuantRecipe(BaseModel):
             )
         if self.bnb_type:
             out.update({"bits": str(self.bits), "bnb_type": self.bnb_type})
-        if self.method != "none" and self.method != "prequantized":
+        if method.quantizes_here:
             out["keep_full_precision"] = ",".join(self.keep_full_precision) or "-"
         if self.overrides:
             out["overrides"] = "; ".join(

@@ -18,8 +18,11 @@ the weights.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,3 +141,40 @@ def quantize_model_rtn(
         method="rtn", bits=bits, group_size=group_size, symmetric=symmetric, keep_full_precision=list(skip)
     )
     return apply_rtn(model, plan_targets(model, recipe), symmetric)
+
+
+def quantize_rtn(
+    model: nn.Module,
+    tokenizer: Any,
+    recipe: QuantRecipe,
+    plan: TargetPlan,
+    calibration_texts: list[str] | None,
+    out_dir: Path,
+) -> dict[str, str]:
+    """The ``build`` of method ``rtn``: quantize ``model`` and save it with ``tokenizer`` in ``out_dir``.
+
+    Simulated storage is qtrust's own RTN (dense dequantized weights); packed storage runs
+    llm-compressor's round-to-nearest (:func:`cluster.quantization.llmc.quantize_with_llmcompressor`).
+    Returns the report fields kept in the cache entry.
+    """
+    if recipe.resolved_storage != "simulated":
+        from cluster.quantization.llmc import quantize_with_llmcompressor
+
+        return quantize_with_llmcompressor(model, tokenizer, recipe, plan, calibration_texts, out_dir)
+    quantize_started = time.perf_counter()
+    rtn = apply_rtn(model, plan, recipe.symmetric)
+    quantize_s = time.perf_counter() - quantize_started
+    model.to("cpu")
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    report = plan.describe()
+    report.update(
+        {
+            "storage": "simulated",
+            "backend": "qtrust rtn",
+            "quantize_s": f"{quantize_s:.3f}",
+            "calibration_samples": "0",
+            "mean_relative_error": f"{rtn.mean_relative_error:.6g}",
+        }
+    )
+    return report

@@ -9,6 +9,9 @@
   Hugging Face engine computes with.
 * ``prequantized``: compressed-tensors the same way; AWQ/GPTQ checkpoints natively (GPU).
 * ``bnb`` / ``hqq``: not served by vLLM (they quantize while transformers loads the model).
+
+The method table (:mod:`cluster.quantization.methods`) says which folder vLLM loads (its ``vllm``
+loader) or why it cannot; this module turns packed folders into what this vLLM build runs.
 """
 
 from __future__ import annotations
@@ -19,15 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cluster.engines.selection import vllm_unsupported
+from cluster.engines.kinds import engine_kind
 from cluster.engines.vllm_settings import VLLMSettings
-from cluster.quantization.build import folder_size_bytes
-from cluster.variants.load import (
-    VariantSource,
-    inspect_prequantized,
-    prepare_cached_variant,
-    variant_cache_of,
-)
+from cluster.quantization.methods import resolve
+from cluster.variants.source import VariantSource, load_request, variant_cache_of
 
 #: Tokenizer and generation files copied next to a dequantized copy.
 _SIDE_FILES = (
@@ -113,43 +111,35 @@ def load_vllm_variant(
     settings: VLLMSettings | dict[str, Any] | None = None,
     num_gpus: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
-    """The variant as a ``VLLMEngine``, and its quantization report."""
-    from cluster.engines.vllm_engine import VLLMEngine
+    """The variant as a ``VLLMEngine``, and its quantization report.
 
+    Raises:
+        ValueError: vLLM does not serve the recipe's method (or its checkpoint format) here.
+    """
     recipe = source.recipe
+    method = recipe.quant_method
     if not isinstance(settings, VLLMSettings):
         settings = VLLMSettings.model_validate(settings or {})
     report: dict[str, Any] = {"method": recipe.method, "storage": recipe.resolved_storage}
     common = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if recipe.method == "none":
-        path = source.model_path
-        report["size_bytes"] = folder_size_bytes(path)
-    elif recipe.is_cached:
-        path, cached = prepare_cached_variant(source, device=device, **common)
-        report.update(cached)
-        if cached.get("storage") == "packed":
-            path = _vllm_weights(source, path, device=device, report=report, **common)
-    elif recipe.method == "prequantized":
-        path, info = inspect_prequantized(source)
-        problem = vllm_unsupported(recipe, info.method)
-        if problem:
-            raise ValueError(f"engine vllm: {problem}")
-        report.update({f"checkpoint_{k}": v for k, v in info.describe().items()})
-        report["size_bytes"] = folder_size_bytes(path)
-        if info.method == "compressed-tensors":
-            path = _vllm_weights(source, path, device=device, report=report, **common)
-        elif not device.startswith("cuda"):
-            from cluster.engines.vllm_engine import wna16_kernel_available
+    if method.vllm is None:
+        raise ValueError(f"engine vllm: {method.vllm_problem() or f'method {recipe.method} is not served'}")
+    request = load_request(source, report, device=device, **common)
+    weights = resolve(method.vllm)(request)
+    report.update(weights.report)
+    path = weights.path
+    if weights.packed:
+        path = _vllm_weights(source, path, device=device, report=report, **common)
+    elif weights.native_format and not device.startswith("cuda"):
+        from cluster.engines.vllm_engine import wna16_kernel_available
 
-            if not wna16_kernel_available():
-                raise ValueError(
-                    f"engine vllm: this vLLM CPU build has no kernel for {info.method} checkpoints; "
-                    "run the variant on a GPU worker (resources.num_gpus) or with engine: hf"
-                )
-    else:
-        raise ValueError(f"engine vllm: {vllm_unsupported(recipe) or f'method {recipe.method} is not served'}")
+        if not wna16_kernel_available():
+            raise ValueError(
+                f"engine vllm: this vLLM CPU build has no kernel for {weights.native_format} checkpoints; "
+                "run the variant on a GPU worker (resources.num_gpus) or with engine: hf"
+            )
     _release_accelerator_memory()
-    engine = VLLMEngine.load(
+    engine = engine_kind("vllm").load(
         path, device=device, settings=settings, num_gpus=num_gpus, num_threads=num_threads, **common
     )
     report["vllm_path"] = str(path)

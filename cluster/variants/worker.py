@@ -24,8 +24,8 @@ from cluster.engines.factory import build_engine
 from cluster.engines.vllm_engine import EngineDead
 
 
-def _placement() -> dict[str, Any]:
-    """Where this worker runs (recorded with results, never part of a key)."""
+def placement() -> dict[str, Any]:
+    """Where this worker runs (recorded with results, never part of a key; judge workers report it too)."""
     info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
     try:
         import ray
@@ -78,7 +78,7 @@ class VariantWorker:
             "quantization": dict(getattr(engine, "quantization", {}) or {}),
             "load_seconds": self._load_seconds,
             "loads": self._loads,
-            "placement": _placement(),
+            "placement": placement(),
             # Ray lowers workers to nice 15 unless told otherwise; qtrust's own Ray keeps them at 0.
             "nice": os.nice(0),
         }
@@ -122,7 +122,7 @@ class VariantWorker:
             "elapsed_s": time.perf_counter() - start,
             "engine": engine.describe(),
             "loads": self._loads,
-            "placement": _placement(),
+            "placement": placement(),
             # Ray lowers workers to nice 15 unless told otherwise; qtrust's own Ray keeps them at 0.
             "nice": os.nice(0),
         }
@@ -146,7 +146,7 @@ def prepare_variant(
         "engine": engine.describe(),
         "quantization": dict(getattr(engine, "quantization", {}) or {}),
         "load_seconds": time.perf_counter() - start,
-        "placement": _placement(),
+        "placement": placement(),
     }
     close = getattr(engine, "close", None)
     if close is not None:

@@ -7,7 +7,7 @@ queued the same way (a resumed sweep, or ``qtrust judge`` adding a judge: no gen
 
 A judge task's result is committed like a generation shard — atomically, one Parquet file per
 (judge, variant, benchmark) and batch under ``judgments/judge=<j>/variant=<v>/benchmark=<b>/`` — with
-one record per judged answer keyed by its judgment key (see :mod:`jobs.judging`). A judgment whose
+one record per judged answer keyed by its judgment key (see :mod:`jobs.plan.judges`). A judgment whose
 text cannot be read is the label ``error`` with the raw text kept; a call that failed for good (an
 endpoint still failing after its retries) is an error record, judged again by the next run.
 """
@@ -93,7 +93,6 @@ class JudgeStage:
         return [self._pool(judge, cache_dir) for judge in self.judges.values()]
 
     def _pool(self, judge: PlannedJudge, cache_dir: str | None) -> PoolConfig:
-        from cluster.judges.kinds import worker_class
         from cluster.runtime import WorkerResources, create_pool_group, start_actor
 
         res = judge.resources
@@ -105,13 +104,8 @@ class JudgeStage:
             max_restarts=res.max_restarts,
         )
         config = judge.worker_config()
-        actor_class = worker_class(judge.spec.kind)
-        extra: tuple[Any, ...] = ()
-        endpoint = judge.spec.endpoint
-        if endpoint is not None and endpoint.api_key_env:
-            from cluster.judges.workers import Secret
-
-            extra = (Secret(os.environ.get(endpoint.api_key_env)),)
+        actor_class = judge.kind.worker_class()
+        extra = judge.worker_args()  # an endpoint's API key, as a redacted Secret
 
         def make_group() -> Any:
             return create_pool_group(f"judge-{judge.name}", resources, res.replicas, res.placement)

@@ -18,7 +18,7 @@ from jobs.store.shards import ScanResult
 from jobs.store.sweep import SweepStore
 
 if TYPE_CHECKING:
-    from jobs.runner import RunOptions
+    from jobs.spec.run_options import RunOptions
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pandas as pd
 from cluster.engines.selection import EngineChoice, choose_engine
 from cluster.models.sources import model_identity
 from cluster.variants.key import variant_key
-from cluster.variants.load import VARIANT_CACHE_ENV
+from cluster.variants.source import VARIANT_CACHE_ENV
 from jobs.plan.calibration import CalibrationSet, resolve_calibration
 from jobs.plan.keys import CONTEXT_CHARS, _digest, context_digest, request_digest
 from jobs.spec.checks import local_checkpoint_info
@@ -35,16 +35,6 @@ from jobs.spec.schema import (
 from trust.benchmarks.base import Benchmark
 from trust.benchmarks.catalog import get_benchmark
 from trust.types import Item
-
-"""Expand a validated sweep into variants, benchmark items and item keys.
-
-Every item request has a key (DESIGN v2): a hash of what changes a correct engine's answer — the
-variant key (model identity, recipe, calibration text, dtype), the engine that serves it, the
-decoding settings and the rendered request (messages, continuations). Benchmark names and
-versions, parsers, item ids, shard boundaries, batch sizes, limits, resources and cluster shape are
-not keyed: a parser change re-scores stored answers, a new shard size or a raised limit reuses them,
-and a sweep resumes on another cluster.
-"""
 
 
 @dataclass
@@ -82,7 +72,7 @@ class Variant:
 
     @property
     def precision_bits(self) -> float:
-        if self.recipe.method == "prequantized" and self.recipe.bits is None and self.checkpoint_bits:
+        if self.recipe.quant_method.prequantized and self.recipe.bits is None and self.checkpoint_bits:
             return float(self.checkpoint_bits)
         return self.recipe.precision_bits
 
@@ -286,8 +276,8 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
                 calibrations[recipe.name] = resolve_calibration(recipe.calibration, data_dir)
             calibration = calibrations[recipe.name]
         identity = identities[model.name]
-        if recipe.method == "prequantized" and recipe.source:
-            identity = model_identity(recipe.source, recipe.revision)
+        if recipe.checkpoint_source:
+            identity = model_identity(recipe.checkpoint_source, recipe.revision)
         info = local_checkpoint_info(model, recipe)
         variants[name] = Variant(
             name=name,

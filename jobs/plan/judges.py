@@ -21,52 +21,18 @@ from typing import Any
 from cluster.judges.kinds import JudgeKind, judge_kind
 from jobs.spec.schema import JudgeSpec, ResourcesSpec, SweepSpec
 from trust.benchmarks.base import Benchmark
-from trust.judges.templates import (
-    JudgeTemplate,
-    TemplateError,
-    builtin_templates,
-    get_template,
-)
-from trust.judges.verdicts import Verdict, failed
+from trust.judges import template_choice
+from trust.judges.templates import JudgeTemplate
+from trust.judges.verdicts import Verdict
 from trust.types import Item
-
-"""The judges of a sweep, planned: which judge judges which benchmark, with which template and identity.
-
-A judge (``judges:`` in the sweep) judges the answers of the benchmarks that list it. For each
-(judge, benchmark) the plan fixes the judge's **identity** — kind, model or endpoint model,
-template name@version#digest, decoding — and each judgment's **key** hashes the item key of the
-judged answer, that identity and the judge request itself (the rendered prompt), so a new template,
-judge model or answer is judged again and nothing else is.
-
-Labels: a judge speaks its own vocabulary (the template's labels, or the rule judge's
-``full_refusal`` / ``partial_refusal`` / ``compliance``); a benchmark definition's ``judge_labels``
-maps them onto the benchmark's labels, which its metric functions read.
-"""
-
 
 #: Characters of the judgment key (hex digits of a sha256).
 JUDGMENT_KEY_CHARS = 40
 
 
 def template_for(judge: JudgeSpec, benchmark: Benchmark) -> JudgeTemplate:
-    """The template ``judge`` uses on ``benchmark`` (see :class:`jobs.spec.schema.JudgeSpec.template`)."""
-    chosen = judge.template
-    if isinstance(chosen, dict):
-        chosen = chosen.get(benchmark.name)
-    if chosen:
-        return get_template(chosen)
-    definition = getattr(benchmark, "definition", None)
-    templates = builtin_templates()
-    wanted = getattr(definition, "judge", None)
-    if wanted in templates:
-        return templates[wanted]
-    for template in templates.values():
-        if benchmark.name in template.for_benchmarks:
-            return template
-    raise TemplateError(
-        f"no judge template for benchmark {benchmark.name!r}; set the judge's template "
-        f"(built in: {', '.join(sorted(templates))}, or a .yaml file)"
-    )
+    """The template ``judge`` uses on ``benchmark`` (see :func:`trust.judges.template_choice.template_for`)."""
+    return template_choice.template_for(judge.template, benchmark)
 
 
 def judgment_key(item_key: str, identity: str, request: dict[str, Any]) -> str:
@@ -77,7 +43,10 @@ def judgment_key(item_key: str, identity: str, request: dict[str, Any]) -> str:
 
 @dataclass
 class PlannedJudge:
-    """One judge of the sweep with its templates per benchmark (see the module docstring)."""
+    """One judge of the sweep with its templates per benchmark (see the module docstring).
+
+    What differs between judge kinds is asked of :attr:`kind` (:mod:`cluster.judges.kinds`).
+    """
 
     spec: JudgeSpec
     kind: JudgeKind
@@ -92,17 +61,7 @@ class PlannedJudge:
 
     def identity(self, bench: str) -> str:
         """What makes two judgments comparable: kind, model, template and decoding."""
-        spec = self.spec
-        if spec.kind == "rule":
-            from trust.judges.rule import RuleJudge
-
-            return RuleJudge(spec.mode).identity
-        template = self.templates[bench]
-        decoding = "choose" if spec.decoding == "choose" else f"greedy,max{self.max_new_tokens(bench)}"
-        if spec.kind == "endpoint":
-            assert spec.endpoint is not None
-            return f"endpoint:{spec.endpoint.model}|t={spec.endpoint.temperature:g}|{decoding}|{template.identity}"
-        return f"{spec.kind}:{spec.model}@{spec.revision or 'main'}|{spec.dtype}|{spec.engine}|{decoding}|{template.identity}"
+        return self.kind.identity(self.spec, self.templates.get(bench), self.max_new_tokens(bench))
 
     def max_new_tokens(self, bench: str) -> int:
         if self.spec.max_new_tokens:
@@ -111,22 +70,11 @@ class PlannedJudge:
         return template.max_new_tokens if template is not None else 1
 
     def labels(self, bench: str) -> list[str]:
-        if self.spec.kind == "rule":
-            from trust.judges.rule import RuleJudge
-
-            return list(RuleJudge(self.spec.mode).labels)
-        return list(self.templates[bench].labels)
+        return self.kind.labels(self.spec, self.templates.get(bench))
 
     def request(self, bench: str, item: Item, output: str | None, data_dir: Path) -> dict[str, Any]:
         """What the judge reads about one answer: the answer (rule) or the rendered judge prompt."""
-        if self.spec.kind == "rule":
-            return {"response": output or ""}
-        prompt = next((m["content"] for m in reversed(item.messages) if m.get("role") == "user"), "")
-        template = self.templates[bench]
-        messages = template.messages(prompt, output or "", item.attributes, data_dir)
-        if self.spec.decoding == "choose":
-            return {"messages": messages, "continuations": list(template.labels)}
-        return {"messages": messages}
+        return self.kind.request(self.spec, self.templates.get(bench), item, output, data_dir)
 
     @property
     def task(self) -> str:
@@ -135,66 +83,28 @@ class PlannedJudge:
 
     def read(self, bench: str, result: dict[str, Any]) -> tuple[str | None, Verdict]:
         """The raw text kept and the verdict of one worker result (a chosen label, or text to parse)."""
-        if self.spec.decoding == "choose":
-            labels = list(self.templates[bench].labels)
-            logprobs = list(result.get("logprobs") or [])
-            if len(logprobs) != len(labels):
-                return None, failed("", f"expected {len(labels)} label scores, got {len(logprobs)}")
-            best = max(range(len(labels)), key=lambda i: logprobs[i])
-            raw = json.dumps({"choice": labels[best], "logprobs": dict(zip(labels, logprobs))})
-            return raw, Verdict(label=labels[best], raw=raw)
-        raw = result.get("text")
-        return raw, self.parse(bench, raw)
+        return self.kind.read(self.spec, self.templates.get(bench), result)
 
     def parse(self, bench: str, raw: str | None) -> Verdict:
         """The verdict in a judge's raw output (never raises)."""
-        if self.spec.kind == "rule":
-            text = (raw or "").strip()
-            if text in self.labels(bench):
-                return Verdict(label=text, raw=text)
-            return failed(raw or "", "the answer was empty" if not text else f"not a rule label: {text[:80]}")
-        try:
-            return self.templates[bench].parse(raw)
-        except Exception as err:
-            return failed(raw or "", f"{type(err).__name__}: {err}")
+        return self.kind.parse(self.spec, self.templates.get(bench), raw)
 
     def worker_config(self) -> dict[str, Any]:
         """What the judge's workers are built from (plain data; no secret: the API key stays in the environment)."""
-        spec = self.spec
-        if spec.kind == "model":
-            from cluster.engines.vllm_settings import VLLMSettings
-            from cluster.quantization.recipes import QuantRecipe
+        return self.kind.worker_config(self.spec, self.resources.num_gpus)
 
-            source = spec.model or ""
-            if Path(source).expanduser().is_dir():
-                source = str(Path(source).expanduser().resolve())
-            return {
-                "variant": f"judge-{spec.name}",
-                "source": source,
-                "revision": spec.revision,
-                "dtype": spec.dtype,
-                "trust_remote_code": False,
-                "engine": spec.engine,
-                "engine_options": {},
-                "vllm": VLLMSettings().model_dump(),
-                "recipe": QuantRecipe().model_dump(),
-                "variant_key": None,
-                "calibration_texts": None,
-                "variant_cache": None,
-                "quality_probe": False,
-                "num_gpus": self.resources.num_gpus,
-            }
-        if spec.kind == "endpoint":
-            assert spec.endpoint is not None
-            return {"kind": "endpoint", "endpoint": spec.endpoint.model_dump(mode="json")}
-        return {"kind": spec.kind, "mode": spec.mode}
+    def worker_args(self) -> tuple[Any, ...]:
+        """Extra worker constructor arguments after ``(config, cache_dir, num_threads)`` (an endpoint's key)."""
+        return self.kind.worker_args(self.spec)
+
+    def eval_params(self, bench: str) -> dict[str, str]:
+        """The kind's own parameters of a ``qtrust judge-eval`` run on ``bench`` (unprefixed)."""
+        return self.kind.eval_params(self.spec, self.templates.get(bench), self.max_new_tokens(bench))
 
     def describe(self) -> dict[str, str]:
         """Tracking parameters of this judge (never a secret: the endpoint's key variable's name only)."""
         spec = self.spec
-        out = {"kind": spec.kind}
-        if spec.kind == "rule":
-            out["mode"] = spec.mode
+        out = {"kind": spec.kind, **self.kind.tracking_params(spec)}
         if spec.model:
             out["model"] = spec.model
         if spec.endpoint is not None:

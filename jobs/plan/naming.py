@@ -19,7 +19,7 @@ def reference_variants(plan: Plan) -> dict[str, str]:
         variants = [v for v in plan.variants.values() if v.model.name == model.name]
         if not variants:
             continue
-        plain = [v for v in variants if v.recipe.method == "none"]
+        plain = [v for v in variants if not v.recipe.quant_method.quantizes]
         out[model.name] = (plain[0] if plain else max(variants, key=lambda v: v.precision_bits)).name
     return out
 

@@ -93,8 +93,8 @@ def metric_vs_bits(frame: pd.DataFrame, benchmark: str, metric: str, colors: Map
             by_method.setdefault(str(row.get("method", "")), []).append(row)
     ticks: set[float] = set()
     methods = sorted(by_method)
-    for index, method in enumerate(methods):
-        points = sorted(by_method[method], key=lambda r: float(r["bits_value"]))
+    for index, method_name in enumerate(methods):
+        points = sorted(by_method[method_name], key=lambda r: float(r["bits_value"]))
         shift = (index - (len(methods) - 1) / 2) * 0.12  # methods side by side at one bit width
         xs = [float(r["bits_value"]) for r in points]
         ys = [float(r["value"]) for r in points]
@@ -108,7 +108,7 @@ def metric_vs_bits(frame: pd.DataFrame, benchmark: str, metric: str, colors: Map
             marker=marker,
             markersize=5,
             markerfacecolor="white",
-            label=method,
+            label=method_name,
             zorder=2,
         )
         for x, y, row in zip(xs, ys, points):

@@ -9,9 +9,6 @@ from jobs.plan.build import Plan
 from jobs.results.compare import Comparison
 from jobs.store.sweep import SweepStore
 
-"""Where the HTML report goes: the sweep's folder in the store (or a path the user names) and its MLflow parent run."""
-
-
 REPORT_NAME = "report.html"
 
 

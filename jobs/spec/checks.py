@@ -125,7 +125,7 @@ def engine_problems(spec: SweepSpec) -> list[str]:
 def local_checkpoint_info(model: ModelSpec, recipe: RecipeSpec):  # -> PrequantizedInfo | None
     """What a local prequantized checkpoint holds (None for other recipes, hub ids and unreadable
     folders, which :func:`recipe_problems` reports)."""
-    if recipe.method != "prequantized":
+    if not recipe.quant_method.prequantized:
         return None
     folder = Path(recipe.source or model.source).expanduser()
     if not folder.is_dir():
@@ -149,11 +149,12 @@ def recipe_problems(spec: SweepSpec) -> list[str]:
     )
 
     problems: list[str] = []
-    reported_methods: set[str] = set()
+    reported: set[str] = set()  # one message per method
     for j, recipe in enumerate(spec.recipes):
         message = method_problem(recipe)
-        if message and recipe.method not in reported_methods:
-            reported_methods.add(recipe.method)
+        name = recipe.method
+        if message and name not in reported:
+            reported.add(name)
             problems.append(f"recipes[{j}] ({recipe.name}): {message}")
         if recipe.source is not None:
             users = [m.name for m in spec.models if recipe in spec.recipes_of(m)]
@@ -171,11 +172,11 @@ def recipe_problems(spec: SweepSpec) -> list[str]:
         shape = shape_from_config(config) if config else None
         for recipe in spec.recipes_of(model):
             variant = spec.variant_name(model, recipe)
-            if recipe.method == "prequantized":
+            if recipe.quant_method.prequantized:
                 problems.extend(f"variant {variant}: {p}" for p in _prequantized_problems(model, recipe))
             elif shape is not None:
                 problems.extend(f"variant {variant}: {p}" for p in recipe_shape_problems(recipe, shape))
-                if config and config.get("quantization_config") and recipe.method != "none":
+                if config and config.get("quantization_config") and recipe.quant_method.quantizes:
                     problems.append(
                         f"variant {variant}: model {model.name} is already quantized "
                         f"({config['quantization_config'].get('quant_method', '?')}); use a recipe with method: "

@@ -15,8 +15,8 @@ from jobs.spec.schema import SweepSpec
 
 def judge_vocabulary(spec: SweepSpec, bench_spec: Any, benchmark: Any) -> list[str]:
     """The raw labels of the judges a sweep runs on one benchmark (for the answer-space check)."""
-    from jobs.plan.judges import template_for
-    from trust.judges.rule import RuleJudge
+    from cluster.judges.kinds import judge_kind
+    from trust.judges.template_choice import template_for
     from trust.judges.templates import TemplateError
 
     by_name = {j.name: j for j in spec.judges}
@@ -25,13 +25,12 @@ def judge_vocabulary(spec: SweepSpec, bench_spec: Any, benchmark: Any) -> list[s
         judge = by_name.get(name)
         if judge is None:
             continue
-        if judge.kind == "rule":
-            labels.extend(RuleJudge(judge.mode).labels)
-            continue
+        kind = judge_kind(judge.kind)
         try:
-            labels.extend(template_for(judge, benchmark).labels)
+            template = template_for(judge.template, benchmark) if kind.needs_template else None
         except TemplateError:
             continue  # reported by the spec's own checks
+        labels.extend(kind.labels(judge, template))
     return labels
 
 

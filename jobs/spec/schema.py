@@ -25,15 +25,6 @@ from cluster.judges.endpoint import EndpointSpec
 from cluster.models.builtin import BUILTIN_MODELS
 from cluster.quantization.recipes import QuantRecipe
 
-"""The sweep spec: a YAML file validated by pydantic before Ray starts or a model loads.
-
-A sweep crosses ``models`` × ``recipes`` (the *variants*, named ``<model>-<recipe>``) × ``benchmarks``
-and adds precision ``ensembles`` over recipes of the same model. :func:`load_spec` returns a
-:class:`SweepSpec` or raises :class:`SpecError` holding one human-readable line per problem, each
-naming the field path and what is allowed.
-"""
-
-
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 

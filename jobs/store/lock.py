@@ -3,6 +3,13 @@
 Two ``qtrust run`` of the same sweep at once would compute every shard twice and log every MLflow run
 twice, so the driver takes this lock first and a second driver stops with one line saying who holds it.
 
+Layout (inside the sweep folder; dot-files, so data readers ignore them)::
+
+    <sweep_dir>/.lock                        flock: the locked file, the holder's JSON inside
+                                             (host, pid, started, command), truncated on release
+    <sweep_dir>/.lock.json                   lease: the holder's JSON plus lease_id and lease_expires
+    <sweep_dir>/.tmp-.lock.json-<random>     lease: a renewal being written (local disks only)
+
 Two mechanisms, chosen from the sweep folder (``mode="auto"``):
 
 ``flock`` (local paths and ``file://`` URIs)
@@ -15,10 +22,13 @@ Two mechanisms, chosen from the sweep folder (``mode="auto"``):
 ``lease`` (object stores and anything else ``pyarrow.fs`` opens)
     A lease object ``<sweep_dir>/.lock.json``. Object stores offer no conditional PUT through
     ``pyarrow.fs`` (S3's ``If-None-Match`` is not reachable through it), so acquiring is read, write
-    ours if absent/ours/expired, wait, read back: the last writer wins and the loser gives up. This is
-    best effort: two drivers starting within the settle time of each other could both read their own
-    lease back on a store that is not read-after-write consistent (S3 is, since 2020). A daemon thread renews the lease every ``lease_s / 3``; a killed
-    driver's lease expires after at most ``lease_s``. Release deletes the object only if it is still ours.
+    ours if absent/ours/expired, wait, read back: the last writer wins and the loser gives up. Writes
+    go through :func:`cluster.storage.atomic.write_atomic` (a rename on local disks, one PUT on object
+    stores), so a reader never sees half a lease. This is best effort: two drivers starting within
+    the settle time of each other could both read their own lease back on a store that is not
+    read-after-write consistent (S3 is, since 2020). A daemon thread renews the lease every
+    ``lease_s / 3``; a killed driver's lease expires after at most ``lease_s``. Release deletes the
+    object only if it is still ours.
 """
 
 from __future__ import annotations

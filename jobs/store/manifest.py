@@ -1,4 +1,13 @@
-"""A sweep's ``manifest.json`` (written live by the driver) and its lock holder, read from the store."""
+"""A sweep's ``manifest.json`` (written live by the driver) and its lock holder, read from the store.
+
+Layout (the sweep folder, a local path or a URI; see :mod:`jobs.store.sweep`)::
+
+    <sweep_dir>/manifest.json      the manifest, a JSON object (missing: not a sweep folder)
+    <sweep_dir>/.lock              the lock holder, flock on local disks (:mod:`jobs.store.lock`)
+    <sweep_dir>/.lock.json         the lock holder, lease object elsewhere
+
+Reading never writes: ``qtrust status`` is safe to run next to a driver.
+"""
 
 from __future__ import annotations
 

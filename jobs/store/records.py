@@ -1,5 +1,13 @@
 """The record schemas of the store: generation and judgment rows as Arrow tables, and how they
 are serialised and deduplicated.
+
+On disk a table is one zstd-compressed Parquet file (a shard or an index segment, see
+:mod:`jobs.store.shards`) whose schema metadata names what it holds and the layout version::
+
+    qtrust.kind            b"generations" | b"judgments" | b"index"
+    qtrust.record_schema   the RecordKind's version (generations b"3", judgments b"1")
+
+A reader refuses a file of another kind or version (it counts as damaged and is computed again).
 """
 
 from __future__ import annotations

@@ -1,5 +1,12 @@
 """The response cache: answers kept by item key across sweeps, so a new sweep asking the same
 requests reuses them without inference.
+
+Layout under ``storage.response_cache`` (a local folder or a URI)::
+
+    <cache>/ctx=<first 24 hex digits of the item key>/shard-<digest>.parquet    generation records
+
+Shards are committed and verified like a sweep's (:mod:`jobs.store.shards`); errors are never
+published. The cache has no scan index: a lookup reads only its contexts' folders.
 """
 
 from __future__ import annotations

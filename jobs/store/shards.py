@@ -1,11 +1,39 @@
-"""Shard files and the scan index of a record folder (``generations/`` or ``judgments/``).
+"""Shard files and the scan index of a record folder (a sweep's ``generations/`` or ``judgments/``,
+or the response cache).
 
 Layout::
 
-    <folder>/variant=<v>/benchmark=<b>/shard-<digest>.parquet     committed shards
-    <folder>/_index/segment-<digest>.parquet                       the scan index (keys of every shard)
+    <folder>/<field>=<name>/.../shard-<digest>.parquet    committed shards (generations: variant=<v>/benchmark=<b>;
+                                                          judgments: judge=<j>/variant=<v>/benchmark=<b>;
+                                                          response cache: ctx=<context>)
+    <folder>/<field>=<name>/.../.tmp-shard-<digest>.parquet-<random>
+                                                          a commit in progress, or left by a crash (local disks)
+    <folder>/<field>=<name>/.../.damaged-shard-<digest>.parquet
+                                                          a damaged shard set aside, kept for inspection
+    <folder>/_index/segment-<digest>.parquet              scan index segments (records of many shards)
 
-Readers ignore dot-files (temp files, damaged shards set aside).
+``<digest>`` is the first 20 hex digits of the sha256 of the file's bytes. Readers ignore dot-files
+and ``_``-folders when they look for shards.
+
+Every record carries its key (``item_key``, or ``judgment_key`` for judgments); a folder is a set of
+records, and shard files are only the unit of atomic commit. Because a shard's name holds the digest
+of its bytes, a reader detects any damage (a truncated file, a corrupted middle with an intact footer,
+garbage) by hashing what it read: a damaged shard is named, moved aside as a dot-file and its items
+are computed again.
+
+Commit (:func:`cluster.storage.atomic.write_atomic`): locally a dot-prefixed temp file in the shard's
+folder, fsync, ``os.replace`` and a folder fsync; on object stores a single PUT of the whole object.
+A crash at any point leaves either nothing or a whole shard, never a half-written one that counts.
+
+Scan index: reading 100,000 small files costs minutes, so whoever commits shards also writes *index
+segments* every few seconds: one content-addressed Parquet file holding the records of many shards,
+with a ``source`` column naming the shard each row came from and the size and modification time of
+each shard it covers. A scan lists the folder, takes each shard from a segment when the listing shows
+it with the same size and modification time, and reads (and verifies) only the others. The index
+never decides what exists: a shard that is gone is gone, a shard rewritten or truncated since (another
+size or time) is read and checked, a shard no segment covers is read, a damaged segment is ignored;
+deleting ``_index/`` only makes the next scan slower. Only damage that keeps both size and time (bit
+rot) goes unseen until ``scan(use_index=False)`` verifies every file.
 """
 
 from __future__ import annotations
@@ -43,40 +71,6 @@ from jobs.store.records import (
     empty_records,
     serialize,
 )
-
-"""The sweep store: generation records committed atomically as Parquet shards, over ``pyarrow.fs``.
-
-Layout under ``<root>/<sweep>/`` (``root`` is a local folder or any URI ``pyarrow.fs`` opens:
-``file://``, ``s3://``, ``gs://``)::
-
-    sweep.yaml                                          resolved spec
-    manifest.json                                       live plan summary, progress, MLflow run ids
-    generations/variant=<v>/benchmark=<b>/shard-<digest>.parquet
-    generations/_index/segment-<digest>.parquet         scan index (an optimisation, see below)
-    judgments/judge=<j>/variant=<v>/benchmark=<b>/shard-<digest>.parquet   judges' verdicts
-    judgments/_index/segment-<digest>.parquet
-
-Every record carries its **item key** (see :mod:`jobs.plan`); the store is a set of records, and
-shard files are only the unit of atomic commit. A shard's file name holds the first 20 hex digits
-of the sha256 of its bytes, so a reader detects any damage (a truncated file, a corrupted middle
-with an intact footer, garbage) by hashing what it read: a damaged shard is named, moved aside as
-a dot-file (readers ignore dot-files) and its items are computed again.
-
-Commit: locally a dot-prefixed temp file in the shard's folder, fsync, ``os.replace`` and a
-directory fsync; on object stores a single PUT of the whole object. A crash at any point leaves
-either nothing or a whole shard, never a half-written one that counts.
-
-Scan index: reading 100,000 small files costs minutes, so whoever commits shards also writes
-*index segments* every few seconds: one content-addressed Parquet file holding the records of many
-shards, with a ``source`` column naming the shard each row came from and the size and modification
-time of each shard it covers. A scan lists the folder, takes each shard from a segment when the
-listing shows it with the same size and modification time, and reads (and verifies) only the
-others. The index never decides what exists: a shard that is gone is gone, a shard rewritten or
-truncated since (another size or time) is read and checked, a shard no segment covers is read, a
-damaged segment is ignored; deleting ``_index/`` only makes the next scan slower. Only damage that
-keeps both size and time (bit rot) goes unseen until ``scan(use_index=False)`` verifies every file.
-"""
-
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,26 @@
-"""The sweep store: one sweep's folder over ``pyarrow.fs`` (a local folder, S3, GCS).
+"""The sweep store: one sweep's folder over ``pyarrow.fs`` (a local folder, ``file://``, S3, GCS).
 
-Layout::
+Layout under ``<root>/<sweep>/`` (``root`` is ``storage.root``: a local folder or any URI
+:func:`cluster.storage.uri.open_location` opens)::
 
-    <root>/<sweep>/sweep.yaml            resolved spec
-    <root>/<sweep>/manifest.json         plan summary, per-shard status, MLflow run ids (updated live)
-    <root>/<sweep>/generations/variant=<v>/benchmark=<b>/shard-<n>.parquet
-    <root>/<sweep>/judgments/judge=<j>/variant=<v>/benchmark=<b>/shard-<n>.parquet
+    sweep.yaml                     resolved spec (tracking URI redacted)
+    manifest.json                  plan summary, per-shard status, MLflow run ids (rewritten live;
+                                   read by :mod:`jobs.store.manifest`)
+    .lock                          sweep lock, flock on local disks (:mod:`jobs.store.lock`)
+    .lock.json                     sweep lock, lease object elsewhere (:mod:`jobs.store.lock`)
+    generations/variant=<v>/benchmark=<b>/shard-<digest>.parquet
+                                   generation records (:mod:`jobs.store.shards`)
+    generations/_index/segment-<digest>.parquet
+                                   scan index of the generations
+    judgments/judge=<j>/variant=<v>/benchmark=<b>/shard-<digest>.parquet
+                                   judges' verdicts
+    judgments/_index/segment-<digest>.parquet
+                                   scan index of the judgments
+
+Every file is committed whole (:func:`cluster.storage.atomic.write_atomic`: temp file + fsync +
+rename on local disks, a single PUT on object stores); dot-files (temp files ``.tmp-*``, damaged
+shards ``.damaged-*``) are ignored by readers. Sweep, variant, benchmark and judge names pass
+:func:`cluster.storage.uri.safe_part`, so no name leaves the sweep folder.
 """
 
 from __future__ import annotations

@@ -124,8 +124,9 @@ def test_a_sweep_judged_through_the_vllm_server(
     """The endpoint judge of a sweep is the real server: every answer gets a stored judgment with its raw text."""
     import pandas as pd
 
-    from jobs.runner import RunOptions, run_sweep
+    from jobs.runner import run_sweep
     from jobs.spec.load import parse_spec
+    from jobs.spec.run_options import RunOptions
     from tests.support.helpers import sweep_dict
 
     if server.stopped:

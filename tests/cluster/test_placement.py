@@ -9,8 +9,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from cluster.runtime import WorkerResources, start_worker, stop_worker
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cluster.engines.base import GenerationRequest, GenerationSettings
-from cluster.engines.factory import build_engine
+from cluster.variants.factory import build_engine
 from jobs.plan.build import build_variants
 from jobs.spec.load import load_spec
 

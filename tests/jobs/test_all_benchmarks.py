@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from trust.benchmarks import BENCHMARKS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]

@@ -31,10 +31,6 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Top-level folders whose paths the docs write relative to the repository root.
 REPO_ROOTS = ("jobs", "cluster", "trust", "tests", "bench", "examples", "infra", "docs", ".ci")
 
-#: Modules other engineers are writing while the docs already name them: checked like any other
-#: path once they exist, skipped until then. Remove an entry when its file has landed.
-PENDING = {"cluster/quantization/methods.py", "cluster/engines/kinds.py"}
-
 
 # ---------------------------------------------------------------------------------------------
 # Reading the docs: code blocks, inline code, links, each with its line number.
@@ -46,6 +42,7 @@ class Snippet:
     line: int
     text: str
     block: bool  # a line of a fenced code block (else an inline code span of prose)
+    comment: str = ""  # a code line's ``# comment`` (it may name options of the line's command)
 
     def where(self) -> str:
         return f"{self.doc.relative_to(REPO)}:{self.line}"
@@ -82,10 +79,10 @@ def _prose_and_blocks(doc: Path) -> tuple[list[tuple[int, str]], list[tuple[int,
     return prose, block
 
 
-def _strip_comment(line: str) -> str:
-    """A code line without its ``# comment`` (a ``#`` at the start or after a space)."""
+def _split_comment(line: str) -> tuple[str, str]:
+    """A code line and its ``# comment`` (a ``#`` at the start or after a space)."""
     match = re.search(r"(^|\s)#", line)
-    return line[: match.start()] if match else line
+    return (line[: match.start()], line[match.start() :]) if match else (line, "")
 
 
 def snippets() -> list[Snippet]:
@@ -93,7 +90,8 @@ def snippets() -> list[Snippet]:
     for doc in DOCS:
         prose, block = _prose_and_blocks(doc)
         for number, line in block:
-            found.append(Snippet(doc, number, _strip_comment(line), True))
+            code, comment = _split_comment(line)
+            found.append(Snippet(doc, number, code, True, comment))
         for number, line in prose:
             for match in _INLINE.finditer(line):
                 found.append(Snippet(doc, number, match.group(2).strip(), False))
@@ -197,11 +195,61 @@ def invocations() -> list[Invocation]:
                     words.append(token)
                     if len(words) == 2:
                         break
-                options = []
-                for token in tokens:
-                    for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", token):
-                        options.append(option)
+                options = _OPTION.findall(rest + " " + snippet.comment)
                 found.append(Invocation(snippet, words, options))
+    return found
+
+
+_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+#: Inline code that names another program: options written after it in a paragraph are not qtrust's.
+_OTHER_PROGRAM = re.compile(r"(\.py\b|^(python|pytest|pip|ray|kubectl|docker|make|mlflow)\b)")
+
+
+def _paragraphs(doc: Path) -> list[list[tuple[int, str]]]:
+    """Prose paragraphs (and list items) of a doc, as (line number, text) lines."""
+    prose, _ = _prose_and_blocks(doc)
+    paragraphs: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    last = 0
+    for number, line in prose:
+        starts_item = re.match(r"^\s*([-*+]|\d+\.|\*\*\d+\.)\s", line) is not None
+        if not line.strip() or starts_item or number != last + 1 or line.startswith("#"):
+            if current:
+                paragraphs.append(current)
+            current = []
+        if line.strip():
+            current.append((number, line))
+        last = number
+    if current:
+        paragraphs.append(current)
+    return paragraphs
+
+
+def prose_options() -> list[tuple[Snippet, str, list[str] | None]]:
+    """Options written on their own in inline code (`` `--limit N` ``), with the command they belong to.
+
+    The command is the last one the paragraph named before them (`` `qtrust report ...` `` or
+    "Options of `run`"); None when it named none; options after another program's name
+    (`` `bench/scale_sim.py` ``) are that program's and are left out.
+    """
+    found: list[tuple[Snippet, str, list[str] | None]] = []
+    for doc in DOCS:
+        for paragraph in _paragraphs(doc):
+            context: list[str] | None = None
+            for number, line in paragraph:
+                for match in re.finditer(r"Options of (`+)(.+?)\1|(`+)(.+?)\3", line):
+                    if match.group(2):
+                        context = match.group(2).split()
+                        continue
+                    span = match.group(4).strip()
+                    if _QTRUST.search(span):
+                        context = [w for w in _QTRUST.search(span).group("rest").split() if not w.startswith("-")][:2]
+                    elif _OTHER_PROGRAM.search(span):
+                        context = ["<other>"]
+                    elif span.startswith("--"):
+                        option = _OPTION.match(span)
+                        if option and context != ["<other>"]:
+                            found.append((Snippet(doc, number, span, False), option.group(0), context))
     return found
 
 
@@ -229,21 +277,24 @@ def _report(problems: list[str]) -> None:
         pytest.fail("docs out of date:\n  " + "\n  ".join(problems), pytrace=False)
 
 
-def test_help_lists_the_commands_checked_here() -> None:
-    """The command tree read below is what `qtrust --help` shows."""
-    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+def _help(*words: str) -> str:
+    result = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_help_lists_the_commands_checked_here() -> None:
+    """The command tree the checks below read is what `qtrust --help` (and each command's) shows."""
+    top = _help()
     for name in _cli().commands:
-        assert re.search(rf"\b{re.escape(name)}\b", result.output), f"`qtrust --help` does not list {name}"
+        assert re.search(rf"\b{re.escape(name)}\b", top), f"`qtrust --help` does not list {name}"
     for path, command in cli_commands().items():
-        if " " not in path:
-            continue
-        group, sub = path.split()
-        result = CliRunner().invoke(app, [group, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
-        assert re.search(rf"\b{re.escape(sub)}\b", result.output), f"`qtrust {group} --help` does not list {sub}"
+        text = _help(*path.split())
+        if " " in path:
+            group, sub = path.split()
+            assert re.search(rf"\b{re.escape(sub)}\b", _help(group)), f"`qtrust {group} --help` does not list {sub}"
         for option in _options(command):
-            result = CliRunner().invoke(app, [group, sub, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
-            assert option in result.output, f"`qtrust {path} --help` does not show {option}"
+            assert option in text, f"`qtrust {path} --help` does not show {option}"
 
 
 def test_docs_find_qtrust_invocations() -> None:
@@ -275,6 +326,30 @@ def test_documented_commands_and_options_exist() -> None:
     _report(problems)
 
 
+def test_options_named_in_prose_exist() -> None:
+    """`` `--limit N` `` after "Options of `run`" is an option of run; without a command, of some command."""
+    commands = cli_commands()
+    every = set().union(*(_options(c) for c in commands.values()))
+    problems = []
+    in_blocks = {doc: set(_OPTION.findall("\n".join(line for _, line in _prose_and_blocks(doc)[1]))) for doc in DOCS}
+    for snippet, option, context in prose_options():
+        if context is None:
+            # Not tied to a command: an option of some qtrust command, or of a command a code block
+            # of the same doc shows (`--same-prompt` after `bench/vs_harness.py ... --same-prompt`).
+            if option not in every and option not in in_blocks[snippet.doc]:
+                problems.append(f"{snippet.where()}: {option} is an option of no qtrust command; fix the doc")
+            continue
+        resolved = _resolve([w for w in context if re.fullmatch(r"[a-z][a-z|-]*", w)], commands)
+        allowed = set().union(*(_options(c) for _, c in resolved if c is not None))
+        if option not in allowed:
+            names = " / ".join(f"qtrust {p}" for p, _ in resolved)
+            problems.append(
+                f"{snippet.where()}: {option} is written for `{names}`, which has no such option "
+                f"(its options: {', '.join(sorted(allowed))}); fix the doc"
+            )
+    _report(problems)
+
+
 def test_every_command_is_documented() -> None:
     documented = set()
     commands = cli_commands()
@@ -300,7 +375,9 @@ def test_relative_links_point_to_existing_files() -> None:
         where = f"{doc.relative_to(REPO)}:{number}"
         linked = (doc.parent / path_part).resolve() if path_part else doc
         if not linked.exists():
-            problems.append(f"{where}: link target {target} does not exist (relative to {doc.parent.relative_to(REPO) or '.'}/); fix the link")
+            problems.append(
+                f"{where}: link target {target} does not exist (relative to {doc.parent.relative_to(REPO) or '.'}/); fix the link"
+            )
             continue
         if anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
             problems.append(
@@ -320,8 +397,6 @@ def _check_path(text: str) -> str | None:
     if cut != text:
         cut = cut.rsplit("/", 1)[0] + "/" if "/" in cut else cut
     cut = cut.rstrip(".,:;")
-    if cut in PENDING and not (REPO / cut).exists():
-        return None
     if "*" in cut:
         return None if list(REPO.glob(cut)) else f"`{text}` matches no file of the repository"
     if not (REPO / cut).exists():

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
 from trust.types import REFUSED
 

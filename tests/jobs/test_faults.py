@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from jobs.plan.build import build_plan
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
 
 pytestmark = pytest.mark.usefixtures("ray_local")

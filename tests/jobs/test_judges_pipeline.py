@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
 from tests.support.openai_stub import judge_reply, openai_stub
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.mlflow_server import _free_port, _mlflow_server, mlflow_rest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]

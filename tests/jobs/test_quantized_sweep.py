@@ -15,8 +15,9 @@ import pytest
 from mlflow import MlflowClient
 
 from cluster.variants.cache import VariantCache
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]

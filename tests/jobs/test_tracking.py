@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from jobs.tracking import Tracker, resolve_tracking_uri, ui_command
 from tests.support.helpers import sweep_dict
 

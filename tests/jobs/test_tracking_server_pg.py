@@ -22,8 +22,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.mlflow_server import _free_port, _kill, _wait_healthy, mlflow_rest
 from tests.support.postgres_server import Postgres, postgres_server
 from tests.support.s3_server import S3Server

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import load_spec
+from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SpecError
 from tests.trust.test_declarative import write_user_benchmark
 

@@ -17,8 +17,9 @@ from mlflow import MlflowClient
 
 from cluster.engines.base import GenerationRequest, GenerationSettings
 from cluster.variants.load import VariantSource, load_variant
-from jobs.runner import RunOptions, run_sweep
+from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
+from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]

@@ -46,7 +46,7 @@ def fake_sweep(
 
 
 def run_options(root: Path, data_dir: Path, **kwargs: Any):  # -> RunOptions
-    from jobs.runner import RunOptions
+    from jobs.spec.run_options import RunOptions
 
     kwargs.setdefault("tracking_uri", f"sqlite:///{root}/mlflow.db")
     return RunOptions(data_dir=data_dir, quiet=True, **kwargs)
