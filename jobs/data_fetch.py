@@ -179,9 +179,7 @@ def _check_entry(folder: str, entry: object, index: int, table_name: str = SOURC
             raise DataFetchError(
                 f"{where}: optional: true is for a file whose sha256 is unknown (sha256: null), and only for it"
             )
-        return SourceFile(
-            folder, path, url, None, reason=_text(entry["reason"], where, "reason"), optional=True
-        )
+        return SourceFile(folder, path, url, None, reason=_text(entry["reason"], where, "reason"), optional=True)
     if entry["sha256"] is None:
         raise DataFetchError(f"{where}: sha256 is null; only an entry with optional: true and a reason may omit it")
     sha256 = _digest(entry["sha256"], where, "sha256")

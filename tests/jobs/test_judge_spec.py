@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from cluster.judges.kind_base import JudgeKind
 from jobs.plan.judges import judgment_key, plan_judges
 from jobs.spec.load import parse_spec
 from tests.support.helpers import problems_of, sweep_dict
@@ -118,3 +120,61 @@ def test_majority_vote_and_pairwise_kappa() -> None:
     assert result["judge_pairs/x-vs-y"] == 4 and result["judge_agreement/x-vs-y"] == 0.75
     assert result["judge_kappa/x-vs-y"] == pytest.approx(0.5)
     assert math.isnan(pair_agreement("x", "y", ["a", "a"], ["a", "a"], unreadable)["judge_kappa/x-vs-y"])
+
+
+# -- the judge-kind table ------------------------------------------------------------------------
+class EchoKind(JudgeKind):
+    """A judge kind written for the test: one class here plus one line in the table."""
+
+    name = "echo"
+    worker = "cluster.judges.workers:EndpointJudgeWorker"
+    description = "a template judge for the test"
+
+    def worker_config(self, judge, num_gpus):
+        return {"kind": self.name}
+
+    def identity(self, judge, template, max_new_tokens):
+        return f"echo|{self.decoding(judge, max_new_tokens)}|{template.identity}"
+
+
+def test_every_kind_of_the_table_carries_its_behaviour() -> None:
+    from cluster.judges.kinds import JUDGE_KINDS, judge_kind, worker_class
+
+    assert list(JUDGE_KINDS) == ["rule", "model", "endpoint"]
+    for name in JUDGE_KINDS:
+        kind = judge_kind(name)
+        assert isinstance(kind, JudgeKind) and kind.name == name and kind.description
+    assert not judge_kind("rule").needs_template and judge_kind("model").needs_template
+    assert judge_kind("model").scores_labels and not judge_kind("endpoint").scores_labels
+    assert judge_kind("endpoint").takes_endpoint and not judge_kind("model").takes_endpoint
+    assert worker_class("rule").__name__ == "RuleJudgeWorker"
+    assert worker_class("endpoint").__name__ == "EndpointJudgeWorker"
+    assert judge_kind("model").worker == "cluster.variants.worker:VariantWorker"
+    assert judge_kind("rule").in_process(SimpleNamespace(mode="binary"))("I can't help with that.").label == "refusal"
+    assert judge_kind("model").in_process(SimpleNamespace()) is None
+    with pytest.raises(KeyError, match="unknown judge kind 'oracle'; available: rule, model, endpoint"):
+        judge_kind("oracle")
+
+
+def test_a_new_kind_is_one_class_and_one_table_line(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cluster.judges.kinds import JUDGE_KINDS, judge_kind
+    from jobs.plan.build import load_benchmarks
+
+    monkeypatch.setitem(JUDGE_KINDS, "echo", f"{__name__}:EchoKind")
+    try:
+        problems = problems_of(
+            _spec(tmp_path, [{"name": "x", "kind": "echo", "decoding": "choose", "model": "m"}], ["x"])
+        )
+        assert any("judges[0].decoding: 'choose' scores labels" in p for p in problems)
+        spec = parse_spec(_spec(tmp_path, [{"name": "x", "kind": "echo"}], ["x"]))
+        judge = plan_judges(spec, load_benchmarks(spec, data_dir, None))["x"]
+        assert judge.identity("xstest").startswith("echo|greedy,max") and "xstest-compliance@1#" in judge.identity(
+            "xstest"
+        )
+        assert judge.worker_config() == {"kind": "echo"} and judge.kind.worker_class().__name__ == "EndpointJudgeWorker"
+        assert judge.describe()["kind"] == "echo" and judge.labels("xstest") == list(judge.templates["xstest"].labels)
+        assert judge.parse("xstest", "full_refusal").label == "full_refusal"
+    finally:
+        judge_kind.cache_clear()

@@ -148,3 +148,22 @@ def test_a_user_template_file_is_validated_with_file_and_field_in_the_message(tm
     )
     with pytest.raises(TemplateError, match="reserved"):
         load_template_file(path)
+
+
+def test_the_template_a_judge_reads_is_chosen_from_plain_settings() -> None:
+    from types import SimpleNamespace
+
+    from trust.benchmarks.catalog import get_benchmark
+    from trust.judges.template_choice import template_for
+
+    xstest = get_benchmark("xstest")
+    assert template_for(None, xstest).name == "xstest-compliance"  # the built-in written for it
+    assert template_for("guard-safety", xstest).name == "guard-safety"
+    assert template_for({"xstest": "guard-safety"}, xstest).name == "guard-safety"
+    assert template_for({"other": "guard-safety"}, xstest).name == "xstest-compliance"  # left out: falls through
+    named = SimpleNamespace(name="mine", definition=SimpleNamespace(judge="donotanswer-action"))
+    assert template_for(None, named).name == "donotanswer-action"  # the definition's judge
+    with pytest.raises(TemplateError, match="no judge template for benchmark 'nothing'"):
+        template_for(None, SimpleNamespace(name="nothing"))
+    with pytest.raises(TemplateError, match="unknown judge template 'no-such'"):
+        template_for("no-such", xstest)
