@@ -87,13 +87,13 @@ def test_a_redacted_stored_uri_needs_the_real_one(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_stored_spec_keeps_the_uri_redacted() -> None:
-    from jobs.runner import stored_spec
+    from jobs.runner import redacted_spec
     from jobs.spec.load import dump_spec, parse_spec
 
     spec = parse_spec(
         {**fake_sweep(Path("/tmp/x")), "tracking": {"uri": f"http://alice:{TOKEN}@h:1", "experiment": "e"}}
     )
-    text = dump_spec(stored_spec(spec))
+    text = dump_spec(redacted_spec(spec))
     assert TOKEN not in text and "http://alice:***@h:1" in text
     assert spec.tracking.uri == f"http://alice:{TOKEN}@h:1"  # the caller's spec is unchanged
 
