@@ -111,6 +111,12 @@ class JudgeKind:
         return None
 
     # -- identity and requests -----------------------------------------------------------------
+    def required_template(self, template: JudgeTemplate | None) -> JudgeTemplate:
+        """``template``, which a template judge must have been planned with."""
+        if template is None:
+            raise ValueError(f"the {self.name} judge reads a judge template, and none was chosen for this benchmark")
+        return template
+
     def decoding(self, judge: JudgeSettings, max_new_tokens: int) -> str:
         """How the judge decodes, as it appears in its identity."""
         return "choose" if judge.decoding == "choose" else f"greedy,max{max_new_tokens}"
@@ -121,14 +127,13 @@ class JudgeKind:
 
     def labels(self, judge: JudgeSettings, template: JudgeTemplate | None) -> list[str]:
         """The judge's own label vocabulary."""
-        assert template is not None
-        return list(template.labels)
+        return list(self.required_template(template).labels)
 
     def request(
         self, judge: JudgeSettings, template: JudgeTemplate | None, item: Item, output: str | None, data_dir: Path
     ) -> dict[str, Any]:
         """What the judge reads about one answer (hashed into the judgment key): the rendered judge prompt."""
-        assert template is not None
+        template = self.required_template(template)
         prompt = next((m["content"] for m in reversed(item.messages) if m.get("role") == "user"), "")
         messages = template.messages(prompt, output or "", item.attributes, data_dir)
         if judge.decoding == "choose":
@@ -141,8 +146,7 @@ class JudgeKind:
     ) -> tuple[str | None, Verdict]:
         """The raw text kept and the verdict of one worker result (a chosen label, or text to parse)."""
         if judge.decoding == "choose":
-            assert template is not None
-            labels = list(template.labels)
+            labels = list(self.required_template(template).labels)
             logprobs = list(result.get("logprobs") or [])
             if len(logprobs) != len(labels):
                 return None, failed("", f"expected {len(labels)} label scores, got {len(logprobs)}")
@@ -155,8 +159,7 @@ class JudgeKind:
     def parse(self, judge: JudgeSettings, template: JudgeTemplate | None, raw: str | None) -> Verdict:
         """The verdict in a judge's raw output (never raises)."""
         try:
-            assert template is not None
-            return template.parse(raw)
+            return self.required_template(template).parse(raw)
         except Exception as err:
             return failed(raw or "", f"{type(err).__name__}: {err}")
 
@@ -164,7 +167,7 @@ class JudgeKind:
     def problems(self, judge: JudgeSettings) -> list[Problem]:
         """Why ``judge`` cannot run as this kind (no model load, no network): the kind's own checks, then the
         fields it does not take."""
-        out = self.own_problems(judge)
+        out = list(self.own_problems(judge))
         if not self.takes_endpoint and judge.endpoint is not None:
             out.append(("endpoint", "only endpoint judges take 'endpoint'; remove it or set kind: endpoint"))
         if judge.decoding == "choose" and not self.scores_labels:
@@ -189,5 +192,5 @@ class JudgeKind:
 
     def eval_params(self, judge: JudgeSettings, template: JudgeTemplate | None, max_new_tokens: int) -> dict[str, str]:
         """The kind's own parameters of a ``qtrust judge-eval`` run (prefixed ``judge.`` there)."""
-        assert template is not None
+        template = self.required_template(template)
         return {"template": template.name, "decoding": judge.decoding, "max_new_tokens": str(max_new_tokens)}

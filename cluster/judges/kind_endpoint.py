@@ -37,7 +37,8 @@ class EndpointKind(JudgeKind):
         return (Secret(os.environ.get(endpoint.api_key_env)),)
 
     def identity(self, judge: JudgeSettings, template: JudgeTemplate | None, max_new_tokens: int) -> str:
-        assert judge.endpoint is not None and template is not None
+        assert judge.endpoint is not None
+        template = self.required_template(template)
         decoding = self.decoding(judge, max_new_tokens)
         return f"endpoint:{judge.endpoint.model}|t={judge.endpoint.temperature:g}|{decoding}|{template.identity}"
 

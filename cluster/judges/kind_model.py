@@ -49,7 +49,7 @@ class ModelKind(JudgeKind):
         }
 
     def identity(self, judge: JudgeSettings, template: JudgeTemplate | None, max_new_tokens: int) -> str:
-        assert template is not None
+        template = self.required_template(template)
         decoding = self.decoding(judge, max_new_tokens)
         return (
             f"{self.name}:{judge.model}@{judge.revision or 'main'}|{judge.dtype}|{judge.engine}|{decoding}"

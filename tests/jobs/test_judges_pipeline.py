@@ -105,6 +105,18 @@ def generations_of(store_dir: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _key_variable_restored():
+    """The tests put the stub's key into this process's environment; it leaves with the module, so a later
+    module's Ray workers (which inherit the environment) never see it."""
+    saved = os.environ.get(KEY_ENV)
+    yield
+    if saved is None:
+        os.environ.pop(KEY_ENV, None)
+    else:
+        os.environ[KEY_ENV] = saved
+
+
 @pytest.fixture(scope="module")
 def judged_run(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory, ray_local):
     os.environ[KEY_ENV] = SECRET
