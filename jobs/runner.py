@@ -26,8 +26,9 @@ from jobs.pipeline.generate import (
     worker_resources,
 )
 from jobs.pipeline.judge_feed import JudgeFeed, Judging, judge_stage
+from jobs.pipeline.pools import Task
 from jobs.pipeline.progress import QuietProgress, RichProgress
-from jobs.pipeline.scheduler import Scheduler, SchedulerReport, Task
+from jobs.pipeline.scheduler import Scheduler, SchedulerReport
 from jobs.pipeline.state import Counts, SweepState
 from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jobs.pipeline.scheduler import PoolConfig, Task
+from jobs.pipeline.pools import PoolConfig, Task
 from jobs.plan.build import Plan, Shard, Variant
 from jobs.store.records import result_rows
 from jobs.store.shards import IndexWriter, write_groups

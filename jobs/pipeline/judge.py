@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.pipeline.scheduler import PoolConfig, Task
+from jobs.pipeline.pools import PoolConfig, Task
 from jobs.plan.build import Plan
 from jobs.plan.judges import PlannedJudge, judgment_key
 from jobs.store.shards import IndexWriter, write_groups

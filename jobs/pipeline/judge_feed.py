@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from rich.console import Console
 
-from jobs.pipeline.scheduler import Scheduler, Task
+from jobs.pipeline.pools import Task
+from jobs.pipeline.scheduler import Scheduler
 from jobs.pipeline.state import SweepState
 from jobs.plan.build import Plan
 from jobs.store.shards import ScanResult

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.pipeline.scheduler import Task
+from jobs.pipeline.pools import Task
 from jobs.plan.build import Plan, Shard
 
 

@@ -27,7 +27,9 @@ from cluster.engines.hf import HFEngine
 from cluster.models.sources import resolve_model_path
 from cluster.quantization.probe import probe_perplexity
 from cluster.runtime import WorkerResources, start_worker, stop_worker
-from jobs.pipeline.scheduler import NullEvents, PoolConfig, Scheduler, Task
+from jobs.pipeline.events import NullEvents
+from jobs.pipeline.pools import PoolConfig, Task
+from jobs.pipeline.scheduler import Scheduler
 from jobs.plan.build import load_benchmarks
 from jobs.spec.load import load_spec, parse_spec
 

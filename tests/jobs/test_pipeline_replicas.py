@@ -18,7 +18,8 @@ import yaml
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.runtime import WorkerResources, create_pool_group
-from jobs.pipeline.scheduler import PoolConfig, Scheduler, Task
+from jobs.pipeline.pools import PoolConfig, Task
+from jobs.pipeline.scheduler import Scheduler
 from tests.support.pipeline_helpers import (
     fake_sweep,
     labels_of,
