@@ -53,8 +53,12 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# The tests run on both cores (pytest-xdist: a test module runs whole on one worker, so its fixtures
+# are built once, and the CPU-heavy modules run one after another, see tests/conftest.py);
+# TEST_WORKERS=0 runs them in this process. The 15 slowest are printed.
+TEST_WORKERS ?= 2
 test: setup sysdeps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).
 bench-harness-env: .venv-harness/.installed

@@ -10,6 +10,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Two test workers share two cores (pytest-xdist, see the Makefile): OpenMP threads that spin while
+# they wait would steal the other worker's core (seen: a 70 s quantized-model test took > 15 min
+# beside a vLLM test). Passive waiting costs a single run nothing measurable.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: Test modules that keep both cores busy for minutes (quantizing, vLLM, the built-in model end to
+#: end). Under pytest-xdist they form one group, run one after another on one worker, so two of
+#: them never compete for the cores; every other module is a group of its own (its module-scoped
+#: fixtures are built once). Run with ``--dist loadgroup`` (the Makefile does).
+CPU_HEAVY_MODULES = frozenset(
+    {
+        "tests/cluster/test_quant_builtin.py",
+        "tests/cluster/test_quant_llmc.py",
+        "tests/cluster/test_quant_variants.py",
+        "tests/cluster/test_builtin_model.py",
+        "tests/cluster/test_vllm_engine.py",
+        "tests/cluster/test_vllm_prefix_scoring.py",
+        "tests/cluster/test_judge_vllm_serve.py",
+        "tests/jobs/test_vllm_sweep.py",
+        "tests/jobs/test_demo_cli.py",
+        "tests/jobs/test_cli_quantize.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One xdist group per test module, and one for all of :data:`CPU_HEAVY_MODULES`."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = "cpu-heavy" if module in CPU_HEAVY_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def shared_benchmarks() -> Path:

@@ -16,6 +16,9 @@ Methods:
 * ``bnb``: bitsandbytes at load time (``int8``, ``nf4``, ``fp4``).
 * ``hqq``: half-quadratic quantization at load time (hqq's own API).
 * ``prequantized``: a checkpoint that is already quantized, loaded as it is.
+
+What each method accepts and how it runs is its entry in :mod:`cluster.quantization.methods`; the
+checks below ask that table (``QuantRecipe.quant_method``).
 """
 
 from __future__ import annotations

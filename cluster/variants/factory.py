@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.engines.base import Engine
-from cluster.engines.factory import pick_device
+from cluster.engines.device import pick_device
 from cluster.engines.kinds import engine_kind
 from cluster.quantization.recipes import QuantRecipe
 from cluster.variants.load import load_variant

@@ -20,8 +20,8 @@ from cluster.engines.base import (
     GenerationSettings,
     LoglikelihoodRequest,
 )
-from cluster.engines.factory import build_engine
 from cluster.engines.vllm_engine import EngineDead
+from cluster.variants.factory import build_engine
 
 
 def placement() -> dict[str, Any]:

@@ -78,7 +78,10 @@ def _options_model(definition: BenchmarkDefinition) -> type[BaseModel]:
 
             validators[f"check_{name}"] = field_validator(name)(classmethod(check))
     return create_model(
-        f"{definition.name}_options", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields  # type: ignore[arg-type]
+        f"{definition.name}_options",
+        __config__=ConfigDict(extra="forbid"),
+        __validators__=validators,
+        **fields,  # type: ignore[arg-type]
     )
 
 
