@@ -53,12 +53,15 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The tests run on both cores (pytest-xdist: a test module runs whole on one worker, so its fixtures
-# are built once, and the CPU-heavy modules run one after another, see tests/conftest.py);
-# TEST_WORKERS=0 runs them in this process. The 15 slowest are printed.
+# The tests run on both cores (pytest-xdist, each test module whole on one worker, so its fixtures are
+# built once), then the modules that must run alone one after another in one process (the
+# CPU-heavy ones and a machine-wide Ray; see tests/conftest.py):
+# the two calls together run every test. TEST_WORKERS=0 runs the first part in one process too.
+# Each call prints its 15 slowest tests.
 TEST_WORKERS ?= 2
 test: setup sysdeps lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=15
+	$(BIN)/python -m pytest -m serial --durations=15
 
 # lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).
 bench-harness-env: .venv-harness/.installed

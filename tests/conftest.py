@@ -11,15 +11,22 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Two test workers share two cores (pytest-xdist, see the Makefile): OpenMP threads that spin while
-# they wait would steal the other worker's core (seen: a 70 s quantized-model test took > 15 min
-# beside a vLLM test). Passive waiting costs a single run nothing measurable.
+# they wait would steal the other worker's core. Passive waiting costs a single run nothing measurable.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# pytest-xdist gives its workers COLUMNS=80 (the controller's width); the CLI's consoles, created at
+# import, would then wrap every line the CLI tests read at 80 columns. A test that wants a width
+# sets COLUMNS itself, as without xdist.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
-#: Test modules that keep both cores busy for minutes (quantizing, vLLM, the built-in model end to
-#: end). Under pytest-xdist they form one group, run one after another on one worker, so two of
-#: them never compete for the cores; every other module is a group of its own (its module-scoped
-#: fixtures are built once). Run with ``--dist loadgroup`` (the Makefile does).
-CPU_HEAVY_MODULES = frozenset(
+#: Test modules that must run alone: those that keep both cores busy for minutes (quantizing, vLLM,
+#: the built-in model end to end) and the one that starts a machine-wide Ray cluster with its
+#: dashboard (``ray job submit``). They are marked ``serial``: ``make test`` runs every other test on
+#: both cores (pytest-xdist, a module whole on one worker) and then these one after another in one
+#: process (seen: a 70 s quantized-model test took > 15 minutes beside a vLLM test; the job agent of
+#: a ``ray start`` cluster did not answer in time beside another test). ``-m serial`` and
+#: ``-m "not serial"`` together are every test.
+SERIAL_MODULES = frozenset(
     {
         "tests/cluster/test_quant_builtin.py",
         "tests/cluster/test_quant_llmc.py",
@@ -31,16 +38,16 @@ CPU_HEAVY_MODULES = frozenset(
         "tests/jobs/test_vllm_sweep.py",
         "tests/jobs/test_demo_cli.py",
         "tests/jobs/test_cli_quantize.py",
+        "tests/infra/test_ray_job_submit.py",
     }
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """One xdist group per test module, and one for all of :data:`CPU_HEAVY_MODULES`."""
+    """Mark the tests of :data:`SERIAL_MODULES` ``serial``."""
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        group = "cpu-heavy" if module in CPU_HEAVY_MODULES else module
-        item.add_marker(pytest.mark.xdist_group(group))
+        if item.nodeid.split("::", 1)[0] in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
 
 
 def shared_benchmarks() -> Path:

@@ -1,10 +1,10 @@
-"""The test suite's own layout: tests mirror the code, and the CPU-heavy list names real modules."""
+"""The test suite's own layout: tests mirror the code, and the serial list names real modules."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import CPU_HEAVY_MODULES, REPO
+from tests.conftest import REPO, SERIAL_MODULES
 
 AREAS = {"trust", "cluster", "jobs", "infra"}
 
@@ -19,6 +19,6 @@ def test_every_test_module_lives_in_the_folder_of_what_it_tests() -> None:
     assert not stray and not loose, f"move these under tests/{{{','.join(sorted(AREAS))}}}/: {stray + loose}"
 
 
-def test_the_cpu_heavy_modules_exist() -> None:
-    missing = sorted(m for m in CPU_HEAVY_MODULES if not (REPO / m).is_file())
-    assert not missing, f"tests/conftest.py CPU_HEAVY_MODULES names modules that do not exist: {missing}"
+def test_the_serial_modules_exist() -> None:
+    missing = sorted(m for m in SERIAL_MODULES if not (REPO / m).is_file())
+    assert not missing, f"tests/conftest.py SERIAL_MODULES names modules that do not exist: {missing}"
