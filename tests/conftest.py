@@ -43,11 +43,31 @@ SERIAL_MODULES = frozenset(
 )
 
 
+#: The slowest of the other modules (measured on 2 cores): they start first, so that the two
+#: workers do not end on them one after the other while the other worker has nothing left.
+LONG_MODULES = (
+    "tests/jobs/test_quantized_sweep.py",
+    "tests/jobs/test_pipeline_faults.py",
+    "tests/jobs/test_cli_run_status.py",
+    "tests/jobs/test_faults.py",
+    "tests/jobs/test_judges_pipeline.py",
+    "tests/jobs/test_pipeline_replicas.py",
+    "tests/cluster/test_hf_prefix_scoring.py",
+    "tests/jobs/test_store_s3.py",
+    "tests/jobs/test_tracking_sweep.py",
+    "tests/cluster/test_placement.py",
+    "tests/jobs/test_e2e.py",
+    "tests/jobs/test_mlflow_ui.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of :data:`SERIAL_MODULES` ``serial``."""
+    """Mark the tests of :data:`SERIAL_MODULES` ``serial``; put :data:`LONG_MODULES` first."""
     for item in items:
         if item.nodeid.split("::", 1)[0] in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+    rank = {module: index for index, module in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def shared_benchmarks() -> Path:

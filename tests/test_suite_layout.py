@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import REPO, SERIAL_MODULES
+from tests.conftest import LONG_MODULES, REPO, SERIAL_MODULES
 
 AREAS = {"trust", "cluster", "jobs", "infra"}
 
@@ -22,3 +22,9 @@ def test_every_test_module_lives_in_the_folder_of_what_it_tests() -> None:
 def test_the_serial_modules_exist() -> None:
     missing = sorted(m for m in SERIAL_MODULES if not (REPO / m).is_file())
     assert not missing, f"tests/conftest.py SERIAL_MODULES names modules that do not exist: {missing}"
+
+
+def test_the_long_modules_exist_and_are_not_serial() -> None:
+    missing = sorted(m for m in LONG_MODULES if not (REPO / m).is_file())
+    assert not missing, f"tests/conftest.py LONG_MODULES names modules that do not exist: {missing}"
+    assert not set(LONG_MODULES) & SERIAL_MODULES
