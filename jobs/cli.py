@@ -24,8 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
-# Not a terminal (a pipe, a CI log): lines up to 160 columns, so that paths in messages are not cut.
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
+# Not a terminal (a pipe, a CI log): messages are never wrapped, so a path or a fix is never cut in two.
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
 VERIFY_HELP = (
