@@ -18,6 +18,11 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+# The driver loads torch before anything opens an S3 filesystem: torch's MKL failed to load after
+# pyarrow had initialised the AWS SDK in the same process ("Intel oneMKL FATAL ERROR: Cannot load
+# libtorch_cpu.so", then a segfault; seen in a sweep run as a Ray job storing on S3).
+import torch  # noqa: F401  isort: skip
+
 from jobs.pipeline.generate import (
     Committer,
     default_cache_dir,

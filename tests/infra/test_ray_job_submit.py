@@ -31,7 +31,7 @@ ITEMS = 10
 def _spec(root: str) -> dict:
     return {
         "name": "onjob",
-        "models": [{"name": "tiny", "source": FAKE_SOURCE, "engine": "fake", "engine_options": {"delay_s": 0.25}}],
+        "models": [{"name": "tiny", "source": FAKE_SOURCE, "engine": "fake", "engine_options": {"delay_s": 1.0}}],
         "recipes": [{"name": "ref", "method": "none"}],
         "benchmarks": [
             {"name": "machine_ethics", "limit": ITEMS, "max_new_tokens": 4},
