@@ -80,8 +80,8 @@ def _options_model(definition: BenchmarkDefinition) -> type[BaseModel]:
     return create_model(
         f"{definition.name}_options",
         __config__=ConfigDict(extra="forbid"),
-        __validators__=validators,
-        **fields,  # type: ignore[arg-type]
+        __validators__=validators,  # type: ignore[arg-type]
+        **fields,
     )
 
 
