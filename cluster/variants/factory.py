@@ -14,7 +14,6 @@ from cluster.engines.base import Engine
 from cluster.engines.device import pick_device
 from cluster.engines.kinds import engine_kind
 from cluster.quantization.recipes import QuantRecipe
-from cluster.variants.load import load_variant
 from cluster.variants.source import VariantSource
 
 
@@ -25,6 +24,7 @@ def build_engine(config: dict[str, Any], *, cache_dir: Path | None = None, num_t
     if not kind.needs_weights:
         return kind.load(config)
     from cluster.models.sources import resolve_model_path
+    from cluster.variants.load import load_variant  # transformers and torch: in the worker only
 
     prequantized_path = None
     checkpoint = recipe.checkpoint_source

@@ -21,6 +21,7 @@ from cluster.engines.base import (
     LoglikelihoodRequest,
 )
 from cluster.engines.vllm_engine import EngineDead
+from cluster.variants.factory import build_engine
 
 
 def placement() -> dict[str, Any]:
@@ -54,8 +55,6 @@ class VariantWorker:
     def _ensure_engine(self) -> Engine:
         if self._engine is None:
             start = time.perf_counter()
-            from cluster.variants.factory import build_engine  # torch and transformers load in the worker only
-
             self._engine = build_engine(self.config, cache_dir=self.cache_dir, num_threads=self.num_threads)
             self._load_seconds = time.perf_counter() - start
             self._loads += 1
@@ -142,8 +141,6 @@ def prepare_variant(
     evaluated. The loaded engine is dropped when the task ends.
     """
     start = time.perf_counter()
-    from cluster.variants.factory import build_engine
-
     engine = build_engine(config, cache_dir=Path(cache_dir) if cache_dir else None, num_threads=num_threads)
     report = {
         "engine": engine.describe(),
