@@ -54,14 +54,12 @@ lint: setup
 	$(BIN)/mypy
 
 # The tests run on both cores (pytest-xdist, each test module whole on one worker, so its fixtures are
-# built once), then the modules that must run alone one after another in one process (the
-# CPU-heavy ones and a machine-wide Ray; see tests/conftest.py):
-# the two calls together run every test. TEST_WORKERS=0 runs the first part in one process too.
-# Each call prints its 15 slowest tests.
+# built once). The CPU-heavy modules and the machine-wide Ray (marked `serial`, see tests/conftest.py)
+# run as one chain on one worker while the other worker takes the rest (tests/support/xdist_chain.py).
+# It prints the 15 slowest tests. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: setup sysdeps lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=15
-	$(BIN)/python -m pytest -m serial --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).
 bench-harness-env: .venv-harness/.installed

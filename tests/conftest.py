@@ -19,55 +19,68 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)
 
-#: Test modules that must run alone: those that keep both cores busy for minutes (quantizing, vLLM,
-#: the built-in model end to end) and the one that starts a machine-wide Ray cluster with its
-#: dashboard (``ray job submit``). They are marked ``serial``: ``make test`` runs every other test on
-#: both cores (pytest-xdist, a module whole on one worker) and then these one after another in one
-#: process (seen: a 70 s quantized-model test took > 15 minutes beside a vLLM test; the job agent of
-#: a ``ray start`` cluster did not answer in time beside another test). ``-m serial`` and
-#: ``-m "not serial"`` together are every test.
-SERIAL_MODULES = frozenset(
-    {
-        "tests/cluster/test_quant_builtin.py",
-        "tests/cluster/test_quant_llmc.py",
-        "tests/cluster/test_quant_variants.py",
-        "tests/cluster/test_builtin_model.py",
-        "tests/cluster/test_vllm_engine.py",
-        "tests/cluster/test_vllm_prefix_scoring.py",
-        "tests/cluster/test_judge_vllm_serve.py",
-        "tests/jobs/test_vllm_sweep.py",
-        "tests/jobs/test_demo_cli.py",
-        "tests/jobs/test_cli_quantize.py",
-        "tests/infra/test_ray_job_submit.py",
-    }
+#: Test modules that must not run beside each other: those that keep both cores busy for minutes
+#: (quantizing, vLLM, the built-in model end to end) and the one that starts a machine-wide Ray
+#: cluster with its dashboard (``ray job submit``). They are marked ``serial``. ``make test`` runs
+#: them as **one chain** on one pytest-xdist worker, one after another, while the other worker takes
+#: every other module (see tests/support/xdist_chain.py): two of them at once were seen to starve
+#: each other (a 70 s quantized-model test took > 15 minutes beside a vLLM test; the job agent of a
+#: ``ray start`` cluster did not answer in time beside another test).
+SERIAL_MODULES = (
+    "tests/cluster/test_quant_builtin.py",
+    "tests/jobs/test_demo_cli.py",
+    "tests/cluster/test_vllm_engine.py",
+    "tests/jobs/test_vllm_sweep.py",
+    "tests/cluster/test_vllm_prefix_scoring.py",
+    "tests/cluster/test_judge_vllm_serve.py",
+    "tests/cluster/test_builtin_model.py",
+    "tests/jobs/test_cli_quantize.py",
+    "tests/cluster/test_quant_llmc.py",
+    "tests/cluster/test_quant_variants.py",
+    "tests/infra/test_ray_job_submit.py",
 )
 
 
-#: The slowest of the other modules (measured on 2 cores): they start first, so that the two
-#: workers do not end on them one after the other while the other worker has nothing left.
+#: The slowest of the other modules (measured on 2 cores), longest first: they start first, so that
+#: the last units handed out are short ones and both workers end at about the same time.
 LONG_MODULES = (
     "tests/jobs/test_quantized_sweep.py",
     "tests/jobs/test_pipeline_faults.py",
-    "tests/jobs/test_cli_run_status.py",
-    "tests/jobs/test_faults.py",
-    "tests/jobs/test_judges_pipeline.py",
-    "tests/jobs/test_pipeline_replicas.py",
     "tests/cluster/test_hf_prefix_scoring.py",
-    "tests/jobs/test_store_s3.py",
+    "tests/jobs/test_cli_run_status.py",
+    "tests/jobs/test_judges_pipeline.py",
     "tests/jobs/test_tracking_sweep.py",
-    "tests/cluster/test_placement.py",
-    "tests/jobs/test_e2e.py",
+    "tests/jobs/test_pipeline_replicas.py",
+    "tests/jobs/test_store_s3.py",
     "tests/jobs/test_mlflow_ui.py",
+    "tests/jobs/test_tracking_redaction.py",
+    "tests/jobs/test_tracking_server_pg.py",
+    "tests/jobs/test_faults.py",
+    "tests/jobs/test_e2e.py",
+    "tests/jobs/test_all_benchmarks.py",
+    "tests/jobs/test_user_benchmark.py",
+    "tests/cluster/test_quant_prequantized.py",
+    "tests/jobs/test_tracking_live.py",
+    "tests/jobs/test_reuse.py",
+    "tests/cluster/test_placement.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of :data:`SERIAL_MODULES` ``serial``; put :data:`LONG_MODULES` first."""
+    """Mark the tests of :data:`SERIAL_MODULES` ``serial``; order: the chain, :data:`LONG_MODULES`, the rest."""
+    order = {module: index for index, module in enumerate(SERIAL_MODULES + LONG_MODULES)}
     for item in items:
         if item.nodeid.split("::", 1)[0] in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
-    rank = {module: index for index, module in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+    items.sort(key=lambda item: order.get(item.nodeid.split("::", 1)[0], len(order)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object):
+    """``--dist loadfile``: the serial modules run as one chain on one worker (tests/support/xdist_chain.py)."""
+    from tests.support.xdist_chain import make_scheduler
+
+    return make_scheduler(config, log, SERIAL_MODULES)
 
 
 def shared_benchmarks() -> Path:
