@@ -20,6 +20,7 @@ import pytest
 
 from cluster.judges.endpoint import EndpointClient, EndpointError, EndpointSpec
 from tests.support.judge_servers import ServerURL, pid_alive, vllm_openai_server
+from tests.support.mlflow_store import sqlite_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -153,7 +154,7 @@ def test_a_sweep_judged_through_the_vllm_server(
             quality_probe=False,
         )
     )
-    outcome = run_sweep(spec, RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True))
+    outcome = run_sweep(spec, RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True))
     assert not outcome.failed and not outcome.judge_failed
     files = list((Path(outcome.store.dir) / "judgments" / "judge=vllm").rglob("shard-*.parquet"))
     judgments = pd.concat([pd.read_parquet(f) for f in files])

@@ -13,6 +13,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
+from tests.support.mlflow_store import sqlite_store
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def test_sweep_runs_on_the_cluster_address(two_gpu_nodes, tiny_model_dir: Path, 
     outcome = run_sweep(
         parse_spec(spec),
         RunOptions(
-            data_dir=data_dir, address=two_gpu_nodes.address, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True
+            data_dir=data_dir, address=two_gpu_nodes.address, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True
         ),
     )
     assert not outcome.failed and outcome.items_computed == outcome.plan.n_requests

@@ -12,6 +12,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
+from tests.support.mlflow_store import sqlite_store
 from trust.types import REFUSED
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def first_and_second(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
     spec = parse_spec(sweep_dict(tiny_model_dir, root / "runs"))
-    options = RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True)
+    options = RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(root / "mlflow.db"), quiet=True)
     first = run_sweep(spec, options)
     second = run_sweep(spec, options)
     return spec, first, second, root

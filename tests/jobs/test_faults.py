@@ -11,6 +11,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
+from tests.support.mlflow_store import sqlite_store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -28,7 +29,7 @@ def fake_sweep(
 
 
 def options(root: Path, data_dir: Path) -> RunOptions:
-    return RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True)
+    return RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(root / "mlflow.db"), quiet=True)
 
 
 def labels_of(outcome) -> dict:

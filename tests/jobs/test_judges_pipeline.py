@@ -27,6 +27,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import sweep_dict
+from tests.support.mlflow_store import sqlite_store
 from tests.support.openai_stub import judge_reply, openai_stub
 
 pytestmark = [pytest.mark.slow]
@@ -121,7 +122,7 @@ def _key_variable_restored():
 def judged_run(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory, ray_local):
     os.environ[KEY_ENV] = SECRET
     tmp = tmp_path_factory.mktemp("judged")
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = sqlite_store(tmp / "mlflow.db")
     with openai_stub(flaky) as stub:
         spec = judged_spec(tiny_model_dir, tmp / "runs", stub.base_url)
         handler = _Capture()
@@ -305,7 +306,9 @@ def test_a_judge_actor_killed_mid_shard_loses_nothing(
 
         killer = threading.Thread(target=kill_when_busy, daemon=True)
         killer.start()
-        outcome = run_sweep(spec, RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True))
+        outcome = run_sweep(
+            spec, RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True)
+        )
         killer.join(timeout=5)
     assert killed, "the judge worker was never seen busy"
     judgments = judgments_of(Path(outcome.store.dir))

@@ -11,6 +11,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import load_spec
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SpecError
+from tests.support.mlflow_store import sqlite_store
 from tests.trust.test_declarative import write_user_benchmark
 
 
@@ -41,7 +42,7 @@ def sweep(tmp_path: Path, model_dir: Path, definition: str) -> Path:
 def test_user_benchmark_runs_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     write_user_benchmark(tmp_path / "mine")
     spec = load_spec(sweep(tmp_path, tiny_model_dir, "mine/pets.yaml"))  # relative to the sweep file
-    outcome = run_sweep(spec, RunOptions(data_dir=tmp_path, tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True))
+    outcome = run_sweep(spec, RunOptions(data_dir=tmp_path, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True))
     assert not outcome.failed
     assert set(outcome.plan.benchmarks) == {"pets", "pets_polite"}
     rows = {(r.name, r.benchmark): r for r in outcome.results}

@@ -21,6 +21,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
+from tests.support.mlflow_store import sqlite_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
 
@@ -49,7 +50,7 @@ def _table(outcome):
 def run_then_resume(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("vllm-sweep")
     spec = _spec(tiny_model_dir, root / "runs")
-    options = RunOptions(data_dir=data_dir, tracking_uri=f"sqlite:///{root}/mlflow.db", quiet=True)
+    options = RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(root / "mlflow.db"), quiet=True)
     first = run_sweep(spec, options)
     first_table = _table(first)
     folder = first.store.dir / "generations" / "variant=tiny-w4" / "benchmark=machine_ethics"

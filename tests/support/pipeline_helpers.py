@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from tests.support.mlflow_store import sqlite_store
+
 REPO = Path(__file__).resolve().parents[2]
 #: A model source the fake engine serves without any file (its identity is ``hub:<source>@main``).
 FAKE_SOURCE = "qtrust-test/fake-model"
@@ -48,7 +50,7 @@ def fake_sweep(
 def run_options(root: Path, data_dir: Path, **kwargs: Any):  # -> RunOptions
     from jobs.spec.run_options import RunOptions
 
-    kwargs.setdefault("tracking_uri", f"sqlite:///{root}/mlflow.db")
+    kwargs.setdefault("tracking_uri", sqlite_store(Path(root) / "mlflow.db"))
     return RunOptions(data_dir=data_dir, quiet=True, **kwargs)
 
 
