@@ -17,7 +17,9 @@ On a small randomly initialised Llama-shaped model (built here, nothing download
 * ``bnb nf4``: bitsandbytes 4-bit at load time, probe perplexity;
 * ``aqlm <shape>``: the aqlm package's kernel for codebooks of that shape (CUDA: its kernels for
   1x16, 2x8 and 1x8; CPU: the numba kernel for 8-bit codebooks, dequantize-then-matmul for 16-bit
-  ones) against a plain matmul with the dequantized weight.
+  ones, on one numba thread as qtrust's loaders run it: aqlm 1.1.7's parallel numba loop adds into
+  shared outputs without a lock and is wrong on several threads) against a plain matmul with the
+  dequantized weight.
 
 A row is ``ok``, ``FAIL`` (the check ran and missed its bound; exit status 1) or ``n/a`` (a package
 is missing or the device cannot run it: the row says which). The GPU machines have torch and
@@ -241,6 +243,10 @@ def check_aqlm(shape: tuple[int, int], dtype: str, device: str) -> tuple[bool, s
     from aqlm.inference_kernels import get_forward_pass_kernel
 
     codebooks, nbits = shape
+    if device == "cpu":  # what qtrust's loaders run: aqlm 1.1.7's numba kernel races on several threads
+        from cluster.quantization.aqlm import serial_numba_kernel
+
+        serial_numba_kernel()
     kernel_dtype = torch.float32 if device == "cpu" else getattr(torch, dtype)
     torch.manual_seed(0)
     layer = QuantizedLinear(1024, 512, 8, 1, codebooks, nbits, bias=False, device=device, dtype=kernel_dtype)

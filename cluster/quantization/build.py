@@ -56,7 +56,10 @@ def build_checkpoint(
     )
     model.to(device)
     model.eval()
-    plan = plan_targets(model, recipe)
+    # Methods that are not layerwise (aqlm, quip_sharp, quik) have no group size of qtrust's kind.
+    plan = plan_targets(
+        model, recipe if recipe.quant_method.layerwise else recipe.model_copy(update={"group_size": None})
+    )
     loaded_s = time.perf_counter() - started
     report: dict[str, Any] = {"device": device, "dtype": dtype}
     quantize = resolve(recipe.quant_method.build)

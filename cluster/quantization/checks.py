@@ -70,6 +70,10 @@ def read_model_config(source: str, revision: str | None = None) -> dict[str, Any
 def recipe_shape_problems(recipe: QuantRecipe, shape: ModelShape) -> list[str]:
     """Why ``recipe`` cannot apply to a model of ``shape`` (empty when it can)."""
     method = recipe.quant_method
+    if method.shape_check is not None:
+        from cluster.quantization.methods import resolve
+
+        return list(resolve(method.shape_check)(recipe, shape))
     if not method.layerwise:
         return []
     problems = []

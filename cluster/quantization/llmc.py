@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from cluster.quantization.recipes import QuantRecipe
-from cluster.quantization.targets import LayerQuant, TargetPlan
+from cluster.quantization.targets import LayerQuant, TargetPlan, scalar_bits_per_weight
 
 if TYPE_CHECKING:
     from compressed_tensors.quantization import QuantizationScheme
@@ -91,6 +91,7 @@ def quantize_with_llmcompressor(
         _run_oneshot(model, tokenizer, modifiers, dataset, _seq_len(recipe))
     quantize_s = time.perf_counter() - started
     verify_quantized(model, plan)
+    bits_per_weight = scalar_bits_per_weight(model, plan, recipe.symmetric)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,7 @@ def quantize_with_llmcompressor(
             "quantize_s": f"{quantize_s:.3f}",
             "calibration_samples": str(len(dataset) if dataset is not None else 0),
             "backend": f"llm-compressor {llmcompressor.__version__}",
+            "bits_per_weight": f"{bits_per_weight:.3f}",
             **extra,
         }
     )

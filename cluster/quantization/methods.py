@@ -105,8 +105,9 @@ class QuantMethod:
     group_size_required: bool = False
     calibrated: bool = False
     """Runs a calibration set through the model (the recipe gets a default ``calibration``)."""
-    auto_storage: Literal["simulated", "packed"] | None = None
-    """Cached methods: what ``storage: auto`` means (``packed``: where every width is packable)."""
+    auto_storage: Literal["simulated", "packed", "codes"] | None = None
+    """Cached methods: what ``storage: auto`` means (``packed``: where every width is packable;
+    ``codes``: the method's own packed format at every width, reported as ``packed``)."""
     packed_bits_error: str | None = None
     """Message when ``storage: packed`` asks for a width outside :data:`PACKABLE_BITS`."""
     packages: tuple[str, ...] = ()
@@ -122,6 +123,12 @@ class QuantMethod:
     """Recipe rules the fields above do not express (a message, or None)."""
     label: Callable[[QuantRecipe], str] | None = None
     """The recipe's short label, for methods that are not layerwise (default ``<name>[-w<bits>]``)."""
+    params: str | None = None
+    """``"module:Model"``: the pydantic model of the recipe's ``params`` block (the method's own
+    settings, keyed with the recipe). Its module must import without torch: validation loads it."""
+    shape_check: str | None = None
+    """``"module:function"``: ``(recipe, shape) -> list[str]``, problems of the recipe on a model of
+    that :class:`~cluster.quantization.checks.ModelShape` (its module must import without torch)."""
 
     # ------------------------------------------------------------------ what it is
 
@@ -153,6 +160,8 @@ class QuantMethod:
             return recipe.storage
         if self.auto_storage == "simulated":
             return "simulated"
+        if self.auto_storage == "codes":
+            return "packed"
         packable = recipe.bits in PACKABLE_BITS and all(o.bits in PACKABLE_BITS for o in recipe.overrides)
         return "packed" if packable else "simulated"
 
@@ -185,6 +194,8 @@ class QuantMethod:
             return f"bnb_type applies to {takers('bnb_type')} only; remove it for {where}"
         if bits is not None and bits not in self.bits:
             return self.bits_error.format(name=self.name, bits=bits, supported=sorted(self.bits))
+        if recipe.params and self.params is None:
+            return f"params apply to {takers('params')} only; remove them for {where}"
         problem = self.check(recipe) if self.check is not None else None
         if problem:
             return problem
@@ -215,7 +226,7 @@ class QuantMethod:
 
 def takers(field: str) -> str:
     """The methods that take recipe ``field``, for messages: ``method 'bnb'`` or ``rtn, gptq and awq``."""
-    names = [m.name for m in METHODS.values() if field in m.fields]
+    names = [m.name for m in METHODS.values() if (m.params is not None if field == "params" else field in m.fields)]
     if len(names) == 1:
         return f"method {names[0]!r}"
     return ", ".join(names[:-1]) + " and " + names[-1]
@@ -234,6 +245,11 @@ def get_method(name: str) -> QuantMethod:
 
 
 # ------------------------------------------------------------------ per-method rules (pure Python)
+
+
+def _lazy(target: str, recipe: QuantRecipe) -> str | None:
+    """Call a light ``"module:function"`` check (imported now; its module must not import torch)."""
+    return resolve(target)(recipe)
 
 
 def _bnb_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +373,58 @@ METHODS: dict[str, QuantMethod] = {
             packages=("hqq",),
         ),
         QuantMethod(
+            "aqlm",
+            "additive quantization with learned codebooks (AQLM), written in the aqlm package's format",
+            "cached",
+            transformers="cluster.quantization.aqlm:load_aqlm",
+            build="cluster.quantization.aqlm:quantize_aqlm",
+            vllm_refusal="is not served by the installed vLLM (it dropped AQLM); use engine: hf",
+            bits=frozenset({2, 3, 4}),
+            bits_required=True,
+            bits_error="aqlm quantizes to 2, 3 or 4 bits per weight, not {bits}",
+            fields=frozenset({"calibration"}),
+            calibrated=True,
+            auto_storage="codes",
+            packages=("aqlm",),
+            missing_hint="pip install 'aqlm[cpu]' (or aqlm[gpu] on CUDA)",
+            params="cluster.quantization.aqlm:AqlmParams",
+            check=lambda recipe: _lazy("cluster.quantization.aqlm:check_recipe", recipe),
+            shape_check="cluster.quantization.aqlm:shape_problems",
+            label=lambda recipe: resolve("cluster.quantization.aqlm:recipe_label")(recipe),
+        ),
+        QuantMethod(
+            "quip_sharp",
+            "QuIP# (randomized Hadamard incoherence, BlockLDLQ, E8P lattice codebooks), stored dequantized",
+            "cached",
+            transformers=f"{_BUILD}:load_built",
+            build="cluster.quantization.quip_sharp:quantize_quip_sharp",
+            vllm=f"{_BUILD}:built_vllm_weights",
+            bits=frozenset({2, 3, 4}),
+            bits_required=True,
+            bits_error="quip_sharp quantizes to 2 bits (E8P) or 3 and 4 bits (residual E8P), not {bits}",
+            fields=frozenset({"calibration"}),
+            calibrated=True,
+            auto_storage="simulated",
+            params="cluster.quantization.quip_sharp:QuipSharpParams",
+            shape_check="cluster.quantization.quip_sharp:shape_problems",
+        ),
+        QuantMethod(
+            "quik",
+            "QUIK (4-bit weights and activations, outlier input features kept in 16 bits)",
+            "cached",
+            transformers="cluster.quantization.quik:load_quik",
+            build="cluster.quantization.quik:quantize_quik",
+            vllm_refusal="quantizes activations while the Hugging Face engine runs, which vLLM does not do",
+            bits=frozenset({4, 8}),
+            bits_required=True,
+            bits_error="quik quantizes weights to 4 bits (8 for its sensitive layers), not {bits}",
+            fields=frozenset({"calibration"}),
+            calibrated=True,
+            auto_storage="simulated",
+            params="cluster.quantization.quik:QuikParams",
+            shape_check="cluster.quantization.quik:shape_problems",
+        ),
+        QuantMethod(
             "prequantized",
             "an already quantized checkpoint",
             "prequantized",
@@ -371,7 +439,14 @@ METHODS: dict[str, QuantMethod] = {
 
 
 def method_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw recipe dictionary with its method's defaults filled in (unknown methods: unchanged)."""
+    """A raw recipe dictionary with its method's defaults filled in (unknown methods: unchanged).
+
+    A method with a ``params`` model gets its block validated and completed here, so that every
+    setting (defaults included) is part of the recipe's key.
+
+    Raises:
+        ValueError: the ``params`` block does not fit the method's model (the message names the field).
+    """
     out = dict(data)
     name = out.get("method", "none")
     method = METHODS.get(name) if isinstance(name, str) else None
@@ -381,4 +456,22 @@ def method_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
         out = method.fill_defaults(out)
     if method.calibrated and out.get("calibration") is None:
         out["calibration"] = {}
+    if method.params is not None:
+        out["params"] = validated_params(method, out.get("params"))
     return out
+
+
+def validated_params(method: QuantMethod, raw: Any) -> dict[str, Any]:
+    """``raw`` checked against the method's ``params`` model, with its defaults filled in."""
+    from pydantic import BaseModel, ValidationError
+
+    model: type[BaseModel] = resolve(method.params or "")
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"params of method {method.name!r} must be a mapping of settings, not {type(raw).__name__}")
+    try:
+        return model.model_validate(dict(raw or {})).model_dump(mode="json")
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "params"
+        known = ", ".join(model.model_fields)
+        raise ValueError(f"params.{where}: {first['msg']} (method {method.name} takes: {known})") from None

@@ -38,7 +38,16 @@ BACKEND_PACKAGES: dict[str, str] = {
     "compressed-tensors": "compressed-tensors",
     "gguf": "gguf",
     "hqq": "hqq",
+    "aqlm": "'aqlm[cpu]'",
 }
+#: Formats vLLM does not load, and what to say instead of "vLLM loads them natively".
+_NO_VLLM = {"aqlm": "vLLM does not serve AQLM checkpoints (it dropped them)"}
+
+#: Published QuIP# checkpoints (relaxml on the hub) are refused with this line.
+QUIP_SHARP_REFUSAL = (
+    "QuIP# checkpoints need the quip-sharp CUDA kernels, which no maintained package provides; "
+    "build quip_sharp variants with qtrust instead (method: quip_sharp)"
+)
 
 _NO_CONFIG = "use method: none to load it unquantized, or a recipe such as gptq to quantize it"
 
@@ -94,6 +103,16 @@ def _compressed_tensors_info(config: dict[str, Any]) -> PrequantizedInfo:
     return PrequantizedInfo("compressed-tensors", bits, group, str(fmt))
 
 
+def _aqlm_info(config: dict[str, Any]) -> PrequantizedInfo:
+    """AQLM: nominal bits = codebooks · bits per code / group area; format like ``2x8-1x8`` (codebooks, group)."""
+    codebooks, nbits = _as_int(config.get("num_codebooks")), _as_int(config.get("nbits_per_codebook"))
+    in_group, out_group = _as_int(config.get("in_group_size")), _as_int(config.get("out_group_size")) or 1
+    if not (codebooks and nbits and in_group):
+        return PrequantizedInfo("aqlm", None, None, "unknown")
+    bits = max(1, round(codebooks * nbits / (in_group * out_group)))
+    return PrequantizedInfo("aqlm", bits, None, f"{codebooks}x{nbits}-{out_group}x{in_group}")
+
+
 def _bnb_info(config: dict[str, Any]) -> PrequantizedInfo:
     if config.get("load_in_4bit"):
         return PrequantizedInfo("bitsandbytes", 4, None, str(config.get("bnb_4bit_quant_type") or "fp4"))
@@ -111,7 +130,7 @@ def _generic_info(method: str, config: dict[str, Any]) -> PrequantizedInfo:
 
 
 #: Readers of the ``quantization_config`` formats that do not write ``bits``/``group_size``.
-_CONFIG_READERS = {"compressed-tensors": _compressed_tensors_info, "bitsandbytes": _bnb_info}
+_CONFIG_READERS = {"compressed-tensors": _compressed_tensors_info, "bitsandbytes": _bnb_info, "aqlm": _aqlm_info}
 
 
 def info_from_quantization_config(config: dict[str, Any]) -> PrequantizedInfo:
@@ -238,6 +257,10 @@ def inspect_checkpoint(path: Path) -> PrequantizedInfo:
         except ValueError as exc:
             raise QuantizationError(f"{config_file} is not valid JSON ({exc})") from None
         quant = config.get("quantization_config")
+        if "quip_params" in config or (
+            isinstance(quant, dict) and "quip" in str(quant.get("quant_method", "")).lower()
+        ):
+            raise QuantizationError(f"{path} is a QuIP# checkpoint: {QUIP_SHARP_REFUSAL}")
         if isinstance(quant, dict) and quant:
             return info_from_quantization_config(quant)
     if len(ggufs) == 1:
@@ -260,6 +283,27 @@ def _compressed_tensors_kwargs(info: PrequantizedInfo, path: Path, device: str) 
     return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
 
 
+def _aqlm_kwargs(info: PrequantizedInfo, path: Path, device: str) -> dict[str, Any]:
+    """aqlm: the checkpoint's config, with ``linear_weights_not_to_quantize`` also as module names.
+
+    The aqlm authors' checkpoints list parameter names (``lm_head.weight``); Transformers 5 matches
+    module names (``lm_head``), so without this it replaces the head by an empty quantized layer.
+    Also runs aqlm's CPU kernel serially (see :func:`cluster.quantization.aqlm.serial_numba_kernel`).
+    """
+    from transformers import AutoConfig
+
+    from cluster.quantization.aqlm import require_aqlm, serial_numba_kernel
+
+    require_aqlm()
+    serial_numba_kernel()
+    config = AutoConfig.from_pretrained(str(path))
+    quant = dict(getattr(config, "quantization_config", None) or {})
+    names = [str(n) for n in quant.get("linear_weights_not_to_quantize") or []]
+    quant["linear_weights_not_to_quantize"] = list(dict.fromkeys([n.removesuffix(".weight") for n in names] + names))
+    config.quantization_config = quant
+    return {"config": config}
+
+
 def _gguf_kwargs(info: PrequantizedInfo, path: Path, device: str) -> dict[str, Any]:
     from transformers import GgufConfig
 
@@ -268,7 +312,7 @@ def _gguf_kwargs(info: PrequantizedInfo, path: Path, device: str) -> dict[str, A
 
 
 #: ``from_pretrained`` arguments of the formats that need some (the others follow their config).
-_MODEL_KWARGS = {"compressed-tensors": _compressed_tensors_kwargs, "gguf": _gguf_kwargs}
+_MODEL_KWARGS = {"compressed-tensors": _compressed_tensors_kwargs, "gguf": _gguf_kwargs, "aqlm": _aqlm_kwargs}
 #: Formats transformers loads onto a GPU only with an explicit ``device_map``.
 _DEVICE_MAP_FORMATS = frozenset({"bitsandbytes", "gptq", "awq"})
 #: Formats vLLM loads packed: native WNA16 kernels, or a dense copy where this build has none.
@@ -281,6 +325,7 @@ def prequantized_model_kwargs(info: PrequantizedInfo, path: Path, *, device: str
     * compressed-tensors on CPU: dequantize to dense weights at load (the packed kernels need a
       GPU); on CUDA, nothing (transformers runs the checkpoint's own config).
     * gguf: the file name and ``GgufConfig(dequantize=True)`` (transformers always dequantizes).
+    * aqlm: the checkpoint's config with its kept layers also named as modules (needs ``aqlm``).
     * awq, gptq, bitsandbytes and others: nothing; transformers follows the checkpoint config.
     """
     kwargs = _MODEL_KWARGS.get(info.method)
@@ -299,12 +344,23 @@ def _single_gguf(path: Path) -> Path:
     return ggufs[0]
 
 
+def _check_aqlm_dtype(info: PrequantizedInfo, path: Path, dtype: str, device: str) -> None:
+    """aqlm on CPU: its numba kernel runs float32 only (raise :class:`QuantizationError` otherwise)."""
+    if info.method == "aqlm":
+        from cluster.quantization.aqlm import checkpoint_settings, cpu_dtype_problem
+
+        problem = cpu_dtype_problem(checkpoint_settings(path), dtype, device)
+        if problem:
+            raise QuantizationError(problem)
+
+
 def missing_backend_error(info: PrequantizedInfo, exc: ImportError) -> QuantizationError:
     """A :class:`QuantizationError` for a checkpoint whose backend package is not installed."""
     package = BACKEND_PACKAGES.get(info.method, f"the package for quant_method {info.method!r}")
+    vllm = _NO_VLLM.get(info.method, f"vLLM loads {info.method} checkpoints natively (engine: vllm)")
     return QuantizationError(
         f"loading this {info.method} checkpoint with transformers needs {package} (pip install {package}); "
-        f"transformers said: {exc}. vLLM loads {info.method} checkpoints natively (engine: vllm)."
+        f"transformers said: {exc}. {vllm}."
     )
 
 
@@ -327,6 +383,7 @@ def load_prequantized(
 
     path = Path(path)
     info = inspect_checkpoint(path)
+    _check_aqlm_dtype(info, path, dtype, device)
     kwargs = prequantized_model_kwargs(info, path, device=device)
     if str(device).startswith("cuda") and info.method in _DEVICE_MAP_FORMATS:
         kwargs["device_map"] = {"": device}
@@ -368,6 +425,7 @@ def load_prequantized_variant(request: LoadRequest, hf: TransformersLoader) -> t
     """``prequantized``: the checkpoint as transformers loads its format, as an engine; and its report."""
     path = request.prequantized_path or request.path
     info = inspect_for_recipe(path, request.recipe)
+    _check_aqlm_dtype(info, path, request.dtype, request.device)
     kwargs = prequantized_model_kwargs(info, path, device=request.device)
     engine = hf.from_pretrained(path, kwargs)
     return engine, _checkpoint_report(info, path)
@@ -381,6 +439,11 @@ def prequantized_vllm_weights(request: LoadRequest) -> VLLMWeights:
     """
     path = request.prequantized_path or request.path
     info = inspect_for_recipe(path, request.recipe)
+    if info.method in _NO_VLLM:
+        raise ValueError(
+            f"engine vllm: the checkpoint at {path} is {info.method}; {_NO_VLLM[info.method]}; "
+            f"use engine: hf (pip install {BACKEND_PACKAGES[info.method]})"
+        )
     problem = request.recipe.quant_method.vllm_problem(info.method)
     if problem:
         raise ValueError(f"engine vllm: {problem}")

@@ -24,7 +24,7 @@ checks below ask that table (``QuantRecipe.quant_method``).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,6 +165,11 @@ class QuantRecipe(BaseModel):
         None, description="prequantized only: the quantized checkpoint (default: the model's own source)"
     )
     revision: str | None = Field(None, description="prequantized only: hub revision of `source`")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="aqlm, quip_sharp, quik: the method's own settings (codebooks, outliers, seeds, ...); "
+        "see docs/quantization.md",
+    )
 
     _check_bits = field_validator("bits")(lambda cls, value: check_bits(value))
 
@@ -267,4 +272,20 @@ class QuantRecipe(BaseModel):
 
     def key_fields(self) -> dict[str, object]:
         """The fields that change what the variant computes (for cache and shard keys)."""
-        return self.model_dump(mode="json", exclude={"name"})
+        return without_empty_params(self.model_dump(mode="json", exclude={"name"}))
+
+    def method_params(self) -> Any:
+        """The method's ``params`` as its pydantic model (None for methods without one)."""
+        method = self.quant_method
+        if method.params is None:
+            return None
+        from cluster.quantization.methods import resolve
+
+        return resolve(method.params).model_validate(self.params)
+
+
+def without_empty_params(fields: dict[str, object]) -> dict[str, object]:
+    """Recipe key fields without an empty ``params`` (keys of methods without params stay as they were)."""
+    if not fields.get("params"):
+        fields.pop("params", None)
+    return fields

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from cluster.quantization.recipes import QuantRecipe
-from cluster.quantization.targets import TargetPlan, plan_targets
+from cluster.quantization.targets import TargetPlan, plan_targets, scalar_bits_per_weight
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def quantize_rtn(
             "quantize_s": f"{quantize_s:.3f}",
             "calibration_samples": "0",
             "mean_relative_error": f"{rtn.mean_relative_error:.6g}",
+            "bits_per_weight": f"{scalar_bits_per_weight(model, plan, recipe.symmetric):.3f}",
         }
     )
     return report

@@ -54,6 +54,23 @@ class TargetPlan:
         }
 
 
+def scalar_bits_per_weight(model: nn.Module, plan: TargetPlan, symmetric: bool) -> float:
+    """Bits per quantized weight of a scalar (per-group) method, scales and zero points included.
+
+    Each group stores a 16-bit scale, and asymmetric ones a ``bits``-bit zero point; a layer
+    without a group size has one group per output row. Layers left in full precision are not
+    counted (see ``layers_full_precision``).
+    """
+    modules = dict(model.named_modules())
+    weights = bits = 0.0
+    for name, quant in plan.layers.items():
+        out_features, in_features = modules[name].weight.shape
+        groups = out_features * (in_features // quant.group_size if quant.group_size else 1)
+        weights += out_features * in_features
+        bits += out_features * in_features * quant.bits + groups * (16 + (0 if symmetric else quant.bits))
+    return bits / weights if weights else 0.0
+
+
 def matches(name: str, pattern: str) -> bool:
     """Whether module ``name`` matches ``pattern`` (exact, dotted suffix, or ``re:`` full match)."""
     if pattern.startswith("re:"):

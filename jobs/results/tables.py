@@ -308,6 +308,7 @@ _VARIANT_COLUMNS = {
     "label": "recipe",
     "engine": "engine",
     "storage": "storage",
+    "bits_per_weight": "bits/w",
     "size_mb": "MB",
     "build_s": "build s",
     "load_s": "load s",
@@ -335,7 +336,8 @@ def print_variants(console: Console, variants: dict, quant_reports: dict[str, di
             overflow="fold",
         )
     for record in frame.to_dict("records"):
-        table.add_row(*(_cell(record.get(c), 1 if c != "probe_perplexity" else 2) for c in _VARIANT_COLUMNS))
+        digits = {"probe_perplexity": 2, "bits_per_weight": 2}
+        table.add_row(*(_cell(record.get(c), digits.get(c, 1)) for c in _VARIANT_COLUMNS))
     console.print(table, width=min(MAX_WIDTH, console.width))
 
 

@@ -10,7 +10,7 @@ from jobs.plan.build import Variant
 
 
 def variants_table(variants: dict[str, Variant], quant_reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per variant: recipe, storage, size, build/load times, cache use and probe perplexity."""
+    """One row per variant: recipe, storage, real bits per weight (where the build reports them), size, build/load times, cache use and probe perplexity."""
     rows = []
     for variant in variants.values():
         report = quant_reports.get(variant.name, {})
@@ -21,6 +21,7 @@ def variants_table(variants: dict[str, Variant], quant_reports: dict[str, dict[s
                 "engine": variant.engine,
                 "bits": variant.precision_bits,
                 "storage": report.get("storage", variant.recipe.resolved_storage),
+                "bits_per_weight": _float(report.get("bits_per_weight")),
                 "size_mb": _mb(report.get("size_bytes")),
                 "build_s": _float(report.get("build_s")),
                 "load_s": _float(report.get("load_s")),
@@ -50,6 +51,7 @@ _QUANT_METRICS = {
     "quantize_s": "quant.quantize_s",
     "build_s": "quant.build_s",
     "load_s": "quant.load_s",
+    "bits_per_weight": "quant.bits_per_weight",
 }
 
 

@@ -23,7 +23,7 @@ from cluster.engines.hf_settings import HFSettings
 from cluster.engines.vllm_settings import VLLMSettings
 from cluster.judges.endpoint import EndpointSpec
 from cluster.models.builtin import BUILTIN_MODELS
-from cluster.quantization.recipes import QuantRecipe
+from cluster.quantization.recipes import QuantRecipe, without_empty_params
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -105,7 +105,7 @@ class RecipeSpec(QuantRecipe):
 
     def key_fields(self) -> dict[str, object]:
         """The quantization fields only: the engine is keyed on its own (see ``jobs.plan.keys.item_key``)."""
-        return self.model_dump(mode="json", exclude=NOT_QUANTIZATION)
+        return without_empty_params(self.model_dump(mode="json", exclude=NOT_QUANTIZATION))
 
     def quant_recipe(self) -> QuantRecipe:
         """The plain recipe the worker rebuilds (no name, no engine, no resources)."""

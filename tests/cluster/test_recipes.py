@@ -103,7 +103,7 @@ def test_calibration_defaults_for_gptq_and_is_refused_elsewhere() -> None:
     assert recipe.calibration is not None and recipe.calibration.source == "builtin"
     info = recipe.describe()
     assert info["calibration.samples"] == str(recipe.calibration.samples)
-    with pytest.raises(ValidationError, match="calibration applies to gptq and awq only"):
+    with pytest.raises(ValidationError, match="calibration applies to gptq, awq, aqlm, quip_sharp and quik only"):
         QuantRecipe(method="rtn", bits=4, calibration={"samples": 8})
     with pytest.raises(ValidationError, match="names no benchmark"):
         QuantRecipe(method="awq", bits=4, calibration={"source": "benchmark:"})

@@ -19,6 +19,7 @@ from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
 from tests.support.helpers import stored_records, sweep_dict
+from tests.support.mlflow_store import sqlite_store
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
@@ -30,7 +31,12 @@ RECIPES = [
     {"name": "awq3", "method": "awq", "bits": 3, "group_size": 32, "calibration": CAL},
     {"name": "hqq4", "method": "hqq", "bits": 4, "group_size": 32},
     {"name": "nf4", "method": "bnb", "bnb_type": "nf4"},
+    {"name": "aqlm2", "method": "aqlm", "bits": 2, "calibration": CAL},
+    {"name": "quip2", "method": "quip_sharp", "bits": 2, "calibration": CAL},
+    {"name": "quik4", "method": "quik", "bits": 4, "calibration": CAL},
 ]
+#: The recipes built once into the variant cache.
+CACHED = ("tiny-rtn4", "tiny-gptq4", "tiny-awq3", "tiny-aqlm2", "tiny-quip2", "tiny-quik4")
 
 
 def _spec(model_dir: Path, runs: Path):
@@ -49,7 +55,7 @@ def _spec(model_dir: Path, runs: Path):
 def two_sweeps(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("quant-sweep")
     cache = str(root / "variants")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = sqlite_store(root / "mlflow.db")
     first = run_sweep(
         _spec(tiny_model_dir, root / "runs-a"),
         RunOptions(data_dir=data_dir, tracking_uri=uri, quiet=True, variant_cache=cache),
@@ -77,18 +83,23 @@ def test_every_variant_ran_with_its_method(two_sweeps) -> None:
         "tiny-awq3": "simulated",
         "tiny-hqq4": "load-time",
         "tiny-nf4": "load-time",
+        "tiny-aqlm2": "packed",
+        "tiny-quip2": "simulated",
+        "tiny-quik4": "simulated",
     }
-    for name in ("tiny-rtn4", "tiny-gptq4", "tiny-awq3"):
+    for name in CACHED:
         assert first.quant_reports[name]["cache"] == "built"
+    assert first.quant_reports["tiny-aqlm2"]["backend"] == "qtrust aqlm"
+    assert first.quant_reports["tiny-quik4"]["activation_bits"] == "4,8"  # down_proj at 8 bits
     assert {r.name for r in first.results} >= {"tiny-vote"}
 
 
 def test_second_sweep_reuses_the_cache_and_reproduces_answers(two_sweeps) -> None:
     _root, cache, first, second = two_sweeps
     assert second.computed == len(RECIPES)  # another storage root: evaluated again ...
-    for name in ("tiny-rtn4", "tiny-gptq4", "tiny-awq3"):
+    for name in CACHED:
         assert second.quant_reports[name]["cache"] == "hit"  # ... but not quantized again
-    assert len(VariantCache(cache).entries()) == 3
+    assert len(VariantCache(cache).entries()) == len(CACHED)
     assert _outputs(first) == _outputs(second)
 
 
@@ -104,6 +115,8 @@ def test_mlflow_records_recipe_report_and_probe(two_sweeps) -> None:
     assert params["quant.report.cache"] == "built" and params["quant.report.backend"].startswith("llm-compressor")
     assert math.isfinite(metrics["quant.probe_perplexity"]) and metrics["quant.size_mb"] > 0
     assert metrics["quant.build_s"] > 0 and metrics["quant.quantize_s"] > 0
+    # 4-bit codes + a 16-bit scale and a 4-bit zero point per group of 32: 4 + 20/32
+    assert metrics["quant.bits_per_weight"] == pytest.approx(4.625, abs=1e-3)
     parent = client.get_run(first.parent_run_id)
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "variants.json", str(root))).read_text())
     rows = {row[0]: row for row in table["data"]}
