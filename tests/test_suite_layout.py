@@ -27,4 +27,4 @@ def test_the_serial_modules_exist() -> None:
 def test_the_long_modules_exist_and_are_not_serial() -> None:
     missing = sorted(m for m in LONG_MODULES if not (REPO / m).is_file())
     assert not missing, f"tests/conftest.py LONG_MODULES names modules that do not exist: {missing}"
-    assert not set(LONG_MODULES) & SERIAL_MODULES
+    assert not set(LONG_MODULES) & set(SERIAL_MODULES)

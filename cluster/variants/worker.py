@@ -20,6 +20,7 @@ from cluster.engines.base import (
     GenerationSettings,
     LoglikelihoodRequest,
 )
+from cluster.engines.startup import prepare_worker_process
 from cluster.engines.vllm_engine import EngineDead
 from cluster.variants.factory import build_engine
 
@@ -55,6 +56,7 @@ class VariantWorker:
     def _ensure_engine(self) -> Engine:
         if self._engine is None:
             start = time.perf_counter()
+            prepare_worker_process((self.config.get("recipe") or {}).get("method"))
             self._engine = build_engine(self.config, cache_dir=self.cache_dir, num_threads=self.num_threads)
             self._load_seconds = time.perf_counter() - start
             self._loads += 1

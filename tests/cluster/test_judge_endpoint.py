@@ -52,17 +52,19 @@ def server() -> Iterator[tuple[str, Scripted]]:
             try:
                 time.sleep(state.delay_s)
                 status, payload, headers = state.next()
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
             finally:
+                # Out of flight before the reply is written: once the client has read it, it may
+                # send its next request, which must not find this one still counted.
                 with state.lock:
                     state.in_flight -= 1
+            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def log_message(self, *args) -> None:
             pass

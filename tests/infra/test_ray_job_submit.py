@@ -47,21 +47,18 @@ def _spec(root: str) -> dict:
 
 def _submit(cluster, *command: str, env_vars: dict[str, str]) -> str:
     runtime_env = json.dumps({"env_vars": env_vars})
-    done = cluster.ray(
-        "job",
-        "submit",
-        "--no-wait",
-        "--working-dir",
-        str(REPO),
-        "--runtime-env-json",
-        runtime_env,
-        "--",
-        sys.executable,
-        "-m",
-        "jobs",
-        *command,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    args = ["job", "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env]
+    # A fresh `ray start` cluster's job agent registers a while after the head answers; until then
+    # the server answers "No available agent to submit job, please try again later" — as a user
+    # would, submit again (on a busy machine this was seen to take over a minute).
+    deadline = time.monotonic() + 180
+    while True:
+        done = cluster.ray(*args, "--", sys.executable, "-m", "jobs", *command)
+        output = done.stdout + done.stderr
+        if done.returncode == 0 or "No available agent" not in output or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert done.returncode == 0, output
     job_id = next(
         word.strip("'\"")
         for line in (done.stdout + done.stderr).splitlines()
