@@ -21,7 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 #: Test modules that must not run beside each other: those that keep both cores busy for minutes
 #: (quantizing, vLLM, the built-in model end to end) and the one that starts a machine-wide Ray
-#: cluster with its dashboard (``ray job submit``). They are marked ``serial``. ``make test`` runs
+#: cluster with its dashboard (``ray job submit``, which also runs alone: :data:`ALONE_MODULES`). They are marked ``serial``. ``make test`` runs
 #: them as **one chain** on one pytest-xdist worker, one after another, while the other worker takes
 #: every other module (see tests/support/xdist_chain.py): two of them at once were seen to starve
 #: each other (a 70 s quantized-model test took > 15 minutes beside a vLLM test; the job agent of a
@@ -37,8 +37,13 @@ SERIAL_MODULES = (
     "tests/jobs/test_cli_quantize.py",
     "tests/cluster/test_quant_llmc.py",
     "tests/cluster/test_quant_variants.py",
-    "tests/infra/test_ray_job_submit.py",
 )
+
+#: Test modules that must run with nothing beside them: the one that starts a machine-wide
+#: ``ray start`` cluster and submits jobs to it (its job agent was seen not to register for minutes
+#: beside other tests: "No available agent to submit job"). Marked ``alone``: ``make test`` runs them
+#: after everything else (``-m "not alone"``, then ``-m alone``).
+ALONE_MODULES = ("tests/infra/test_ray_job_submit.py",)
 
 
 #: The slowest of the other modules (measured on 2 cores), longest first: they start first, so that
@@ -70,8 +75,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark the tests of :data:`SERIAL_MODULES` ``serial``; order: the chain, :data:`LONG_MODULES`, the rest."""
     order = {module: index for index, module in enumerate(SERIAL_MODULES + LONG_MODULES)}
     for item in items:
-        if item.nodeid.split("::", 1)[0] in SERIAL_MODULES:
+        module = item.nodeid.split("::", 1)[0]
+        if module in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+        if module in ALONE_MODULES:
+            item.add_marker(pytest.mark.alone)
     items.sort(key=lambda item: order.get(item.nodeid.split("::", 1)[0], len(order)))
 
 
