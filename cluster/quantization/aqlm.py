@@ -188,30 +188,13 @@ def _outside_hessians(model: nn.Module, input_ids: list[Any], names: list[str]) 
     """``H`` of layers outside the decoder blocks (e.g. an untied head), from one pass of the model."""
     import torch
 
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
+    from cluster.quantization.layer_inputs import HessianHooks
 
-    def hook_for(name: str):
-        def accumulate(_module: nn.Module, args: tuple, _output: Any) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float32)
-            if name not in sums:
-                sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-                counts[name] = 0
-            sums[name].addmm_(x.T, x)
-            counts[name] += x.shape[0]
-
-        return accumulate
-
-    handles = [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in names]
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for ids in input_ids:
-                model(input_ids=ids.to(device), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: sums[name] / max(counts[name], 1) for name in sums}
+    with HessianHooks(model, names) as hooks, torch.no_grad():
+        for ids in input_ids:
+            model(input_ids=ids.to(device), use_cache=False)
+    return hooks.hessians()
 
 
 def quantize_aqlm(
@@ -233,15 +216,12 @@ def quantize_aqlm(
     import torch
 
     from cluster.quantization.aqlm_search import fit_layer
-    from cluster.quantization.layer_inputs import sequential_hessians, tokenize
+    from cluster.quantization.layer_inputs import calibration_ids, sequential_hessians
 
-    if not calibration_texts:
-        raise ValueError("aqlm needs calibration texts (got none); check the recipe's calibration source")
+    input_ids = calibration_ids("aqlm", tokenizer, calibration_texts, recipe)
     settings = settings_for(recipe)
     names = list(plan.layers)
     _check_layers(model, names, settings)
-    seq_len = recipe.calibration.seq_len if recipe.calibration is not None else 512
-    input_ids = tokenize(tokenizer, calibration_texts, seq_len)
     started = time.perf_counter()
     layers: dict[str, AqLayer] = {}
     errors: dict[str, float] = {}

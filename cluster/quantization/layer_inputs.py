@@ -22,11 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cluster.quantization.targets import decoder_blocks
+from cluster.quantization.targets import QuantizationError, decoder_blocks
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from cluster.quantization.recipes import QuantRecipe
 
 
 @dataclass
@@ -39,6 +41,31 @@ class BlockInputs:
 
 class _Stop(Exception):
     """Raised by the capture hook once the first block's inputs are kept."""
+
+
+def calibration_ids(
+    method: str, tokenizer: Any, texts: Sequence[str] | None, recipe: QuantRecipe
+) -> list[torch.Tensor]:
+    """A calibrated method's texts tokenized to the recipe's ``calibration.seq_len``.
+
+    Raises:
+        ValueError: no text (the message names the method), or no text with a token.
+    """
+    if not texts:
+        raise ValueError(f"{method} needs calibration texts (got none); check the recipe's calibration source")
+    seq_len = recipe.calibration.seq_len if recipe.calibration is not None else 512
+    return tokenize(tokenizer, texts, seq_len)
+
+
+def check_inside_blocks(method: str, model: nn.Module, names: Sequence[str]) -> None:
+    """Raise ``QuantizationError`` for layers outside the decoder blocks (never visited here)."""
+    blocks = decoder_blocks(model)
+    outside = [name for name in names if not any(name.startswith(b + ".") for b in blocks)]
+    if outside:
+        raise QuantizationError(
+            f"{method} quantizes the linear layers of the decoder blocks only, not {', '.join(outside[:3])}; "
+            "add them to keep_full_precision"
+        )
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[torch.Tensor]:
@@ -101,34 +128,54 @@ def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
     return BlockInputs(hidden=hidden, kwargs=inputs.kwargs)
 
 
-def block_hessians(block: nn.Module, prefix: str, inputs: BlockInputs, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``H = Σ x xᵀ / n`` (float32, on the layer's device) of each linear layer ``names`` inside ``block``."""
-    import torch
+class HessianHooks:
+    """Forward hooks accumulating ``H = Σ x xᵀ / n`` (float32) of the inputs of linear layers ``names``.
 
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    handles = []
+    ``with HessianHooks(root, names) as hooks:`` run inputs through ``root``; then
+    ``hooks.hessians()``. ``names`` are full module names; ``prefix`` is ``root``'s own name.
+    """
 
-    def hook_for(name: str):
+    def __init__(self, root: nn.Module, names: Sequence[str], prefix: str = "") -> None:
+        self.root, self.names, self.prefix = root, list(names), prefix
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._handles: list[Any] = []
+
+    def _hook(self, name: str):
+        import torch
+
         def accumulate(_module: nn.Module, args: tuple, _output: Any) -> None:
             x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float32)
-            if name not in sums:
-                sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-                counts[name] = 0
-            sums[name].addmm_(x.T, x)
-            counts[name] += x.shape[0]
+            if name not in self._sums:
+                self._sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+                self._counts[name] = 0
+            self._sums[name].addmm_(x.T, x)
+            self._counts[name] += x.shape[0]
 
         return accumulate
 
-    for name in names:
-        module = block.get_submodule(name[len(prefix) + 1 :])
-        handles.append(module.register_forward_hook(hook_for(name)))
-    try:
-        run_block(block, inputs)
-    finally:
-        for handle in handles:
+    def __enter__(self) -> HessianHooks:
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        for name in self.names:
+            module = self.root.get_submodule(name[skip:])
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for handle in self._handles:
             handle.remove()
-    return {name: sums[name] / max(counts[name], 1) for name in sums}
+        self._handles.clear()
+
+    def hessians(self) -> dict[str, torch.Tensor]:
+        """``H`` of every layer that saw an input."""
+        return {name: self._sums[name] / max(self._counts[name], 1) for name in self._sums}
+
+
+def block_hessians(block: nn.Module, prefix: str, inputs: BlockInputs, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``H = Σ x xᵀ / n`` (float32, on the layer's device) of each linear layer ``names`` inside ``block``."""
+    with HessianHooks(block, names, prefix) as hooks:
+        run_block(block, inputs)
+    return hooks.hessians()
 
 
 def sequential_hessians(

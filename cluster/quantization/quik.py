@@ -249,29 +249,20 @@ def quantize_quik(
     """
     import torch
 
-    from cluster.quantization.layer_inputs import sequential_hessians, tokenize
+    from cluster.quantization.layer_inputs import calibration_ids, check_inside_blocks, sequential_hessians
     from cluster.quantization.quik_linear import quantize_layer, relative_output_error
-    from cluster.quantization.targets import QuantizationError, decoder_blocks
+    from cluster.quantization.targets import QuantizationError
 
     params: QuikParams = recipe.method_params()
-    if not calibration_texts:
-        raise ValueError("quik needs calibration texts (got none); check the recipe's calibration source")
-    blocks = decoder_blocks(model)
-    outside = [name for name in plan.layers if not any(name.startswith(b + ".") for b in blocks)]
-    if outside:
-        raise QuantizationError(
-            f"quik quantizes the linear layers of the decoder blocks only, not {', '.join(outside[:3])}; "
-            "add them to keep_full_precision"
-        )
+    input_ids = calibration_ids("quik", tokenizer, calibration_texts, recipe)
+    check_inside_blocks("quik", model, list(plan.layers))
     modules = dict(model.named_modules())
     hidden = hidden_size(model, [modules[name].in_features for name in plan.layers])
     settings = {
         name: layer_settings(name, modules[name].in_features, hidden, quant.bits, params)
         for name, quant in plan.layers.items()
     }
-    seq_len = recipe.calibration.seq_len if recipe.calibration is not None else 512
     started = time.perf_counter()
-    input_ids = tokenize(tokenizer, calibration_texts, seq_len)
     absmax = _AbsMax()
     handles = [modules[name].register_forward_pre_hook(absmax.hook(name)) for name in plan.layers]
     layers: dict[str, dict[str, Any]] = {}

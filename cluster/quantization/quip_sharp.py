@@ -380,28 +380,19 @@ def quantize_quip_sharp(
     import torch
 
     from cluster.quantization.hadamard import RandomHadamard, layer_seed
-    from cluster.quantization.layer_inputs import sequential_hessians, tokenize
-    from cluster.quantization.targets import QuantizationError, decoder_blocks
+    from cluster.quantization.layer_inputs import calibration_ids, check_inside_blocks, sequential_hessians
+    from cluster.quantization.targets import QuantizationError
 
     params: QuipSharpParams = recipe.method_params()
-    if not calibration_texts:
-        raise ValueError("quip_sharp needs calibration texts (got none); check the recipe's calibration source")
+    input_ids = calibration_ids("quip_sharp", tokenizer, calibration_texts, recipe)
     modules = dict(model.named_modules())
-    blocks = decoder_blocks(model)
-    outside = [name for name in plan.layers if not any(name.startswith(b + ".") for b in blocks)]
-    if outside:
-        raise QuantizationError(
-            f"quip_sharp quantizes the linear layers of the decoder blocks only, not {', '.join(outside[:3])}; "
-            "add them to keep_full_precision"
-        )
+    check_inside_blocks("quip_sharp", model, list(plan.layers))
     odd = [f"{name} ({modules[name].in_features})" for name in plan.layers if modules[name].in_features % GROUP]
     if odd:
         raise QuantizationError(
             f"quip_sharp needs input widths that are multiples of {GROUP}, not {', '.join(odd[:3])}"
         )
-    seq_len = recipe.calibration.seq_len if recipe.calibration is not None else 512
     started = time.perf_counter()
-    input_ids = tokenize(tokenizer, calibration_texts, seq_len)
     results: dict[str, LayerResult] = {}
     with torch.no_grad():
         for prefix, hessians in sequential_hessians(model, input_ids, list(plan.layers)):
