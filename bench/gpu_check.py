@@ -190,12 +190,13 @@ def _variant(path: Path, recipe: dict[str, Any], dtype: str, device: str, cache:
     from cluster.variants.load import VariantSource, load_variant
 
     quant = QuantRecipe.model_validate(recipe)
-    texts = None
+    texts = digest = None
     if quant.calibration is not None:
         from jobs.plan.calibration import resolve_calibration
 
-        texts = resolve_calibration(quant.calibration, None).texts
-    key = variant_key(str(path), quant.key_fields(), str(hash(tuple(texts or ()))), dtype)
+        calibration = resolve_calibration(quant.calibration, None)
+        texts, digest = list(calibration.texts), calibration.digest
+    key = variant_key(str(path), quant.key_fields(), digest, dtype)
     source = VariantSource(
         model_path=path, recipe=quant, variant_key=key, calibration_texts=texts, variant_cache=str(cache)
     )
