@@ -163,9 +163,42 @@ def _first_use_lock(uri: str) -> Iterator[None]:
         yield
         return
     try:
+        _create_sqlite_store(path)
         yield
     finally:
         lock.release()
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create a missing SQLite store whole or not at all.
+
+    MLflow builds a new SQLite store by running its schema migrations one after another in the file
+    itself; a process killed meanwhile leaves a half-made store that fails on every later open
+    ("table logged_models already exists"). The store is made in a temporary file beside ``path``
+    and hard-linked into place (which never replaces a store someone else made meanwhile). Where
+    the filesystem refuses hard links, MLflow makes the store in place as before.
+    """
+    if path.exists() or not path.parent.is_dir():
+        return
+    from mlflow import MlflowClient
+
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a process killed while creating
+        stale.unlink(missing_ok=True)
+    temporary = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{temporary}")
+        client.search_experiments(max_results=1)
+        engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another program made the store meanwhile: theirs is used
+        except OSError as err:
+            log.debug("MLflow store not linked into place (%s); MLflow makes it in place", err)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def open_client(uri: str, experiment: str, *, attempts: int = 3, pause_s: float = 0.5) -> tuple[MlflowClient, str]:

@@ -376,6 +376,41 @@ def test_two_processes_open_a_new_sqlite_store_at_once(tmp_path: Path) -> None:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "m")] == [0, 1, 2, 3, 4]
 
 
+_OPENER = """
+import sys
+from jobs.tracking.connect import open_client
+open_client(sys.argv[1], "shared")
+"""
+
+
+def test_a_process_killed_while_creating_a_sqlite_store_leaves_none_half_made(tmp_path: Path) -> None:
+    script = tmp_path / "opener.py"
+    script.write_text(_OPENER)
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    opener = subprocess.Popen(
+        [sys.executable, str(script), uri], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO))
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not list(tmp_path.glob(".mlflow.db.creating-*")):  # MLflow is running its migrations
+            assert opener.poll() is None, "the opener ended before creating the store"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        opener.kill()
+    finally:
+        opener.kill()
+        opener.wait(timeout=30)
+    assert not store.exists()  # nothing half-made where the store belongs
+
+    from jobs.tracking.connect import open_client
+
+    client, experiment_id = open_client(uri, "shared")  # made whole now; the dead process's leftover removed
+    client.create_run(experiment_id, run_name="after")
+    assert [r.info.run_name for r in client.search_runs([experiment_id])] == ["after"]
+    assert list(tmp_path.glob(".mlflow.db.creating-*")) == []
+
+
 def test_bytes_artifacts_replace_their_copy_and_bad_ones_are_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
