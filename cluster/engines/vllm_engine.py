@@ -58,14 +58,34 @@ def _prepare_process(device: str, num_threads: int | None, separate_process: boo
         os.environ["OMP_NUM_THREADS"] = str(int(num_threads))
 
 
-def wna16_kernel_available() -> bool:
-    """Whether this vLLM build can run packed 4/8-bit weights on CPU (the AVX2 build cannot)."""
+@functools.cache
+def wna16_kernel_available(dtype: str = "auto") -> bool:
+    """Whether this vLLM build runs packed 4-bit weights on CPU for activations of ``dtype``.
+
+    Found by trying: the AVX2 build has no such kernel, and the AVX-512 builds have one for bfloat16
+    and float16 activations only ("not implemented for 'Float'"). ``auto`` (the checkpoint's dtype,
+    unknown here) asks for all three.
+    """
     import torch
-    from vllm import _custom_ops
+    from vllm import _custom_ops as ops
 
-    del _custom_ops
-
-    return hasattr(torch.ops._C, "cpu_gemm_wna16")
+    if not hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        return False
+    wanted = ("float32", "bfloat16", "float16") if dtype in ("auto", "", None) else (dtype,)
+    for name in wanted:
+        torch_dtype = getattr(torch, str(name), None)
+        if not isinstance(torch_dtype, torch.dtype):
+            return False
+        rows, cols, pack = 32, 128, 8  # 32 outputs (the kernel's block), 128 inputs, 8 nibbles per int32
+        weights = torch.full((rows // 16, cols * 16 // pack), 0x88888888 - 2**32, dtype=torch.int32)  # zeros
+        scales = torch.ones(1, rows, dtype=torch_dtype)
+        try:
+            out = ops.cpu_gemm_wna16(torch.ones(1, cols, dtype=torch_dtype), weights, scales, None, None, pack, "vec")
+        except (NotImplementedError, RuntimeError):
+            return False
+        if out.shape != (1, rows) or not bool(torch.isfinite(out).all()):
+            return False
+    return True
 
 
 @functools.cache

@@ -92,11 +92,11 @@ def _vllm_weights(
         return packed
     from cluster.engines.vllm_engine import wna16_kernel_available
 
-    if wna16_kernel_available():
+    if wna16_kernel_available(dtype):
         report["vllm_weights"] = "packed (native CPU kernel)"
         return packed
     path, hit = _dense_copy(source, packed, dtype=dtype, trust_remote_code=trust_remote_code)
-    report["vllm_weights"] = "dequantized (this vLLM CPU build has no packed-weight kernel)"
+    report["vllm_weights"] = f"dequantized (this vLLM CPU build has no packed-weight kernel for {dtype})"
     report["vllm_weights_cache"] = "hit" if hit else "built"
     return path
 
@@ -133,7 +133,7 @@ def load_vllm_variant(
     elif weights.native_format and not device.startswith("cuda"):
         from cluster.engines.vllm_engine import wna16_kernel_available
 
-        if not wna16_kernel_available():
+        if not wna16_kernel_available(dtype):
             raise ValueError(
                 f"engine vllm: this vLLM CPU build has no kernel for {weights.native_format} checkpoints; "
                 "run the variant on a GPU worker (resources.num_gpus) or with engine: hf"
