@@ -56,13 +56,10 @@ lint: setup
 # The tests run on both cores (pytest-xdist, each test module whole on one worker, so its fixtures are
 # built once). The CPU-heavy modules and the machine-wide Ray (marked `serial`, see tests/conftest.py)
 # run as one chain on one worker while the other worker takes the rest (tests/support/xdist_chain.py).
-# The modules marked `alone` (a machine-wide `ray start` cluster) run afterwards with nothing beside
-# them. Each call prints its 15 slowest tests; the two together run every test. TEST_WORKERS=0 runs
-# the first call in one process.
+# It prints the 15 slowest tests. TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: setup sysdeps lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not alone" --durations=15
-	$(BIN)/python -m pytest -m alone --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # lm-evaluation-harness in a venv of its own, for bench/vs_harness.py only (not needed by the tests).
 bench-harness-env: .venv-harness/.installed

@@ -20,12 +20,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)
 
 #: Test modules that must not run beside each other: those that keep both cores busy for minutes
-#: (quantizing, vLLM, the built-in model end to end) and the one that starts a machine-wide Ray
-#: cluster with its dashboard (``ray job submit``, which also runs alone: :data:`ALONE_MODULES`). They are marked ``serial``. ``make test`` runs
+#: (quantizing, vLLM, the built-in model end to end). They are marked ``serial``. ``make test`` runs
 #: them as **one chain** on one pytest-xdist worker, one after another, while the other worker takes
 #: every other module (see tests/support/xdist_chain.py): two of them at once were seen to starve
-#: each other (a 70 s quantized-model test took > 15 minutes beside a vLLM test; the job agent of a
-#: ``ray start`` cluster did not answer in time beside another test).
+#: each other (a 70 s quantized-model test took > 15 minutes beside a vLLM test).
 SERIAL_MODULES = (
     "tests/cluster/test_quant_builtin.py",
     "tests/jobs/test_demo_cli.py",
@@ -39,17 +37,11 @@ SERIAL_MODULES = (
     "tests/cluster/test_quant_variants.py",
 )
 
-#: Test modules that must run with nothing beside them: the one that starts a machine-wide
-#: ``ray start`` cluster and submits jobs to it (its job agent was seen not to register for minutes
-#: beside other tests: "No available agent to submit job"). Marked ``alone``: ``make test`` runs them
-#: after everything else (``-m "not alone"``, then ``-m alone``).
-ALONE_MODULES = ("tests/infra/test_ray_job_submit.py",)
-
-
 #: The slowest of the other modules (measured on 2 cores), longest first: they start first, so that
 #: the last units handed out are short ones and both workers end at about the same time.
 LONG_MODULES = (
     "tests/jobs/test_quantized_sweep.py",
+    "tests/infra/test_ray_job_submit.py",
     "tests/jobs/test_pipeline_faults.py",
     "tests/cluster/test_hf_prefix_scoring.py",
     "tests/jobs/test_cli_run_status.py",
@@ -78,8 +70,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.nodeid.split("::", 1)[0]
         if module in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
-        if module in ALONE_MODULES:
-            item.add_marker(pytest.mark.alone)
     items.sort(key=lambda item: order.get(item.nodeid.split("::", 1)[0], len(order)))
 
 

@@ -48,10 +48,11 @@ def _spec(root: str) -> dict:
 def _submit(cluster, *command: str, env_vars: dict[str, str]) -> str:
     runtime_env = json.dumps({"env_vars": env_vars})
     args = ["job", "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env]
-    # A fresh `ray start` cluster's job agent registers a while after the head answers; until then
+    # A fresh `ray start` cluster's job agent registers a moment after the head answers; until then
     # the server answers "No available agent to submit job, please try again later" — as a user
-    # would, submit again (on a busy machine this was seen to take over a minute).
-    deadline = time.monotonic() + 180
+    # would, submit again. (An agent that never registers — its HTTP port taken by another Ray on
+    # the machine — is why tests/support/ray_cluster.py gives each node a free agent port.)
+    deadline = time.monotonic() + 60
     while True:
         done = cluster.ray(*args, "--", sys.executable, "-m", "jobs", *command)
         output = done.stdout + done.stderr

@@ -122,6 +122,10 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault("RAY_AUTH_MODE", "disabled")  # a test cluster on 127.0.0.1 (KubeRay's manifests use tokens)
     common = ["--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    # Each node's dashboard agent serves the job API over HTTP on 52365 unless told otherwise: two
+    # nodes on one machine, or any other Ray started here meanwhile (a test's private ``ray.init``),
+    # would take it first and leave the head without a job agent ("No available agent to submit job").
+    head_agent, worker_agent = free_port(), free_port()
     try:
         _start(
             [
@@ -136,6 +140,7 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
                 f"--dashboard-port={dash}",
                 f"--ray-client-server-port={client}",
                 f"--temp-dir={temp_dir}",
+                f"--dashboard-agent-listen-port={head_agent}",
                 *common,
             ],
             env,
@@ -148,6 +153,7 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
                 f"--num-cpus={worker_cpus}",
                 f"--num-gpus={worker_gpus}",
                 '--resources={"second_node": 1}',
+                f"--dashboard-agent-listen-port={worker_agent}",
                 *common,
             ],
             env,
