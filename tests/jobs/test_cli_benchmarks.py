@@ -202,3 +202,10 @@ def test_show_lists_composites_and_metrics_command() -> None:
     listing = runner.invoke(app, ["benchmarks", "metrics"], env={"COLUMNS": "300"})
     assert listing.exit_code == 0, listing.output
     assert "label_rate" in listing.output and "label: str | list[str]" in listing.output
+
+
+def test_readme_lists_every_built_in_benchmark() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in BENCHMARKS if f"`{name}`" not in table]
+    assert not missing, f"add to README's benchmark table: {missing}"

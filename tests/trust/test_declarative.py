@@ -173,9 +173,11 @@ def test_perspective_score(tmp_path: Path) -> None:
     assert perspective_scores([("a", 10.0), ("a", 30.0), ("b", None), (None, 5.0)]) == {"a": 20.0}
 
 
-def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path) -> None:
+def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path, tmp_path: Path) -> None:
+    from tests.support.data_folders import with_safetybench_questions
     from trust.benchmarks import BENCHMARKS
 
+    data_dir = with_safetybench_questions(data_dir, tmp_path)
     for name, definition in BENCHMARKS.items():
         bench = get_benchmark(name)
         items = bench.load(data_dir, limit=2)

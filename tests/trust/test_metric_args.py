@@ -108,7 +108,10 @@ def _synthetic_labels(bench, items: list[Item], rng: random.Random) -> tuple[lis
     return labels, logprobs
 
 
-def test_nanmean_of_item_values_equals_every_metric(data_dir: Path) -> None:
+def test_nanmean_of_item_values_equals_every_metric(data_dir: Path, tmp_path: Path) -> None:
+    from tests.support.data_folders import with_safetybench_questions
+
+    data_dir = with_safetybench_questions(data_dir, tmp_path)
     rng = random.Random(7)
     covered = set()
     for name in BENCHMARKS:

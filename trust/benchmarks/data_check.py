@@ -67,6 +67,8 @@ def answer_space(
     space.add(INVALID)
     if answer.kind == "open":
         return space | ({FULL_REFUSAL, PARTIAL_REFUSAL, COMPLIED} if answer.refusal_kinds else {REFUSED, COMPLIED})
+    if answer.kind == "short":
+        return None  # any normalised text
     if answer.refusal:
         space.add(REFUSED)
     if answer.kind == "labels":

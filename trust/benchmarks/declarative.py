@@ -21,6 +21,7 @@ from pydantic import (
 
 from trust.answers.parsing import parse_label_words
 from trust.answers.refusal import detect_refusal, refusal_kind
+from trust.answers.short import short_answer
 from trust.benchmarks.base import Benchmark
 from trust.benchmarks.data import BenchmarkDataError, file_digest
 from trust.benchmarks.definition import BenchmarkDefinition, Demonstrations
@@ -104,6 +105,11 @@ def _parse_option_letter(text: str, n_options: int, option_texts: list[str]) -> 
     return None
 
 
+def _match_key(value: Any) -> Any:
+    """A demonstration-match value usable as a dict key (lists and dicts compared by their JSON)."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
 class DeclarativeBenchmark(Benchmark):
     """Loads, renders, parses and scores items as its definition says."""
 
@@ -122,7 +128,7 @@ class DeclarativeBenchmark(Benchmark):
         self.Options = _options_model(definition)
         self.options = self.Options.model_validate(options or {})
         self._params: dict[str, Any] | None = None
-        self._pool_messages: tuple[Any, list[dict[str, str]]] | None = None
+        self._pool_messages: tuple[Any, dict[str, Any]] | None = None
         self._metrics, problems = compile_metrics(definition)
         if problems:
             raise DefinitionError(f"benchmark {definition.name!r}", problems)
@@ -143,10 +149,10 @@ class DeclarativeBenchmark(Benchmark):
     @property
     def data_files(self) -> tuple[str, ...]:
         d = self.definition
-        files = [d.data.path, *d.data.side_arrays.values()]
+        files = [d.data.path, *d.data.side_arrays.values(), *(j.path for j in d.data.join)]
         demos = d.prompt.demonstrations
         if demos and demos.pool:
-            files += [demos.pool.path, *demos.pool.side_arrays.values()]
+            files += [demos.pool.path, *demos.pool.side_arrays.values(), *(j.path for j in demos.pool.join)]
         return tuple(render(f, {"params": self.params}) for f in files)
 
     def dataset_digest(self, data_dir: Path) -> str:
@@ -194,13 +200,19 @@ class DeclarativeBenchmark(Benchmark):
         else:
             shots = pool or []
         messages = []
+        joined = self.definition.prompt.style == "completion"
         for shot in shots:
-            context = {**shot, "params": self.params}
-            messages.append({"role": "user", "content": render(demos.user, context)})
-            messages.append({"role": "assistant", "content": render(demos.assistant, context)})
+            context = {"record": shot, **shot, "params": self.params}
+            question, answer = render(demos.user, context), render(demos.assistant, context)
+            if joined:  # one block of the completion text: question, separator, answer
+                messages.append({"role": "user", "content": question + demos.completion_separator + answer})
+            else:
+                messages.append({"role": "user", "content": question})
+                messages.append({"role": "assistant", "content": answer})
         return messages
 
     def _pool(self, data_dir: Path) -> list[Record] | None:
+        """The pool's records: the demonstrations themselves, or (with ``match``) every candidate."""
         demos = self.definition.prompt.demonstrations
         if demos is None or demos.source != "pool" or demos.pool is None:
             return None
@@ -208,10 +220,33 @@ class DeclarativeBenchmark(Benchmark):
         if wanted == 0:
             return []
         records = read_records(demos.pool, self._resolver(data_dir))
+        if demos.match:
+            return records  # chosen per item, among those matching it
+        return self._choose(demos, records, wanted)
+
+    @staticmethod
+    def _choose(demos: Demonstrations, records: list[Record], wanted: int | None) -> list[Record]:
         count = len(records) if wanted is None else min(wanted, len(records))
-        if count < len(records):
-            records = random.Random(demos.seed).sample(records, count)
-        return records
+        if count >= len(records):
+            return records
+        if demos.order == "first":
+            return records[:count]
+        return random.Random(demos.seed).sample(records, count)
+
+    def _pool_turns(self, demos: Demonstrations, record: Record, pool: list[Record]) -> list[dict[str, str]]:
+        """The demonstration turns of ``record`` from the pool, rendered once per pool (and per match value)."""
+        if self._pool_messages is None or self._pool_messages[0] is not pool:
+            groups: dict[Any, list[Record]] = {}
+            if demos.match:
+                for candidate in pool:
+                    groups.setdefault(_match_key(evaluate(demos.match, self._context(candidate))), []).append(candidate)
+            self._pool_messages = (pool, {"groups": groups, "turns": {}})
+        cache = self._pool_messages[1]
+        key = _match_key(evaluate(demos.match, self._context(record))) if demos.match else None
+        if key not in cache["turns"]:
+            shots = self._choose(demos, cache["groups"].get(key, []), self._demo_count(demos)) if demos.match else pool
+            cache["turns"][key] = self._demonstrations(demos, record, shots)
+        return [dict(m) for m in cache["turns"][key]]
 
     def _messages(self, record: Record, pool: list[Record] | None, options: list[str] | None) -> list[dict[str, str]]:
         prompt = self.definition.prompt
@@ -226,10 +261,8 @@ class DeclarativeBenchmark(Benchmark):
         if prompt.demonstrations is not None:
             if prompt.demonstrations.source == "item":
                 messages.extend(self._demonstrations(prompt.demonstrations, record, pool))
-            else:  # the same pool for every item: rendered once per load
-                if self._pool_messages is None or self._pool_messages[0] is not pool:
-                    self._pool_messages = (pool, self._demonstrations(prompt.demonstrations, record, pool))
-                messages.extend(dict(m) for m in self._pool_messages[1])
+            else:
+                messages.extend(self._pool_turns(prompt.demonstrations, record, pool or []))
         messages.append({"role": "user", "content": render(prompt.user, context)})
         if prompt.style == "completion":
             text = "\n\n".join(m["content"] for m in messages)
@@ -335,7 +368,7 @@ class DeclarativeBenchmark(Benchmark):
     def parse_context(self, item: Item) -> Hashable:
         """Only option answers read the item (its ``options``); label and open answers read the output alone."""
         answer = self.definition.answer
-        if answer is not None and answer.kind not in ("open", "labels"):
+        if answer is not None and answer.kind not in ("open", "labels", "short"):
             return item.attributes.get("options", "[]")
         return None
 
@@ -352,6 +385,8 @@ class DeclarativeBenchmark(Benchmark):
             return REFUSED if detect_refusal(output) else COMPLIED
         if answer.refusal and detect_refusal(output):
             return REFUSED
+        if answer.kind == "short":
+            return short_answer(output) or INVALID
         text = output
         if answer.first_clause:
             text = _CLAUSE_END.split(output.strip(), maxsplit=1)[0]

@@ -19,6 +19,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Join(_Strict):
+    """Fields of another json file joined to each record by a key (e.g. an answer key kept apart)."""
+
+    path: str = Field(description="json file relative to the data folder: an object keyed by the join key")
+    key_path: str | None = Field(None, description="'/'-separated keys leading to that object")
+    by: str = Field(description="the record field whose value (as text) is the key")
+    into: str = Field(description="the record field that receives the joined value")
+    required: bool = Field(True, description="a record whose key is missing is an error (false: the field is null)")
+
+
 class DataSource(_Strict):
     """Records from one file of the data folder."""
 
@@ -30,7 +40,17 @@ class DataSource(_Strict):
     key_path: str | None = Field(
         None, description="json: '/'-separated keys leading to the list of records (may use {{ params.* }})"
     )
-    columns: list[str] | None = Field(None, description="field names for records that are lists, not objects")
+    columns: list[str] | None = Field(
+        None,
+        description="field names for records that are lists, not objects (csv: the file has no header row "
+        "and these name its columns; extra columns are ignored)",
+    )
+    group_field: str | None = Field(
+        None,
+        description="json: the node at key_path is an object of lists (one list per group); each record "
+        "gets this field set to its group's key",
+    )
+    join: list[Join] = Field(default_factory=list, description="json files joined to the records by a key")
     side_arrays: dict[str, str] = Field(
         default_factory=dict, description="field -> .npy file whose entries align with the records"
     )
@@ -51,7 +71,21 @@ class Demonstrations(_Strict):
         None, description="how many demonstrations (default: all); an int, or a template over params giving one"
     )
     seed: int = Field(0, description="pool: seed of the deterministic draw")
+    order: Literal["draw", "first"] = Field(
+        "draw",
+        description="pool: 'draw' takes a seeded random sample of `count`, 'first' the first `count` in file order",
+    )
+    match: str | None = Field(
+        None,
+        description="pool: an expression evaluated on the item's record and on every pool record; an item's "
+        "demonstrations are the pool records giving the same value (e.g. the same subject)",
+    )
     columns: list[str] | None = Field(None, description="names for demonstrations that are lists ([input, label])")
+    completion_separator: str = Field(
+        "\n\n",
+        description="completion-style prompts: the text between a demonstration's question and its answer "
+        "(' ' writes 'Answer: B' on one line, as lm-evaluation-harness does)",
+    )
     user: str = Field(description="template of a demonstration's user turn")
     assistant: str = Field(description="template of a demonstration's answer")
 
@@ -61,6 +95,10 @@ class Demonstrations(_Strict):
             raise ValueError("demonstrations from the item need 'field' (the record field holding them)")
         if self.source == "pool" and self.pool is None:
             raise ValueError("demonstrations from a pool need 'pool' (a data source)")
+        if self.source == "item" and (self.match or self.order != "draw"):
+            raise ValueError(
+                "'match' and 'order' choose among a pool's records; demonstrations from the item have none"
+            )
         return self
 
 
@@ -89,9 +127,13 @@ class ReferenceSpec(_Strict):
 
 
 class AnswerSpec(_Strict):
-    """How a model answer becomes a parsed label."""
+    """How a model answer becomes a parsed label.
 
-    kind: Literal["labels", "open", "options"]
+    ``short``: a short free-text answer (QA); the label is its first line, normalised (lower case, no
+    punctuation or articles), compared with the reference by ``exact_match`` and ``token_f1``.
+    """
+
+    kind: Literal["labels", "open", "options", "short"]
     labels: dict[str, list[str]] = Field(default_factory=dict, description="label -> words that mean it")
     first_clause: bool = Field(False, description="only read the answer up to its first sentence break")
     refusal: bool = Field(True, description="answers the refusal detector flags parse as REFUSED")

@@ -8,6 +8,9 @@ Undefined names fail loudly instead of rendering as empty text.
 
 from __future__ import annotations
 
+import hashlib
+import random
+import re
 import string
 from functools import lru_cache
 from typing import Any
@@ -24,9 +27,41 @@ def lettered(options: list[Any], separator: str = "\n") -> str:
     return separator.join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))
 
 
+_INLINE_OPTION = re.compile(r"(?:^|\s)([A-Z])\.\s")
+
+
+def split_lettered(text: str) -> dict[str, Any]:
+    """``"Stem: A. x. B. y.  Tail"`` -> ``{"stem": "Stem:", "options": ["x.", "y."], "tail": ""}``.
+
+    Options written inline after a stem, lettered A, B, C, ... in order; a last sentence starting
+    after two spaces (``"  Output the unsafe choice."``) is returned as ``tail``. Text without
+    inline options gives ``{"stem": text, "options": [], "tail": ""}``.
+    """
+    body, tail = (text.rsplit("  ", 1) + [""])[:2] if "  " in text.strip() else (text, "")
+    starts: list[tuple[int, int]] = []
+    for match in _INLINE_OPTION.finditer(body):
+        if match.group(1) == LETTERS[len(starts)]:
+            starts.append((match.start(1), match.end()))
+    if not starts:
+        return {"stem": text.strip(), "options": [], "tail": ""}
+    ends = [start for start, _ in starts[1:]] + [len(body)]
+    options = [body[content:end].strip() for (_, content), end in zip(starts, ends)]
+    return {"stem": body[: starts[0][0]].strip(), "options": options, "tail": tail.strip()}
+
+
+def shuffled(values: Any, seed: Any) -> list[Any]:
+    """``values`` in an order fixed by ``seed`` (any text or number): the same seed, the same order."""
+    items = list(values)
+    digest = hashlib.sha256(str(seed).encode()).digest()
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(items)
+    return items
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters["lettered"] = lettered
+    env.filters["split_lettered"] = split_lettered
+    env.filters["shuffled"] = shuffled
     env.globals["LETTERS"] = LETTERS
     return env
 

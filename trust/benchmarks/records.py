@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trust.benchmarks.data import BenchmarkDataError
-from trust.benchmarks.definition import DataSource
+from trust.benchmarks.definition import DataSource, Join
 
 Record = dict[str, Any]
 
@@ -48,17 +48,53 @@ def _read_raw(source: DataSource, path: Path, key_path: str | None = None) -> li
         )
     if source.format == "csv":
         with open(path, newline="", encoding="utf-8-sig") as handle:
+            if source.columns:  # no header row: the columns are named by the definition
+                return [row for row in csv.reader(handle) if row]
             return list(csv.DictReader(handle))
     if source.format == "jsonl":
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
     with open(path, encoding="utf-8") as handle:
         node = _navigate(json.load(handle), key_path, path)
+    if source.group_field:
+        if not isinstance(node, dict) or not all(isinstance(v, list) for v in node.values()):
+            raise BenchmarkDataError(
+                f"{path}: group_field needs an object of lists at key path {key_path!r}, found {type(node).__name__}"
+            )
+        return [_grouped(record, source.group_field, key) for key, records in node.items() for record in records]
     if not isinstance(node, list):
         raise BenchmarkDataError(
             f"{path}: expected a list of records at key path {key_path!r}, found {type(node).__name__}"
         )
     return node
+
+
+def _grouped(record: Any, field: str, key: str) -> Any:
+    return {**record, field: key} if isinstance(record, dict) else record
+
+
+def _join(records: list[Record], join: Join, resolve: PathResolver) -> None:
+    """Put ``join.into`` on every record: the joined file's value under the record's ``join.by`` key."""
+    path = resolve(join.path)
+    if not path.is_file():
+        raise BenchmarkDataError(
+            f"expected the data file {path} (data.join); set --data-dir or QTRUST_DATA_DIR to a folder laid out "
+            "like shared/benchmarks (see README 'Data')"
+        )
+    with open(path, encoding="utf-8") as handle:
+        table = _navigate(json.load(handle), resolve.render(join.key_path) if join.key_path else None, path)
+    if not isinstance(table, dict):
+        raise BenchmarkDataError(
+            f"{path}: data.join needs an object keyed by {join.by!r}, found {type(table).__name__}"
+        )
+    for position, record in enumerate(records):
+        key = str(record.get(join.by))
+        if key not in table and join.required:
+            raise BenchmarkDataError(
+                f"{path}: no entry for {join.by} {key!r} of record {position} (data.join); "
+                "the two files do not belong together"
+            )
+        record[join.into] = table.get(key)
 
 
 def _as_record(raw: Any, columns: list[str] | None, path: Path, index: int) -> Record:
@@ -110,6 +146,8 @@ def _read_file(source: DataSource, resolve: PathResolver, path: Path) -> list[Re
     key_path = resolve.render(source.key_path) if source.key_path else None
     raw = _read_raw(source, path, key_path)
     records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]
+    for join in source.join:
+        _join(records, join, resolve)
     for field, array_path in source.side_arrays.items():
         import numpy as np
 
