@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
-from tests.support.data_folders import with_safetybench_questions
+from tests.support.data_folders import completed_data_folder
 from tests.support.mlflow_store import sqlite_store
 from trust.benchmarks import BENCHMARKS
 
@@ -34,7 +34,7 @@ def test_a_sweep_over_every_built_in_benchmark(tiny_model_dir: Path, data_dir: P
             "resources": {"num_cpus_per_worker": 1},
         }
     )
-    data_dir = with_safetybench_questions(data_dir, tmp_path)  # SafetyBench's questions on a small file
+    data_dir = completed_data_folder(data_dir, tmp_path)  # SafetyBench's questions on a small file
     outcome = run_sweep(spec, RunOptions(data_dir=data_dir, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True))
     assert not outcome.failed
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from jobs.cli import app
 from jobs.plan.build import build_variants
 from jobs.spec.load import load_spec
+from tests.support.data_folders import completed_data_folder
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -17,8 +18,10 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_validates(path: Path, data_dir: Path) -> None:
-    result = runner.invoke(app, ["validate", str(path)], env={"COLUMNS": "200", "QTRUST_DATA_DIR": str(data_dir)})
+def test_example_validates(path: Path, data_dir: Path, tmp_path: Path) -> None:
+    # The files `qtrust data fetch` adds (SafetyBench's questions, HotpotQA's paragraphs) stood in for.
+    data = completed_data_folder(data_dir, tmp_path)
+    result = runner.invoke(app, ["validate", str(path)], env={"COLUMNS": "200", "QTRUST_DATA_DIR": str(data)})
     assert result.exit_code == 0, result.output
 
 

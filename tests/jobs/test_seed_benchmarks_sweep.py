@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
 from jobs.spec.run_options import RunOptions
-from tests.support.data_folders import with_safetybench_questions
+from tests.support.data_folders import completed_data_folder
 from tests.support.helpers import stored_records
 from tests.support.mlflow_store import sqlite_store
 
@@ -31,7 +31,7 @@ BENCHMARKS = [
 
 
 def test_the_seed_benchmarks_run_on_the_builtin_model(data_dir: Path, tmp_path: Path) -> None:
-    data = with_safetybench_questions(data_dir, tmp_path)
+    data = completed_data_folder(data_dir, tmp_path)
     spec = parse_spec(
         {
             "name": "seeds",

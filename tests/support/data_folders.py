@@ -1,8 +1,10 @@
 """Data folders for tests: the shared benchmarks folder, completed where it lacks a file a benchmark needs.
 
-SafetyBench's 11,435 English questions (``safetybench/test_en.json``) are not in the shared folder
-(see its SOURCE.md); :func:`with_safetybench_questions` adds a small file in the same layout, made
-from real ids of the answer key, beside links to everything else.
+Two files that ``qtrust data fetch`` downloads are not in the shared folder (see their SOURCE.md):
+SafetyBench's 11,435 English questions (``safetybench/test_en.json``) and HotpotQA's full dev
+distractor file. :func:`completed_data_folder` links everything else and adds, in their place, a small
+questions file in SafetyBench's layout made from real ids of the answer key, and the first 100 dev
+questions with their paragraphs (a prefix of the full file, in its layout).
 """
 
 from __future__ import annotations
@@ -34,22 +36,28 @@ def write_safetybench_questions(folder: Path, answers_file: Path) -> Path:
     return path
 
 
-def with_safetybench_questions(data_dir: Path, root: Path) -> Path:
-    """``data_dir`` itself when it has SafetyBench's questions, else a folder under ``root`` that links every
-    entry of ``data_dir`` and holds a small questions file (:func:`write_safetybench_questions`)."""
-    if (data_dir / "safetybench" / "test_en.json").is_file():
+HOTPOT_FULL = "hotpotqa/hotpot_dev_distractor_v1.json"
+
+
+def completed_data_folder(data_dir: Path, root: Path) -> Path:
+    """``data_dir`` itself when it has both fetched files, else a folder under ``root`` linking every entry
+    of ``data_dir`` plus stand-ins for the missing ones (see the module docstring)."""
+    if (data_dir / "safetybench" / "test_en.json").is_file() and (data_dir / HOTPOT_FULL).is_file():
         return data_dir
-    folder = root / "data-with-safetybench"
+    folder = root / "data-completed"
     if (folder / "safetybench" / "test_en.json").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for entry in data_dir.iterdir():
-        if entry.name != "safetybench" and not (folder / entry.name).exists():
+        if entry.name not in ("safetybench", "hotpotqa") and not (folder / entry.name).exists():
             os.symlink(entry, folder / entry.name)
-    bench = folder / "safetybench"
-    bench.mkdir(exist_ok=True)
-    for entry in (data_dir / "safetybench").iterdir():
-        if not (bench / entry.name).exists():
-            os.symlink(entry, bench / entry.name)
-    write_safetybench_questions(bench, data_dir / "safetybench" / "test_answers_en.json")
+    for name in ("safetybench", "hotpotqa"):
+        (folder / name).mkdir(exist_ok=True)
+        for entry in (data_dir / name).iterdir():
+            if not (folder / name / entry.name).exists():
+                os.symlink(entry, folder / name / entry.name)
+    if not (folder / "safetybench" / "test_en.json").exists():
+        write_safetybench_questions(folder / "safetybench", data_dir / "safetybench" / "test_answers_en.json")
+    if not (folder / HOTPOT_FULL).exists():
+        os.symlink(data_dir / "hotpotqa" / "hotpot_dev_distractor_first100.json", folder / HOTPOT_FULL)
     return folder

@@ -174,10 +174,10 @@ def test_perspective_score(tmp_path: Path) -> None:
 
 
 def test_every_built_in_definition_loads_renders_and_scores(data_dir: Path, tmp_path: Path) -> None:
-    from tests.support.data_folders import with_safetybench_questions
+    from tests.support.data_folders import completed_data_folder
     from trust.benchmarks import BENCHMARKS
 
-    data_dir = with_safetybench_questions(data_dir, tmp_path)
+    data_dir = completed_data_folder(data_dir, tmp_path)
     for name, definition in BENCHMARKS.items():
         bench = get_benchmark(name)
         items = bench.load(data_dir, limit=2)

@@ -109,9 +109,9 @@ def _synthetic_labels(bench, items: list[Item], rng: random.Random) -> tuple[lis
 
 
 def test_nanmean_of_item_values_equals_every_metric(data_dir: Path, tmp_path: Path) -> None:
-    from tests.support.data_folders import with_safetybench_questions
+    from tests.support.data_folders import completed_data_folder
 
-    data_dir = with_safetybench_questions(data_dir, tmp_path)
+    data_dir = completed_data_folder(data_dir, tmp_path)
     rng = random.Random(7)
     covered = set()
     for name in BENCHMARKS:

@@ -218,7 +218,13 @@ def check_definition(
         report.problems.extend(err.problems)
         return report
     except BenchmarkDataError as err:
-        report.problems.append(f"data: {err}")
+        folder = bench.definition.source_folder
+        fetch = (
+            f"; `qtrust data fetch {folder} --dest {data_dir}` downloads the folder's files"
+            if folder and "expected the data file" in str(err)
+            else ""
+        )
+        report.problems.append(f"data: {err}{fetch}")
         return report
     except Exception as err:
         report.problems.append(f"data: {type(err).__name__}: {err}")
@@ -228,13 +234,13 @@ def check_definition(
     if problems:
         return report
     space = answer_space(bench, items, vocabulary)
-    assert space is not None
-    outside = {item.reference for item in items if item.reference is not None} - space
-    if outside:
-        report.problems.append(
-            f"reference: value(s) {_listing(outside)} are not in the answer space ({_listing(space)}); "
-            "map them with reference.map or fix the answer labels"
-        )
-    report.problems.extend(label_problems(bench, space))
+    if space is not None:  # None: free-text answers (short answers), any text
+        outside = {item.reference for item in items if item.reference is not None} - space
+        if outside:
+            report.problems.append(
+                f"reference: value(s) {_listing(outside)} are not in the answer space ({_listing(space)}); "
+                "map them with reference.map or fix the answer labels"
+            )
+        report.problems.extend(label_problems(bench, space))
     report.problems.extend(value_problems(bench, items))
     return report
