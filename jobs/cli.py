@@ -327,6 +327,48 @@ def judge(
 
 
 @app.command()
+def plan(
+    sweep: Path = typer.Argument(..., help="Sweep YAML file."),
+    gpus: str | None = typer.Option(
+        None,
+        "--gpus",
+        help="The cluster to price it on: NxTYPE (8xA100-80GB, 4xA40-48GB; types in jobs/plan/cost_tables.yaml) "
+        "or cpu:N (N cores). Default: cpu:1.",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Read the GPUs (or CPUs) of a running Ray cluster instead of --gpus."
+    ),
+    device: str | None = typer.Option(None, "--device", help="With --address: the GPU type of its nodes."),
+    throughput: Path | None = typer.Option(
+        None, "--throughput", help="A YAML file overriding entries of the throughput and architecture tables."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+) -> None:
+    """Price a sweep before running it: items still to compute, tokens, memory per replica, replicas that fit, hours."""
+    from jobs.plan_command import plan_main
+    from trust.benchmarks.data import resolve_data_dir
+
+    spec = _load(sweep)
+    if throughput is not None and not throughput.is_file():
+        _fail(f"--throughput: {throughput} is not a file; pass a YAML file shaped like jobs/plan/cost_tables.yaml")
+    try:
+        folder = resolve_data_dir(data_dir)
+        plan_main(
+            spec,
+            folder,
+            gpus=gpus,
+            address=address,
+            device=device,
+            throughput=throughput,
+            as_json=json_out,
+            console=console,
+        )
+    except (ValueError, BenchmarkDataError) as err:
+        _fail(f"{sweep}: {err}")
+
+
+@app.command()
 def status(
     sweep_dir: str = typer.Argument(
         ..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."

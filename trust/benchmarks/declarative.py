@@ -321,6 +321,11 @@ class DeclarativeBenchmark(Benchmark):
                 )
             reference = d.reference.map[reference]
         if choices is not None and reference is not None and reference.isdigit():
+            if int(reference) >= len(choices):
+                raise BenchmarkDataError(
+                    f"{d.name}: record {record['_index']} has reference index {reference} but only "
+                    f"{len(choices)} choice(s); the reference and the choices do not belong together"
+                )
             reference = choices[int(reference)]
         attributes = {name: str(evaluate(expr, context)) for name, expr in d.attributes.items()}
         if SOURCE_FILE in record and SOURCE_FILE not in attributes:
