@@ -1,4 +1,4 @@
-"""qtrust against lm-evaluation-harness on TruthfulQA MC1: wall time and accuracy, side by side.
+"""qtrust against lm-evaluation-harness on TruthfulQA MC1 (or MMLU, ``--task mmlu``): wall time and accuracy, side by side.
 
 Usage (from the repository root, with ``QTRUST_DATA_DIR`` set; the harness in its own venv)::
 
@@ -288,6 +288,9 @@ def render(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--task", choices=["truthfulqa_mc1", "mmlu"], default="truthfulqa_mc1", help="mmlu: bench/vs_harness_mmlu.py"
+    )
     parser.add_argument("--n", type=int, default=100, help="questions (default 100; 817 is all)")
     parser.add_argument("--rounds", type=int, default=2, help="harness+qtrust pairs, alternating (default 2)")
     parser.add_argument("--batch", type=int, default=8)
@@ -298,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.task == "mmlu":
+        return mmlu_main(args)
 
     data_dir = resolve_data_dir(None)
     model = resolve_model_path("smollm2-135m")
@@ -317,6 +322,55 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_qtrust(args, model, folder, definition, {i: row["question"] for i, row in picked}))
             print(f"qtrust run {round_ + 1}: {runs[-1]['wall_s']:.1f} s, MC1 {runs[-1]['mc1']:.4f}", flush=True)
         report = render(args, runs)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report + "\n", encoding="utf-8")
+    return 0
+
+
+def mmlu_main(args: argparse.Namespace) -> int:
+    """MMLU, 5-shot: both tools on the same items and prompt (bench/vs_harness_mmlu.py)."""
+    import vs_harness_mmlu as mmlu
+
+    data_dir = resolve_data_dir(None)
+    model = resolve_model_path("smollm2-135m")
+    picked = mmlu.selected(args.n, data_dir)
+    runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="qtrust-vs-harness-mmlu-") as tmp:
+        work = Path(tmp)
+        (work / "tasks").mkdir()
+        mmlu.write_tasks(picked, data_dir, work / "tasks")
+        for round_ in range(args.rounds):
+            (work / f"h{round_}").mkdir()
+            harness = mmlu.run_harness(
+                args.harness_python, model, work / "tasks", work / f"h{round_}" / "out", args.batch
+            )
+            print(f"harness run {round_ + 1}: {harness['wall_s']:.1f} s", flush=True)
+            (work / f"q{round_}").mkdir()
+            qtrust = mmlu.run_qtrust(model, work / f"q{round_}", args.n, args.batch, args.cpus, data_dir)
+            print(f"qtrust run {round_ + 1}: {qtrust['wall_s']:.1f} s", flush=True)
+            runs.append((harness, qtrust))
+        found = mmlu.compare(runs[0][0], runs[0][1], picked, data_dir)
+    h_med = statistics.median(h["wall_s"] for h, _ in runs)
+    q_med = statistics.median(q["wall_s"] for _, q in runs)
+    share = found["same"] / max(1, found["compared"])
+    lines = [
+        f"MMLU, {args.n} test questions (qtrust's hash-ranked subset, {len({s for s, _ in picked})} subjects), 5-shot "
+        f"from each subject's dev file, the harness's mmlu prompt in both; smollm2-135m float32 CPU; batch "
+        f"{args.batch}; {os.cpu_count()} cores; {args.rounds} round(s), alternating"
+        + (f"; {args.note}" if args.note else ""),
+        "",
+        "| run | harness wall s | qtrust wall s |",
+        "|---:|---:|---:|",
+        *[f"| {i} | {h['wall_s']:.1f} | {q['wall_s']:.1f} |" for i, (h, q) in enumerate(runs, 1)],
+        "",
+        f"median wall: harness {h_med:.1f} s, qtrust {q_med:.1f} s; **qtrust ÷ harness = {q_med / h_med:.3f}**",
+        f"same chosen option on {found['same']}/{found['compared']} items (**{share:.1%}**; target ≥ 99%: "
+        f"{'met' if share >= 0.99 else 'missed'}); largest |Δ log-likelihood| {found['max_delta']:.1e}",
+        f"accuracy: harness {found['accuracy']['harness']:.4f}, qtrust {found['accuracy']['qtrust']:.4f}",
+    ]
+    report = "\n".join(lines)
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
