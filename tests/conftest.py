@@ -43,6 +43,7 @@ LONG_MODULES = (
     "tests/jobs/test_quantized_sweep.py",
     "tests/infra/test_ray_job_submit.py",
     "tests/jobs/test_pipeline_faults.py",
+    "tests/jobs/test_seed_benchmarks_sweep.py",
     "tests/cluster/test_hf_prefix_scoring.py",
     "tests/jobs/test_cli_run_status.py",
     "tests/jobs/test_judges_pipeline.py",

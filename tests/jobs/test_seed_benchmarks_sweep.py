@@ -21,12 +21,12 @@ from tests.support.mlflow_store import sqlite_store
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 BENCHMARKS = [
-    {"name": "xsafety", "limit": 3, "max_new_tokens": 16},
-    {"name": "xsafety_commonsense", "limit": 4},
+    {"name": "xsafety", "limit": 2, "max_new_tokens": 12},
+    {"name": "xsafety_commonsense", "limit": 3},
     {"name": "safetybench", "limit": 5},
-    {"name": "hotpotqa", "limit": 3, "max_new_tokens": 12},
-    {"name": "hotpotqa", "alias": "hotpotqa_context", "options": {"mode": "context"}, "limit": 2, "max_new_tokens": 12},
-    {"name": "mmlu", "limit": 4},
+    {"name": "hotpotqa", "limit": 2, "max_new_tokens": 8},
+    {"name": "hotpotqa", "alias": "hotpotqa_context", "options": {"mode": "context"}, "limit": 1, "max_new_tokens": 8},
+    {"name": "mmlu", "limit": 3},
 ]
 
 
@@ -49,12 +49,12 @@ def test_the_seed_benchmarks_run_on_the_builtin_model(data_dir: Path, tmp_path: 
     assert table["error"].isna().all(), table["error"].dropna().tolist()
     counts = table.groupby("benchmark").size().to_dict()
     assert counts == {
-        "xsafety": 3,
-        "xsafety_commonsense": 4,
+        "xsafety": 2,
+        "xsafety_commonsense": 3,
         "safetybench": 5,
-        "hotpotqa": 3,
-        "hotpotqa_context": 2,
-        "mmlu": 4,
+        "hotpotqa": 2,
+        "hotpotqa_context": 1,
+        "mmlu": 3,
     }
     # log-likelihood benchmarks store one log-probability per option; generated ones store text
     for name in ("xsafety_commonsense", "safetybench", "mmlu"):
