@@ -123,10 +123,17 @@ def cluster_from_ray(address: str, tables: CostTables, device_name: str | None) 
     """The GPUs (or, without any, the CPUs) of a running Ray cluster; ``device_name`` says which kind they are."""
     import ray
 
+    if device_name is not None and device_name not in tables.devices:
+        raise ValueError(f"--device {device_name!r}: one of {', '.join(tables.devices)} (or add it with --throughput)")
     if ray.is_initialized():  # already connected (a notebook, a test): read it as it is
         resources = ray.cluster_resources()
     else:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except Exception as err:  # no cluster there: one line, not a traceback
+            raise ValueError(
+                f"--address {address}: cannot connect to a Ray cluster there ({type(err).__name__})"
+            ) from None
         try:
             resources = ray.cluster_resources()
         finally:
