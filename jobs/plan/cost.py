@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 TABLES = Path(__file__).with_name("cost_tables.yaml")
 CHARS_PER_TOKEN = 4.0
 TOKENS_PER_TURN = 6
+#: Bits per value of the dtypes a model runs in (16 for anything else).
+_DTYPE_BITS = {"float32": 32.0, "bfloat16": 16.0, "float16": 16.0}
 #: Judge prompts: the template's own text (criteria, instructions) beside the request and answer.
 JUDGE_TEMPLATE_TOKENS = 350
 
@@ -163,7 +165,7 @@ def _from_config(config: dict[str, Any], folder: Path) -> Architecture:
     heads = int(config.get("num_attention_heads") or 1)
     layers = int(config.get("num_hidden_layers") or 0) or None
     weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    dtype_bytes = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(config.get("torch_dtype")), 2)
+    dtype_bytes = _DTYPE_BITS.get(str(config.get("torch_dtype")), 16.0) / 8
     params = weights / dtype_bytes / 1e9 if weights else _params_from_shape(config)
     return Architecture(
         params_b=max(params, 1e-3),
@@ -181,7 +183,6 @@ def _params_from_shape(config: dict[str, Any]) -> float:
     return (layers * (4 * hidden * hidden + 3 * hidden * inter) + 2 * vocab * hidden) / 1e9
 
 
-_DTYPE_BITS = {"float32": 32.0, "bfloat16": 16.0, "float16": 16.0}
 _BITS_IN_NAME = re.compile(r"(?<![0-9.])([2348])[-_]?bit|int([2348])\b|\bw([2348])a\d", re.IGNORECASE)
 
 
@@ -401,7 +402,7 @@ def _judges(
         if judge.spec.kind != "model" or not judge.spec.model:
             continue
         arch = architecture(judge.spec.model, tables)
-        bits = {"float32": 32.0}.get(judge.spec.dtype, 16.0)
+        bits = _DTYPE_BITS.get(judge.spec.dtype, 16.0)
         answers = 0
         p_tokens = o_tokens = 0
         for bench in judge.benchmarks:

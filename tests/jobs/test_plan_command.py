@@ -15,6 +15,7 @@ from jobs.plan.cost import Architecture, estimate, load_tables, parse_cluster
 from jobs.spec.load import load_spec
 from jobs.store.sweep import SweepStore
 from tests.support.data_folders import completed_data_folder
+from tests.support.helpers import generation_row
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -24,14 +25,6 @@ def _plan(args: list[str], data: Path) -> dict:
     result = runner.invoke(app, ["plan", *args, "--json"], env={"COLUMNS": "200", "QTRUST_DATA_DIR": str(data)})
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def _row(key: str) -> dict:
-    return {
-        "item_key": key, "item_id": key, "prompt": "p", "choices": None, "output": "o", "logprobs": None,
-        "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.1, "error": None, "attempt": 1, "worker": "w",
-        "committed_at": 1.0,
-    }  # fmt: skip
 
 
 def test_the_demo_is_priced_on_cpu_cores_and_stored_items_are_left_out(
@@ -55,7 +48,7 @@ def test_the_demo_is_priced_on_cpu_cores_and_stored_items_are_left_out(
     plan = build_plan(spec, data_dir)
     keys = plan.keys_of("smollm2-w4", "xstest")[:10]
     SweepStore(str(tmp_path / "qtrust-runs"), "demo").commit_generations(
-        "smollm2-w4", "xstest", [_row(k) for k in keys]
+        "smollm2-w4", "xstest", [generation_row(k) for k in keys]
     )
     second = _plan([str(REPO / "examples/demo.yaml"), "--gpus", "cpu:2"], data_dir)
     again = {(line["variant"], line["benchmark"]): line for v in second["variants"] for line in v["lines"]}

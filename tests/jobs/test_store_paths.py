@@ -27,7 +27,7 @@ from cluster.variants.cache import VariantCache
 from jobs.spec.load import parse_spec
 from jobs.spec.schema import SpecError
 from jobs.store.sweep import SweepStore
-from tests.support.helpers import write_sweep
+from tests.support.helpers import generation_row, write_sweep
 
 #: Names that try to leave the store root, plainly or percent-encoded.
 ESCAPES = [
@@ -52,24 +52,6 @@ BASE = {
     "recipes": [{"name": "ref", "method": "none"}],
     "benchmarks": [{"name": "xstest", "limit": 2}],
 }
-
-
-def _row(key: str) -> dict:
-    return {
-        "item_key": key,
-        "item_id": "1",
-        "prompt": "p",
-        "choices": None,
-        "output": "o",
-        "logprobs": None,
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        "latency_s": 0.1,
-        "error": None,
-        "attempt": 1,
-        "worker": "w",
-        "committed_at": 1.0,
-    }
 
 
 def _files_below(path: Path) -> set[str]:
@@ -148,10 +130,10 @@ def test_a_local_store_refuses_unsafe_variant_and_benchmark_names(tmp_path: Path
     store = SweepStore(root, "s")
     for variant, benchmark in ((bad, "xstest"), ("m-ref", bad)):
         with pytest.raises(StorageLocationError):
-            store.commit_generations(variant, benchmark, [_row("k1")])
+            store.commit_generations(variant, benchmark, [generation_row("k1", item_id="1")])
     assert _files_below(tmp_path) == set()
     # The same store still commits ordinary names (the refusal is about the names, not the store).
-    path = store.commit_generations("m-ref", "xstest", [_row("k1")])
+    path = store.commit_generations("m-ref", "xstest", [generation_row("k1", item_id="1")])
     assert Path(path).is_relative_to(root / "s") and store.scan().keys == {"k1"}
 
 
@@ -172,8 +154,8 @@ def test_an_s3_store_refuses_unsafe_names_and_writes_nothing_outside_its_root(s3
     store = SweepStore(root, "s")
     for variant, benchmark in ((bad, "xstest"), ("m-ref", bad)):
         with pytest.raises(StorageLocationError):
-            store.commit_generations(variant, benchmark, [_row("k1")])
-    store.commit_generations("m-ref", "xstest", [_row("k2")])
+            store.commit_generations(variant, benchmark, [generation_row("k1", item_id="1")])
+    store.commit_generations("m-ref", "xstest", [generation_row("k2", item_id="1")])
     fs = open_location(f"s3://{bucket}").fs
     objects = [
         i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File

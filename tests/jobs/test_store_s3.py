@@ -23,27 +23,10 @@ from cluster.storage.uri import open_location
 from cluster.variants.cache import META_FILE, VariantCache
 from jobs.store.lock import SweepLock, SweepLockHeld
 from jobs.store.sweep import SweepStore
+from tests.support.helpers import generation_row
 from tests.support.pipeline_helpers import fake_sweep, kill_session, wait_for
 
 QTRUST = str(Path(sys.executable).parent / "qtrust")
-
-
-def _row(key: str, output: str = "o") -> dict:
-    return {
-        "item_key": key,
-        "item_id": key,
-        "prompt": "p",
-        "choices": None,
-        "output": output,
-        "logprobs": None,
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        "latency_s": 0.1,
-        "error": None,
-        "attempt": 1,
-        "worker": "w",
-        "committed_at": 1.0,
-    }
 
 
 def _objects(bucket: str) -> list[str]:
@@ -58,7 +41,7 @@ def test_a_commit_is_one_put_and_scans_count_no_partial_or_temporary_object(s3_s
     bucket = s3_server.create_bucket()
     store = SweepStore(f"s3://{bucket}/runs", "s1")
     before = len(s3_server.requests())
-    path = store.commit_generations("m-ref", "xstest", [_row("k1"), _row("k2")])
+    path = store.commit_generations("m-ref", "xstest", [generation_row("k1"), generation_row("k2")])
     sent = s3_server.requests()[before:]
     key = path.split("/", 1)[1]
     writes = [r for r in sent if r.split()[0] in ("PUT", "POST")]

@@ -58,3 +58,22 @@ def stored_records(outcome: Any):  # -> pandas.DataFrame
 
     folder = Path(outcome.store.dir) / "generations"
     return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def generation_row(key: str, output: str = "o", item_id: str | None = None) -> dict[str, Any]:
+    """One stored generation record (the store's columns) for item key ``key``, for store tests."""
+    return {
+        "item_key": key,
+        "item_id": key if item_id is None else item_id,
+        "prompt": "p",
+        "choices": None,
+        "output": output,
+        "logprobs": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "latency_s": 0.1,
+        "error": None,
+        "attempt": 1,
+        "worker": "w",
+        "committed_at": 1.0,
+    }
