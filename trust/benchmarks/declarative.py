@@ -7,6 +7,7 @@ import json
 import random
 import re
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,15 @@ def _match_key(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
+@dataclass
+class _PoolCache:
+    """One load's demonstration pool: its records grouped by match value, and the turns rendered per value."""
+
+    pool: list[Record]
+    groups: dict[Any, list[Record]] = field(default_factory=dict)
+    turns: dict[Any, list[dict[str, str]]] = field(default_factory=dict)
+
+
 class DeclarativeBenchmark(Benchmark):
     """Loads, renders, parses and scores items as its definition says."""
 
@@ -128,7 +138,7 @@ class DeclarativeBenchmark(Benchmark):
         self.Options = _options_model(definition)
         self.options = self.Options.model_validate(options or {})
         self._params: dict[str, Any] | None = None
-        self._pool_messages: tuple[Any, dict[str, Any]] | None = None
+        self._pool_cache: _PoolCache | None = None
         self._metrics, problems = compile_metrics(definition)
         if problems:
             raise DefinitionError(f"benchmark {definition.name!r}", problems)
@@ -235,18 +245,19 @@ class DeclarativeBenchmark(Benchmark):
 
     def _pool_turns(self, demos: Demonstrations, record: Record, pool: list[Record]) -> list[dict[str, str]]:
         """The demonstration turns of ``record`` from the pool, rendered once per pool (and per match value)."""
-        if self._pool_messages is None or self._pool_messages[0] is not pool:
-            groups: dict[Any, list[Record]] = {}
+        cache = self._pool_cache
+        if cache is None or cache.pool is not pool:
+            cache = self._pool_cache = _PoolCache(pool)
             if demos.match:
                 for candidate in pool:
-                    groups.setdefault(_match_key(evaluate(demos.match, self._context(candidate))), []).append(candidate)
-            self._pool_messages = (pool, {"groups": groups, "turns": {}})
-        cache = self._pool_messages[1]
+                    cache.groups.setdefault(_match_key(evaluate(demos.match, self._context(candidate))), []).append(
+                        candidate
+                    )
         key = _match_key(evaluate(demos.match, self._context(record))) if demos.match else None
-        if key not in cache["turns"]:
-            shots = self._choose(demos, cache["groups"].get(key, []), self._demo_count(demos)) if demos.match else pool
-            cache["turns"][key] = self._demonstrations(demos, record, shots)
-        return [dict(m) for m in cache["turns"][key]]
+        if key not in cache.turns:
+            shots = self._choose(demos, cache.groups.get(key, []), self._demo_count(demos)) if demos.match else pool
+            cache.turns[key] = self._demonstrations(demos, record, shots)
+        return [dict(m) for m in cache.turns[key]]
 
     def _messages(self, record: Record, pool: list[Record] | None, options: list[str] | None) -> list[dict[str, str]]:
         prompt = self.definition.prompt
