@@ -11,8 +11,10 @@ counted within its own file, so adding a file changes no other file's ids.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,8 @@ def _grouped(record: Any, field: str, key: str) -> Any:
     return {**record, field: key} if isinstance(record, dict) else record
 
 
-def _join(records: list[Record], join: Join, resolve: PathResolver) -> None:
-    """Put ``join.into`` on every record: the joined file's value under the record's ``join.by`` key."""
+def _join_table(join: Join, resolve: PathResolver) -> dict[str, Any]:
+    """The object ``join`` reads, keyed by the join key (read once per :func:`read_records`)."""
     path = resolve(join.path)
     if not path.is_file():
         raise BenchmarkDataError(
@@ -87,6 +89,11 @@ def _join(records: list[Record], join: Join, resolve: PathResolver) -> None:
         raise BenchmarkDataError(
             f"{path}: data.join needs an object keyed by {join.by!r}, found {type(table).__name__}"
         )
+    return table
+
+
+def _join(records: list[Record], join: Join, table: dict[str, Any], path: Path) -> None:
+    """Put ``join.into`` on every record: the joined table's value under the record's ``join.by`` key."""
     for position, record in enumerate(records):
         key = str(record.get(join.by))
         if key not in table and join.required:
@@ -135,19 +142,27 @@ def read_records(source: DataSource, resolve: PathResolver) -> list[Record]:
             raise BenchmarkDataError(
                 "data.side_arrays: side arrays need one data file, not a pattern; drop one of them"
             )
+        tables = _join_tables(source, resolve)
         records: list[Record] = []
         for path in matching_files(resolve, source.path):
-            records.extend({**r, SOURCE_FILE: path.stem} for r in _read_file(source, resolve, path))
+            records.extend({**r, SOURCE_FILE: path.stem} for r in _read_file(source, resolve, path, tables))
         return records
-    return _read_file(source, resolve, resolve(source.path))
+    return _read_file(source, resolve, resolve(source.path), _join_tables(source, resolve))
 
 
-def _read_file(source: DataSource, resolve: PathResolver, path: Path) -> list[Record]:
+def _join_tables(source: DataSource, resolve: PathResolver) -> Callable[[], list[dict[str, Any]]]:
+    """The joined tables of ``source``, read on first use (after the data file itself) and then kept."""
+    return functools.cache(lambda: [_join_table(join, resolve) for join in source.join])
+
+
+def _read_file(
+    source: DataSource, resolve: PathResolver, path: Path, tables: Callable[[], list[dict[str, Any]]]
+) -> list[Record]:
     key_path = resolve.render(source.key_path) if source.key_path else None
     raw = _read_raw(source, path, key_path)
     records = [_as_record(r, source.columns, path, i) for i, r in enumerate(raw)]
-    for join in source.join:
-        _join(records, join, resolve)
+    for join, table in zip(source.join, tables() if source.join else []):
+        _join(records, join, table, resolve(join.path))
     for field, array_path in source.side_arrays.items():
         import numpy as np
 
