@@ -197,8 +197,9 @@ def _totals(manifest: dict[str, Any]) -> Text:
     line.append(" · ")
     line.append(f"{_num(totals.get('failed'))} failed", style="red" if _num(totals.get("failed")) else "")
     line.append(f" · {_num(totals.get('pending'))} pending · {_rate(totals.get('items_per_s'))} items/s")
-    line.append(" · ETA ")
-    line.append(human_duration(_eta_s(totals)), style="bold")
+    if manifest.get("state") == "running":  # a stopped sweep (interrupted, failed) has no end to predict
+        line.append(" · ETA ")
+        line.append(human_duration(_eta_s(totals)), style="bold")
     return line
 
 

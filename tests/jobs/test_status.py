@@ -139,7 +139,17 @@ def test_render_tolerates_a_sparse_manifest():
     console = recording_console()
     render_status({"sweep": "old", "state": "finished"}, console)
     text = console.export_text()
-    assert "Sweep old — finished" in text and "0/0 done" in text and "ETA -" in text
+    assert "Sweep old — finished" in text and "0/0 done" in text and "ETA" not in text
+
+
+@pytest.mark.parametrize("state", ["interrupted", "failed"])
+def test_a_stopped_sweep_shows_no_eta(state: str):
+    console = recording_console()
+    manifest = {**running_manifest(), "state": state}  # its totals still carry the driver's last ETA
+    render_status(manifest, console, sweep_dir="qtrust-runs/demo")
+    text = console.export_text()
+    assert f"Sweep demo — {state}" in text and "458 pending" in text
+    assert "ETA" not in text
 
 
 def test_json_output_parses(tmp_path: Path):
