@@ -412,26 +412,59 @@ def report(
         help="MLflow tracking URI (default: the manifest's; "
         "$MLFLOW_TRACKING_URI when the manifest keeps it without credentials).",
     ),
+    partial: bool = typer.Option(
+        False,
+        "--partial",
+        help="Report even when planned items are missing (a running sweep, a damaged or deleted shard): "
+        "marked partial in the console, the HTML (report-partial.html) and MLflow. Without it such a "
+        "report exits 1.",
+    ),
+    verify_store: bool = typer.Option(
+        False,
+        "--verify-store",
+        help="Only check the store: read every shard, check it against its digest and its index, print "
+        "ok / missing / damaged per variant × benchmark; exit 1 when anything is wrong.",
+    ),
 ) -> None:
     """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
-    search) from the stored answers alone, print the tables and write one self-contained HTML report."""
+    search) from the stored answers alone, print the tables and write one self-contained HTML report.
+
+    Exit 1 (nothing written, nothing logged) when planned items are missing from the store, unless
+    --partial is given."""
     from jobs.results.compare import compare_results
+    from jobs.results.completeness import EXIT_PARTIAL
     from jobs.results.report_file import write_report
     from jobs.results.stored import StoredSweepError, load_stored_sweep
     from jobs.results.tables import print_perspectives, print_results
     from jobs.tracking.report import log_report_to_mlflow
     from trust.benchmarks.data import resolve_data_dir
 
+    if verify_store:
+        raise typer.Exit(_verify_store(sweep_dir, data_dir))
     try:
         stored = load_stored_sweep(sweep_dir, resolve_data_dir(data_dir))
     except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
         _fail(str(err))
         return
+    complete = stored.completeness
+    if complete.partial and not partial:
+        for line in complete.lines():
+            err_console.print(line, soft_wrap=True, markup=False, highlight=False)
+        _fail(
+            f"{sweep_dir}: the store lacks planned items, so no report was written; run `qtrust resume "
+            f"{sweep_dir}` to compute them, `qtrust report --verify-store {sweep_dir}` to check every shard, or pass "
+            "--partial to report what is stored (marked partial)",
+            code=EXIT_PARTIAL,
+        )
+    lines = complete.lines() if complete.partial else None
+    if lines:
+        for line in lines:
+            console.print(line, style="bold red", soft_wrap=True, markup=False, highlight=False)
     comparison = compare_results(stored.plan, stored.results, stored.quant_reports)
     print_results(console, stored.plan, stored.results, comparison, metrics=_metrics_option(metrics), long=long)
     print_perspectives(console, stored.plan, stored.results)
-    where = write_report(stored.plan, comparison, stored.store, out)
-    console.print(f"HTML report: {where}")
+    where = write_report(stored.plan, comparison, stored.store, out, partial=lines)
+    console.print(f"{'Partial HTML report' if lines else 'HTML report'}: {where}")
     if not no_mlflow:
         from jobs.tracking.uri import TrackingUriError, redact, stored_tracking_uri
 
@@ -442,11 +475,32 @@ def report(
             if entry.get("uri") or tracking_uri:
                 entry["uri"] = stored_tracking_uri(str(entry.get("uri") or ""), tracking_uri)
                 manifest["mlflow"] = entry
-            note = log_report_to_mlflow(manifest, where)
+            note = log_report_to_mlflow(manifest, where, complete)
         except TrackingUriError as err:
             note = f"MLflow: the report was not logged: {err}"
         if note:
             console.print(redact(note))
+
+
+def _verify_store(sweep_dir: str, data_dir: Path | None) -> int:
+    """``qtrust report --verify-store``: every shard read and checked; the exit code (0 ok, 1 not)."""
+    from jobs.plan.build import build_plan, resolve_variant_cache
+    from jobs.results.stored import StoredSweepError, stored_spec
+    from jobs.results.verify_store import print_verification, verify_plan
+    from jobs.store.health import check_folder
+    from trust.benchmarks.data import resolve_data_dir
+
+    try:
+        spec, store = stored_spec(sweep_dir)
+        plan = build_plan(spec, resolve_data_dir(data_dir), variant_cache=resolve_variant_cache(None, spec))
+    except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
+        _fail(str(err))
+        return 2
+    state = store.read_manifest().get("state")
+    verification = verify_plan(
+        plan, check_folder(store.generations, read_all=True), check_folder(store.judgments, read_all=True), state
+    )
+    return print_verification(console, verification, store.uri)
 
 
 @app.command()

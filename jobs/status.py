@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from jobs.store.health import FolderHealth
 from jobs.store.lock import parse_iso
 from jobs.store.manifest import StatusError, lock_holder, read_manifest
 
@@ -187,20 +188,66 @@ def _header(
     return line
 
 
-def _totals(manifest: dict[str, Any]) -> Text:
+def _totals(manifest: dict[str, Any], store: FolderHealth | None = None, stale: bool = False) -> Text:
     totals = manifest.get("totals") or {}
     planned, done = _num(totals.get("planned")), _num(totals.get("done"))
+    done = max(0, done - (store.lost_records if store is not None else 0))
     pct = f" ({100.0 * done / planned:.0f}%)" if planned else ""
     line = Text.assemble("Items: ", (f"{done}/{planned}", "bold"), f" done{pct}")
+    if store is not None and store.problems:
+        line.append(f"; {_store_summary(store)}", style="bold red")
     if totals.get("stored"):
         line.append(f", {_num(totals.get('stored'))} already stored")
     line.append(" · ")
     line.append(f"{_num(totals.get('failed'))} failed", style="red" if _num(totals.get("failed")) else "")
     line.append(f" · {_num(totals.get('pending'))} pending · {_rate(totals.get('items_per_s'))} items/s")
-    if manifest.get("state") == "running":  # a stopped sweep (interrupted, failed) has no end to predict
+    # a stopped sweep (interrupted, failed, or "running" with its driver gone) has no end to predict
+    if manifest.get("state") == "running" and not stale:
         line.append(" · ETA ")
         line.append(human_duration(_eta_s(totals)), style="bold")
     return line
+
+
+def _store_summary(store: FolderHealth) -> str:
+    """``4 item(s) lost from the store: 1 damaged shard(s), 1 shard(s) gone``."""
+    parts = []
+    if store.damaged:
+        parts.append(f"{len(store.damaged)} damaged shard(s)")
+    if store.missing:
+        parts.append(f"{len(store.missing)} shard(s) gone")
+    return f"{store.lost_records} item(s) lost from the store: {', '.join(parts)}"
+
+
+def _store_lines(store: FolderHealth | None, sweep_dir: str | None) -> Text | None:
+    """The shards a store check found damaged or gone, and what to do about them."""
+    if store is None or not store.problems:
+        return None
+    text = Text(f"Store: {_store_summary(store)}", style="bold red")
+    for problem in store.problems[:FAILED_SHOWN]:
+        lost = "" if problem.lost is None else f", {problem.lost} item(s) lost"
+        text.append(f"\n{problem.problem}: {problem.relative} ({problem.reason}{lost})")
+    if len(store.problems) > FAILED_SHOWN:
+        text.append(f"\n… and {len(store.problems) - FAILED_SHOWN} more (qtrust status --json)", style="dim")
+    target = sweep_dir or "<sweep dir>"
+    text.append(
+        f"\nrun `qtrust resume {target}` to compute them again; `qtrust report --verify-store {target}` reads every shard",
+        style="red",
+    )
+    return text
+
+
+def store_check(sweep_dir: str) -> FolderHealth | None:
+    """The quick check of the sweep's generation shards (:func:`jobs.store.health.check_folder`);
+    None when the store cannot be opened or holds no shards (status then shows the manifest alone)."""
+    from jobs.results.stored import split_sweep_dir
+    from jobs.store.health import check_folder
+    from jobs.store.sweep import SweepStore
+
+    try:
+        health = check_folder(SweepStore(*split_sweep_dir(sweep_dir)).generations)
+    except Exception:
+        return None
+    return health if health.shards or health.problems else None
 
 
 def _progress_table(manifest: dict[str, Any]) -> Table | None:
@@ -333,15 +380,20 @@ def build_status(
     *,
     sweep_dir: str | None = None,
     now: datetime | None = None,
+    store: FolderHealth | None = None,
 ) -> RenderableType:
-    """Everything ``render_status`` prints, as one rich renderable (``--watch`` updates it in place)."""
+    """Everything ``render_status`` prints, as one rich renderable (``--watch`` updates it in place).
+
+    ``store``: a check of the store's shards (:func:`store_check`); items it finds lost are not done.
+    """
     parts: Iterable[RenderableType | None] = (
         _header(manifest, lock_holder, sweep_dir, now),
-        _totals(manifest),
+        _totals(manifest, store, is_stale(manifest, lock_holder, now)),
         _progress_table(manifest),
         _judges_table(manifest),
         _replica_table(manifest),
         _failed_lines(manifest),
+        _store_lines(store, sweep_dir),
         _event_lines(manifest),
         _mlflow_line(manifest),
     )
@@ -355,15 +407,29 @@ def render_status(
     *,
     sweep_dir: str | None = None,
     now: datetime | None = None,
+    store: FolderHealth | None = None,
 ) -> None:
     """Print the sweep's status: header, totals, progress and replica tables, events, MLflow URL."""
-    console.print(build_status(manifest, lock_holder, sweep_dir=sweep_dir, now=now))
+    console.print(build_status(manifest, lock_holder, sweep_dir=sweep_dir, now=now, store=store))
 
 
 # --------------------------------------------------------------------------------------------- command
-def status_document(manifest: dict[str, Any], holder: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``--json`` output: the manifest plus ``lock_holder`` and ``stale``."""
-    return {**manifest, "lock_holder": holder, "stale": is_stale(manifest, holder)}
+def status_document(
+    manifest: dict[str, Any], holder: dict[str, Any] | None, store: FolderHealth | None = None
+) -> dict[str, Any]:
+    """The ``--json`` output: the manifest plus ``lock_holder``, ``stale`` and ``store`` (the shard check:
+    damaged and gone shards with the items they lose; null when not made)."""
+    check = None
+    if store is not None:
+        check = {
+            "shards": store.shards,
+            "lost_items": store.lost_records,
+            "problems": [
+                {"shard": p.relative, "problem": p.problem, "reason": p.reason, "records": p.records, "lost": p.lost}
+                for p in store.problems
+            ],
+        }
+    return {**manifest, "lock_holder": holder, "stale": is_stale(manifest, holder), "store": check}
 
 
 def _snapshot(sweep_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -400,8 +466,10 @@ def _watch(
     manifest, holder = first
     if as_json:  # one compact JSON object per line, for scripts that follow a run
         while True:
-            console.out(json.dumps(status_document(manifest, holder)), highlight=False)
-            if _finished(manifest, holder):
+            done = _finished(manifest, holder)  # the store is checked once the run is over
+            store = store_check(sweep_dir) if done else None
+            console.out(json.dumps(status_document(manifest, holder, store)), highlight=False)
+            if done:
                 return 0
             time.sleep(interval_s)
             manifest, holder = _refresh(sweep_dir, manifest, holder)
@@ -416,6 +484,9 @@ def _watch(
             time.sleep(interval_s)
             manifest, holder = _refresh(sweep_dir, manifest, holder)
             live.update(build_status(manifest, holder, sweep_dir=sweep_dir), refresh=True)
+        store = store_check(sweep_dir)  # once the run is over: what the store holds now
+        if store is not None and store.problems:
+            live.update(build_status(manifest, holder, sweep_dir=sweep_dir, store=store), refresh=True)
     return 0
 
 
@@ -453,10 +524,11 @@ def status_main(
         if watch:
             return _watch(sweep_dir, console, max(float(interval_s), 0.05), as_json, first)
         manifest, holder = first
+        store = store_check(sweep_dir)
         if as_json:
-            console.out(json.dumps(status_document(manifest, holder), indent=2), highlight=False)
+            console.out(json.dumps(status_document(manifest, holder, store), indent=2), highlight=False)
         else:
-            render_status(manifest, console, holder, sweep_dir=sweep_dir)
+            render_status(manifest, console, holder, sweep_dir=sweep_dir, store=store)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -16,6 +16,7 @@ import pandas as pd
 
 from jobs.plan.build import Plan
 from jobs.results.compare import Comparison
+from trust.comparison.degenerate import baseline_text
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1200px;color:#1d1d1f;padding:0 1rem}
@@ -26,6 +27,7 @@ td:first-child,th:first-child{text-align:left}
 .sig{font-weight:600} .worse{color:#b3261e} .better{color:#1b7f3b} .flag{color:#a15c00;text-align:left}
 .note{color:#555;font-size:.88rem} img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
 details{margin:.4rem 0} summary{cursor:pointer}
+.partial{background:#fff4e5;border:2px solid #b3261e;padding:.6rem 1rem;margin:1rem 0}
 """
 
 
@@ -66,8 +68,10 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, border=0, na_rep="–", float_format=lambda x: f"{x:.3f}")
 
 
-def render_report(plan: Plan, comparison: Comparison, *, title: str | None = None) -> str:
-    """The whole report as one HTML string."""
+def render_report(
+    plan: Plan, comparison: Comparison, *, title: str | None = None, partial: list[str] | None = None
+) -> str:
+    """The whole report as one HTML string; ``partial`` (what is missing, one line each) puts a banner on top."""
     from jobs.results.plots import flip_matrix_figure, metric_vs_bits, perspective_radar
 
     spec = plan.spec
@@ -76,6 +80,12 @@ def render_report(plan: Plan, comparison: Comparison, *, title: str | None = Non
         f"<style>{_STYLE}</style></head><body>"
     ]
     parts.append(f"<h1>{_esc(title or spec.name)}</h1>")
+    if partial:
+        listed = "".join(f"<li>{_esc(line.strip())}</li>" for line in partial[1:])
+        parts.append(
+            f"<div class='partial' id='partial-report'><strong>Partial report.</strong> {_esc(partial[0])}"
+            f"<ul>{listed}</ul>Every number below is computed on the stored items only.</div>"
+        )
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(
         f"<p class='note'>{_esc(spec.description or '')} — {len(plan.variants)} variant(s) × "
@@ -100,10 +110,8 @@ def render_report(plan: Plan, comparison: Comparison, *, title: str | None = Non
         )
         baseline = comparison.baselines.get(bench_name, (None, math.nan))
         if baseline[0] is not None and not math.isnan(baseline[1]):
-            parts.append(
-                f"<p class='note'>Majority-class baseline: {baseline[1]:.3f} (always answering "
-                f"'{_esc(baseline[0])}').</p>"
-            )
+            text = baseline_text(baseline[0], baseline[1])
+            parts.append(f"<p class='note'>{_esc(text[:1].upper() + text[1:])}.</p>")
         parts.append(_primary_table(comparison, rows[rows["primary"]]))
         parts.append(_flags_html(comparison, bench_name))
         parts.append(_img(metric_vs_bits(comparison.frame, bench_name, primary), f"{primary} vs bits"))

@@ -12,30 +12,48 @@ from jobs.store.sweep import SweepStore
 REPORT_NAME = "report.html"
 
 
-def write_report(plan: Plan, comparison: Comparison, store: SweepStore, out: Path | None = None) -> str:
-    """Render the report and write it (atomically) to ``out`` or ``<sweep dir>/report.html``; returns where."""
+#: A partial report's name: it never replaces the final ``report.html`` (in the store or in MLflow).
+PARTIAL_REPORT_NAME = "report-partial.html"
+
+
+def write_report(
+    plan: Plan,
+    comparison: Comparison,
+    store: SweepStore,
+    out: Path | None = None,
+    *,
+    partial: list[str] | None = None,
+) -> str:
+    """Render the report and write it (atomically) to ``out`` or ``<sweep dir>/report.html``; returns where.
+
+    A ``partial`` report (the lines saying what is missing) carries a banner and goes to
+    ``<sweep dir>/report-partial.html``, so that it never replaces a final report.
+    """
     from jobs.results.html import render_report
 
-    text = render_report(plan, comparison)
+    text = render_report(plan, comparison, partial=partial)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
         return str(out)
-    path = f"{store.path}/{REPORT_NAME}"
+    path = f"{store.path}/{PARTIAL_REPORT_NAME if partial else REPORT_NAME}"
     store.write_text(path, text)
     return path if store.local else f"{store.fs.type_name}://{path}"
 
 
-def local_copy(where: str) -> Path:
-    """A local file holding the report (``where`` itself when it is on this disk)."""
-    if "://" not in where:
+def local_copy(where: str, name: str = REPORT_NAME) -> Path:
+    """A local file named ``name`` holding the report (``where`` itself when it is on this disk and so named)."""
+    if "://" not in where and Path(where).name == name:
         return Path(where)
+    target = Path(tempfile.mkdtemp(prefix="qtrust-report-")) / name
+    if "://" not in where:
+        target.write_bytes(Path(where).read_bytes())
+        return target
     from pyarrow import fs as pafs
 
     filesystem, path = pafs.FileSystem.from_uri(where)
-    target = Path(tempfile.mkdtemp(prefix="qtrust-report-")) / REPORT_NAME
     with filesystem.open_input_stream(path) as stream:
         target.write_bytes(stream.read())
     return target

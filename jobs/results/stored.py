@@ -10,9 +10,11 @@ from typing import Any
 import yaml
 
 from jobs.plan.build import Plan, build_plan
+from jobs.results.completeness import Completeness, completeness
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import parse_spec
 from jobs.spec.schema import SpecError, SweepSpec
+from jobs.store.health import FolderHealth, check_folder
 from jobs.store.sweep import SweepStore
 
 
@@ -28,6 +30,13 @@ class StoredSweep:
     plan: Plan
     results: list[ResultRow]
     manifest: dict[str, Any] = field(default_factory=dict)
+    health: FolderHealth | None = None
+    """The check of the sweep's ``generations/`` shards (damaged, missing), made after the scan."""
+
+    @property
+    def completeness(self) -> Completeness:
+        """Items planned, found and missing per variant × benchmark: whether a report is partial."""
+        return completeness(self.results, self.health, self.manifest.get("state"))
 
     @property
     def quant_reports(self) -> dict[str, dict[str, Any]]:
@@ -78,4 +87,5 @@ def load_stored_sweep(sweep_dir: str | Path, data_dir: Path) -> StoredSweep:
     records = store.scan().records
     judgments = store.scan_judgments().records if plan.judges else None
     results = compute_results(plan, records, judgments)
-    return StoredSweep(store=store, plan=plan, results=results, manifest=store.read_manifest())
+    health = check_folder(store.generations)  # after the scan: a shard it found damaged is set aside by now
+    return StoredSweep(store=store, plan=plan, results=results, manifest=store.read_manifest(), health=health)
