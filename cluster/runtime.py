@@ -299,3 +299,16 @@ def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache
         name=f"qtrust-prepare-{config.get('variant')}",
     )
     return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)
+
+
+def start_rebuild_check_task(config: dict[str, Any], resources: WorkerResources, cache_dir: str | None = None) -> Any:
+    """Run :func:`cluster.variants.rebuild.rebuild_check` as a Ray task with a worker's resources (returns a ref)."""
+    from cluster.variants.rebuild import rebuild_check
+
+    task = ray.remote(rebuild_check).options(
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        max_retries=0,
+        name=f"qtrust-rebuild-check-{config.get('variant')}",
+    )
+    return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)

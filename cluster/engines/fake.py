@@ -70,6 +70,16 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _weights_digest(seed: str, marker: str) -> str:
+    """A stand-in weights digest: the seed's, altered in the one process that creates ``marker`` first."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        altered = True
+    except FileExistsError:
+        altered = False
+    return hashlib.sha256(f"{seed}{' altered' if altered else ''}".encode()).hexdigest()
+
+
 def _prompt_text(messages: list[Message]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
@@ -88,6 +98,10 @@ class FakeEngine:
             once it holds ``crash_times`` lines no crash happens, so a restarted worker survives.
             Without it the crash happens on every process that reaches the N-th call.
         crash_times: how many crashes the marker allows in all, across processes (default 1).
+        altered_weights_marker: when set, the engine reports a weights digest
+            (``quantization["loaded_sha256"]``, derived from the seed) like a real variant worker;
+            the one process that creates this file first reports a different digest, as if its
+            node held differently built weights.
     """
 
     name = "fake"
@@ -101,6 +115,7 @@ class FakeEngine:
         crash_on_call: int | None = None,
         crash_marker: str | None = None,
         crash_times: int = 1,
+        altered_weights_marker: str | None = None,
     ) -> None:
         self.seed = str(seed)
         self.delay_s = float(delay_s)
@@ -110,6 +125,9 @@ class FakeEngine:
         self.crash_times = int(crash_times)
         self.generate_calls = 0
         self.calls = 0
+        self.quantization: dict[str, str] = {}
+        if altered_weights_marker is not None:
+            self.quantization["loaded_sha256"] = _weights_digest(self.seed, altered_weights_marker)
 
     def _maybe_crash(self) -> None:
         self.calls += 1

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.quantization.digest import checkpoint_digest
 from cluster.quantization.loading import (  # noqa: F401 - folder_size_bytes re-exported for older imports
     LoadRequest,
     TransformersLoader,
@@ -41,7 +42,8 @@ def build_checkpoint(
     The method's ``build`` function (see :mod:`cluster.quantization.methods`) quantizes the loaded
     model and saves it: qtrust's RTN writes dense dequantized weights ("simulated"); GPTQ, AWQ and
     packed RTN go through llm-compressor (packed compressed-tensors at 4/8 bits, dense dequantized
-    otherwise). Returns the report fields kept in the cache entry.
+    otherwise). Returns the report fields kept in the cache entry, with ``weights_sha256``: the
+    digest of the tensors written (:func:`cluster.quantization.digest.checkpoint_digest`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,6 +66,9 @@ def build_checkpoint(
     report: dict[str, Any] = {"device": device, "dtype": dtype}
     quantize = resolve(recipe.quant_method.build)
     report.update(quantize(model, tokenizer, recipe, plan, calibration_texts, out_dir))
+    digest = checkpoint_digest(out_dir)
+    if digest is not None:  # the weights this build wrote (see cluster.quantization.digest)
+        report["weights_sha256"] = digest
     report["load_base_s"] = f"{loaded_s:.3f}"
     report["build_s"] = f"{time.perf_counter() - started:.3f}"
     log.info("built %s in %s s (%s)", recipe.label, report["build_s"], report.get("storage"))

@@ -482,6 +482,28 @@ class VariantCache:
                 found.append(self._remote_entry(key, meta, hit=True))
         return found
 
+    def annotate(self, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Add ``fields`` to the meta of the complete entry ``key`` and return the new meta.
+
+        For facts learnt after the build (e.g. the weights digest of an entry built before digests
+        were recorded). The meta is rewritten atomically under the key's lock, so it stays a valid
+        commit marker; for remote roots the meta object and the mirror's copy are both rewritten.
+
+        Raises:
+            KeyError: there is no complete entry ``key``.
+        """
+        check_key(key)
+        with self._store.locked(key):
+            current = self._remote.read_meta(key) if self._remote is not None else self._store.read(key)
+            if current is None:
+                raise KeyError(f"no complete variant {key} in {self.root}")
+            meta = json.loads(json.dumps({**current, **fields, "key": key}))
+            if self._remote is not None:
+                self._remote._put(self._remote.path(key, META_FILE), _meta_bytes(meta))
+            if self._store.read(key) is not None:
+                write_atomic(None, self._store.final(key) / META_FILE, _meta_bytes(meta))
+            return meta
+
     def remove(self, key: str) -> bool:
         """Delete entry ``key`` (and, for remote roots, its local mirror). True if anything was removed."""
         check_key(key)

@@ -14,7 +14,9 @@ from typing import Any
 from cluster.engines.hf import HFEngine
 from cluster.engines.hf_settings import HFSettings
 from cluster.engines.kinds import engine_kind
+from cluster.quantization.digest import model_digest
 from cluster.quantization.methods import resolve
+from cluster.quantization.recipes import QuantRecipe
 from cluster.variants.source import VariantSource, load_request
 
 
@@ -43,6 +45,16 @@ class HFLoader:
         return HFEngine(model, tokenizer, device=device, num_threads=self.num_threads)
 
 
+def loaded_digests(recipe: QuantRecipe, model: Any) -> dict[str, str]:
+    """``loaded_sha256``: the digest of the weights this replica holds in memory; for load-time
+    methods (bnb, hqq: nothing is written) it is also the variant's ``weights_sha256``."""
+    digest = model_digest(model)
+    fields = {"loaded_sha256": digest}
+    if recipe.quant_method.kind == "load-time":
+        fields["weights_sha256"] = digest
+    return fields
+
+
 def load_hf_variant(
     source: VariantSource,
     *,
@@ -63,5 +75,6 @@ def load_hf_variant(
     loader = resolve(recipe.quant_method.transformers)
     engine, details = loader(request, HFLoader(dtype, device, trust_remote_code, num_threads))
     report.update(details)
+    report.update(loaded_digests(recipe, engine.model))
     engine.configure(settings if isinstance(settings, HFSettings) else HFSettings.model_validate(settings or {}))
     return engine, report

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.quantization.build import build_checkpoint
+from cluster.quantization.digest import checkpoint_digest
 from cluster.quantization.loading import LoadRequest
 from cluster.quantization.recipes import QuantRecipe
 
@@ -62,9 +63,12 @@ def prepare_cached_variant(
             trust_remote_code=trust_remote_code,
         )
 
-    entry = variant_cache_of(source).get_or_build(
-        source.variant_key, build, label=recipe.label, describe=source.describe
-    )
+    cache = variant_cache_of(source)
+    entry = cache.get_or_build(source.variant_key, build, label=recipe.label, describe=source.describe)
+    if "weights_sha256" not in entry.meta:  # built before digests were recorded: record it now
+        digest = checkpoint_digest(entry.path)
+        if digest is not None:
+            entry.meta = cache.annotate(entry.key, {"weights_sha256": digest, "weights_sha256_recorded": "at load"})
     report = {k: v for k, v in entry.meta.items() if not isinstance(v, (dict, list))}
     report["cache"] = "hit" if entry.hit else "built"
     report["cache_path"] = str(entry.path)

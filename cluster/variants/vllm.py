@@ -24,6 +24,7 @@ from typing import Any
 
 from cluster.engines.kinds import engine_kind
 from cluster.engines.vllm_settings import VLLMSettings
+from cluster.quantization.digest import checkpoint_digest
 from cluster.quantization.methods import resolve
 from cluster.variants.source import VariantSource, load_request, variant_cache_of
 
@@ -143,4 +144,9 @@ def load_vllm_variant(
         path, device=device, settings=settings, num_gpus=num_gpus, num_threads=num_threads, **common
     )
     report["vllm_path"] = str(path)
+    # vLLM holds the weights in its own processes: what this replica loaded is the folder's tensors.
+    same_folder = "cache_path" in report and Path(report["cache_path"]) == Path(path)
+    loaded = report.get("weights_sha256") if same_folder else checkpoint_digest(Path(path))
+    if loaded:
+        report["loaded_sha256"] = loaded
     return engine, report

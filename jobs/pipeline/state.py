@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.pipeline.pools import Task
+from jobs.pipeline.replica_weights import ReplicaWeights, loaded_digest
 from jobs.plan.build import Plan, Shard
 
 
@@ -58,6 +59,8 @@ class SweepState:
     judges: dict[str, dict[str, int]] = field(default_factory=dict)
     """Judge name -> answers submitted, judged, unreadable (label error) and failed by this run."""
     judge_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replica_weights: ReplicaWeights = field(default_factory=ReplicaWeights)
+    """The weights digest each replica loaded (replicas of one variant that disagree are warned about)."""
     judged_answers: int = 0
     first_judgment_at: float | None = None
     """Wall-clock time of this run's first committed judgment (for the pipelining timeline)."""
@@ -81,6 +84,12 @@ class SweepState:
             return
         if state == "ready" and "load" in info:
             variant = pool.split(":", 1)[-1]
+            digest = loaded_digest(info["load"])
+            if digest is not None:
+                entry["loaded_sha256"] = digest
+            warning = self.replica_weights.observe(variant, index, info["load"])
+            if warning is not None:
+                self.message("replica_weights_differ", warning)
             self.worker_info.setdefault(variant, info["load"])
             if self.progress_bar is not None:
                 self.progress_bar.variant_started(variant, info["load"])

@@ -65,7 +65,16 @@ def quant_metrics(report: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+#: Report fields about the variant's weights, logged as run tags (searchable: ``tags.`variant.weights_sha256` = '...'``).
+WEIGHTS_TAGS = {"weights_sha256": "variant.weights_sha256", "loaded_sha256": "variant.loaded_sha256"}
+
+
+def weights_tags(report: dict[str, Any]) -> dict[str, str]:
+    """The weights digests of a worker's quantization report (see :mod:`cluster.quantization.digest`) as MLflow tags."""
+    return {tag: str(report[key]) for key, tag in WEIGHTS_TAGS.items() if report.get(key)}
+
+
 def quant_params(report: dict[str, Any]) -> dict[str, Any]:
     """The other fields of a quantization report (storage, backend, cache, layers ...) as params."""
-    skip = set(_QUANT_METRICS) | {"size_bytes", "method", "key", "created", "describe", "label"}
+    skip = set(_QUANT_METRICS) | set(WEIGHTS_TAGS) | {"size_bytes", "method", "key", "created", "describe", "label"}
     return {f"quant.report.{k}": v for k, v in report.items() if k not in skip and not isinstance(v, (dict, list))}

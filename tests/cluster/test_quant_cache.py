@@ -147,6 +147,18 @@ def test_build_then_hit_lookup_entries_remove(tmp_path: Path) -> None:
     assert cache.lookup(KEY) is None and cache.entries() == [] and not first.path.exists()
 
 
+def test_annotate_adds_fields_to_a_complete_entry_only(tmp_path: Path) -> None:
+    cache = VariantCache(tmp_path / "variants")
+    with pytest.raises(KeyError, match=KEY):
+        cache.annotate(KEY, {"weights_sha256": "ab" * 32})
+    built = cache.get_or_build(KEY, CountingBuilder(), label="w4")
+    meta = cache.annotate(KEY, {"weights_sha256": "ab" * 32, "key": "not-the-key"})
+    assert meta == {**built.meta, "weights_sha256": "ab" * 32}  # the key stays: the meta is still the commit marker
+    found = cache.lookup(KEY)
+    assert found is not None and found.meta == meta
+    assert not list((tmp_path / "variants").glob(f"{KEY}/*.tmp*"))
+
+
 def test_default_root_and_key_validation(tmp_path: Path) -> None:
     cache = VariantCache.default(tmp_path)
     assert cache.root == tmp_path / "variants" and not cache.is_remote
@@ -284,6 +296,12 @@ def test_memory_root_publish_mirror_and_marker(memory_root: str, tmp_path: Path)
     rebuilt = other.get_or_build(KEY, builder)
     assert not rebuilt.hit and builder.calls == 2
     assert cache.lookup(KEY) is not None and cache.lookup(KEY).meta == rebuilt.meta  # mirror refreshed
+
+    # A field added later lands in the meta object and in this node's mirror; other mirrors follow on lookup.
+    annotated = other.annotate(KEY, {"weights_sha256": "cd" * 32})
+    assert json.loads(fs.cat_file(f"{base}/{KEY}/{META_FILE}")) == annotated
+    assert json.loads((tmp_path / "mirror-b" / KEY / META_FILE).read_text()) == annotated
+    assert cache.lookup(KEY).meta["weights_sha256"] == "cd" * 32
 
     assert other.remove(KEY)
     assert not fs.exists(f"{base}/{KEY}") and not (tmp_path / "mirror-b" / KEY).exists()

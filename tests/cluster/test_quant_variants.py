@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from cluster.engines.base import GenerationRequest, GenerationSettings
+from cluster.quantization.digest import checkpoint_digest
 from cluster.quantization.recipes import QuantRecipe
-from cluster.variants.cache import VariantCache
+from cluster.variants.cache import META_FILE, VariantCache
 from cluster.variants.key import variant_key
 from cluster.variants.load import VariantSource, load_variant
 from tests.support.tiny_model import _CORPUS
@@ -80,6 +81,9 @@ def test_every_recipe_loads_generates_and_reports(loaded) -> None:
         assert math.isfinite(report["probe_perplexity"]) and report["probe_tokens"] > 100, name
         assert int(report["size_bytes"]) > 0, name
         assert all(isinstance(o, str) for o in _outputs(engine)), name
+        assert len(report["loaded_sha256"]) == 64, name  # what this replica holds in memory
+        if report["storage"] == "load-time":  # nothing written: the variant's digest is the in-memory one
+            assert report["weights_sha256"] == report["loaded_sha256"], name
     assert engines["gptq-w3-mixed"].quantization["bits_per_layer"] == "3:7,8:7"
 
 
@@ -100,6 +104,26 @@ def test_cached_variants_are_built_once_and_reload_to_identical_outputs(loaded, 
         assert again.quantization["cache"] == "hit", name
         assert _outputs(again) == _outputs(engines[name]), name
         assert again.quantization["probe_perplexity"] == pytest.approx(engines[name].quantization["probe_perplexity"])
+        # The build recorded the digest of the weights it wrote; a reload finds the same weights.
+        entry = VariantCache(str(cache)).lookup(_source(tiny_model_dir, RECIPES[name], cache).variant_key or "")
+        assert entry is not None and entry.meta["weights_sha256"] == checkpoint_digest(entry.path), name
+        assert again.quantization["weights_sha256"] == engines[name].quantization["weights_sha256"], name
+        assert again.quantization["loaded_sha256"] == engines[name].quantization["loaded_sha256"], name
+    digests = {engines[name].quantization["weights_sha256"] for name in cached}
+    assert len(digests) == len(cached)
+
+
+def test_an_entry_built_before_digests_gets_its_digest_recorded_on_load(loaded, tiny_model_dir: Path) -> None:
+    cache, engines = loaded
+    source = _source(tiny_model_dir, RECIPES["rtn-w4"], cache)
+    meta_file = cache / str(source.variant_key) / META_FILE
+    old = {k: v for k, v in json.loads(meta_file.read_text()).items() if k != "weights_sha256"}
+    meta_file.write_text(json.dumps(old))
+    again = load_variant(source, quality_probe=False)
+    assert again.quantization["weights_sha256"] == engines["rtn-w4"].quantization["weights_sha256"]
+    recorded = json.loads(meta_file.read_text())
+    assert recorded["weights_sha256"] == engines["rtn-w4"].quantization["weights_sha256"]
+    assert recorded["weights_sha256_recorded"] == "at load" and recorded["key"] == source.variant_key
 
 
 def test_two_processes_asking_for_one_variant_quantize_once(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -21,11 +21,13 @@ from cluster.runtime import WorkerResources, create_pool_group
 from jobs.pipeline.pools import PoolConfig, Task
 from jobs.pipeline.scheduler import Scheduler
 from tests.support.pipeline_helpers import (
+    console_text,
     fake_sweep,
     labels_of,
     metrics_of,
     outputs_by_key,
     planned_keys,
+    quiet_console,
     records_in,
     run,
     shard_files,
@@ -353,6 +355,25 @@ def test_two_replicas_share_the_work_and_answer_like_one(data_dir: Path, tmp_pat
     assert metrics_of(outcome) == metrics_of(single)
     assert outputs_by_key(records) == outputs_by_key(records_in(single.store.dir))
     assert set(records["item_key"]) == planned_keys(outcome)
+
+
+def test_replicas_that_loaded_different_weights_are_warned_about(data_dir: Path, tmp_path: Path) -> None:
+    # One of the two replicas reports altered weights, as if its node held a differently built variant.
+    options = {"altered_weights_marker": str(tmp_path / "altered"), "delay_s": 0.1}
+    spec = fake_sweep(tmp_path, options, resources={"replicas": 2, "max_in_flight": 1}, items=4)
+    console = quiet_console()
+    outcome = run(spec, tmp_path, data_dir, console)
+    assert not outcome.failed
+    manifest = outcome.store.read_manifest()
+    digests = {r["index"]: r.get("loaded_sha256") for r in manifest["pools"]["generate:tiny-ref"]["replicas"]}
+    assert len(set(digests.values())) == 2 and None not in digests.values(), digests
+    warnings = [e["message"] for e in manifest["events"] if e["kind"] == "replica_weights_differ"]
+    assert len(warnings) == 1, manifest["events"]
+    assert warnings[0].startswith("tiny-ref: replicas loaded different weights")
+    for digest in digests.values():
+        assert digest[:12] in warnings[0]
+    assert "replica 0 on " in warnings[0] and "replica 1 on " in warnings[0]
+    assert "tiny-ref: replicas loaded different weights" in console_text(console)
 
 
 def test_a_bundle_the_cluster_cannot_hold_is_a_placement_error(data_dir: Path, tmp_path: Path) -> None:
