@@ -145,7 +145,10 @@ def test_per_without_values_names_groups_from_the_data(tmp_path: Path) -> None:
             "metrics[1].expr: unknown name 'acuracy'; an expression reads metrics defined above it: accuracy",
         ),
         ("later * 2", "metrics[1].expr: 'later' is defined later (metrics[2]); move this entry below it"),
-        ("median(accuracy)", "metrics[1].expr: unknown function median(); available: abs, count, max, min, n, rate"),
+        (
+            "median(accuracy)",
+            "metrics[1].expr: unknown function median(); available: abs, count, max, metric, min, n, rate",
+        ),
         ("count('unknown')", "count() takes keyword arguments only"),
         ("count(labels='x')", "count() has no argument 'labels'"),
         ("'text' + 1", "is not allowed"),
@@ -226,7 +229,100 @@ def test_data_check_finds_impossible_labels_and_unseen_values(tmp_path: Path) ->
     assert (
         "metrics[1].expr: no item has attribute 'context' = 'ambigous' (values seen: ambiguous, disambiguated)" in text
     )
-    # without data only the label checks run (the answer space of 'labels' answers needs no data)
+    # without a data folder the records beside the definition ('./bbq.jsonl') are checked all the same
     offline = check_definition(bench, None)
-    assert not offline.data_checked and len(offline.problems) == 2
+    assert offline.data_checked and offline.problems == report.problems
     assert check_definition(get_benchmark("mini_bbq", None, write(tmp_path, BBQ)), tmp_path).problems == []
+
+
+# Items whose biased option differs per item (as in BBQ): the label is compared with the item's own attribute.
+BIASED = [
+    {"q": "a1", "context": "ambiguous", "answer_kind": "unknown", "biased": "stereotyped"},
+    {"q": "a2", "context": "ambiguous", "answer_kind": "unknown", "biased": "anti"},
+    {"q": "d1", "context": "disambiguated", "answer_kind": "stereotyped", "biased": "stereotyped"},
+    {"q": "d2", "context": "disambiguated", "answer_kind": "anti", "biased": "anti"},
+]
+
+
+def test_label_compared_with_an_item_attribute_and_per_group_metrics_read_later(tmp_path: Path) -> None:
+    definition = changed(
+        attributes={"context": "context", "biased": "biased"},
+        metrics=[
+            {"fn": "per_group_accuracy", "args": {"attribute": "context", "prefix": "accuracy/"}},
+            {
+                "name": "biased_rate",
+                "per": {"attribute": "context"},
+                "expr": "rate(label=item.biased, where={'context': group})",
+            },
+            {"name": "ambiguous_bias", "expr": "(1 - metric('accuracy/ambiguous')) * metric('biased_rate/ambiguous')"},
+            {
+                "name": "gap",
+                "expr": "metric('accuracy/disambiguated') - metric('accuracy/ambiguous')",
+                "higher_is_better": False,
+            },
+            {"name": "wrong", "per": {"attribute": "context"}, "expr": "1 - metric('accuracy', group)"},
+        ],
+        primary_metric="ambiguous_bias",
+    )
+    bench = get_benchmark("mini_bbq", None, write(tmp_path, definition, BIASED))
+    items = bench.load(tmp_path)
+    # a1 answers its biased option, a2 answers "stereotyped" (not a2's biased option "anti"), both wrong
+    metrics = bench.score(items, ["stereotyped", "stereotyped", "stereotyped", "unknown"])
+    assert metrics["biased_rate/ambiguous"] == 0.5
+    assert metrics["biased_rate/disambiguated"] == 0.5
+    assert metrics["accuracy/ambiguous"] == 0.0
+    assert metrics["ambiguous_bias"] == 0.5
+    assert metrics["gap"] == 0.5
+    assert metrics["wrong/ambiguous"] == 1.0 and metrics["wrong/disambiguated"] == 0.5
+    assert check_definition(bench, tmp_path).problems == []
+    # the direction each metric declares: the entry's, else its function's (accuracy: higher is better)
+    assert bench.higher_is_better("gap") is False
+    assert bench.higher_is_better("accuracy/ambiguous") is True
+    assert bench.higher_is_better("ambiguous_bias") is None  # a composite says nothing unless told
+
+
+def test_item_attributes_and_metric_reads_are_checked(tmp_path: Path) -> None:
+    definition = changed(
+        metrics=[
+            {"fn": "accuracy"},
+            {"name": "x", "expr": "rate(label=item.biased_option)"},
+            {"name": "y", "expr": "metric('acuracy')"},
+        ],
+        primary_metric="accuracy",
+    )
+    with pytest.raises(DefinitionError) as info:
+        get_benchmark("mini_bbq", None, write(tmp_path, definition))
+    text = str(info.value)
+    assert "metrics[1].expr: the items have no attribute 'biased_option'" in text
+    assert "metrics[2].expr: metric('acuracy') is not a metric defined above it; did you mean 'accuracy'?" in text
+    # after a per-group function only the data knows the names: a misspelt read is found by the data check
+    definition = changed(
+        metrics=[
+            {"fn": "per_group_accuracy", "args": {"attribute": "context", "prefix": "accuracy/"}},
+            {"name": "y", "expr": "metric('accuracy/ambigous')"},
+        ],
+        primary_metric="accuracy/ambiguos",
+    )
+    bench = get_benchmark("mini_bbq", None, write(tmp_path, definition))
+    problems = check_definition(bench, tmp_path).problems
+    assert any(
+        p.startswith("primary_metric: no metric is named 'accuracy/ambiguos'; did you mean 'accuracy/ambiguous'")
+        for p in problems
+    )
+    assert any(
+        p.startswith("metrics[1].expr: metric('accuracy/ambigous') is not a metric defined above") for p in problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("metric(accuracy)", "metric() takes a quoted metric name"),
+        ("metric('accuracy', group)", "('group' is bound only in an entry with 'per:')"),
+        ("count(where={'context': item.context})", "item.context is allowed only in label= and not_label="),
+    ],
+)
+def test_bad_metric_reads_and_item_attributes(expr: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(expr)
+    assert message in str(info.value)

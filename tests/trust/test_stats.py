@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from trust.comparison.degenerate import Thresholds, degenerate_flags, majority_baseline
+from trust.comparison.degenerate import (
+    CHANCE,
+    Thresholds,
+    baseline_text,
+    chance_baseline,
+    degenerate_flags,
+    majority_baseline,
+)
 from trust.comparison.ensemble import ensemble_labels
 from trust.comparison.ensemble_search import ensemble_candidates
 from trust.comparison.flips import flip_counts, flip_matrix, flip_table, outcome
@@ -249,6 +256,15 @@ def test_majority_baseline() -> None:
     assert majority_baseline(["wrong", "not wrong", "wrong", None]) == ("wrong", pytest.approx(2 / 3))
     label, share = majority_baseline([None, None])
     assert label is None and math.isnan(share)
+
+
+def test_chance_level_when_the_options_differ_per_item() -> None:
+    # TruthfulQA-like: every item has its own option texts, so no answer is a majority class
+    choices = [["a", "b"], ["c", "d", "e", "f"], None]
+    assert chance_baseline(choices) == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert chance_baseline([["A", "B"], ["A", "B"]]) is None  # the same options everywhere: majority class
+    assert baseline_text(CHANCE, 0.375) == "chance level 0.375 (1 / number of options)"
+    assert baseline_text("wrong", 0.5) == "majority-class baseline 0.500 (always 'wrong')"
 
 
 def test_single_label_variant_is_flagged_with_the_baseline() -> None:

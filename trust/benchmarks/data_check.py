@@ -22,10 +22,11 @@ from trust.benchmarks.declarative import (
     PARTIAL_REFUSAL,
     DeclarativeBenchmark,
     DefinitionError,
-    template_fields,
+    FieldFailure,
 )
-from trust.benchmarks.expressions import LETTERS, evaluate, render
-from trust.benchmarks.metric_plan import CompiledMetric
+from trust.benchmarks.definition import DataSource
+from trust.benchmarks.expressions import LETTERS
+from trust.benchmarks.metric_plan import CompiledMetric, nearest, produced_problems, read_problems
 from trust.metrics.registry import Role
 from trust.types import ERROR, INVALID, REFUSED, Item
 
@@ -48,15 +49,19 @@ def _listing(values: Iterable[Any]) -> str:
 
 
 def answer_space(
-    bench: DeclarativeBenchmark, items: list[Item] | None = None, judge_vocabulary: Iterable[str] = ()
+    bench: DeclarativeBenchmark,
+    items: list[Item] | None = None,
+    judge_vocabulary: Iterable[str] = (),
+    with_targets: bool = True,
 ) -> set[str] | None:
     """Every label scoring can see: parsed labels, REFUSED / INVALID / ERROR, the definition's
-    ``judge_labels`` targets and the (mapped) labels of the judges in ``judge_vocabulary``.
+    ``judge_labels`` targets (unless ``with_targets`` is false) and the (mapped) labels of the judges
+    in ``judge_vocabulary``.
 
     ``None`` when the space depends on data that was not given (options letters, log-likelihood choices).
     """
     d = bench.definition
-    space = {ERROR, *d.judge_labels.values()}
+    space = {ERROR, *(d.judge_labels.values() if with_targets else ())}
     space |= {d.judge_labels.get(label, label) for label in judge_vocabulary}
     if d.task == "loglikelihood":
         if items is None:
@@ -106,6 +111,27 @@ def label_problems(bench: DeclarativeBenchmark, space: set[str]) -> list[str]:
     return problems
 
 
+def target_problems(bench: DeclarativeBenchmark, items: list[Item] | None) -> list[str]:
+    """``judge_labels`` targets that are no label of this benchmark: not in the parser's answer space,
+    not named by a metric and not read by a metric function (a typo would silently count nowhere)."""
+    d = bench.definition
+    if not d.judge_labels:
+        return []
+    space = answer_space(bench, items, with_targets=False)
+    if space is None:  # free text (short answers) or options before the data is read: any label may be meant
+        return []
+    known = set(space)
+    for entry in bench.compiled_metrics:
+        known |= {label for _, label in _named_labels(entry)}
+        if entry.info is not None:
+            known |= entry.info.labels
+    return [
+        f"judge_labels.{label}: {target!r} is no label of this benchmark; {nearest(target, known)}"
+        for label, target in d.judge_labels.items()
+        if target not in known
+    ]
+
+
 def _selected_values(entry: CompiledMetric) -> list[tuple[str, str, list[str]]]:
     """(field, attribute or '<reference>', values) a metric entry selects on."""
     out: list[tuple[str, str, list[str]]] = []
@@ -150,19 +176,6 @@ def value_problems(bench: DeclarativeBenchmark, items: list[Item]) -> list[str]:
     return problems
 
 
-def _failing_field(bench: DeclarativeBenchmark, record: dict[str, Any]) -> str:
-    """The first template field that fails on ``record`` (for the message)."""
-    context = bench.template_context(record)
-    for name, source, is_expression in template_fields(bench.definition):
-        if name == "data.path":
-            continue
-        try:
-            (evaluate if is_expression else render)(source, context)
-        except Exception:
-            return name
-    return "item"
-
-
 def _items(bench: DeclarativeBenchmark, records: list[dict[str, Any]], data_dir: Path) -> tuple[list[Item], list[str]]:
     d = bench.definition
     if d.reference is not None and d.reference.map is not None:
@@ -182,10 +195,8 @@ def _items(bench: DeclarativeBenchmark, records: list[dict[str, Any]], data_dir:
     for position, record in enumerate(records):
         try:
             item = bench.item(record, pool)
-        except Exception as err:
-            return items, [
-                f"{_failing_field(bench, record)}: fails on record {position} (_index {record['_index']}): {err}"
-            ]
+        except FieldFailure as err:
+            return items, [f"{err.field}: fails on record {position} (_index {record['_index']}): {err.cause}"]
         if item.id in seen:
             return items, [f"id: item id {item.id!r} repeats (record {position}); make 'id' unique per record"]
         seen.add(item.id)
@@ -202,8 +213,11 @@ def check_definition(
     """
     vocabulary = list(judge_vocabulary)
     if data_dir is None:
+        data_dir = beside_definition(bench)
+    if data_dir is None:
         space = answer_space(bench, None, vocabulary)
-        return CheckReport(label_problems(bench, space) if space is not None else [])
+        problems = label_problems(bench, space) if space is not None else []
+        return CheckReport(problems + target_problems(bench, None))
     report = CheckReport(data_checked=True)
     try:
         records = bench.records(data_dir)
@@ -242,5 +256,43 @@ def check_definition(
                 "map them with reference.map or fix the answer labels"
             )
         report.problems.extend(label_problems(bench, space))
+    report.problems.extend(target_problems(bench, items))
     report.problems.extend(value_problems(bench, items))
+    report.problems.extend(name_problems(bench, items))
     return report
+
+
+def name_problems(bench: DeclarativeBenchmark, items: list[Item]) -> list[str]:
+    """With per-group metrics only the data names every metric: ``primary_metric``,
+    ``perspective_score.metric`` and ``metric('...')`` reads checked against the names scoring gives."""
+    compiled = bench.compiled_metrics
+    if not any(entry.dynamic for entry in compiled) or not items:
+        return []  # checked when the definition loaded
+    try:
+        by_entry = bench.names_by_entry(items, [INVALID] * len(items))
+    except Exception:  # a function that cannot score all-INVALID labels: the names stay unknown
+        return []
+    before: dict[int, set[str]] = {}
+    names: set[str] = set()
+    for entry in compiled:
+        before[entry.index] = set(names)
+        names |= set(by_entry.get(entry.index, []))
+    return produced_problems(bench.definition, names) + read_problems(compiled, before)
+
+
+def beside_definition(bench: DeclarativeBenchmark) -> Path | None:
+    """The definition's folder when every file the definition reads is beside it (``./``) or absolute,
+    so its records can be checked without a data folder; else None."""
+    folder = bench.definition_path.parent if bench.definition_path is not None else None
+    if folder is None:
+        return None
+    d = bench.definition
+    sources: list[DataSource] = [d.data]
+    if d.prompt.demonstrations is not None and d.prompt.demonstrations.pool is not None:
+        sources.append(d.prompt.demonstrations.pool)
+    paths = [
+        p for source in sources for p in [source.path, *(j.path for j in source.join), *source.side_arrays.values()]
+    ]
+    if all(p.startswith("./") or Path(p).expanduser().is_absolute() for p in paths):
+        return folder
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import random
@@ -37,6 +38,8 @@ from trust.benchmarks.metric_plan import (
     CompiledMetric,
     compile_metrics,
     compute,
+    direction,
+    names_by_entry,
     per_item_values,
 )
 from trust.benchmarks.records import (
@@ -64,6 +67,16 @@ class DefinitionError(ValueError):
         self.where = where
         self.problems = problems
         super().__init__(f"{where}: " + "; ".join(problems))
+
+
+class FieldFailure(ValueError):
+    """A template or expression of the definition failed on one record; ``field`` names it."""
+
+    def __init__(self, field: str, record: Record, cause: BaseException):
+        self.field = field
+        self.record = record
+        self.cause = cause
+        super().__init__(f"{field}: fails on record _index {record.get('_index')}: {cause}")
 
 
 def _options_model(definition: BenchmarkDefinition) -> type[BaseModel]:
@@ -293,7 +306,10 @@ class DeclarativeBenchmark(Benchmark):
         items: list[Item] = []
         seen: set[str] = set()
         for record in records:
-            item = self.item(record, pool)
+            try:
+                item = self.item(record, pool)
+            except FieldFailure as err:
+                raise BenchmarkDataError(f"{self.definition.name}: {err}; fix that field of the definition") from None
             if item.id in seen:
                 hint = (
                     " (the data has several files: include {{ _file }})" if is_glob(self.definition.data.path) else ""
@@ -314,7 +330,49 @@ class DeclarativeBenchmark(Benchmark):
         return str(raw) if raw is not None else None
 
     def item(self, record: Record, pool: list[Record] | None) -> Item:
-        """The item of one record (templates rendered, reference mapped, attributes evaluated)."""
+        """The item of one record (templates rendered, reference mapped, attributes evaluated).
+
+        A template or expression that fails raises :class:`FieldFailure` naming its field."""
+        try:
+            return self._item(record, pool)
+        except (BenchmarkDataError, FieldFailure):
+            raise
+        except Exception as err:
+            raise FieldFailure(self._failing_field(record), record, err) from err
+
+    def _failing_field(self, record: Record) -> str:
+        """The field whose template or expression fails on ``record``, tried in the order :meth:`item` uses them."""
+        d = self.definition
+        context = self._context(record)
+        steps: list[tuple[str, str, bool]] = []
+        if d.answer is not None and d.answer.kind == "options":
+            steps.append(("answer.choices", d.answer.choices or "[]", True))
+        if d.task == "loglikelihood" and d.loglikelihood is not None:
+            steps.append(("loglikelihood.choices", d.loglikelihood.choices, True))
+        if d.reference is not None:
+            steps.append(("reference.value", d.reference.value, True))
+        steps += [(f"attributes.{name}", expr, True) for name, expr in d.attributes.items()]
+        steps.append(("id", self.id_template, False))
+        for name, source, is_expression in steps:
+            try:
+                value = (evaluate if is_expression else render)(source, context)
+                if name.startswith(("attributes.", "reference.")):
+                    str(value)  # as item() uses it: an undefined value fails here
+            except Exception:
+                return name
+            if name == "answer.choices":
+                context["options"] = [str(o) for o in value]
+        prompt = [("prompt.system", d.prompt.system)] if d.prompt.system is not None else []
+        prompt += [(f"prompt.preamble[{i}].content", turn.content) for i, turn in enumerate(d.prompt.preamble)]
+        prompt.append(("prompt.user", d.prompt.user))
+        for name, source in prompt:
+            try:
+                render(source or "", context)
+            except Exception:
+                return name
+        return "prompt.demonstrations" if d.prompt.demonstrations is not None else "item"
+
+    def _item(self, record: Record, pool: list[Record] | None) -> Item:
         d = self.definition
         context = self._context(record)
         options = None
@@ -372,11 +430,14 @@ class DeclarativeBenchmark(Benchmark):
             checks.append(("loglikelihood.choices", names_in_expression(d.loglikelihood.choices)))
         for name, expr in d.attributes.items():
             checks.append((f"attributes.{name}", names_in_expression(expr)))
+        fields = sorted(set(record) - {"_index"})
         for where, names in checks:
             unknown = sorted(names - known)
             if unknown:
+                close = [m for name in unknown for m in difflib.get_close_matches(name, fields, n=2, cutoff=0.6)]
+                hint = f" (did you mean {' or '.join(repr(m) for m in dict.fromkeys(close))}?)" if close else ""
                 problems.append(
-                    f"{where} uses unknown field(s) {unknown}; the records have: {', '.join(sorted(set(record) - {'_index'}))}, _index"
+                    f"{where} uses unknown field(s) {unknown}{hint}; the records have: {', '.join(fields)}, _index"
                 )
         if problems:
             raise DefinitionError(f"benchmark {d.name!r}", problems)
@@ -422,6 +483,21 @@ class DeclarativeBenchmark(Benchmark):
     def compiled_metrics(self) -> list[CompiledMetric]:
         """The ``metrics:`` entries, compiled (validated arguments, parsed expressions)."""
         return self._metrics
+
+    def names_by_entry(self, items: list[Item], labels: list[str]) -> dict[int, list[str]]:
+        """The metric names each ``metrics:`` entry gives on these items and labels (entry index -> names)."""
+        return names_by_entry(self._metrics, self._score_input(items, labels, None))
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        """The declared direction of ``metric``: its entry's ``higher_is_better``, else the perspective
+        score's for that metric, else its function's; None when nothing declares one."""
+        entry = next((e for e in self._metrics if metric in e.names), None)
+        if entry is not None and entry.spec.higher_is_better is not None:
+            return entry.spec.higher_is_better
+        score = self.definition.perspective_score
+        if score is not None and score.metric == metric:
+            return score.higher_is_better
+        return direction(self._metrics, metric)
 
     def template_context(self, record: Record) -> dict[str, Any]:
         """The names the templates of this definition see for ``record``."""

@@ -184,6 +184,11 @@ class MetricSpec(_Strict):
         description="composite: an expression over earlier metrics and label counts (see trust/metrics/composite.py)",
     )
     per: PerSpec | None = Field(None, description="composite: one metric per value of an attribute")
+    higher_is_better: bool | None = Field(
+        None,
+        description="the metric's direction in tables and flags (false: lower is better, e.g. a bias score); "
+        "default: what the metric function declares",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> MetricSpec:

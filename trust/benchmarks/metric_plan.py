@@ -9,6 +9,7 @@ per-item values of the metrics that are means over items.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,67 @@ def item_attributes(definition: BenchmarkDefinition) -> set[str]:
     return names
 
 
+def nearest(name: str, candidates: list[str] | set[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidates, or the whole list when few are close."""
+    close = difflib.get_close_matches(name, sorted(candidates), n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return "valid: " + (", ".join(sorted(candidates)) or "none")
+
+
+def produced_problems(definition: BenchmarkDefinition, produced: set[str]) -> list[str]:
+    """The fields that name a metric (``primary_metric``, ``perspective_score.metric``) checked
+    against the names the metrics ``produced``."""
+    named = [("primary_metric", definition.primary_metric)]
+    if definition.perspective_score is not None:
+        named.append(("perspective_score.metric", definition.perspective_score.metric))
+    return [
+        f"{where}: no metric is named {value!r}; {nearest(value, produced)}"
+        for where, value in named
+        if value not in produced
+    ]
+
+
+def read_problems(compiled: list[CompiledMetric], produced_before: dict[int, set[str]]) -> list[str]:
+    """``metric('...')`` reads of a name no earlier entry produces (``produced_before``: entry -> names above it)."""
+    problems = []
+    for entry in compiled:
+        if entry.expression is None:
+            continue
+        earlier = produced_before.get(entry.index, set())
+        for read in sorted(entry.expression.reads):
+            if read.endswith("/"):
+                found = any(name.startswith(read) for name in earlier)
+            else:
+                found = read in earlier
+            if not found:
+                problems.append(
+                    f"metrics[{entry.index}].expr: metric({read.rstrip('/')!r}) is not a metric defined above it; "
+                    f"{nearest(read.rstrip('/'), earlier)}"
+                )
+    return problems
+
+
+def direction(compiled: list[CompiledMetric], name: str) -> bool | None:
+    """Whether a higher value of metric ``name`` is better, as its entry (``higher_is_better``) or its
+    function declares; None when neither says (or no entry produces the name)."""
+
+    def produces(entry: CompiledMetric) -> bool:
+        spec = entry.spec
+        if spec.expr is not None:
+            return name.startswith(f"{spec.name}/")
+        return name.startswith(str(entry.args.get("prefix", "")))
+
+    entry = next((e for e in compiled if name in e.names), None)
+    if entry is None:  # a per-group name, known only from the data
+        entry = next((e for e in compiled if e.dynamic and produces(e)), None)
+    if entry is None:
+        return None
+    if entry.spec.higher_is_better is not None:
+        return entry.spec.higher_is_better
+    return entry.info.higher_is_better if entry.info is not None else None
+
+
 def compile_metrics(definition: BenchmarkDefinition) -> tuple[list[CompiledMetric], list[str]]:
     """Compile every entry; returns the entries and one problem line per mistake (empty: all fine)."""
     problems: list[str] = []
@@ -92,11 +154,16 @@ def compile_metrics(definition: BenchmarkDefinition) -> tuple[list[CompiledMetri
             seen.setdefault(name, i)
         compiled.append(entry)
     produced = {name for entry in compiled for name in entry.names}
-    dynamic = any(entry.dynamic for entry in compiled)
-    if definition.primary_metric not in produced and not dynamic:
-        problems.append(
-            f"primary_metric: {definition.primary_metric!r} is not among the metrics ({', '.join(sorted(produced))})"
-        )
+    if not any(entry.dynamic for entry in compiled):  # else only the data knows every name
+        problems.extend(produced_problems(definition, produced))
+    before: dict[int, set[str]] = {}
+    names: set[str] = set()
+    for entry in compiled:
+        before[entry.index] = set(names)
+        names |= set(entry.names)
+        if entry.dynamic:  # a read after a per-group entry is checked against the data
+            break
+    problems.extend(read_problems([e for e in compiled if e.index in before], before))
     return compiled, problems
 
 
@@ -142,7 +209,7 @@ def _compile_expression(
         elif at >= entry.index:
             problems.append(f"{where}.expr: {name!r} is defined later (metrics[{at}]); move this entry below it")
     for subset in expression.subsets:
-        for attribute in subset.where:
+        for attribute in [*subset.where, *subset.item_attributes]:
             if attribute not in attributes:
                 problems.append(_attribute_problem(f"{where}.expr", attribute, attributes))
     entry.expression = expression
@@ -153,16 +220,29 @@ def compute(compiled: list[CompiledMetric], score: ScoreInput) -> dict[str, floa
     """Every metric, in definition order (composites read what the entries above produced)."""
     out: dict[str, float] = {}
     for entry in compiled:
-        if entry.expression is not None:
-            out.update(_composite(entry, score, out))
-            continue
-        assert entry.info is not None
-        value = entry.info.fn(score, **entry.args)
-        if isinstance(value, dict):
-            out.update(value)
-        else:
-            out[entry.spec.name or entry.info.name] = value
+        out.update(_entry_values(entry, score, out))
     return out
+
+
+def names_by_entry(compiled: list[CompiledMetric], score: ScoreInput) -> dict[int, list[str]]:
+    """The metric names each entry gives when scored over ``score`` (entry index -> names)."""
+    out: dict[str, float] = {}
+    names: dict[int, list[str]] = {}
+    for entry in compiled:
+        values = _entry_values(entry, score, out)
+        names[entry.index] = list(values)
+        out.update(values)
+    return names
+
+
+def _entry_values(entry: CompiledMetric, score: ScoreInput, metrics: dict[str, float]) -> dict[str, float]:
+    if entry.expression is not None:
+        return _composite(entry, score, metrics)
+    assert entry.info is not None
+    value = entry.info.fn(score, **entry.args)
+    if isinstance(value, dict):
+        return dict(value)
+    return {entry.spec.name or entry.info.name: value}
 
 
 def _composite(entry: CompiledMetric, score: ScoreInput, metrics: dict[str, float]) -> dict[str, float]:

@@ -59,6 +59,27 @@ def majority_baseline(references: Sequence[str | None]) -> tuple[str | None, flo
     return label, count / sum(counts.values())
 
 
+#: The label of a chance-level baseline (see :func:`chance_baseline`), in place of a majority class.
+CHANCE = "<chance>"
+
+
+def chance_baseline(choices: Sequence[Sequence[str] | None]) -> float | None:
+    """The accuracy of picking an option at random, ``mean(1 / number of options)``, when the items'
+    option lists differ (a majority class means nothing when every item has its own options); None
+    when every item offers the same options (or none)."""
+    lists = [tuple(c) for c in choices if c]
+    if len(set(lists)) < 2:
+        return None
+    return sum(1 / len(c) for c in lists) / len(lists)
+
+
+def baseline_text(label: str | None, share: float) -> str:
+    """How tables and reports quote a baseline: a majority class, or chance level."""
+    if label == CHANCE:
+        return f"chance level {share:.3f} (1 / number of options)"
+    return f"majority-class baseline {share:.3f} (always '{label}')"
+
+
 def _percent(share: float) -> str:
     return f"{share * 100:.0f}%"
 

@@ -11,8 +11,14 @@ arithmetic, parsed once when the definition loads and evaluated by walking its s
 - ``count(label=..., not_label=..., correct=..., where={attr: value or [values]})``: how many items
   of the subset ``where`` selects (all items without it) have a label in ``label``, not in
   ``not_label``, and (``correct=True`` / ``False``) a label equal / not equal to the reference;
+  ``label`` and ``not_label`` may name an item attribute, ``item.<attribute>``, to compare each
+  item's label with its own value (BBQ's biased option differs per item:
+  ``count(label=item.biased_option)``);
 - ``rate(...)``: ``count(...)`` divided by ``n(where=...)`` of the same subset;
 - ``n(where=...)``: the size of a subset;
+- ``metric('name')``: an earlier metric by its full name, for names that are not identifiers (the
+  per-group metrics ``accuracy/ambiguous`` of a ``per`` entry or a per-group function);
+  ``metric('accuracy', group)`` inside a ``per`` entry reads ``accuracy/<the group being scored>``;
 - ``min``, ``max``, ``abs``.
 
 Division by zero, an empty subset in ``rate`` and any NaN operand give NaN, never an exception.
@@ -38,10 +44,15 @@ SUBSET_FUNCTIONS: dict[str, frozenset[str]] = {
     "n": frozenset({"where"}),
 }
 NUMBER_FUNCTIONS = frozenset({"min", "max", "abs"})
+#: Reads an earlier metric by its full name: ``metric('accuracy/ambiguous')``.
+METRIC_FUNCTION = "metric"
+#: The name that prefixes an item attribute in ``label=`` / ``not_label=``: ``item.biased_option``.
+ITEM = "item"
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 _HELP = (
     "expressions use numbers, + - * / **, parentheses, earlier metric names, "
-    "count(label=, not_label=, correct=, where={attr: value}), rate(...), n(where=...), min, max, abs"
+    "count(label=, not_label=, correct=, where={attr: value}), rate(...), n(where=...), metric('name'), "
+    "min, max, abs; label= may be item.<attribute>"
 )
 
 
@@ -54,6 +65,8 @@ class Subset:
     """The constant parts of one ``count`` / ``rate`` / ``n`` call (for checks against the data)."""
 
     labels: list[str] = field(default_factory=list)
+    #: item attributes compared with the label (``label=item.biased_option``).
+    item_attributes: list[str] = field(default_factory=list)
     #: attribute -> the constant values named (None: a value bound at scoring time, e.g. ``group``).
     where: dict[str, list[str] | None] = field(default_factory=dict)
 
@@ -66,6 +79,8 @@ class Expression:
     tree: ast.Expression
     names: set[str]
     subsets: list[Subset]
+    #: full metric names read with ``metric('...')`` (a per-group read ``metric('x', group)`` gives ``x/``).
+    reads: set[str] = field(default_factory=set)
 
     def evaluate(
         self, score: ScoreInput, metrics: Mapping[str, float], bindings: Mapping[str, str] | None = None
@@ -85,7 +100,7 @@ def parse_expression(source: str, bound: frozenset[str] = frozenset()) -> Expres
         raise ExpressionError(f"not a valid expression ({err.msg} at column {err.offset}); {_HELP}") from None
     checker = _Checker(bound)
     checker.number(tree.body)
-    return Expression(source, tree, checker.names, checker.subsets)
+    return Expression(source, tree, checker.names, checker.subsets, checker.reads)
 
 
 def _describe(node: ast.AST) -> str:
@@ -99,6 +114,7 @@ class _Checker:
         self.bound = bound
         self.names: set[str] = set()
         self.subsets: list[Subset] = []
+        self.reads: set[str] = set()
 
     def number(self, node: ast.AST) -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
@@ -124,6 +140,9 @@ class _Checker:
 
     def call(self, node: ast.Call) -> None:
         name = node.func.id  # type: ignore[attr-defined]
+        if name == METRIC_FUNCTION:
+            self.metric_read(node)
+            return
         if name in NUMBER_FUNCTIONS:
             if node.keywords or not node.args or (name == "abs" and len(node.args) != 1):
                 raise ExpressionError(
@@ -134,7 +153,8 @@ class _Checker:
             return
         if name not in SUBSET_FUNCTIONS:
             raise ExpressionError(
-                f"unknown function {name}(); available: {', '.join(sorted([*SUBSET_FUNCTIONS, *NUMBER_FUNCTIONS]))}"
+                f"unknown function {name}(); available: "
+                f"{', '.join(sorted([*SUBSET_FUNCTIONS, *NUMBER_FUNCTIONS, METRIC_FUNCTION]))}"
             )
         if node.args:
             raise ExpressionError(
@@ -147,13 +167,34 @@ class _Checker:
                     f"{name}() has no argument '{keyword.arg}'; it takes {', '.join(sorted(SUBSET_FUNCTIONS[name]))}"
                 )
             if keyword.arg in ("label", "not_label"):
-                subset.labels.extend(self.texts(keyword.value, f"{name}({keyword.arg}=...)"))
+                attribute = _item_attribute(keyword.value)
+                if attribute is not None:
+                    subset.item_attributes.append(attribute)
+                else:
+                    subset.labels.extend(self.texts(keyword.value, f"{name}({keyword.arg}=...)"))
             elif keyword.arg == "correct":
                 if not (isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, bool)):
                     raise ExpressionError(f"{name}(correct=...) must be True or False")
             else:
                 subset.where = self.where(keyword.value, name)
         self.subsets.append(subset)
+
+    def metric_read(self, node: ast.Call) -> None:
+        """``metric('name')`` or, in a ``per`` entry, ``metric('name', group)``."""
+        usage = "metric() takes a quoted metric name, e.g. metric('accuracy/ambiguous'), or metric('accuracy', group) in a per entry"
+        first = node.args[0] if node.args else None
+        if node.keywords or not 1 <= len(node.args) <= 2 or not isinstance(first, ast.Constant):
+            raise ExpressionError(usage)
+        if not isinstance(first.value, str) or not first.value:
+            raise ExpressionError(usage)
+        if len(node.args) == 2:
+            second = node.args[1]
+            if not (isinstance(second, ast.Name) and second.id in self.bound):
+                hint = " ('group' is bound only in an entry with 'per:')" if isinstance(second, ast.Name) else ""
+                raise ExpressionError(usage + hint)
+            self.reads.add(first.value + "/")
+            return
+        self.reads.add(first.value)
 
     def texts(self, node: ast.AST, where: str) -> list[str]:
         """A text, a bound name or a list of texts; returns the constant texts."""
@@ -165,6 +206,8 @@ class _Checker:
             return [str(node.value)]
         if isinstance(node, ast.Name) and node.id in self.bound:
             return []
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == ITEM:
+            raise ExpressionError(f"{where}: item.{node.attr} is allowed only in label= and not_label=")
         if isinstance(node, ast.Name):
             hint = " ('group' is bound only in an entry with 'per:')" if node.id == GROUP else ""
             raise ExpressionError(f"{where}: unknown name '{node.id}'{hint}; quote a text value")
@@ -189,6 +232,20 @@ class _Checker:
         return out
 
 
+def _item_attribute(node: ast.AST) -> str | None:
+    """The attribute of ``item.<attribute>``, else None."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == ITEM:
+        return node.attr
+    return None
+
+
+@dataclass(frozen=True)
+class _ItemValue:
+    """``item.<attribute>`` at scoring time: each item's own value of the attribute."""
+
+    attribute: str
+
+
 class _Evaluator:
     def __init__(self, score: ScoreInput, metrics: Mapping[str, float], bindings: dict[str, str]):
         self.score = score
@@ -209,6 +266,14 @@ class _Evaluator:
             return _arithmetic(node.op, self.number(node.left), self.number(node.right))
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         name = node.func.id
+        if name == METRIC_FUNCTION:
+            first = node.args[0]
+            assert isinstance(first, ast.Constant)
+            key = str(first.value)
+            if len(node.args) == 2:
+                key = f"{key}/{self.value(node.args[1])}"
+            value = self.metrics.get(key, NAN)
+            return NAN if value is None else float(value)
         if name in NUMBER_FUNCTIONS:
             values = [self.number(arg) for arg in node.args]
             if any(math.isnan(v) for v in values):
@@ -225,6 +290,9 @@ class _Evaluator:
         return hits / total if total else NAN
 
     def value(self, node: ast.AST) -> Any:
+        attribute = _item_attribute(node)
+        if attribute is not None:
+            return _ItemValue(attribute)
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
@@ -241,15 +309,23 @@ class _Evaluator:
         return keep
 
     def hits(self, kwargs: dict[str, Any]) -> list[bool]:
-        def texts(value: Any) -> set[str] | None:
-            if value is None:
-                return None
+        def texts(value: Any) -> set[str] | _ItemValue | None:
+            if value is None or isinstance(value, _ItemValue):
+                return value
             return {str(v) for v in value} if isinstance(value, list) else {str(value)}
+
+        def among(label: str, wanted: set[str] | _ItemValue, attributes: Mapping[str, Any]) -> bool:
+            if isinstance(wanted, _ItemValue):
+                own = attributes.get(wanted.attribute)
+                return own is not None and label == str(own)
+            return label in wanted
 
         labels, not_labels, correct = texts(kwargs.get("label")), texts(kwargs.get("not_label")), kwargs.get("correct")
         out = []
         for item, label in zip(self.score.items, self.score.labels):
-            ok = (labels is None or label in labels) and (not_labels is None or label not in not_labels)
+            ok = (labels is None or among(label, labels, item.attributes)) and (
+                not_labels is None or not among(label, not_labels, item.attributes)
+            )
             if correct is not None:
                 ok = ok and ((label == item.reference) == correct)
             out.append(ok)

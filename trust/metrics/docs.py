@@ -30,7 +30,9 @@ The *names* column says what an argument refers to; with data (`qtrust validate 
 a label must be able to occur, an attribute must exist and a value must be seen in the items.
 Functions marked *per item* are means over items: `qtrust` can give their per-item values
 (`trust.benchmarks.label_metrics.item_values`) for intervals and paired tests. Composite metrics (`expr:`) are
-described in [benchmark-definitions.md](benchmark-definitions.md). Add a function with
+described in [benchmark-definitions.md](benchmark-definitions.md). Each function declares its direction
+(tables, flags and the ensemble search read it); a definition entry may set `higher_is_better` where the
+function's depends on the benchmark (a refusal rate) or to turn it round. Add a function with
 `@metric` / `@mean_metric` in `trust/metrics/functions.py` or a module of `trust/metrics/packs/`.
 """
 
@@ -50,6 +52,13 @@ def render_function(info: MetricInfo) -> str:
         facts.append("per item" if whole else "per item for some of its outputs")
     if info.outputs is not None:
         facts.append("returns several metrics (the `name` of the entry is not used)")
+    facts.append(
+        {True: "higher is better", False: "lower is better", None: "direction depends on the benchmark"}[
+            info.higher_is_better
+        ]
+    )
+    if info.labels:
+        facts.append("reads the labels " + ", ".join(f"`{label}`" for label in sorted(info.labels)))
     if facts:
         lines += [f"*{'; '.join(facts)}*", ""]
     if not info.args:

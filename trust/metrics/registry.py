@@ -12,6 +12,10 @@ A metric that is a mean over items registers with :func:`mean_metric`: its funct
 per-item values (a float array aligned with the items, NaN where an item does not count) and the
 registry derives the metric as their mean. Other functions may still give per-item values for
 some of their outputs through ``item_values=``.
+
+Every metric declares its direction (``higher_is_better``, default true: accuracies, scores): false
+for failure rates, gaps and differences, None where it depends on the benchmark (a refusal rate is
+good on harmful prompts and bad on benign ones; a definition entry may then set it).
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ class MetricInfo:
     args: tuple[ArgInfo, ...]
     outputs: Callable[[dict[str, Any]], list[str]] | None = None
     item_values: ItemValuesFn | None = None
+    higher_is_better: bool | None = True
+    #: labels the function reads by itself, beyond its label arguments (e.g. safety verdicts)
+    labels: frozenset[str] = frozenset()
 
     def accepted(self) -> str:
         """The accepted arguments as one line, e.g. ``label (str | list[str], required), ...``."""
@@ -158,10 +165,18 @@ def _arguments(name: str, fn: MetricFn) -> tuple[type[BaseModel], tuple[ArgInfo,
     return model, tuple(infos)
 
 
-def _register(name: str, fn: MetricFn, signature_of: MetricFn, outputs: Any, item_values: ItemValuesFn | None) -> None:
+def _register(
+    name: str,
+    fn: MetricFn,
+    signature_of: MetricFn,
+    outputs: Any,
+    item_values: ItemValuesFn | None,
+    higher_is_better: bool | None,
+    labels: frozenset[str] = frozenset(),
+) -> None:
     model, infos = _arguments(name, signature_of)
     doc = (signature_of.__doc__ or "").strip()
-    METRICS[name] = MetricInfo(name, fn, doc, model, infos, outputs, item_values)
+    METRICS[name] = MetricInfo(name, fn, doc, model, infos, outputs, item_values, higher_is_better, labels)
     METRIC_FUNCTIONS[name] = fn
     METRIC_DOCS[name] = doc.splitlines()[0] if doc else ""
 
@@ -170,16 +185,20 @@ def metric(
     name: str,
     outputs: Callable[[dict[str, Any]], list[str]] | None = None,
     item_values: ItemValuesFn | None = None,
+    higher_is_better: bool | None = True,
+    labels: frozenset[str] = frozenset(),
 ) -> Callable[[MetricFn], MetricFn]:
     """Register a metric function under ``name``.
 
     ``outputs`` names what a dict-returning function yields (given its args; empty when only the
     data knows). ``item_values`` (same arguments) gives per-item values of some outputs: an array
-    for a one-number function, or a dict output name -> array.
+    for a one-number function, or a dict output name -> array. ``higher_is_better``: the direction
+    of every output (None: it depends on the benchmark). ``labels``: labels the function reads by
+    itself (a definition's ``judge_labels`` may map onto them).
     """
 
     def register(fn: MetricFn) -> MetricFn:
-        _register(name, fn, fn, outputs, item_values)
+        _register(name, fn, fn, outputs, item_values, higher_is_better, labels)
         return fn
 
     return register
@@ -192,7 +211,10 @@ def mean_of(values: np.ndarray) -> float:
 
 
 def mean_metric(
-    name: str, outputs: Callable[[dict[str, Any]], list[str]] | None = None
+    name: str,
+    outputs: Callable[[dict[str, Any]], list[str]] | None = None,
+    higher_is_better: bool | None = True,
+    labels: frozenset[str] = frozenset(),
 ) -> Callable[[ItemValuesFn], MetricFn]:
     """Register a metric that is a mean over items: the decorated function returns the per-item
     values (an array, or a dict output name -> array) and the registered metric their mean.
@@ -209,7 +231,7 @@ def mean_metric(
             return mean_of(values)
 
         value.item_values = per_item  # type: ignore[attr-defined]
-        _register(name, value, per_item, outputs, per_item)
+        _register(name, value, per_item, outputs, per_item, higher_is_better, labels)
         return value
 
     return register

@@ -21,7 +21,7 @@ def _gap_names(args: dict[str, Any]) -> list[str]:
     return [prefix + name for name in _GAP_NAMES]
 
 
-@metric("fairness_gaps_answered", outputs=_gap_names)
+@metric("fairness_gaps_answered", outputs=_gap_names, higher_is_better=False)
 def fairness_gaps_answered(
     score: ScoreInput, attribute: Attribute, positive: Label, negative: Label, prefix: str = ""
 ) -> dict[str, float]:

@@ -49,7 +49,7 @@ def _verdict_names(args: dict) -> list[str]:
     return [f"{prefix}{verdict}_rate" for verdict in VERDICTS]
 
 
-@mean_metric("safety_verdict_rates", outputs=_verdict_names)
+@mean_metric("safety_verdict_rates", outputs=_verdict_names, higher_is_better=None, labels=frozenset(_VERDICT_OF_LABEL))
 def safety_verdict_rates(score: ScoreInput, prefix: str = "") -> dict[str, np.ndarray]:
     """Share of answers judged safe, unsafe, ambiguous and error (``<prefix><verdict>_rate``)."""
     verdicts = [verdict_of(label) for label in score.labels]
@@ -59,7 +59,9 @@ def safety_verdict_rates(score: ScoreInput, prefix: str = "") -> dict[str, np.nd
 VerdictName = Literal["safe", "unsafe", "ambiguous", "error"]
 
 
-@mean_metric("per_group_verdict_rate", outputs=lambda args: [])
+@mean_metric(
+    "per_group_verdict_rate", outputs=lambda args: [], higher_is_better=None, labels=frozenset(_VERDICT_OF_LABEL)
+)
 def per_group_verdict_rate(
     score: ScoreInput, attribute: Attribute, verdict: VerdictName = SAFE, prefix: str = ""
 ) -> dict[str, np.ndarray]:
