@@ -116,11 +116,12 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
     from jobs.store.lock import SweepLockHeld
     from jobs.tracking import ui_command
     from jobs.tracking.uri import TrackingUriError, redact
+    from trust.benchmarks.declarative import DefinitionError
 
     options = RunOptions(resume=resume_mode, **options_kwargs)
     try:
         outcome = run_sweep(spec, options, console)
-    except (BenchmarkDataError, ModelSourceError, SweepLockHeld, SpecError, TrackingUriError) as err:
+    except (BenchmarkDataError, DefinitionError, ModelSourceError, SweepLockHeld, SpecError, TrackingUriError) as err:
         _fail(str(err))
         return
     except PlacementError as err:
@@ -425,6 +426,12 @@ def report(
         help="Only check the store: read every shard, check it against its digest and its index, print "
         "ok / missing / damaged per variant × benchmark; exit 1 when anything is wrong.",
     ),
+    items: bool = typer.Option(
+        False,
+        "--items",
+        help="Also write items.csv beside the report: every scored answer with the label the parser gave it "
+        "(variant, benchmark, item id, reference, output, label, error).",
+    ),
 ) -> None:
     """Compare every variant with its model's reference (intervals, paired tests, flips, flags, ensemble
     search) from the stored answers alone, print the tables and write one self-contained HTML report.
@@ -465,6 +472,11 @@ def report(
     print_perspectives(console, stored.plan, stored.results)
     where = write_report(stored.plan, comparison, stored.store, out, partial=lines)
     console.print(f"{'Partial HTML report' if lines else 'HTML report'}: {where}")
+    if items:
+        from jobs.results.item_export import write_items
+
+        exported = write_items(stored.results, stored.store, out.parent if out else None)
+        console.print(f"Items with their parsed labels: {exported}")
     if not no_mlflow:
         from jobs.tracking.uri import TrackingUriError, redact, stored_tracking_uri
 

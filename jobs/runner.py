@@ -160,7 +160,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     t0 = time.perf_counter()
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
-    _check_definitions(spec)
+    _check_definitions(spec, data_dir)
     resolve_tracking_uri(options.tracking_uri, spec.tracking.uri)  # a redacted stored URI fails here, before any work
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     timings["plan_s"] = time.perf_counter() - t0
@@ -180,12 +180,13 @@ def redacted_spec(spec: SweepSpec) -> SweepSpec:
     return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": redact(uri)})})
 
 
-def _check_definitions(spec: SweepSpec) -> None:
-    """The data-free checks of the benchmark definitions (labels metrics name that can never occur...)."""
+def _check_definitions(spec: SweepSpec, data_dir: Path) -> None:
+    """The checks of the benchmark definitions: data-free ones (labels metrics name that can never
+    occur...) for all, and the user's own definition files against their records in ``data_dir``."""
     from jobs.spec.definitions import benchmark_problems
     from jobs.spec.schema import SpecError
 
-    problems, _lines = benchmark_problems(spec, None)
+    problems, _lines = benchmark_problems(spec, None, own_data_dir=data_dir)
     if problems:
         raise SpecError(f"sweep '{spec.name}'", problems)
 

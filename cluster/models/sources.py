@@ -39,7 +39,10 @@ def _looks_like_path(source: str) -> bool:
     """True for strings the user most likely meant as a filesystem path."""
     if source.startswith(("/", ".", "~")):
         return True
-    if Path(source).expanduser().exists():
+    try:
+        if Path(source).expanduser().exists():
+            return True
+    except OSError:  # a name too long for the filesystem, ...: a path all the same
         return True
     # "org/name" is a hub id; anything with more separators is a path.
     return os.sep in source and not _HUB_ID.match(source)
@@ -61,6 +64,11 @@ def validate_model_source(source: str) -> str | None:
         return None
     if _looks_like_path(source):
         folder = Path(source).expanduser()
+        try:
+            folder.exists()
+        except OSError as err:  # e.g. a name longer than the filesystem allows
+            shown = source if len(source) <= 120 else f"{source[:120]}..."
+            return f"model folder {shown!r} cannot be looked up ({err.strerror}); give the folder of a model"
         if not folder.exists():
             return f"model folder {source!r} does not exist"
         if not folder.is_dir():

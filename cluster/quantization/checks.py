@@ -50,7 +50,10 @@ def read_model_config(source: str, revision: str | None = None) -> dict[str, Any
     if source in BUILTIN_MODELS:
         return dict(BUILTIN_MODELS[source].config) or None
     folder = Path(source).expanduser()
-    candidate: Path | None = folder / "config.json" if folder.is_dir() else None
+    try:
+        candidate: Path | None = folder / "config.json" if folder.is_dir() else None
+    except OSError:  # a name the filesystem refuses (too long, ...): the source check says so
+        return None
     if candidate is None:
         try:
             from huggingface_hub import try_to_load_from_cache

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from trust.yaml_safe import load_yaml_file
+
 TABLES = Path(__file__).with_name("cost_tables.yaml")
 CHARS_PER_TOKEN = 4.0
 TOKENS_PER_TURN = 6
@@ -76,7 +78,7 @@ def load_tables(override: Path | None = None) -> CostTables:
     """The built-in tables, with ``override``'s entries replacing them key by key."""
     data = yaml.safe_load(TABLES.read_text(encoding="utf-8"))
     if override is not None:
-        extra = yaml.safe_load(override.read_text(encoding="utf-8")) or {}
+        extra = load_yaml_file(override, f"--throughput {override}") or {}  # one line on bad input
         if not isinstance(extra, dict):
             raise ValueError(f"{override}: expected a mapping like jobs/plan/cost_tables.yaml")
         for section, entries in extra.items():

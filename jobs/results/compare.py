@@ -32,8 +32,10 @@ from jobs.plan.naming import reference_variants, short_name
 from jobs.results.scoring import ResultRow, perspective_table
 from trust.benchmarks.label_metrics import item_values, score_labels, scored_items
 from trust.comparison.degenerate import (
+    CHANCE,
     Flag,
     Thresholds,
+    chance_baseline,
     degenerate_flags,
     majority_baseline,
 )
@@ -137,10 +139,16 @@ class Comparison:
 
 
 def higher_is_better(run: BenchmarkRun, metric: str) -> bool | None:
-    """Direction of a metric, where it is known: what the definition's perspective score says; accuracies
-    and scores are higher-is-better, failure rates (``invalid_rate``, ``over_refusal``, gaps)
+    """Direction of a metric, where it is known: what the definition declares (the metric entry's
+    ``higher_is_better``, the perspective score, the metric function's registration); else by name,
+    accuracies and scores are higher-is-better, failure rates (``invalid_rate``, ``over_refusal``, gaps)
     lower-is-better; None otherwise (a refusal rate is good on harmful prompts and bad on benign ones).
     """
+    declared = getattr(run.benchmark, "higher_is_better", None)
+    if declared is not None:
+        found = declared(metric)
+        if found is not None:
+            return bool(found)
     definition = getattr(run.benchmark, "definition", None)
     spec = getattr(definition, "perspective_score", None)
     if spec is not None and spec.metric == metric:
@@ -265,6 +273,9 @@ def compare_results(
         scored = {r.name: _Scored(run, r, by_id) for r in rows}
         refs = [it.reference for it in run.items]
         baseline = majority_baseline(refs) if any(r is not None for r in refs) else (None, math.nan)
+        chance = chance_baseline([it.choices for it in run.items])
+        if chance is not None and baseline[0] is not None:  # options differ per item: no majority class
+            baseline = (CHANCE, chance)
         comparison.baselines[bench_name] = baseline
         primary = run.benchmark.primary_metric
         for row in rows:

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from jobs.plan.build import Plan, build_plan
 from jobs.results.completeness import Completeness, completeness
 from jobs.results.scoring import ResultRow, compute_results
@@ -16,6 +14,7 @@ from jobs.spec.load import parse_spec
 from jobs.spec.schema import SpecError, SweepSpec
 from jobs.store.health import FolderHealth, check_folder
 from jobs.store.sweep import SweepStore
+from trust.yaml_safe import YamlInputError, load_yaml_text
 
 
 class StoredSweepError(Exception):
@@ -66,15 +65,20 @@ def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
         store = SweepStore(root, name)
     except Exception as err:
         raise StoredSweepError(f"cannot open {sweep_dir}: {err}") from err
-    text = store.read_text(store.spec_path)
+    try:
+        text = store.read_text(store.spec_path)
+    except UnicodeDecodeError:
+        raise StoredSweepError(
+            f"{store.spec_path} is not UTF-8 text (damaged); start the sweep again with qtrust run SWEEP.yaml"
+        ) from None
     if text is None:
         raise StoredSweepError(
             f"{store.spec_path} not found; pass the folder of a sweep started with 'qtrust run' "
             "(it holds sweep.yaml), e.g. qtrust-runs/demo or s3://bucket/runs/demo"
         )
     try:
-        return parse_spec(yaml.safe_load(text), source=store.spec_path), store
-    except (SpecError, yaml.YAMLError) as err:
+        return parse_spec(load_yaml_text(text, store.spec_path), source=store.spec_path), store
+    except (SpecError, YamlInputError) as err:
         raise StoredSweepError(str(err)) from err
 
 

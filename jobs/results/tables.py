@@ -10,6 +10,7 @@ from rich.table import Table
 
 from jobs.plan.build import Plan
 from jobs.results.scoring import ResultRow, perspective_table
+from trust.comparison.degenerate import baseline_text
 
 
 def _fmt(value: float | None) -> str:
@@ -100,7 +101,7 @@ def _print_metric_table(console: Console, plan: Plan, comparison, bench_name: st
     baseline = comparison.baselines.get(bench_name, (None, math.nan))
     caption_bits = [f"95% CI: {first['interval'].split(',')[0]}"]
     if bool(first["primary"]) and baseline[0] is not None and not math.isnan(baseline[1]):
-        caption_bits.append(f"majority-class baseline {baseline[1]:.3f} (always '{baseline[0]}')")
+        caption_bits.append(baseline_text(baseline[0], baseline[1]))
     methods = {m for m in rows["delta_method"].tolist() if m}
     if methods:
         caption_bits.append(

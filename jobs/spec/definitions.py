@@ -34,8 +34,15 @@ def judge_vocabulary(spec: SweepSpec, bench_spec: Any, benchmark: Any) -> list[s
     return labels
 
 
-def benchmark_problems(spec: SweepSpec, data_dir: Path | None) -> tuple[list[str], list[str]]:
-    """(problems, lines to show): each problem names the benchmark, its definition file and the field."""
+def benchmark_problems(
+    spec: SweepSpec, data_dir: Path | None, own_data_dir: Path | None = None
+) -> tuple[list[str], list[str]]:
+    """(problems, lines to show): each problem names the benchmark, its definition file and the field.
+
+    ``data_dir`` checks every definition against its records; ``own_data_dir`` only the user's own
+    definition files (``definition:``), as ``qtrust run`` does before any work (the built-in ones are
+    checked by the test suite). Without either, a definition whose files sit beside it (``./``) is
+    checked against them all the same."""
     from trust.benchmarks.catalog import definition_location, get_benchmark
     from trust.benchmarks.data_check import check_definition
 
@@ -43,7 +50,8 @@ def benchmark_problems(spec: SweepSpec, data_dir: Path | None) -> tuple[list[str
     lines: list[str] = []
     for i, bench_spec in enumerate(spec.benchmarks):
         benchmark = get_benchmark(bench_spec.name, bench_spec.options, bench_spec.definition)
-        report = check_definition(benchmark, data_dir, judge_vocabulary(spec, bench_spec, benchmark))
+        folder = data_dir if data_dir is not None or bench_spec.definition is None else own_data_dir
+        report = check_definition(benchmark, folder, judge_vocabulary(spec, bench_spec, benchmark))
         where = definition_location(benchmark.name, bench_spec.definition)
         problems.extend(f"benchmarks[{i}] ({bench_spec.run_name}): {where}: {p}" for p in report.problems)
         if report.data_checked and not report.problems:

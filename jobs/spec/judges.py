@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from jobs.spec.load import parse_spec
 from jobs.spec.schema import SpecError, SweepSpec
 from trust.benchmarks.catalog import get_benchmark
+from trust.yaml_safe import YamlInputError, load_yaml_file
 
 #: Judges every sweep can name without declaring them.
 SHORTCUTS: dict[str, dict[str, Any]] = {
@@ -31,9 +30,9 @@ def read_judges_file(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise SpecError(where, ["file not found; pass a YAML file holding a list of judges (name, kind, ...)"])
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(where, [f"not valid YAML ({err})"]) from None
+        data = load_yaml_file(path)
+    except YamlInputError as err:
+        raise SpecError(where, [err.problem]) from None
     if isinstance(data, dict) and "judges" in data:
         data = data["judges"]
     if not isinstance(data, list) or not all(isinstance(j, dict) for j in data):

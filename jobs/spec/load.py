@@ -16,6 +16,7 @@ from pydantic import (
 from jobs.spec.checks import cross_check
 from jobs.spec.grid import expand_recipe_grids
 from jobs.spec.schema import SpecError, SweepSpec, pydantic_problems
+from trust.yaml_safe import YamlInputError, load_yaml_file
 
 
 def parse_spec(data: Any, source: str = "<sweep>") -> SweepSpec:
@@ -39,12 +40,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise SpecError(str(path), ["file not found; pass the path of a sweep YAML file (see examples/demo.yaml)"])
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(str(path), [f"{where}not valid YAML ({problem})"]) from None
+        data = load_yaml_file(path)
+    except YamlInputError as err:
+        raise SpecError(err.where, [err.problem]) from None
     _resolve_definition_paths(data, path.parent)
     return parse_spec(data, str(path))
 

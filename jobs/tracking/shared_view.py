@@ -14,10 +14,14 @@ import re
 from typing import Any
 
 
-def view_key(sweep: str) -> str:
-    """A stable share key for a sweep's view (letters, digits and dashes, as the UI puts in URLs)."""
+def view_key(sweep: str, store: str) -> str:
+    """A stable share key for a sweep's view (letters, digits and dashes, as the UI puts in URLs).
+
+    ``store`` is where the sweep lives (its resolved folder or URI, ``SweepStore.uri``): two sweeps of
+    one name under different storage roots get two views, and one sweep keeps its key on resume."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", sweep).strip("-")[:40] or "sweep"
-    return f"qtrust-{slug}-{hashlib.sha256(sweep.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(f"{sweep}\0{store}".encode()).hexdigest()[:8]
+    return f"qtrust-{slug}-{digest}"
 
 
 def _column(kind: str, name: str) -> str:

@@ -169,6 +169,7 @@ class SweepTracking:
                         "bits": bits,
                         "benchmark": bench_name,
                         **self._judge_tags(bench_name),
+                        **({"qtrust.trust_remote_code": "true"} if variant.model.trust_remote_code else {}),
                         RUN_COLOR_TAG: self.colors[variant.name],
                     },
                     parent_key=self.parent_key,
@@ -276,6 +277,7 @@ class SweepTracking:
             "engine.requested": variant.engine_choice.requested if variant.engine_choice else variant.engine,
             "engine.reason": variant.engine_choice.reason if variant.engine_choice else "",
             "dtype": variant.model.dtype,
+            "model.trust_remote_code": variant.model.trust_remote_code,
             "generation.temperature": spec.generation.temperature,
             "replicas": variant.resources.replicas,
             **{("method" if k == "method" else f"quant.{k}"): v for k, v in variant.recipe.describe().items()},
@@ -513,12 +515,12 @@ class SweepTracking:
         primaries = [run.benchmark.primary_metric for run in self.plan.benchmarks.values()]
         share = getattr(self.tracker, "share_view", None)
         if share is not None:
-            share(view_key(self.plan.spec.name), view_state(primaries), expand_run_key=self.parent_key)
+            share(view_key(self.plan.spec.name, self.store.uri), view_state(primaries), expand_run_key=self.parent_key)
 
     def view_url(self) -> str | None:
         """UI address of the sweep's runs in its shared view (None before the experiment is known)."""
         make = getattr(self.tracker, "view_url", None)
-        return make(view_key(self.plan.spec.name)) if make is not None else None
+        return make(view_key(self.plan.spec.name, self.store.uri)) if make is not None else None
 
     def _log_run_comparisons(self, frame: pd.DataFrame, flips: dict[tuple[str, str], pd.DataFrame]) -> None:
         if frame.empty:

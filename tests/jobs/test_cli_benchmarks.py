@@ -111,6 +111,16 @@ BROKEN = [
     ),
     ("unknown fn", _definition(metrics=[{"fn": "acuracy"}]), "metrics[0].fn: unknown metric function 'acuracy'"),
     ("template syntax", _definition(prompt={"user": "Is a {{ animal } a pet?"}), "prompt.user: Jinja syntax error"),
+    (
+        "primary metric typo",
+        _definition(primary_metric="acuracy"),
+        "primary_metric: no metric is named 'acuracy'; did you mean 'accuracy'?",
+    ),
+    (
+        "perspective metric typo",
+        _definition(perspective_score={"metric": "refusal_rat"}),
+        "perspective_score.metric: no metric is named 'refusal_rat'; did you mean 'refusal_rate'?",
+    ),
 ]
 
 
@@ -156,6 +166,21 @@ DATA_BROKEN = [
         "metrics[0].args.value: no item has attribute 'habitat' = 'sea' (values seen: farm, home)",
     ),
     (
+        "template field typo",
+        _definition(prompt={"user": "Is a {{ animl }} a good pet?"}),
+        "prompt.user uses unknown field(s) ['animl'] (did you mean 'animal'?)",
+    ),
+    (
+        "attribute expression fails",
+        _definition(attributes={"habitat": "habitat", "size": "{'home': 'small'}[habitat]"}),
+        "attributes.size: fails on record 1 (_index 2)",
+    ),
+    (
+        "judge label target typo",
+        _definition(judge_labels={"yes": "yse"}),
+        "judge_labels.yes: 'yse' is no label of this benchmark; did you mean 'yes'?",
+    ),
+    (
         "unmapped reference",
         _definition(reference={"value": "answer", "map": {"yes": "yes"}}),
         "reference.map: raw reference value(s) no are not mapped (first at record 2)",
@@ -172,13 +197,9 @@ def test_data_problems_fail_cleanly_with_data_dir(tmp_path: Path, case: str, def
     sweep = _sweep(tmp_path, path)
     validated = runner.invoke(app, ["validate", str(sweep), "--data-dir", str(tmp_path)], env=env)
     _assert_clean_failure(validated, "benchmarks[0] (pets)", str(path), message)
-    # without data the data checks are skipped, and validate says how to run them (labels of 'labels' answers excepted)
+    # without a data folder the files beside the definition ('./pets.json') are checked all the same
     offline = runner.invoke(app, ["validate", str(sweep)], env=env)
-    if case == "impossible label":
-        _assert_clean_failure(offline, message)
-    else:
-        assert offline.exit_code == 0, offline.output
-        assert "data checks skipped" in offline.output and "--data-dir" in offline.output
+    _assert_clean_failure(offline, "benchmarks[0] (pets)", str(path), message)
 
 
 def test_validate_with_data_checks_every_benchmark(tmp_path: Path, data_dir: Path) -> None:
@@ -209,3 +230,13 @@ def test_readme_lists_every_built_in_benchmark() -> None:
     table = readme.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in BENCHMARKS if f"`{name}`" not in table]
     assert not missing, f"add to README's benchmark table: {missing}"
+
+
+def test_run_stops_on_a_definition_mistake_before_any_work(tmp_path: Path) -> None:
+    # a template field typo in the user's own definition: one line naming the file and the field, exit 2
+    path = write_user_benchmark(tmp_path / "bench", _definition(prompt={"user": "Is a {{ animl }} a good pet?"}))
+    result = runner.invoke(
+        app, ["run", str(_sweep(tmp_path, path)), "--data-dir", str(tmp_path)], env={"COLUMNS": "200"}
+    )
+    _assert_clean_failure(result, str(path), "prompt.user uses unknown field(s) ['animl'] (did you mean 'animal'?)")
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was stored

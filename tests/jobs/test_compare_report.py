@@ -203,9 +203,48 @@ def test_qtrust_report_command(sweep, data_dir: Path) -> None:
             "accuracy",
             "--out",
             str(Path(store.dir) / "elsewhere.html"),
+            "--items",
         ],
     )
     assert result.exit_code == 0, result.output
     assert (Path(store.dir) / "elsewhere.html").is_file()
+    # --items: every stored answer with the label the parser gave it (labels are never stored: derived here)
+    exported = pd.read_csv(Path(store.dir) / "items.csv", keep_default_na=False)
+    assert list(exported.columns) == [
+        "variant",
+        "kind",
+        "benchmark",
+        "item_id",
+        "reference",
+        "output",
+        "label",
+        "error",
+    ]
+    w3 = exported[(exported["variant"] == "tiny-w3") & (exported["benchmark"] == "machine_ethics")]
+    assert len(w3) == 40 and set(w3["label"]) == {"wrong"}
+    assert "Items with their parsed labels:" in " ".join(result.output.split())
     missing = CliRunner().invoke(app, ["report", str(Path(store.dir).parent / "nope"), "--data-dir", str(data_dir)])
     assert missing.exit_code == 2 and "sweep.yaml" in missing.output and "Traceback" not in missing.output
+
+
+def test_declared_direction_decides_over_the_metric_name(tmp_path: Path) -> None:
+    """A bias score is lower-is-better when its definition says so (by name alone it read "higher is better")."""
+    from types import SimpleNamespace
+
+    from jobs.results.compare import higher_is_better
+    from tests.trust.test_declarative import USER_DEFINITION, write_user_benchmark
+    from trust.benchmarks import get_benchmark
+
+    definition = {
+        **USER_DEFINITION,
+        "metrics": [
+            *USER_DEFINITION["metrics"],
+            {"fn": "invalid_rate"},
+            {"name": "bias_score", "expr": "2 * rate(label='yes') - 1", "higher_is_better": False},
+        ],
+    }
+    run = SimpleNamespace(benchmark=get_benchmark("pets", None, write_user_benchmark(tmp_path / "b", definition)))
+    assert higher_is_better(run, "bias_score") is False  # declared by the entry
+    assert higher_is_better(run, "accuracy") is True  # declared by the function
+    assert higher_is_better(run, "invalid_rate") is False
+    assert higher_is_better(run, "farm_yes_rate") is None  # label_rate: depends on the benchmark

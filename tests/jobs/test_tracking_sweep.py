@@ -62,6 +62,7 @@ def test_mlflow_shows_the_sweep_running_with_progress(tmp_path: Path, data_dir: 
     uri = f"sqlite:///{tmp_path}/live.db"
     spec = fake_sweep(tmp_path, {"delay_s": 0.25}, items=8, shard_size=2)
     spec["tracking"] = {"experiment": "live"}
+    spec["models"][0]["trust_remote_code"] = True  # said at the start, in the manifest and on the runs
     sweep = SweepThread(spec, tmp_path, data_dir, uri)
     sweep.start()
     client = MlflowClient(uri)
@@ -88,6 +89,12 @@ def test_mlflow_shows_the_sweep_running_with_progress(tmp_path: Path, data_dir: 
         assert r.data.metrics["n_items"] == 8 and r.info.end_time - r.info.start_time > 500  # a real duration
     parent = client.get_run(sweep.outcome.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["progress.items_done"] == 16
+    said = sweep.console.file.getvalue()
+    assert "warning: models[0] (tiny): trust_remote_code is true" in said, said
+    assert sweep.outcome.store.read_manifest()["trust_remote_code"] == ["tiny"]
+    for r in runs:
+        assert r.data.tags["qtrust.trust_remote_code"] == "true"
+        assert r.data.params["model.trust_remote_code"] == "True"
 
 
 def test_a_corrupt_sqlite_store_is_a_warning_not_a_crash(tmp_path: Path, data_dir: Path) -> None:

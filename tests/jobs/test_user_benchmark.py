@@ -61,3 +61,41 @@ def test_broken_user_definition_is_reported_before_anything_runs(tmp_path: Path,
     with pytest.raises(SpecError) as info:
         load_spec(sweep(tmp_path, tiny_model_dir, "mine/pets.yaml"))
     assert any(p.startswith("benchmarks[0].definition:") and "answer.kind" in p for p in info.value.problems)
+
+
+def docs_files(folder: Path) -> list[Path]:
+    """The files of docs/benchmarks.md's "Trying a definition" snippet, written into ``folder``."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    written = []
+    for name, body in re.findall(r"<!-- try-a-definition: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+        written.append(path)
+    return written
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_the_docs_fake_engine_snippet_runs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    files = docs_files(tmp_path)
+    assert [p.name for p in files] == ["pets.yaml", "pets.jsonl", "try.yaml"]
+    sweep_file = tmp_path / "try.yaml"
+    checked = CliRunner().invoke(app, ["validate", str(sweep_file)], env={"COLUMNS": "200", "QTRUST_DATA_DIR": ""})
+    assert checked.exit_code == 0, checked.output
+    assert "pets: 4 item(s) checked against the data" in checked.output  # beside the definition: no --data-dir
+    spec = load_spec(sweep_file)
+    assert spec.models[0].engine == "fake"
+    options = RunOptions(
+        data_dir=tmp_path, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True, storage_root=str(tmp_path / "runs")
+    )
+    outcome = run_sweep(spec, options)
+    assert not outcome.failed
+    (row,) = outcome.results
+    assert row.n_items == 4 and {"accuracy", "refusal_rate", "yes_bias"} <= set(row.metrics)
+    assert outcome.plan.benchmarks["pets"].benchmark.higher_is_better("yes_bias") is False

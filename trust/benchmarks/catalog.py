@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from trust.benchmarks.base import Benchmark
@@ -20,6 +19,7 @@ from trust.benchmarks.declarative import (
     validate_definition,
 )
 from trust.benchmarks.definition import BenchmarkDefinition
+from trust.yaml_safe import YamlInputError, load_yaml_file
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
 
@@ -38,9 +38,9 @@ def load_definition_file(path: str | Path) -> BenchmarkDefinition:
     if not path.is_file():
         raise DefinitionError(where, ["file not found"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise DefinitionError(where, [f"not valid YAML ({err})"]) from None
+        data = load_yaml_file(path, where)
+    except YamlInputError as err:
+        raise DefinitionError(where, [err.problem]) from None
     if not isinstance(data, dict):
         raise DefinitionError(where, ["the file must hold a mapping (name, description, data, prompt, ...)"])
     try:

@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,6 +40,7 @@ from trust.judges.verdicts import (
     first_label_word,
     match_label,
 )
+from trust.yaml_safe import YamlInputError, load_yaml_file
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 INPUT_NAMES = frozenset({"prompt", "response", "attributes"})
@@ -200,9 +200,9 @@ def load_template_file(path: str | Path) -> JudgeTemplate:
     if not path.is_file():
         raise TemplateError(f"{where}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise TemplateError(f"{where}: not valid YAML ({err})") from None
+        data = load_yaml_file(path, where)
+    except YamlInputError as err:
+        raise TemplateError(str(err)) from None
     if not isinstance(data, dict):
         raise TemplateError(f"{where}: the file must hold a mapping (name, version, labels, user, output, ...)")
     try:
