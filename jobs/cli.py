@@ -65,6 +65,8 @@ def validate(
 ) -> None:
     """Check a sweep file without starting Ray or loading a model (with data: the definitions against their records)."""
     spec = _load(sweep)
+    _check_storage_root(sweep, spec.storage.root)
+    _warn_remote_code(spec)
     data_lines = _check_benchmark_data(spec, data_dir)
     n = len(spec.variant_pairs())
     console.print(
@@ -80,6 +82,23 @@ def validate(
             console.print(f"  {spec.variant_name(model, recipe)}: engine {choice.engine} ({choice.reason})")
     for line in data_lines:
         console.print(line)
+
+
+def _check_storage_root(sweep: Path, root: str) -> None:
+    """Exit 2 with one line when no file can be written under the (local) storage root."""
+    from cluster.storage.writable import writable_problem
+
+    problem = writable_problem(root)
+    if problem:
+        _fail(f"{sweep}: {problem}")
+
+
+def _warn_remote_code(spec) -> None:
+    """A warning line per model whose folder's own Python code would run in the workers."""
+    from jobs.spec.remote_code import remote_code_warnings
+
+    for line in remote_code_warnings(spec):
+        err_console.print(f"[yellow]warning:[/] {line}")
 
 
 def _data_folder(data_dir: Path | None) -> Path | None:
@@ -110,6 +129,7 @@ def _check_benchmark_data(spec, data_dir: Path | None) -> list[str]:
 
 def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
     spec = spec if spec is not None else _load(sweep_path)
+    from cluster.storage.writable import StorageRootError
     from jobs.results.tables import print_perspectives, print_results, print_variants
     from jobs.runner import EXIT_INTERRUPTED, PlacementError, SweepInterrupted, run_sweep
     from jobs.spec.run_options import RunOptions
@@ -125,6 +145,9 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         _fail(str(err))
         return
     except PlacementError as err:
+        _fail(str(err))
+        return
+    except StorageRootError as err:  # a root no file can be written to, found before any work
         _fail(str(err))
         return
     except SweepInterrupted as stop:

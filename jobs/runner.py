@@ -39,6 +39,7 @@ from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import dump_spec
+from jobs.spec.remote_code import remote_code_models, remote_code_warnings
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
@@ -153,9 +154,13 @@ class _Interrupts:
 
 def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = None) -> SweepOutcome:
     """Plan the sweep, compute only missing items, score everything and track it in MLflow."""
+    from cluster.storage.writable import check_writable
     from jobs.store.lock import SweepLock
 
     console = console or Console()
+    check_writable(options.storage_root or spec.storage.root)  # read-only, /proc, full disk: one line, before any work
+    for line in remote_code_warnings(spec):
+        console.print(f"[yellow]warning:[/] {line}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data_dir = resolve_data_dir(options.data_dir)
@@ -373,7 +378,12 @@ def _run_attached(
         timings=timings,
     )
     committer = Committer(store, cache, CONTEXT_CHARS)
-    manifest_extra = lambda: {"ray": ray_info, "mlflow": tracking.manifest_entry()}  # noqa: E731
+    remote_code = remote_code_models(spec)  # models whose folder's own code runs in the workers
+    manifest_extra = lambda: {  # noqa: E731
+        "ray": ray_info,
+        "mlflow": tracking.manifest_entry(),
+        "trust_remote_code": remote_code,
+    }
 
     last_pools: dict[str, Any] = dict(previous.get("pools", {})) if not shards else {}
 
