@@ -1,4 +1,6 @@
-"""Progress display: one bar per variant and one overall, with items/s and ETA (rich)."""
+"""Progress display: one bar per variant and one overall, with items/s and ETA (rich), and one bar
+of judgments once a judge has answers to judge (``qtrust judge`` judges stored answers and
+generates none: its progress is that bar)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ class RichProgress:
             console=console,
             transient=False,
         )
-        self.overall: TaskID = self.progress.add_task("overall", total=sum(totals.values()), status="")
+        total = sum(totals.values())
+        self.overall: TaskID = self.progress.add_task("overall", total=total, status="", visible=total > 0)
+        self.judgments: TaskID | None = None
         self.tasks: dict[str, TaskID] = {
             variant: self.progress.add_task(variant, total=total, status="waiting for a worker", start=False)
             for variant, total in totals.items()
@@ -66,6 +70,18 @@ class RichProgress:
         self.progress.advance(self.overall, items)
         self.progress.update(self.tasks[variant], status=f"[red]{self.failed_items} item(s) failed")
 
+    def judges_submitted(self, answers: int) -> None:
+        """``answers`` more answers were handed to a judge (the judgments bar grows)."""
+        if self.judgments is None:
+            self.judgments = self.progress.add_task("judgments", total=0, status="")
+        task = self.progress.tasks[self.judgments]
+        self.progress.update(self.judgments, total=(task.total or 0) + answers)
+
+    def judged(self, answers: int) -> None:
+        """``answers`` judgments were committed (or failed)."""
+        if self.judgments is not None:
+            self.progress.advance(self.judgments, answers)
+
     def message(self, text: str) -> None:
         self.progress.console.print(f"[yellow]{text}")
 
@@ -91,6 +107,12 @@ class QuietProgress:
 
     def shard_failed(self, variant: str, items: int, error: str) -> None:
         self.messages.append(f"{variant}: {error}")
+
+    def judges_submitted(self, answers: int) -> None:
+        return None
+
+    def judged(self, answers: int) -> None:
+        return None
 
     def message(self, text: str) -> None:
         self.messages.append(text)

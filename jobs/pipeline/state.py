@@ -129,6 +129,8 @@ class SweepState:
 
     def judge_submitted(self, shard: Any) -> None:
         self._judge(shard.judge)["submitted"] += len(shard.entries)
+        if self.progress_bar is not None:
+            self.progress_bar.judges_submitted(len(shard.entries))
 
     def judge_committed(self, shard: Any, value: dict[str, Any]) -> None:
         counts = self._judge(shard.judge)
@@ -138,10 +140,14 @@ class SweepState:
         self.judged_answers += len(shard.entries)
         if self.first_judgment_at is None:
             self.first_judgment_at = time.time()
+        if self.progress_bar is not None:
+            self.progress_bar.judged(len(shard.entries))
 
     def judge_failed(self, shard: Any, error: str) -> None:
         self._judge(shard.judge)["failed"] += len(shard.entries)
         self.failed_shards[shard.id] = error
+        if self.progress_bar is not None:
+            self.progress_bar.judged(len(shard.entries))
 
     def task_retry(self, pool: str, task: Task, error: str, delay_s: float, replica: dict[str, Any]) -> None:
         where = f"replica {replica.get('index')} (pid {replica.get('pid')} on {replica.get('node_ip') or replica.get('host') or '?'})"

@@ -316,3 +316,29 @@ def test_a_judge_actor_killed_mid_shard_loses_nothing(
     assert not outcome.judge_failed
     said = " ".join(capsys.readouterr().out.split())
     assert "judge:api: replica 0 failed a call" in said and "was restarted by Ray" in said  # the shard was run again
+
+
+def test_judging_stored_answers_shows_a_bar_of_judgments() -> None:
+    """`qtrust judge` generates nothing: its progress counts judgments, not an empty "overall 0/0 items"."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from jobs.pipeline.progress import RichProgress
+    from jobs.pipeline.state import SweepState
+
+    out = io.StringIO()
+    bar = RichProgress(Console(file=out, width=120, force_terminal=True), {})
+    state = SweepState(plan=None, progress_bar=bar)  # type: ignore[arg-type]
+    shards = [SimpleNamespace(judge="rule", id=f"s{i}", entries=[0] * 96) for i in range(3)]
+    with bar:
+        for shard in shards:
+            state.judge_submitted(shard)
+        state.judge_committed(shards[0], {})
+        state.judge_committed(shards[1], {})
+        state.judge_failed(shards[2], "boom")
+    tasks = {task.description: task for task in bar.progress.tasks}
+    assert tasks["judgments"].total == 288 and tasks["judgments"].completed == 288
+    assert not tasks["overall"].visible  # no answers to generate: no "overall 0/0" bar
+    assert "288/288" in out.getvalue() and "overall" not in out.getvalue()
