@@ -268,10 +268,11 @@ class LiveTracker:
             return
         self._put(Op(Kind.FINISH, run_key, FinishData(status, _now_ms())))
 
-    def close_stale_runs(self, sweep_tag_value: str) -> None:
+    def close_stale_runs(self, sweep_tag_value: str, store: str | None = None) -> None:
         """Set KILLED the runs tagged ``qtrust.sweep=<value>`` still RUNNING that this tracker has not
-        opened (so far in its queue): a killed driver left them."""
-        self._put(Op(Kind.STALE, None, str(sweep_tag_value)))
+        opened (so far in its queue): a killed driver left them. With ``store``, a run tagged with
+        another ``qtrust.store`` is left alone: a sweep of the same name under another storage root."""
+        self._put(Op(Kind.STALE, None, (str(sweep_tag_value), store)))
 
     # -- public API: state ----------------------------------------------------------------------
 

@@ -201,7 +201,8 @@ class Sender:
         """Runs of the sweep still RUNNING that this tracker does not hold: a killed driver's, set KILLED."""
         from mlflow.entities import ViewType
 
-        value = str(call.ops[0].data)
+        data = call.ops[0].data
+        value, store = (str(data[0]), data[1]) if isinstance(data, tuple) else (str(data), None)
         quote = "'" if "'" not in value else '"'
         query = f"tags.`{SWEEP_TAG}` = {quote}{value}{quote} and attributes.status = 'RUNNING'"
         mine = {state.run_id for state in self.runs.values()}
@@ -215,7 +216,11 @@ class Sender:
                 max_results=1000,
                 page_token=token,
             )
-            stale.extend(run.info.run_id for run in page if run.info.run_id not in mine)
+            stale.extend(
+                run.info.run_id
+                for run in page
+                if run.info.run_id not in mine and (store is None or run.data.tags.get(STORE_TAG) in (store, None))
+            )
             token = page.token
             if not token:
                 break

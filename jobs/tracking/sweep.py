@@ -104,7 +104,7 @@ class SweepTracking:
         tracker.start()
         self = cls(plan, store, tracker, data_dir)
         self._open_runs()
-        tracker.close_stale_runs(plan.spec.name)
+        tracker.close_stale_runs(plan.spec.name, store.uri)  # not the runs of a same-named sweep elsewhere
         return self
 
     def variant_key(self, variant: str, bench: str) -> str:

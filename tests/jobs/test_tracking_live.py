@@ -143,14 +143,17 @@ def test_local_store_runs_values_tables_and_a_resumed_driver(tmp_path: Path, mon
     assert client.get_run(ids["orphan"]).info.status == "RUNNING"
 
     # A driver killed before it wrote its manifest left this one; another sweep's run is not touched.
-    lost = client.create_run(first.experiment_id, run_name="lost", tags={"qtrust.sweep": "demo"}).info.run_id
+    here, there = {"qtrust.sweep": "demo", "qtrust.store": "/root/demo"}, {"qtrust.store": "/other/root/demo"}
+    lost = client.create_run(first.experiment_id, run_name="lost", tags=here).info.run_id
     other = client.create_run(first.experiment_id, run_name="other", tags={"qtrust.sweep": "another"}).info.run_id
+    # a sweep of the same name under another storage root, running now: not this sweep's to close
+    elsewhere = client.create_run(first.experiment_id, run_name="elsewhere", tags={**here, **there}).info.run_id
 
     second = LiveTracker(uri, "live", warn=warnings.append, known_runs=ids, flush_interval_s=0.05)
     second.start()
     second.ensure_run("sweep", "demo", {"qtrust.sweep": "demo"})
     second.ensure_run("v/b", "v · b", {"qtrust.sweep": "demo"}, parent_key="sweep")
-    second.close_stale_runs("demo")
+    second.close_stale_runs("demo", "/root/demo")  # runs without a store tag (orphan) are closed too
     second.log_params("v/b", {"bits": 4})  # same value: skipped silently
     second.log_params("v/b", {"bits": 8})  # a change MLflow refuses: skipped with one warning
     second.log_metrics("v/b", {"acc": 0.3}, step=3)
@@ -163,10 +166,11 @@ def test_local_store_runs_values_tables_and_a_resumed_driver(tmp_path: Path, mon
 
     assert second.run_ids() == {"sweep": ids["sweep"], "v/b": ids["v/b"]}
     runs = client.search_runs([first.experiment_id], run_view_type=ViewType.ALL)
-    assert len(runs) == 5  # sweep, v/b, orphan, lost, other: nothing new
+    assert len(runs) == 6  # sweep, v/b, orphan, lost, other, elsewhere: nothing new
     assert client.get_run(ids["orphan"]).info.status == "KILLED"
     assert client.get_run(lost).info.status == "KILLED"
     assert client.get_run(other).info.status == "RUNNING"
+    assert client.get_run(elsewhere).info.status == "RUNNING"
     assert client.get_run(ids["v/b"]).info.status == "FINISHED"
     assert client.get_run(ids["v/b"]).data.params["bits"] == "4"
     assert [m.step for m in client.get_metric_history(ids["v/b"], "acc")] == [0, 1, 2, 3]
