@@ -131,7 +131,8 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
     spec = spec if spec is not None else _load(sweep_path)
     from cluster.storage.writable import StorageRootError
     from jobs.results.tables import print_perspectives, print_results, print_variants
-    from jobs.runner import EXIT_INTERRUPTED, PlacementError, SweepInterrupted, run_sweep
+    from jobs.run_summary import interrupted_line, resume_command, store_full_line, tracking_gap_line
+    from jobs.runner import EXIT_INTERRUPTED, PlacementError, StoreFull, SweepInterrupted, run_sweep
     from jobs.spec.run_options import RunOptions
     from jobs.store.lock import SweepLockHeld
     from jobs.tracking import ui_command
@@ -151,14 +152,12 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         _fail(str(err))
         return
     except SweepInterrupted as stop:
-        done = stop.outcome
-        err_console.print(
-            f"[yellow]Interrupted{' (aborted)' if stop.aborted else ''}[/]: this run committed {done.items_computed} item(s) "
-            f"in {done.computed} shard(s); {len(done.not_started)} shard(s) were not started. Everything committed is kept "
-            f"under {done.store.uri}."
-        )
-        err_console.print(f"Resume with:  [bold]qtrust resume {done.store.uri}[/]")
+        err_console.print(interrupted_line(stop.outcome, stop.aborted))
+        err_console.print(f"Resume with:  [bold]{resume_command(stop.outcome.store.uri)}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except StoreFull as full:  # exit 1: the run itself failed (the spec and command were right)
+        err_console.print(redact(store_full_line(full)))
+        raise typer.Exit(1) from None
     print_results(console, outcome.plan, outcome.results, outcome.comparison)
     print_perspectives(console, outcome.plan, outcome.results)
     print_variants(console, outcome.plan.variants, outcome.quant_reports)
@@ -181,7 +180,10 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
             err_console.print(f"[red]failed[/] {shard}: {error.splitlines()[0][:300]}")
     if outcome.report_path:
         console.print(f"HTML report: {outcome.report_path}")
-    if outcome.experiment_id:
+    gap = tracking_gap_line(outcome)
+    if gap:  # the UI would show a partial sweep as if it were whole
+        err_console.print(gap)
+    elif outcome.experiment_id:
         console.print(
             f"MLflow: experiment '{spec.tracking.experiment}' (id {outcome.experiment_id}) at {redact(outcome.tracking_uri or '')}"
         )

@@ -6,7 +6,9 @@ scheduler streams shards while live tracking and the manifest follow → scoring
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +25,7 @@ from rich.console import Console
 # libtorch_cpu.so", then a segfault; seen in a sweep run as a Ray job storing on S3).
 import torch  # noqa: F401  isort: skip
 
+from cluster.storage.space import describe_no_room, no_room
 from jobs.pipeline.generate import (
     Committer,
     default_cache_dir,
@@ -42,12 +45,13 @@ from jobs.spec.load import dump_spec
 from jobs.spec.remote_code import remote_code_models, remote_code_warnings
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
+from jobs.store.driver_log import TRACEBACKS, driver_log
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
 from jobs.store.response_cache import ResponseCache
 from jobs.store.shards import ScanResult
 from jobs.store.sweep import SweepStore
 from jobs.tracking.sweep import SweepTracking
-from jobs.tracking.uri import redact, resolve_tracking_uri
+from jobs.tracking.uri import TrackingUriError, redact, resolve_tracking_uri, stored_tracking_uri
 from trust.benchmarks.data import resolve_data_dir
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,38 @@ class SweepInterrupted(Exception):
         super().__init__("interrupted")
 
 
+class StoreFull(Exception):
+    """The store took no more writes (disk full, quota spent, read-only filesystem): the run stopped.
+
+    ``outcome`` is None when it happened before any work (taking the lock, writing the spec); else
+    what this run committed, kept for a resume. ``manifest_written``: whether the manifest could be
+    marked failed with the reason. ``log_path``: the driver's log file with the tracebacks.
+    """
+
+    def __init__(
+        self,
+        store_uri: str,
+        reason: str,
+        outcome: SweepOutcome | None = None,
+        manifest_written: bool = False,
+        log_path: Path | None = None,
+    ):
+        self.store_uri = store_uri
+        self.reason = reason
+        self.outcome = outcome
+        self.manifest_written = manifest_written
+        self.log_path = log_path
+        super().__init__(f"{store_uri}: {reason}")
+
+
+class _Aborted(KeyboardInterrupt):
+    """A second Ctrl-C (or the stop deadline) ended the scheduler; ``report`` is what it had done."""
+
+    def __init__(self, report: SchedulerReport):
+        super().__init__()
+        self.report = report
+
+
 @dataclass
 class SweepOutcome:
     plan: Plan
@@ -87,12 +123,17 @@ class SweepOutcome:
     items_from_cache: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)
+    shards_left: int = 0
+    """Generation shards this run planned and did not commit (not started, failed, killed in flight)."""
     damaged: list[str] = field(default_factory=list)
     tracking_uri: str | None = None
     experiment_id: str | None = None
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)
     tracking_failures: int = 0
+    tracking_unsent: dict[str, int] = field(default_factory=dict)
+    """What never reached MLflow (``runs``, ``metric_points``, ``artifacts``, ``run_ends``...): see
+    :meth:`jobs.tracking.LiveTracker.unsent`. A ``qtrust resume`` of the sweep logs its results again."""
     quant_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     retried: int = 0
     replaced: int = 0
@@ -166,15 +207,46 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     data_dir = resolve_data_dir(options.data_dir)
     spec = apply_limit(spec, options.limit)
     _check_definitions(spec, data_dir)
-    resolve_tracking_uri(options.tracking_uri, spec.tracking.uri)  # a redacted stored URI fails here, before any work
+    store = SweepStore(options.storage_root or spec.storage.root, spec.name)
+    options = _with_tracking_uri(options, spec, store)  # a redacted stored URI fails here, before any work
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     timings["plan_s"] = time.perf_counter() - t0
-    store = SweepStore(options.storage_root or spec.storage.root, spec.name)
-    lock = SweepLock(store.uri).acquire()
     try:
-        return _run_locked(spec, options, console, plan, store, data_dir, timings)
-    finally:
-        lock.release()
+        lock = SweepLock(store.uri).acquire()
+        try:
+            with driver_log(store) as log_path:
+                try:
+                    return _run_locked(spec, options, console, plan, store, data_dir, timings)
+                except StoreFull as full:
+                    full.log_path = log_path
+                    raise
+        finally:
+            lock.release()
+    except OSError as err:
+        room = no_room(err)
+        if room is None:
+            raise
+        raise StoreFull(store.uri, describe_no_room(room)) from None
+
+
+def _with_tracking_uri(options: RunOptions, spec: SweepSpec, store: SweepStore) -> RunOptions:
+    """``options`` with the tracking URI this run uses when it must come from the store.
+
+    A resume given no URI (no ``--tracking-uri``, no ``MLFLOW_TRACKING_URI``, none in the spec)
+    tracks where the sweep was tracked, as its manifest says, so it finishes the same runs; when
+    the manifest keeps that URI redacted (it had credentials) it raises :class:`TrackingUriError`.
+    Otherwise the URI is only checked (:func:`resolve_tracking_uri`).
+    """
+    if options.resume and not options.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if not spec.tracking.uri:
+            stored = str((store.read_manifest().get("mlflow") or {}).get("uri") or "")
+            if stored:
+                try:
+                    return dataclasses.replace(options, tracking_uri=stored_tracking_uri(stored, None))
+                except TrackingUriError as err:
+                    raise TrackingUriError(f"{store.manifest_path}: {err}") from None
+    resolve_tracking_uri(options.tracking_uri, spec.tracking.uri)
+    return options
 
 
 def redacted_spec(spec: SweepSpec) -> SweepSpec:
@@ -387,14 +459,22 @@ def _run_attached(
 
     last_pools: dict[str, Any] = dict(previous.get("pools", {})) if not shards else {}
 
-    def write_manifest(status: str, pools: dict[str, Any] | None = None) -> None:
+    manifest_warned: list[str] = []
+
+    def write_manifest(status: str, pools: dict[str, Any] | None = None, reason: str | None = None) -> bool:
         if pools is not None:
             last_pools.clear()
             last_pools.update(pools)
+        extra = {**manifest_extra(), **({"reason": reason} if reason else {})}
         try:
-            store.write_manifest(state.manifest(state=status, pools=dict(last_pools), extra=manifest_extra()))
+            store.write_manifest(state.manifest(state=status, pools=dict(last_pools), extra=extra))
         except Exception as err:
-            log.warning("manifest not written: %s", err)
+            TRACEBACKS.warning("manifest not written", exc_info=err)
+            if no_room(err) is None and not manifest_warned:  # a full store is said once, at the end
+                manifest_warned.append(str(err))
+                log.warning("manifest not written: %s", err)
+            return False
+        return True
 
     write_manifest("running")
     report = SchedulerReport()
@@ -405,8 +485,9 @@ def _run_attached(
             report, interrupted = _compute(
                 plan, shards, options, console, state, committer, tracking, write_manifest, timings, judging
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             interrupted = aborted = True
+            report = stop.report if isinstance(stop, _Aborted) else report
         finally:
             committer.flush()
             if judging is not None:
@@ -423,16 +504,22 @@ def _run_attached(
     outcome.items_computed = state.computed_items
     outcome.failed = {k: v for k, v in report.failed.items() if not k.startswith("judge=")}
     outcome.not_started = list(report.not_started)
+    outcome.shards_left = len(shards) - outcome.computed
     outcome.retried, outcome.replaced = report.retried, report.replaced
     worker_info = dict(previous.get("workers", {}))
     worker_info.update(state.worker_info)
     outcome.quant_reports = {v: info.get("quantization", {}) for v, info in worker_info.items()}
 
-    if interrupted:
+    if interrupted or report.halted:
         tracking.interrupted()
         outcome.tracking_failures = tracking.close(timeout_s=5.0 if not aborted else 2.0)
+        outcome.tracking_unsent = tracking.unsent()
         outcome.run_ids = tracking.run_ids()
-        write_manifest("interrupted")  # after close: it names every run opened, for the resume to reuse
+        # After close: the manifest names every run opened, for the resume to reuse.
+        if report.halted:
+            written = write_manifest("failed", reason=f"the store takes no more writes: {report.halted}")
+            raise StoreFull(store.uri, report.halted, outcome, written)
+        write_manifest("interrupted")
         raise SweepInterrupted(outcome, aborted)
 
     t = time.perf_counter()
@@ -462,6 +549,7 @@ def _run_attached(
     t = time.perf_counter()
     tracking.final(outcome.results, worker_info, state)
     outcome.tracking_failures = tracking.close(timeout_s=30.0)
+    outcome.tracking_unsent = tracking.unsent()
     timings["tracking_close_s"] = time.perf_counter() - t
     outcome.run_ids = tracking.run_ids()
     outcome.experiment_id = tracking.experiment_id
@@ -517,7 +605,7 @@ def _compute(
     state: SweepState,
     committer: Committer,
     tracking: SweepTracking,
-    write_manifest: Callable[..., None],
+    write_manifest: Callable[..., bool],
     timings: dict[str, float],
     judging: Judging | None = None,
 ) -> tuple[SchedulerReport, bool]:
@@ -575,7 +663,7 @@ def _compute(
         except KeyboardInterrupt:
             console.print("[red]Aborting: replicas are being killed; nothing half-written counts.")
             scheduler.abort()
-            raise
+            raise _Aborted(scheduler.report) from None
     timings["compute_s"] = time.perf_counter() - t
     write_manifest("running", scheduler.pool_snapshot())
     tracking.tick(state)  # the last progress point, after the last commit
@@ -598,4 +686,13 @@ class _StopDeadline:
             raise KeyboardInterrupt
 
 
-__all__ = ["RunOptions", "SweepOutcome", "SweepInterrupted", "PlacementError", "run_sweep", "apply_limit", "Counts"]
+__all__ = [
+    "RunOptions",
+    "SweepOutcome",
+    "SweepInterrupted",
+    "StoreFull",
+    "PlacementError",
+    "run_sweep",
+    "apply_limit",
+    "Counts",
+]

@@ -19,7 +19,10 @@ What the scheduler owns:
 - **Timeouts**: a replica that has not loaded within ``load_timeout_s`` is replaced; a task running
   longer than ``shard_timeout_s`` gets its replica restarted and is retried.
 - **Commits**: results are stored by ``on_result`` in a thread pool, off the scheduling loop;
-  ``on_done`` then runs on the loop (it may submit more work).
+  ``on_done`` then runs on the loop (it may submit more work). A store that takes no more writes
+  (disk full, quota spent, read-only: :func:`cluster.storage.space.no_room`) halts the scheduler:
+  no task starts any more, the one that could not be stored is left for a resume (not retried, not
+  failed) and ``report.halted`` says why.
 
 The loop blocks in ``ray.wait`` until a call finishes or the next deadline; it never spins.
 An exception out of the loop (a second Ctrl-C, a stop deadline) kills every replica at once
@@ -43,8 +46,10 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+from cluster.storage.space import describe_no_room, no_room
 from jobs.pipeline.events import NullEvents, PoolEvents
 from jobs.pipeline.pools import Pool, PoolConfig, Replica, Task
+from jobs.store.driver_log import TRACEBACKS
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,8 @@ class SchedulerReport:
     worker_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Pool name -> the first replica's load report (engine, quantization, placement)."""
     stopped: bool = False
+    halted: str | None = None
+    """Why the scheduler stopped on its own: the store takes no more writes (None: it did not)."""
 
 
 def describe_error(err: BaseException) -> str:
@@ -507,7 +514,11 @@ class Scheduler:
     def _stored(self, pool: Pool, replica: Replica, task: Task, outcome: Any, failed: bool) -> None:
         self._committing -= 1
         if failed:
-            log.error("storing %s failed", task.id, exc_info=outcome)
+            TRACEBACKS.error("storing %s failed", task.id, exc_info=outcome)
+            full = no_room(outcome)
+            if full is not None:
+                self._halt(pool, task, full)
+                return
             self._attempt_failed(
                 pool, task, f"could not store the result: {describe_error(outcome)}", replica.describe()
             )
@@ -519,6 +530,14 @@ class Scheduler:
         self.events.task_done(pool.name, task, replica.index)
         if task.on_done:
             task.on_done(task, outcome)
+
+    def _halt(self, pool: Pool, task: Task, err: OSError) -> None:
+        """The store takes no more writes: start nothing more; ``task`` is left for a resume."""
+        pool.pending -= 1
+        self.report.not_started.append(task.id)
+        if self.report.halted is None:
+            self.report.halted = describe_no_room(err)
+        self._stop.set()
 
     # -- failures --------------------------------------------------------------------------------
     def _call_failed(self, call: _Call, err: BaseException) -> None:

@@ -59,6 +59,18 @@ STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
 MAX_BUFFERED_OPS = 200_000  # beyond this (a very long outage), new operations are dropped
 MAX_STRIKES = 3  # a call that "fails like an outage" this often right after a good probe is dropped
 MAX_ERROR_WARNINGS = 5  # warnings about single dropped operations; later ones are only counted
+#: What :meth:`LiveTracker.unsent` counts, per kind of operation.
+UNSENT_KINDS = {
+    Kind.RUN: "runs",
+    Kind.METRICS: "metric_points",
+    Kind.PARAMS: "params",
+    Kind.TAGS: "tags",
+    Kind.TABLE: "artifacts",
+    Kind.ARTIFACT: "artifacts",
+    Kind.FILE: "artifacts",
+    Kind.DATASET: "artifacts",
+    Kind.FINISH: "run_ends",
+}
 
 
 def _now_ms() -> int:
@@ -142,6 +154,7 @@ class LiveTracker:
         self._wake = threading.Condition(self._lock)
         self._incoming: list[Op] = []  # queued by callers, taken by the thread
         self._enqueued = self._completed = self._sent = self._dropped = self._failures = 0
+        self._unsent: dict[str, int] = {}  # what was dropped, by UNSENT_KINDS
         self._run_ids: dict[str, str] = {}
         self._experiment_id: str | None = None
         self._flush_asked = self._closing = self._stopped = self._finished = False
@@ -305,6 +318,22 @@ class LiveTracker:
         with self._lock:
             return self._enqueued - self._completed
 
+    def unsent(self) -> dict[str, int]:
+        """What was dropped so far, never reaching the store: ``runs`` (not opened), ``metric_points``,
+        ``params``, ``tags``, ``artifacts`` (tables, files, datasets) and ``run_ends`` (runs left
+        without their final status); kinds with nothing dropped are left out. After :meth:`close`
+        it includes what was still waiting for a store that did not answer."""
+        with self._lock:
+            return dict(self._unsent)
+
+    def _tally(self, ops: list[Op]) -> None:
+        """Count ``ops`` as dropped in :meth:`unsent` (the caller holds the lock)."""
+        for op in ops:
+            kind = UNSENT_KINDS.get(op.kind)
+            if kind is not None:
+                weight = len(op.data) if op.kind in (Kind.METRICS, Kind.PARAMS, Kind.TAGS) else 1
+                self._unsent[kind] = self._unsent.get(kind, 0) + weight
+
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued so far is sent (True); False on timeout or during an outage.
         Operations dropped as errors count as handled. Never raises."""
@@ -339,6 +368,7 @@ class LiveTracker:
                 thread.join(max(0.0, deadline - time.monotonic()))
             with self._wake:
                 self._stopped = True  # a thread still in a request ends after it, counting nothing more
+                self._tally([op for op in [*self._buffer, *self._incoming] if not op.done])
                 left = self._enqueued - self._completed
                 self._completed += left
                 self._dropped += left
@@ -356,9 +386,11 @@ class LiveTracker:
         with self._lock:
             if self._stopped:
                 self._dropped += 1
+                self._tally([op])
                 return
             if self._enqueued - self._completed >= MAX_BUFFERED_OPS:
                 self._dropped += 1
+                self._tally([op])
                 overflow = True
             else:
                 self._incoming.append(op)
@@ -532,6 +564,7 @@ class LiveTracker:
                 self._sent += len(ops)
             else:
                 self._dropped += len(ops)
+                self._tally(ops)
 
     def _run_opened(self, run_key: str, run_id: str) -> None:
         with self._lock:

@@ -564,6 +564,11 @@ class SweepTracking:
     def run_ids(self) -> dict[str, str]:
         return self.tracker.run_ids()
 
+    def unsent(self) -> dict[str, int]:
+        """What never reached the tracking store (see :meth:`jobs.tracking.LiveTracker.unsent`)."""
+        unsent = getattr(self.tracker, "unsent", None)
+        return dict(unsent()) if unsent is not None else {}
+
     @property
     def experiment_id(self) -> str | None:
         return self.tracker.experiment_id
@@ -575,6 +580,7 @@ class SweepTracking:
             "runs": self.tracker.run_ids(),
             "url": self.tracker.run_url(self.parent_key),
             "view_url": self.view_url(),
+            **({"unsent": unsent} if (unsent := self.unsent()) else {}),
         }
 
 

@@ -1,11 +1,13 @@
-"""Faults of a real sweep, and resume after them: the driver SIGKILLed, Ctrl-C, damaged shard files,
-the real built-in model's worker killed, a node of a multi-node cluster removed. Each time the
+"""Faults of a real sweep, and resume after them: the driver SIGKILLed, Ctrl-C (once and twice), a
+full store (mid-run and at start), a tracking store that never answers, damaged shard files, the
+real built-in model's worker killed, a node of a multi-node cluster removed. Each time the
 final results equal an uninterrupted run's, with every item stored exactly once."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,6 +281,180 @@ def test_damaged_shards_are_named_set_aside_and_exactly_their_items_recomputed(
     assert recomputed == damaged_keys
     assert_equals_baseline(sweep_dir, baseline)
     assert labels_of(second) == labels_of(first) == labels_of(baseline["outcome"])
+
+
+# -- a bad day: Ctrl-C twice, a full store, a tracking store that does not answer ------------------
+def invoke(args: list[str]) -> Any:
+    """``qtrust <args>`` in this process (on the module's Ray); returns the CliRunner result."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_ctrl_c_twice_tells_what_was_committed_and_status_shows_no_eta(
+    baseline: dict[str, Any], data_dir: Path, tmp_path: Path
+) -> None:
+    driver, sweep_dir = start_slow_sweep(tmp_path, data_dir)
+    try:
+        wait_for_first_shard(driver, sweep_dir)
+        os.kill(driver.proc.pid, signal.SIGINT)
+        wait_for(lambda: "Stopping: no new shards start" in driver.output or None, 30, 0.05, "the first Ctrl-C")
+        os.kill(driver.proc.pid, signal.SIGINT)
+        code = driver.wait(90)
+        output = driver.output
+    finally:
+        driver.cleanup()
+    assert code == 130, output[-3000:]
+    assert "Aborting" in output and "Interrupted (aborted)" in output, output[-3000:]
+    assert "Traceback" not in output
+    flat = " ".join(output.split())
+    total = len(baseline["outcome"].plan.shards())
+    found = re.search(r"this run committed (\d+) item\(s\) in (\d+) shard\(s\); (\d+) shard\(s\) left to compute", flat)
+    assert found, output[-3000:]
+    items, shards, left = (int(n) for n in found.groups())
+    assert shards >= 1 and items == 2 * shards  # two items per shard
+    assert left == total - shards
+    assert len(records_in(sweep_dir)) >= items  # (a commit in flight when killed may land after the count)
+    assert f"qtrust resume {sweep_dir}" in output
+
+    status = invoke(["status", str(sweep_dir)])
+    assert status.exit_code == 0, status.output
+    assert "interrupted" in status.output and "ETA" not in status.output, status.output
+
+
+def test_a_full_store_stops_the_sweep_with_one_line_and_resume_completes(
+    baseline: dict[str, Any], local_ray, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import cluster.storage.atomic as atomic
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(fake_sweep(tmp_path, {"delay_s": 0.1}, items=ITEMS, resources={"max_in_flight": 1}))
+    )
+    sweep_dir = tmp_path / "runs" / "pipe"
+    real_write = atomic.atomic_write_bytes
+    refused: list[str] = []
+
+    def disk_fills_after_the_first_shard(path: Any, data: bytes) -> None:
+        # A shard file after the first one: the disk is full (the manifest, smaller, still fits).
+        if "shard-" in str(path) and shard_files(sweep_dir):
+            refused.append(str(path))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", disk_fills_after_the_first_shard)
+    result = invoke(driver_args("run", sweep, tmp_path, data_dir))
+    monkeypatch.undo()
+    output = result.output
+    assert result.exit_code == 1, output[-3000:]
+    assert "Traceback" not in output and isinstance(result.exception, SystemExit), result.exception
+    assert 1 <= len(refused) <= 2, refused  # no new work after the first refused write (old: every shard, retried)
+    flat = " ".join(output.split())
+    assert flat.count("No space left on device") == 1, output[-3000:]
+    assert f"the store {sweep_dir} takes no more writes: the disk is full" in flat, output[-3000:]
+    assert f"qtrust resume {sweep_dir}" in flat and "the manifest says failed" in flat
+    stored = len(records_in(sweep_dir))
+    assert f"This run committed {stored} item(s) in {stored // 2} shard(s)" in flat, output[-3000:]
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert manifest["state"] == "failed" and "Errno 28" in manifest["reason"], manifest.get("reason")
+    log = (sweep_dir / "logs" / "driver.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log
+    assert f"details in {sweep_dir / 'logs' / 'driver.log'}" in flat
+
+    output = resume(tmp_path, sweep_dir, data_dir)
+    assert_equals_baseline(sweep_dir, baseline)
+    assert json.loads((sweep_dir / "manifest.json").read_text())["state"] == "finished"
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A real filesystem with no room left: a small tmpfs filled up (root only; unmounted after)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        try:
+            with open(mount / "ballast", "wb") as ballast:
+                while True:
+                    ballast.write(b"\0" * 4096)
+                    ballast.flush()
+        except OSError as err:
+            assert err.errno == 28
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_store_full_at_start_is_one_line(full_disk: Path, data_dir: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(fake_sweep(full_disk, items=ITEMS)))
+    result = invoke(driver_args("run", sweep, tmp_path, data_dir))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    # 2: the start-up probe of the root found it (cluster/storage/writable.py); 1: the disk filled
+    # between that probe and the lock, the spec or the manifest (jobs.runner.StoreFull).
+    assert result.exit_code in (1, 2), result.output[-3000:]
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), result.exception
+    assert len(lines) == 1 and str(full_disk / "runs") in lines[0] and "the disk is full" in lines[0], lines
+
+
+def test_a_tracking_store_that_never_answers_is_told_and_resume_logs_everything_there(
+    baseline: dict[str, Any], local_ray, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.support.mlflow_server import _free_port, _mlflow_server
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"  # nothing answers there during the run
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(fake_sweep(tmp_path, items=ITEMS)))
+    sweep_dir = tmp_path / "runs" / "pipe"
+    args = [a if not a.startswith("sqlite:") else uri for a in driver_args("run", sweep, tmp_path, data_dir)]
+    result = invoke(args)
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "Open the MLflow UI" not in output
+    assert f"MLflow: not everything reached {uri}:" in output, output[-3000:]
+    n_runs = len(mlflow_runs(baseline["root"] / "mlflow.db"))
+    assert f"{n_runs} run(s) not opened" in output and "metric point(s)" in output, output[-3000:]
+    assert f"log them again (final metrics, tables, run states) with: qtrust resume {sweep_dir}" in output
+    assert json.loads((sweep_dir / "manifest.json").read_text())["mlflow"]["uri"] == uri
+
+    # The server answers now: a resume with no --tracking-uri logs into it (the stored URI), not ./mlflow.db.
+    with _mlflow_server(tmp_path, port):
+        caught_up = invoke(["resume", str(sweep_dir), "--data-dir", str(data_dir), "--quiet"])
+        client = MlflowClient(uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, max_results=1000)
+    assert caught_up.exit_code == 0, caught_up.output[-3000:]
+    assert "not everything reached" not in caught_up.output and "Open the MLflow UI" in caught_up.output
+    assert not (tmp_path / "mlflow.db").exists()
+    assert len(runs) == n_runs and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.metrics for r in runs if r.data.tags.get("qtrust.kind") == "variant")
+
+
+def test_resume_stops_with_one_line_when_the_stored_tracking_uri_had_credentials(
+    baseline: dict[str, Any], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = tmp_path / "runs" / "pipe"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "sweep.yaml").write_text((Path(baseline["outcome"].store.dir) / "sweep.yaml").read_text())
+    (sweep_dir / "manifest.json").write_text(json.dumps({"mlflow": {"uri": "http://alice:***@127.0.0.1:9/"}}))
+    result = invoke(["resume", str(sweep_dir), "--data-dir", str(data_dir), "--quiet"])
+    assert result.exit_code == 2, result.output[-3000:]
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(sweep_dir / "manifest.json") in lines[0] and "--tracking-uri" in lines[0], lines
+    assert not (tmp_path / "mlflow.db").exists()  # no new local store was started
 
 
 # -- the real built-in model ---------------------------------------------------------------------

@@ -211,6 +211,15 @@ def test_public_methods_never_wait_for_a_dead_server(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     assert summary["dropped"] > 0 and summary["sent"] == 0 and summary["failures"] >= 1
     assert tracker.pending == 0 and tracker.experiment_id is None
+    # What never reached the store, told by kind (the closing line of a run says it).
+    assert tracker.unsent() == {
+        "runs": 1,
+        "metric_points": 990,
+        "params": 1,
+        "tags": 1,
+        "artifacts": 3,
+        "run_ends": 1,
+    }
     assert len(warnings) == 1 and uri in warnings[0] and "Connection refused" in warnings[0], warnings
 
 
