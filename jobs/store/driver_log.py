@@ -9,6 +9,7 @@ lines are lost quietly.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,18 @@ LOG_FILE = "logs/driver.log"
 
 
 class _QuietFileHandler(logging.FileHandler):
-    """A file handler that drops a record it cannot write (a full disk) instead of printing a traceback."""
+    """A file handler that makes its folder on the first record (a run with nothing to log leaves
+    none) and drops a record it cannot write (a full disk) instead of printing a traceback."""
+
+    def _open(self) -> io.TextIOWrapper:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)  # opening the file (its folder) is outside logging's own error handling
+        except Exception:
+            return
 
     def handleError(self, record: logging.LogRecord) -> None:
         return None
@@ -36,17 +48,12 @@ class _QuietFileHandler(logging.FileHandler):
 @contextmanager
 def driver_log(store: SweepStore) -> Iterator[Path | None]:
     """Send :data:`TRACEBACKS` to ``<sweep dir>/logs/driver.log`` while the block runs; yields its path
-    (None where there is no local folder, or it cannot be made)."""
+    (None where the store is not a local folder). The file exists only once something was logged."""
     if not store.local:
         yield None
         return
     path = Path(store.dir) / LOG_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = _QuietFileHandler(path, delay=True, encoding="utf-8")
-    except OSError:
-        yield None
-        return
+    handler: logging.Handler = _QuietFileHandler(path, delay=True, encoding="utf-8")  # opened on the first record
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     TRACEBACKS.addHandler(handler)
     try:
