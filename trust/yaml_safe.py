@@ -10,7 +10,7 @@ and :func:`load_yaml_text` refuse each of these with a :class:`YamlInputError` w
 line naming the file (and the line where it helps), and turn every YAML syntax error into such a
 line too:
 
-* text must be UTF-8 (a leading byte-order mark is allowed);
+* text must be UTF-8 (a leading byte-order mark is allowed), the file at most 16 MiB;
 * at most :data:`MAX_DEPTH` levels of nested mappings and lists, counted through aliases;
 * aliases may add at most :data:`MAX_ALIAS_NODES` nodes to the document (measured on the parsed
   node graph, before anything is expanded), and an alias may not contain itself;
@@ -29,6 +29,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_DEPTH = 100
 #: How many nodes aliases may add to a document when expanded (a real file shares a few settings).
 MAX_ALIAS_NODES = 10_000
+#: The largest file read (records live in data files; a sweep or a definition is a few kilobytes).
+MAX_BYTES = 16 * 2**20
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -189,6 +191,12 @@ def read_utf8(path: str | Path, where: str | None = None) -> str:
     """The text of ``path``; :class:`YamlInputError` when it is not UTF-8 (or cannot be read)."""
     where = where or str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            raise YamlInputError(
+                where,
+                f"{size / 2**20:.0f} MiB, more than any qtrust YAML file needs ({MAX_BYTES // 2**20} MiB at most)",
+            )
         raw = Path(path).read_bytes()
     except IsADirectoryError:
         raise YamlInputError(where, "a folder, not a YAML file") from None
@@ -210,4 +218,12 @@ def load_yaml_file(path: str | Path, where: str | None = None) -> Any:
     return load_yaml_text(read_utf8(path, where), where)
 
 
-__all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "YamlInputError", "load_yaml_file", "load_yaml_text", "read_utf8"]
+__all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "YamlInputError",
+    "load_yaml_file",
+    "load_yaml_text",
+    "read_utf8",
+]

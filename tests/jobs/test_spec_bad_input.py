@@ -82,6 +82,13 @@ def test_latin1_text_names_the_byte(sweep_text: str, tmp_path: Path) -> None:
     _one_error_line(*_cli("validate", str(path)), str(path), "not UTF-8 text (byte 0xe9")
 
 
+def test_a_file_far_too_big_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(40 * 2**20)  # sparse: costs no disk
+    _one_error_line(*_cli("validate", str(path)), str(path), "40 MiB, more than any qtrust YAML file needs")
+
+
 def test_deep_nesting_is_refused_at_the_depth_limit(sweep_text: str, tmp_path: Path) -> None:
     path = tmp_path / "deep.yaml"
     path.write_text(sweep_text + "description: " + "[" * 20_000 + "]" * 20_000 + "\n")
