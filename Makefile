@@ -2,9 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Benchmark data: a folder laid out like shared/benchmarks (see README, "Data").
-QTRUST_DATA_DIR ?= $(abspath ../shared/benchmarks)
+# Benchmark data: an offline copy at ../shared/benchmarks when there is one; otherwise qtrust reads
+# the data cache (~/.cache/qtrust/data), filled on first use from the bundled demo files and the
+# pinned public sources (docs/benchmarks.md, "Data").
+ifeq ($(origin QTRUST_DATA_DIR),undefined)
+ifneq ($(wildcard ../shared/benchmarks/.),)
+QTRUST_DATA_DIR := $(abspath ../shared/benchmarks)
 export QTRUST_DATA_DIR
+endif
+endif
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 # vLLM: the CUDA build where an NVIDIA GPU answers, the CPU build elsewhere (override: VLLM_EXTRA=...).

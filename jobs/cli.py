@@ -27,7 +27,11 @@ console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
 # Not a terminal (a pipe, a CI log): messages are never wrapped, so a path or a fix is never cut in two.
 err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
-DATA_DIR_HELP = "Folder laid out like shared/benchmarks (default: $QTRUST_DATA_DIR)."
+DATA_DIR_HELP = (
+    "An offline copy of the benchmark data, one subfolder per source, e.g. xstest/ (default: $QTRUST_DATA_DIR; "
+    "without either, the data cache ~/.cache/qtrust/data, filled on first use from the bundled files and the "
+    "pinned sources)."
+)
 VERIFY_HELP = (
     "Read every stored shard and check it against the digest in its name, instead of taking the "
     "shards the scan index covers from the index (slower; finds files damaged after they were indexed)."
@@ -115,13 +119,29 @@ def _check_benchmark_data(spec, data_dir: Path | None) -> list[str]:
 
     folder = _data_folder(data_dir)
     if folder is not None and not folder.is_dir():
-        _fail(f"--data-dir: {folder} is not a folder; pass the data folder (laid out like shared/benchmarks)")
+        _fail(f"--data-dir: {folder} is not a folder; pass an offline copy of the benchmark data (e.g. with xstest/)")
+    unknown: set[str] = set()
+    if folder is None:  # the data cache, filled on first use
+        from jobs.data_ready import prepare_sweep_data
+
+        try:
+            ready = prepare_sweep_data(spec, None, notify=lambda line: err_console.print(line, markup=False))
+        except BenchmarkDataError as err:
+            _fail(str(err))
+            return []
+        unknown = ready.unknown
+        folder = None if unknown else ready.folder
     problems, lines = benchmark_problems(spec, folder)
     if problems:
         _fail(f"{len(problems)} problem(s) in the benchmark definitions:\n" + "\n".join(f"  - {p}" for p in problems))
     if folder is None:
+        from rich.markup import escape
+
+        missing = f"{escape(', '.join(sorted(unknown)))} not in the data cache, the bundled files or the sources; "
         lines.append(
-            "[yellow]data checks skipped[/]: pass --data-dir DIR (or set QTRUST_DATA_DIR) to check every definition "
+            "[yellow]data checks skipped[/]: "
+            + (missing if unknown else "")
+            + "pass --data-dir DIR (or set QTRUST_DATA_DIR) to check every definition "
             "against its records (templates, reference map, labels and attribute values metrics name)"
         )
     return lines
@@ -372,14 +392,14 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
     """Price a sweep before running it: items still to compute, tokens, memory per replica, replicas that fit, hours."""
+    from jobs.data_ready import prepare_sweep_data
     from jobs.plan_command import plan_main
-    from trust.benchmarks.data import resolve_data_dir
 
     spec = _load(sweep)
     if throughput is not None and not throughput.is_file():
         _fail(f"--throughput: {throughput} is not a file; pass a YAML file shaped like jobs/plan/cost_tables.yaml")
     try:
-        folder = resolve_data_dir(data_dir)
+        folder = prepare_sweep_data(spec, data_dir).folder
         plan_main(
             spec,
             folder,
@@ -704,18 +724,27 @@ def data_fetch(
         None, help="Benchmark data folders (default: all), e.g. xstest decodingtrust."
     ),
     dest: Path | None = typer.Option(
-        None, "--dest", help="Data folder to fill (default: $QTRUST_DATA_DIR, else ./benchmarks)."
+        None,
+        "--dest",
+        help="Data folder to fill (default: $QTRUST_DATA_DIR, else the data cache ~/.cache/qtrust/data).",
     ),
     base_url: str | None = typer.Option(
         None, "--base-url", help="A mirror laid out like the data folder (instead of the public sources)."
     ),
 ) -> None:
     """Download benchmark files from their public sources, pinned to commits, and check their sha256."""
-    from jobs.data_fetch import DataFetchError, fetch
+    from jobs.data_fetch import DataFetchError, console_progress, default_sources, fetch
+    from trust.benchmarks.data import data_cache_dir
 
-    target = dest or Path(os.environ.get("QTRUST_DATA_DIR") or "benchmarks")
+    target = dest or Path(os.environ.get("QTRUST_DATA_DIR") or data_cache_dir())
     try:
-        report = fetch(list(names) if names else None, target, base_url=base_url)
+        report = fetch(
+            list(names) if names else None,
+            target,
+            base_url=base_url,
+            sources=default_sources(),
+            progress=console_progress(),
+        )
     except DataFetchError as err:
         _fail(str(err))
         return

@@ -39,17 +39,90 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import yaml
 
 #: The table of public sources (folder -> files).
 SOURCES_FILE = Path(__file__).resolve().parent / "data_sources.yaml"
+#: Environment variable naming another table of sources, same format (a mirror, a local server in tests).
+SOURCES_ENV = "QTRUST_DATA_SOURCES"
 _CHUNK = 1 << 16
+
+
+def default_sources() -> Path:
+    """The table of sources to use: ``$QTRUST_DATA_SOURCES`` when set, else :data:`SOURCES_FILE`."""
+    env = os.environ.get(SOURCES_ENV)
+    return Path(env).expanduser() if env else SOURCES_FILE
+
+
+class Progress(Protocol):
+    """Told about each download as it streams (a progress bar, or a line per file)."""
+
+    def start(self, label: str, total: int | None) -> None:
+        """A download of ``label`` begins; ``total`` is its size in bytes when the server says it."""
+
+    def advance(self, size: int) -> None:
+        """``size`` more bytes arrived."""
+
+    def done(self) -> None:
+        """The download ended (whether or not it succeeded)."""
+
+
+class LineProgress:
+    """One line when a download starts and one when it ends (for logs and pipes, not a terminal)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.label = ""
+        self.size = 0
+
+    def start(self, label: str, total: int | None) -> None:
+        self.label, self.size = label, 0
+        self.say(f"downloading {label}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+
+    def advance(self, size: int) -> None:
+        self.size += size
+
+    def done(self) -> None:
+        self.say(f"downloaded {self.label}: {self.size / 1e6:.1f} MB")
+
+
+class BarProgress:
+    """A tqdm progress bar per download, on standard error."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def start(self, label: str, total: int | None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+
+    def advance(self, size: int) -> None:
+        if self.bar is not None:
+            self.bar.update(size)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def console_progress(say: Callable[[str], None] | None = None) -> Progress:
+    """A progress bar when standard error is a terminal (and tqdm is installed), else a line per download."""
+    if sys.stderr.isatty():
+        try:
+            import tqdm  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return BarProgress()
+    return LineProgress(say or _to_stderr)
 
 
 def _crlf_to_lf(data: bytes) -> bytes:
@@ -276,41 +349,59 @@ def _atomic(target: Path) -> Iterator[BinaryIO]:
         temp.unlink(missing_ok=True)
 
 
-def _stream(url: str, out: BinaryIO, label: str, timeout: float) -> tuple[int, str]:
+def _stream(url: str, out: BinaryIO, label: str, timeout: float, progress: Progress | None = None) -> tuple[int, str]:
     """Copy ``url`` into ``out``; return the byte count and the sha256."""
     digest = hashlib.sha256()
     size = 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+            length = response.headers.get("Content-Length")
+            if progress is not None:
+                progress.start(label, int(length) if length and length.isdigit() else None)
+            try:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress.advance(len(chunk))
+            finally:
+                if progress is not None:
+                    progress.done()
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise DataFetchError(f"could not download {label} from {url}: {err}") from err
+        raise DataFetchError(f"could not download {label} from {url}: {_reason(err)}") from err
     return size, digest.hexdigest()
+
+
+def _reason(err: BaseException) -> str:
+    """An error's text on one line (a URLError's reason, without its wrapper)."""
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        return " ".join(str(err.reason).split())
+    return " ".join(str(err).split())
 
 
 def _mismatch(what: str, expected: str, actual: str, kept: str = "the file was not kept") -> DataFetchError:
     return DataFetchError(f"sha256 mismatch for {what}: expected {expected}, got {actual}; {kept}")
 
 
-def _download(url: str, target: Path, expected: str | None, label: str, timeout: float) -> tuple[int, str]:
+def _download(
+    url: str, target: Path, expected: str | None, label: str, timeout: float, progress: Progress | None = None
+) -> tuple[int, str]:
     """Stream ``url`` into ``target`` atomically, checking its sha256 unless ``expected`` is None;
     return the byte count and the sha256. Nothing is left behind on failure."""
     with _atomic(target) as out:
-        size, actual = _stream(url, out, label, timeout)
+        size, actual = _stream(url, out, label, timeout, progress)
         if expected is not None and actual != expected:
             raise _mismatch(f"{label} (from {url})", expected, actual)
     return size, actual
 
 
-def _download_transformed(source: SourceFile, target: Path, timeout: float) -> int:
+def _download_transformed(source: SourceFile, target: Path, timeout: float, progress: Progress | None = None) -> int:
     """Download a transformation's source, check it, transform it, check the result, write it atomically."""
     assert source.url is not None and source.transform is not None and source.source_sha256 is not None
     assert source.sha256 is not None
     buffer = io.BytesIO()
-    size, actual = _stream(source.url, buffer, source.relative, timeout)
+    size, actual = _stream(source.url, buffer, source.relative, timeout, progress)
     if actual != source.source_sha256:
         raise _mismatch(
             f"the source of {source.relative} (from {source.url}, before {source.transform})",
@@ -330,9 +421,10 @@ class _Archives:
     """The archives one :func:`fetch` needs, each downloaded once and checked, in a temporary folder
     inside ``dest`` that :meth:`close` removes."""
 
-    def __init__(self, dest: Path, timeout: float) -> None:
+    def __init__(self, dest: Path, timeout: float, progress: Progress | None = None) -> None:
         self.dest = dest
         self.timeout = timeout
+        self.progress = progress
         self.folder: Path | None = None
         self.paths: dict[tuple[str, str], Path] = {}
 
@@ -346,7 +438,7 @@ class _Archives:
             self.folder = Path(tempfile.mkdtemp(prefix=".archives.", dir=self.dest))
         path = self.folder / f"{len(self.paths)}.zip"
         with _atomic(path) as out:
-            size, actual = _stream(archive.url, out, f"the archive of {label}", self.timeout)
+            size, actual = _stream(archive.url, out, f"the archive of {label}", self.timeout, self.progress)
             if actual != archive.sha256:
                 raise _mismatch(f"the archive {archive.url} (needed for {label})", archive.sha256, actual)
         self.paths[key] = path
@@ -395,6 +487,8 @@ def fetch(
     timeout: float = 60,
     sources: Path = SOURCES_FILE,
     notify: Callable[[str], None] | None = None,
+    only: Collection[str] | None = None,
+    progress: Progress | None = None,
 ) -> FetchReport:
     """Download the data folders ``names`` (all when ``None``) into ``dest/<folder>/...``.
 
@@ -408,6 +502,8 @@ def fetch(
     line through ``notify`` (default: standard error) and in the report, never skipped silently: a
     not-fetchable file is "not fetchable, see SOURCE.md" with its reason, and its local copy, if any, is
     kept as it is; an unverified file's sha256 is printed with "NOT verified". ``sources`` is the table.
+    ``only`` restricts the request to those data-directory-relative paths (``<folder>/<path>``) of the
+    named folders; ``progress`` is told about each download as it streams.
     """
     table = load_sources(sources)
     wanted = list(table) if names is None else list(dict.fromkeys(names))
@@ -424,11 +520,13 @@ def fetch(
         report.notes.append(line)
         say(line)
 
-    archives = _Archives(dest, timeout)
+    archives = _Archives(dest, timeout, progress)
+    keep = None if only is None else set(only)
     try:
         for name in wanted:
             for source in table[name]:
-                _fetch_one(source, dest, base_url, timeout, archives, report, note)
+                if keep is None or source.relative in keep:
+                    _fetch_one(source, dest, base_url, timeout, archives, report, note, progress)
     finally:
         archives.close()
     return report
@@ -442,6 +540,7 @@ def _fetch_one(
     archives: _Archives,
     report: FetchReport,
     note: Callable[[str], None],
+    progress: Progress | None = None,
 ) -> None:
     target = dest / source.folder / source.path
     present = target.is_file()
@@ -466,7 +565,7 @@ def _fetch_one(
             return
         url = source_url(source, base_url)
         try:
-            size, digest = _download(url, target, None, relative, timeout)
+            size, digest = _download(url, target, None, relative, timeout, progress)
         except DataFetchError as err:
             report.optional_failed[relative] = str(err)
             note(f"{relative}: optional, not downloaded: {err}")
@@ -480,11 +579,12 @@ def _fetch_one(
         report.skipped.append(relative)
         return
     if base_url is not None or source.form == "url":
-        report.bytes_downloaded += _download(source_url(source, base_url), target, source.sha256, relative, timeout)[0]
+        url = source_url(source, base_url)
+        report.bytes_downloaded += _download(url, target, source.sha256, relative, timeout, progress)[0]
     elif source.form == "archive":
         report.bytes_downloaded += archives.extract(source, target)
     else:
-        report.bytes_downloaded += _download_transformed(source, target, timeout)
+        report.bytes_downloaded += _download_transformed(source, target, timeout, progress)
     report.downloaded.append(relative)
     if present:
         report.replaced.append(relative)

@@ -26,6 +26,7 @@ from rich.console import Console
 import torch  # noqa: F401  isort: skip
 
 from cluster.storage.space import describe_no_room, no_room
+from jobs.data_ready import prepare_sweep_data
 from jobs.pipeline.generate import (
     Committer,
     default_cache_dir,
@@ -52,7 +53,6 @@ from jobs.store.shards import ScanResult
 from jobs.store.sweep import SweepStore
 from jobs.tracking.sweep import SweepTracking
 from jobs.tracking.uri import TrackingUriError, redact, resolve_tracking_uri, stored_tracking_uri
-from trust.benchmarks.data import resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
         console.print(f"[yellow]warning:[/] {line}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data_dir = resolve_data_dir(options.data_dir)
+    data_dir = prepare_sweep_data(spec, options.data_dir).folder  # the data on first use, before any heavy work
     spec = apply_limit(spec, options.limit)
     _check_definitions(spec, data_dir)
     store = SweepStore(options.storage_root or spec.storage.root, spec.name)

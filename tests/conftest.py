@@ -120,6 +120,19 @@ def isolated_variant_cache(tmp_path_factory: pytest.TempPathFactory):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Benchmark data fetched or copied on first use goes to a temporary cache, never ~/.cache/qtrust/data."""
+    folder = tmp_path_factory.mktemp("data-cache")
+    previous = os.environ.get("QTRUST_DATA_CACHE")
+    os.environ["QTRUST_DATA_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("QTRUST_DATA_CACHE", None)
+    else:
+        os.environ["QTRUST_DATA_CACHE"] = previous
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small matrices run far faster on one torch thread on a busy two-core machine (measured ~20x)."""

@@ -5,12 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,38 +22,9 @@ from jobs.data_fetch import (
     load_sources,
     source_url,
 )
+from tests.support.file_server import FileServer as _Server
 
 RAW_PREFIX = "https://raw.githubusercontent.com/"
-
-
-class _Server:
-    """A bounded local server of one folder; records the request paths it answered."""
-
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                server.requests.append(self.path)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-        self.httpd.timeout = 5
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

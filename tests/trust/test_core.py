@@ -20,6 +20,7 @@ from trust.benchmarks import (
 )
 from trust.benchmarks.data import (
     BenchmarkDataError,
+    data_cache_dir,
     file_digest,
     require_file,
     resolve_data_dir,
@@ -45,12 +46,21 @@ REPO = Path(__file__).resolve().parents[2]
 # --- data directory -------------------------------------------------------------------------
 
 
-def test_no_data_dir_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("QTRUST_DATA_DIR", raising=False)
-    with pytest.raises(BenchmarkDataError) as info:
-        resolve_data_dir(None)
-    message = str(info.value)
-    assert "--data-dir" in message and "QTRUST_DATA_DIR" in message and "shared/benchmarks" in message
+def test_no_data_dir_set_means_the_data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without --data-dir or QTRUST_DATA_DIR the data folder is the user's data cache (filled on first use).
+    for name in ("QTRUST_DATA_DIR", "QTRUST_DATA_CACHE", "QTRUST_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_dir(None) == tmp_path / "home" / ".cache" / "qtrust" / "data"
+    assert not (tmp_path / "home").exists()  # not created until something is put there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir(None) == tmp_path / "xdg" / "qtrust" / "data"
+    monkeypatch.setenv("QTRUST_CACHE_DIR", str(tmp_path / "qtrust-cache"))
+    assert resolve_data_dir(None) == tmp_path / "qtrust-cache" / "data"
+    monkeypatch.setenv("QTRUST_DATA_CACHE", str(tmp_path / "data-cache"))
+    assert resolve_data_dir(None) == data_cache_dir() == tmp_path / "data-cache"
+    monkeypatch.setenv("QTRUST_DATA_DIR", str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path  # an offline copy wins
 
 
 def test_missing_data_dir_names_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

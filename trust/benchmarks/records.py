@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trust.benchmarks.data import BenchmarkDataError
+from trust.benchmarks.data import DATA_FIX_HINT, BenchmarkDataError
 from trust.benchmarks.definition import DataSource, Join
 
 Record = dict[str, Any]
@@ -44,10 +44,7 @@ def _navigate(document: Any, key_path: str | None, path: Path) -> Any:
 def _read_raw(source: DataSource, path: Path, key_path: str | None = None) -> list[Any]:
     """The raw records of ``path``; json files are walked down ``key_path`` (already rendered)."""
     if not path.is_file():
-        raise BenchmarkDataError(
-            f"expected the data file {path}; set --data-dir or QTRUST_DATA_DIR to a folder laid out like "
-            "shared/benchmarks (see README 'Data')"
-        )
+        raise BenchmarkDataError(f"expected the data file {path}. {DATA_FIX_HINT}")
     if source.format == "csv":
         with open(path, newline="", encoding="utf-8-sig") as handle:
             if source.columns:  # no header row: the columns are named by the definition
@@ -79,10 +76,7 @@ def _join_table(join: Join, resolve: PathResolver) -> dict[str, Any]:
     """The object ``join`` reads, keyed by the join key (read once per :func:`read_records`)."""
     path = resolve(join.path)
     if not path.is_file():
-        raise BenchmarkDataError(
-            f"expected the data file {path} (data.join); set --data-dir or QTRUST_DATA_DIR to a folder laid out "
-            "like shared/benchmarks (see README 'Data')"
-        )
+        raise BenchmarkDataError(f"expected the data file {path} (data.join). {DATA_FIX_HINT}")
     with open(path, encoding="utf-8") as handle:
         table = _navigate(json.load(handle), resolve.render(join.key_path) if join.key_path else None, path)
     if not isinstance(table, dict):
