@@ -260,3 +260,11 @@ def test_template_syntax_error_is_a_load_time_error(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError) as info:
         get_benchmark("pets", None, path)
     assert "prompt.system: Jinja syntax error" in str(info.value)
+
+
+def test_a_failing_attribute_expression_is_named_when_items_load(tmp_path: Path) -> None:
+    # the farm record has no entry in the mapping: the attribute fails, not the prompt or the demonstrations
+    path = broken(tmp_path, attributes={"habitat": "habitat", "size": "{'home': 'small'}[habitat]"})
+    with pytest.raises(BenchmarkDataError) as info:
+        get_benchmark("pets", None, path).load(tmp_path)
+    assert str(info.value).startswith("pets: attributes.size: fails on record _index 2:")
