@@ -7,7 +7,10 @@ they mean the request or the credentials are wrong.
 
 The API key is read from the environment variable the spec names (``api_key_env``) when the client
 is built; it is sent only in the ``Authorization`` header and never logged, stored or put in an
-error message (any text that could carry it is redacted).
+error message (any text that could carry it is redacted). Credentials a user puts into ``base_url``
+(``http://user:password@host/v1``, ``?api_key=...``) are used as given (httpx sends the user-info as
+basic auth; ``/chat/completions`` goes before the query) and masked in every message
+(:func:`cluster.storage.redact.redact`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cluster.storage.redact import MASK, is_secret_param, redact
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,8 @@ class EndpointSpec(BaseModel):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        base, mark, query = value.partition("?")
+        return base.rstrip("/") + mark + query
 
 
 class EndpointError(RuntimeError):
@@ -102,13 +109,15 @@ class EndpointClient:
             timeout=httpx.Timeout(spec.timeout_s),
             limits=httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency),
         )
+        self._url = chat_url(spec.base_url)
+        self._shown_url = redact(self._url)  # what messages name: user-info and secret parameters masked
         self._rate = _RateLimit(spec.requests_per_minute)
         self._pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="qtrust-endpoint")
         self.requests_sent = 0
         self.retries = 0
 
-    def __repr__(self) -> str:  # never shows the key
-        return f"EndpointClient({self.spec.base_url!r}, model={self.spec.model!r})"
+    def __repr__(self) -> str:  # never shows the key, nor credentials in the URL
+        return f"EndpointClient({redact(self.spec.base_url)!r}, model={self.spec.model!r})"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -156,18 +165,18 @@ class EndpointClient:
     def _once(self, body: dict[str, Any]) -> str:
         self._rate.wait()
         self.requests_sent += 1
-        url = f"{self.spec.base_url}/chat/completions"
+        url, shown = self._url, self._shown_url
         try:
             response = self._http.post(url, json=body)
         except httpx.TimeoutException:
-            raise EndpointError(f"no answer from {url} within {self.spec.timeout_s:g} s", retryable=True) from None
+            raise EndpointError(f"no answer from {shown} within {self.spec.timeout_s:g} s", retryable=True) from None
         except httpx.TransportError as err:
             raise EndpointError(
-                f"cannot reach {url}: {self._redact(type(err).__name__ + ': ' + str(err))}", retryable=True
+                f"cannot reach {shown}: {self._redact(type(err).__name__ + ': ' + str(err))}", retryable=True
             ) from None
         if response.status_code != 200:
             raise EndpointError(
-                f"{url} answered HTTP {response.status_code}: {self._redact(response.text[:300])}",
+                f"{shown} answered HTTP {response.status_code}: {self._redact(response.text[:300])}",
                 status=response.status_code,
                 retryable=response.status_code in RETRY_STATUS,
                 retry_after=_retry_after(response.headers.get("retry-after")),
@@ -176,7 +185,7 @@ class EndpointClient:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise EndpointError(
-                f"{url} answered 200 without choices[0].message.content: {self._redact(response.text[:300])}",
+                f"{shown} answered 200 without choices[0].message.content: {self._redact(response.text[:300])}",
                 retryable=True,
             ) from None
         return content if isinstance(content, str) else ""
@@ -189,7 +198,28 @@ class EndpointClient:
         return backoff
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        """``text`` (an error, an answer) without the API key and without the URL's credentials."""
+        text = text.replace(self._key, MASK) if self._key else text
+        for secret in _url_secrets(self.spec.base_url):
+            text = text.replace(secret, MASK)
+        return redact(text)
+
+
+def chat_url(base_url: str) -> str:
+    """``<base_url>/chat/completions``, with the path appended before a query string the base URL carries
+    (``http://h/v1?api_key=k`` -> ``http://h/v1/chat/completions?api_key=k``)."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+
+
+def _url_secrets(base_url: str) -> list[str]:
+    """The secret values in ``base_url`` (its password or token before ``@``, its secret parameters' values),
+    to mask wherever an answer or an error echoes them without the URL around them."""
+    parts = urlsplit(base_url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo.partition(":")[2] or userinfo] if userinfo else []
+    found += [value for name, value in parse_qsl(parts.query) if is_secret_param(name)]
+    return [value for value in found if len(value) >= 4]  # a tiny value would mask ordinary words
 
 
 def _retry_after(value: str | None) -> float | None:

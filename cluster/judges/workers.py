@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from cluster.judges.endpoint import EndpointClient, EndpointError, EndpointSpec
+from cluster.storage.redact import redact
 from cluster.variants.worker import placement
 
 
@@ -139,7 +140,7 @@ class EndpointJudgeWorker(_Worker):
         return {
             "name": "endpoint",
             "model": spec.model,
-            "base_url": spec.base_url,
+            "base_url": redact(spec.base_url),  # shown in the manifest and on the console
             "concurrency": str(spec.concurrency),
         }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 #: What replaces a secret: ``http://user:***@host``, ``?token=***``.
 MASK = "***"
@@ -59,6 +60,19 @@ def redact(text: str | Path) -> str:
     if "@" not in value and "=" not in value:  # nothing that could hold a secret: the common case, kept cheap
         return value
     return _SECRET_PARAM.sub(rf"\1{MASK}", USERINFO.sub(_mask_userinfo, value))
+
+
+def redact_data(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, tuples, strings, numbers) with :func:`redact` applied to every string
+    in it, keys included; other values are returned as they are. Used where structured data is stored (the
+    manifest) rather than text, so an escaping serializer (``\\/`` in JSON) never hides a URI from the redactor."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_data(key): redact_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(item) for item in value]  # a tuple becomes a list, as JSON writes it
+    return value
 
 
 def is_secret_param(name: str) -> bool:

@@ -3,9 +3,9 @@
 Layout under ``<root>/<sweep>/`` (``root`` is ``storage.root``: a local folder or any URI
 :func:`cluster.storage.uri.open_location` opens)::
 
-    sweep.yaml                     resolved spec (tracking URI redacted)
+    sweep.yaml                     resolved spec (credentials in URIs masked)
     manifest.json                  plan summary, per-shard status, MLflow run ids (rewritten live;
-                                   read by :mod:`jobs.store.manifest`)
+                                   read by :mod:`jobs.store.manifest`; credentials in URIs masked)
     .lock                          sweep lock, flock on local disks (:mod:`jobs.store.lock`)
     .lock.json                     sweep lock, lease object elsewhere (:mod:`jobs.store.lock`)
     generations/variant=<v>/benchmark=<b>/shard-<digest>.parquet
@@ -21,6 +21,10 @@ Every file is committed whole (:func:`cluster.storage.atomic.write_atomic`: temp
 rename on local disks, a single PUT on object stores); dot-files (temp files ``.tmp-*``, damaged
 shards ``.damaged-*``) are ignored by readers. Sweep, variant, benchmark and judge names pass
 :func:`cluster.storage.uri.safe_part`, so no name leaves the sweep folder.
+
+The spec and the manifest pass the one redactor (:func:`cluster.storage.redact.redact`) on their way
+in: a URI's user-info and secret query parameters (a judge's ``base_url``, the tracking URI, the
+driver's command line) never reach the store.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from cluster.storage.atomic import read_bytes, write_atomic
+from cluster.storage.redact import redact, redact_data
 from cluster.storage.uri import (
     Location,
     join_inside,
@@ -106,7 +111,8 @@ class SweepStore:
         return None if data is None else data.decode()
 
     def write_spec(self, text: str) -> None:
-        self.write_text(self.spec_path, text)
+        """Store the resolved spec (YAML) with every URI's credentials masked."""
+        self.write_text(self.spec_path, redact(text))
 
     def read_manifest(self) -> dict[str, Any]:
         text = self.read_text(self.manifest_path)
@@ -118,4 +124,6 @@ class SweepStore:
             return {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True, default=str))
+        """Store the manifest with every string in it redacted (events, the driver's command, worker details)."""
+        text = json.dumps(redact_data(manifest), indent=1, sort_keys=True, default=lambda value: redact(str(value)))
+        self.write_text(self.manifest_path, text)

@@ -4,6 +4,7 @@ report of ``qtrust report``); sweeps use :class:`jobs.tracking.live.LiveTracker`
 store through :mod:`jobs.tracking.connect` (bounded HTTP retries, a serialized first use of SQLite):
 no other module writes to MLflow.
 
+Params, tags, tables and text artifacts pass the one redactor first (:mod:`jobs.tracking.redacted`).
 Every call is guarded: a tracking outage prints a warning and never kills the command (results are
 in the store either way, and the next run of the same command logs them again).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from jobs.tracking.connect import (
     open_store,
     quiet_mlflow_logging,
 )
+from jobs.tracking.redacted import redact_text_file, redacted_frame, redacted_items
 from jobs.tracking.sender import LOGGED_ARTIFACTS_TAG, PARENT_TAG, table_entry
 from jobs.tracking.uri import redact, ui_base_url
 
@@ -90,10 +93,10 @@ class Tracker:
                         return existing_id
                 except Exception:
                     pass
-            all_tags = dict(tags)
+            all_tags = redacted_items(tags)
             if parent_id:
                 all_tags[PARENT_TAG] = parent_id
-            return self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
+            return self.client.create_run(self.experiment_id, run_name=redact(run_name), tags=all_tags).info.run_id
 
         return self._guard(f"start run {run_name}", create)
 
@@ -103,7 +106,7 @@ class Tracker:
         from mlflow.entities import Param
 
         existing = self._guard("read params", lambda: self.client.get_run(run_id).data.params) or {}
-        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        new = [Param(k, v[:6000]) for k, v in redacted_items(params).items() if k not in existing]
         if new:
             self._guard("log params", lambda: self.client.log_batch(run_id, params=new))
 
@@ -123,7 +126,8 @@ class Tracker:
         from mlflow.entities import RunTag
 
         self._guard(
-            "set tags", lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            "set tags",
+            lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redacted_items(tags).items()]),
         )
 
     def log_table(self, run_id: str | None, frame: pd.DataFrame, artifact_file: str) -> None:
@@ -140,7 +144,7 @@ class Tracker:
             path = posixpath.normpath(artifact_file)
             with tempfile.TemporaryDirectory() as tmp:
                 local = Path(tmp) / posixpath.basename(path)
-                local.write_text(frame.to_json(orient="split", index=False, date_format="iso"))
+                local.write_text(redacted_frame(frame).to_json(orient="split", index=False, date_format="iso"))
                 self.client.log_artifact(run_id, str(local), posixpath.dirname(path) or None)
             tags = self.client.get_run(run_id).data.tags
             try:
@@ -153,8 +157,18 @@ class Tracker:
         self._guard(f"log table {artifact_file}", log_it)
 
     def log_artifact(self, run_id: str | None, path: Path, artifact_path: str | None = None) -> None:
-        if run_id and self.client is not None:
-            self._guard(f"log artifact {path.name}", lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+        """Log the file ``path`` (a text file as a redacted copy: no secret leaves in an artifact)."""
+        if not run_id or self.client is None:
+            return
+
+        def log_it() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                shutil.copyfile(path, copy)
+                redact_text_file(copy)
+                self.client.log_artifact(run_id, str(copy), artifact_path)
+
+        self._guard(f"log artifact {path.name}", log_it)
 
     def log_dataset(self, run_id: str | None, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:
         """Record the items a run was evaluated on as an MLflow dataset input."""
@@ -169,7 +183,9 @@ class Tracker:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+                dataset = mlflow.data.from_pandas(
+                    redacted_frame(frame), source=redact(source), name=name, digest=digest[:36]
+                )
                 entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "eval")])
             self.client.log_inputs(run_id, datasets=[entity])
 
