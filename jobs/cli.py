@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cluster.models.sources import ModelSourceError
+from jobs.redacted_output import RedactingStream, standard_stream
 from jobs.spec.load import load_spec
 from jobs.spec.schema import SpecError
 from trust.benchmarks.data import BenchmarkDataError
@@ -23,14 +24,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
+# Both consoles write through the one redactor: a URI's credentials never reach the screen (jobs/redacted_output.py).
+console = Console(
+    file=RedactingStream(standard_stream("stdout")),
+    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160,
+)
 # Not a terminal (a pipe, a CI log): messages are never wrapped, so a path or a fix is never cut in two.
-err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+err_console = Console(file=RedactingStream(standard_stream("stderr")), soft_wrap=not sys.stderr.isatty())
 
 DATA_DIR_HELP = (
     "An offline copy of the benchmark data, one subfolder per source, e.g. xstest/ (default: $QTRUST_DATA_DIR; "
     "without either, the data cache ~/.cache/qtrust/data, filled on first use from the bundled files and the "
     "pinned sources)."
+)
+JUDGE_URL_HELP = (
+    "NAME=URL: the real endpoint URL of the stored sweep's judge NAME, when it held credentials "
+    "(the store keeps it masked, e.g. http://user:***@host/v1). Repeatable."
 )
 VERIFY_HELP = (
     "Read every stored shard and check it against the digest in its name, instead of taking the "
@@ -288,9 +297,10 @@ def resume(
     variant_cache: str | None = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
     verify_store: bool = typer.Option(False, "--verify-store", help=VERIFY_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    judge_urls: list[str] = typer.Option([], "--judge-url", help=JUDGE_URL_HELP),
 ) -> None:
     """Resume a stored sweep: say what is missing, then compute only that (failed items included)."""
-    spec, root = _stored(sweep_dir)
+    spec, root = _stored(sweep_dir, judge_urls)
     _run(
         Path(sweep_dir) / "sweep.yaml",
         {
@@ -308,13 +318,16 @@ def resume(
     )
 
 
-def _stored(sweep_dir: str):
-    """The stored spec of a sweep folder (local or URI) and the store root it lives under; exit 2 if unreadable."""
+def _stored(sweep_dir: str, judge_urls: list[str] | None = None):
+    """The stored spec of a sweep folder (local or URI), with the real URLs of ``--judge-url``, and the store root
+    it lives under; exit 2 if unreadable."""
     from jobs.results.stored import StoredSweepError, split_sweep_dir, stored_spec
+    from jobs.spec.masked import with_judge_urls
 
     try:
         spec, _store = stored_spec(sweep_dir)
-    except StoredSweepError as err:
+        spec = with_judge_urls(spec, list(judge_urls or []))
+    except (StoredSweepError, SpecError) as err:
         _fail(str(err))
         raise
     return spec, split_sweep_dir(sweep_dir)[0]
@@ -345,11 +358,12 @@ def judge(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache (judge models)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    judge_urls: list[str] = typer.Option([], "--judge-url", help=JUDGE_URL_HELP),
 ) -> None:
     """(Re-)judge a stored sweep's answers with other judges: no generation, only missing judgments."""
     from jobs.spec.judges import read_judges_file, with_judges
 
-    spec, root = _stored(sweep_dir)
+    spec, root = _stored(sweep_dir, judge_urls)
     spec_path = Path(sweep_dir) / "sweep.yaml"
     try:
         extra = read_judges_file(judges_file) if judges_file else []
@@ -825,5 +839,9 @@ def judge_eval(
 
 
 def main() -> None:  # pragma: no cover - console entry point alias
+    from jobs.redacted_output import redact_log_records, redact_standard_streams
+
+    redact_standard_streams()  # whatever this process prints (Ray's worker lines, tracebacks) is redacted
+    redact_log_records()  # and every log record, whichever handler (console, log file) writes it
     logging.basicConfig(level=os.environ.get("QTRUST_LOG_LEVEL", "WARNING"))
     app()

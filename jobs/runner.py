@@ -43,6 +43,7 @@ from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import dump_spec
+from jobs.spec.masked import redacted_spec
 from jobs.spec.remote_code import remote_code_models, remote_code_warnings
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
@@ -52,7 +53,7 @@ from jobs.store.response_cache import ResponseCache
 from jobs.store.shards import ScanResult
 from jobs.store.sweep import SweepStore
 from jobs.tracking.sweep import SweepTracking
-from jobs.tracking.uri import TrackingUriError, redact, resolve_tracking_uri, stored_tracking_uri
+from jobs.tracking.uri import TrackingUriError, resolve_tracking_uri, stored_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     _check_definitions(spec, data_dir)
     store = SweepStore(options.storage_root or spec.storage.root, spec.name)
     options = _with_tracking_uri(options, spec, store)  # a redacted stored URI fails here, before any work
+    _check_unmasked(spec, store, options.resume)  # so does a masked judge URL
     plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(options.variant_cache, spec))
     timings["plan_s"] = time.perf_counter() - t0
     try:
@@ -249,12 +251,15 @@ def _with_tracking_uri(options: RunOptions, spec: SweepSpec, store: SweepStore) 
     return options
 
 
-def redacted_spec(spec: SweepSpec) -> SweepSpec:
-    """``spec`` as the store keeps it: the tracking URI's credentials masked (the real URI stays in memory)."""
-    uri = spec.tracking.uri
-    if not uri or redact(uri) == uri:
-        return spec
-    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": redact(uri)})})
+def _check_unmasked(spec: SweepSpec, store: SweepStore, resume: bool) -> None:
+    """Raise :class:`SpecError` when the run would use a value the store keeps masked (a judge's ``base_url``
+    with credentials, read back from a stored ``sweep.yaml``): never send anything to a masked URL."""
+    from jobs.spec.masked import masked_problems
+    from jobs.spec.schema import SpecError
+
+    problems = masked_problems(spec)
+    if problems:
+        raise SpecError(store.spec_path if resume else f"sweep '{spec.name}'", problems)
 
 
 def _check_definitions(spec: SweepSpec, data_dir: Path) -> None:

@@ -2,6 +2,8 @@
 
 Every public method of :class:`LiveTracker` only queues an operation (no network, no database).
 One background thread opens the store, merges the queue into ``log_batch`` calls and sends them.
+What is queued passes the one redactor first (:mod:`jobs.tracking.redacted`): no param, tag, table or
+text artifact carries a URI's credentials.
 When the store stops answering, the thread warns once, keeps the failed operation and everything
 after it, and tries one cheap request every ``retry_interval_s``; when that works it sends what it
 kept, in order (an outage costs the sweep nothing but the wait for catching up). An operation the
@@ -47,6 +49,7 @@ from jobs.tracking.ops import (
     chunks,
     plan,
 )
+from jobs.tracking.redacted import redact_text_file, redacted_bytes, redacted_frame, redacted_items
 from jobs.tracking.sender import NOTE_TAG, Sender
 from jobs.tracking.uri import redact, run_url
 
@@ -191,15 +194,15 @@ class LiveTracker:
         description: str | None = None,
     ) -> None:
         """Create the run (RUNNING), or reopen ``known_runs[run_key]`` and set it RUNNING again."""
-        all_tags = {str(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
+        all_tags = {k: v[:MAX_TAG_VAL_LENGTH] for k, v in redacted_items(tags).items()}
         if description is not None:
-            all_tags[NOTE_TAG] = str(description)[:MAX_TAG_VAL_LENGTH]
-        self._put(Op(Kind.RUN, run_key, RunRequest(str(name), all_tags, parent_key, uuid.uuid4().hex)))
+            all_tags[NOTE_TAG] = redact(str(description))[:MAX_TAG_VAL_LENGTH]
+        self._put(Op(Kind.RUN, run_key, RunRequest(redact(str(name)), all_tags, parent_key, uuid.uuid4().hex)))
 
     def log_params(self, run_key: str, params: dict[str, Any]) -> None:
         """Params as strings cut to 6000 characters; one already logged is not sent again (a changed
         value is refused by MLflow: it is skipped with one warning)."""
-        items = [(str(k), str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
+        items = [(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in redacted_items(params).items()]
         for part in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self._put(Op(Kind.PARAMS, run_key, part))
 
@@ -212,7 +215,7 @@ class LiveTracker:
 
     def set_tags(self, run_key: str, tags: dict[str, str]) -> None:
         """Set run tags (a later value of a key wins)."""
-        items = [(str(k), str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
+        items = [(k, v[:MAX_TAG_VAL_LENGTH]) for k, v in redacted_items(tags).items()]
         for part in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self._put(Op(Kind.TAGS, run_key, dict(part)))
 
@@ -224,7 +227,7 @@ class LiveTracker:
         run's ``mlflow.loggedArtifacts`` tag, which is what makes the UI show it as a table.
         """
         try:
-            content = _serialize_table(frame, artifact_file)
+            content = _serialize_table(redacted_frame(frame), artifact_file)
         except Exception as err:
             self._reject(f"log table {artifact_file}", err)
             return
@@ -246,7 +249,9 @@ class LiveTracker:
         if not isinstance(content, (bytes, bytearray)) or not str(artifact_file).strip("/"):
             self._reject(f"log artifact {artifact_file}", ValueError("an artifact needs bytes and a file name"))
             return
-        self._put(Op(Kind.FILE, run_key, FileData(str(artifact_file), bytes(content))))
+        self._put(
+            Op(Kind.FILE, run_key, FileData(str(artifact_file), redacted_bytes(bytes(content), str(artifact_file))))
+        )
 
     def report_error(self, what: str, err: BaseException) -> None:
         """Count and warn (with the same limits as dropped operations) about something the caller
@@ -271,7 +276,13 @@ class LiveTracker:
 
     def log_dataset(self, run_key: str, frame: pd.DataFrame, name: str, source: str, digest: str) -> None:
         """Record the items a run was evaluated on as an MLflow dataset input (context "eval")."""
-        self._put(Op(Kind.DATASET, run_key, DatasetData(frame.copy(), str(name), str(source), str(digest))))
+        self._put(
+            Op(
+                Kind.DATASET,
+                run_key,
+                DatasetData(redacted_frame(frame).copy(), str(name), redact(str(source)), str(digest)),
+            )
+        )
 
     def finish(self, run_key: str, status: str = "FINISHED") -> None:
         """End the run: FINISHED, FAILED or KILLED."""
@@ -417,6 +428,7 @@ class LiveTracker:
         folder = Path(tempfile.mkdtemp(dir=spool))
         target = folder / path.name
         shutil.copyfile(path, target)
+        redact_text_file(target)  # sweep.yaml, report.html...: no secret leaves in an artifact
         return target
 
     # -- the thread -----------------------------------------------------------------------------
