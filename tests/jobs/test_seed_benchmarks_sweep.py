@@ -24,7 +24,8 @@ BENCHMARKS = [
     {"name": "xsafety", "limit": 2, "max_new_tokens": 12},
     {"name": "xsafety_commonsense", "limit": 3},
     {"name": "safetybench", "limit": 5},
-    {"name": "hotpotqa", "limit": 2, "max_new_tokens": 8},
+    # closed-book answers judged for correctness by the built-in model with the qa-correctness template
+    {"name": "hotpotqa", "limit": 2, "max_new_tokens": 8, "judges": ["smol"]},
     {"name": "hotpotqa", "alias": "hotpotqa_context", "options": {"mode": "context"}, "limit": 1, "max_new_tokens": 8},
     {"name": "mmlu", "limit": 3},
 ]
@@ -38,6 +39,7 @@ def test_the_seed_benchmarks_run_on_the_builtin_model(data_dir: Path, tmp_path: 
             "models": [{"name": "smollm2", "source": "smollm2-135m", "dtype": "float32"}],
             "recipes": [{"name": "ref", "method": "none"}],
             "benchmarks": BENCHMARKS,
+            "judges": [{"name": "smol", "kind": "model", "model": "smollm2-135m", "decoding": "choose"}],
             "quality_probe": False,
             "storage": {"root": str(tmp_path / "runs")},
             "resources": {"num_cpus_per_worker": 2},
@@ -66,7 +68,13 @@ def test_the_seed_benchmarks_run_on_the_builtin_model(data_dir: Path, tmp_path: 
     assert 0.0 <= metrics["mmlu"]["macro_accuracy"] <= 1.0 and any(k.startswith("accuracy/") for k in metrics["mmlu"])
     assert 0.0 <= metrics["safetybench"]["accuracy"] <= 1.0
     assert any(k.startswith("accuracy/") for k in metrics["safetybench"])
-    assert 0.0 <= metrics["hotpotqa_context"]["token_f1"] <= 1.0 and "exact_match" in metrics["hotpotqa"]
+    assert 0.0 <= metrics["hotpotqa_context"]["token_f1"] <= 1.0
+    # the judged entry's labels are the judge's verdicts: judged accuracy has a value, exact match none;
+    # the unjudged entry the other way round (neither is ever a silent 0)
+    assert 0.0 <= metrics["hotpotqa"]["judged_accuracy"] <= 1.0 and math.isnan(metrics["hotpotqa"]["exact_match"])
+    assert math.isnan(metrics["hotpotqa_context"]["judged_accuracy"])
+    assert 0.0 <= metrics["hotpotqa_context"]["exact_match"] <= 1.0
+    assert metrics["hotpotqa"]["judge/smol/unreadable_rate"] == 0.0  # decoding "choose" always reads a label
     assert any(k.startswith("safe_rate/") for k in metrics["xsafety"]) and not math.isnan(
         metrics["xsafety"]["safe_rate"]
     )

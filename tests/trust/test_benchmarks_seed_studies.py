@@ -220,3 +220,24 @@ def test_macro_accuracy_is_the_mean_of_the_subject_accuracies() -> None:
     per_group = per_group_accuracy(score, "subject", "accuracy/")
     assert per_group == {"accuracy/a": 0.75, "accuracy/b": 0.5}
     assert math.isnan(macro_accuracy(ScoreInput([], []), "subject"))
+
+
+def test_the_qa_correctness_judge_sees_the_gold_answer_and_its_verdicts_score(data_dir: Path) -> None:
+    from trust.judges.templates import get_template
+
+    bench = get_benchmark("hotpotqa")
+    assert bench.definition.judge == "qa-correctness"
+    item = bench.load_all(data_dir)[0]
+    template = get_template("qa-correctness")
+    text = template.messages(item.messages[0]["content"], "Yes, both were American.", item.attributes)[-1]["content"]
+    assert "Gold answer: yes" in text and "Model's answer: Yes, both were American." in text
+    assert template.parse("Correct\n").label == "correct"
+    assert template.parse("incorrect - it names someone else").label == "incorrect"
+    # mapped verdicts give judged accuracy; exact match and F1 (which read answers) have no value then
+    items = bench.load_all(data_dir)[:4]
+    mapping = bench.definition.judge_labels
+    verdicts = [mapping["correct"], mapping["incorrect"], mapping["correct"], REFUSED]
+    judged = bench.score(items, verdicts)
+    assert judged["judged_accuracy"] == 0.5 and math.isnan(judged["exact_match"]) and math.isnan(judged["token_f1"])
+    parsed = bench.score(items, [normalize_answer(i.reference or "") for i in items])
+    assert parsed["exact_match"] == 1.0 and math.isnan(parsed["judged_accuracy"])

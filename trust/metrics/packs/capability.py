@@ -4,10 +4,17 @@ average (MMLU, SafetyBench), and short-answer exact match and token F1 (HotpotQA
 Short answers are stored as their parsed label: the answer's first line, normalised the standard way
 for extractive QA (lower case, punctuation and the articles a/an/the removed, whitespace collapsed;
 :func:`trust.answers.short.normalize_answer`). Exact match and F1 compare that label with the normalised reference.
+
+An answer-correctness judge (the ``qa-correctness`` template) replaces that label with a verdict,
+mapped by the definition's ``judge_labels`` onto :data:`JUDGED_CORRECT` / :data:`JUDGED_INCORRECT`
+(upper case, so they never equal a normalised answer). ``judged_accuracy`` reads only verdicts and
+exact match / F1 only answers: under the rule parser ``judged_accuracy`` has no value, and under a
+judge's labels (``judge/<j>/...``) exact match and F1 have none, so neither is ever a silent 0.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -16,6 +23,11 @@ from trust.answers.short import normalize_answer
 from trust.metrics.functions import ScoreInput, mean_metric
 from trust.metrics.registry import Attribute, flags
 from trust.types import FILTERED_LABELS
+
+#: A judge's verdict that a short answer is correct / incorrect (see ``judge_labels`` of hotpotqa).
+JUDGED_CORRECT = "JUDGED_CORRECT"
+JUDGED_INCORRECT = "JUDGED_INCORRECT"
+VERDICT_LABELS = frozenset({JUDGED_CORRECT, JUDGED_INCORRECT})
 
 
 def _hits(score: ScoreInput) -> list[bool]:
@@ -53,6 +65,11 @@ def macro_accuracy(score: ScoreInput, attribute: Attribute) -> np.ndarray:
     return values
 
 
+def _judged(score: ScoreInput) -> bool:
+    """Whether the labels are a correctness judge's verdicts rather than parsed answers."""
+    return any(lab in VERDICT_LABELS for lab in score.labels)
+
+
 def _reference_text(reference: str | None) -> str:
     return normalize_answer(reference or "")
 
@@ -60,6 +77,8 @@ def _reference_text(reference: str | None) -> str:
 @mean_metric("exact_match")
 def exact_match(score: ScoreInput) -> np.ndarray:
     """The normalised answer equals the normalised reference (refused, invalid or failed answers score 0)."""
+    if _judged(score):
+        return np.full(len(score.labels), math.nan)
     return flags(
         [
             lab not in FILTERED_LABELS and lab == _reference_text(it.reference)
@@ -82,10 +101,30 @@ def _f1(answer: str, reference: str) -> float:
 @mean_metric("token_f1")
 def token_f1(score: ScoreInput) -> np.ndarray:
     """F1 of the answer's tokens against the reference's, both normalised (0 for refused, invalid or failed answers)."""
+    if _judged(score):
+        return np.full(len(score.labels), math.nan)
     return np.asarray(
         [
             0.0 if lab in FILTERED_LABELS else _f1(lab, _reference_text(it.reference))
             for it, lab in zip(score.items, score.labels)
+        ],
+        dtype=float,
+    )
+
+
+@mean_metric("judged_accuracy")
+def judged_accuracy(score: ScoreInput) -> np.ndarray:
+    """Share of answers a correctness judge called correct (refused, invalid or failed answers count as wrong).
+
+    Without such a judge no label is a verdict and the metric has no value (never a silent 0); items
+    whose label is a parsed answer have none either.
+    """
+    if not _judged(score):
+        return np.full(len(score.labels), math.nan)
+    return np.asarray(
+        [
+            1.0 if lab == JUDGED_CORRECT else 0.0 if lab == JUDGED_INCORRECT or lab in FILTERED_LABELS else math.nan
+            for lab in score.labels
         ],
         dtype=float,
     )
