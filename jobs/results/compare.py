@@ -154,7 +154,10 @@ def higher_is_better(run: BenchmarkRun, metric: str) -> bool | None:
     if spec is not None and spec.metric == metric:
         return bool(spec.higher_is_better)
     lowered = metric.lower()
-    if any(word in lowered for word in ("invalid", "error", "over_refusal", "abstain", "difference", "gap")):
+    if any(
+        word in lowered
+        for word in ("invalid", "error", "over_refusal", "abstain", "difference", "gap", "unsafe", "attack_success")
+    ):
         return False
     if any(word in lowered for word in ("accuracy", "score", "mc1", "mc2", "safe", "agreement")):
         return True

@@ -248,3 +248,8 @@ def test_declared_direction_decides_over_the_metric_name(tmp_path: Path) -> None
     assert higher_is_better(run, "accuracy") is True  # declared by the function
     assert higher_is_better(run, "invalid_rate") is False
     assert higher_is_better(run, "farm_yes_rate") is None  # label_rate: depends on the benchmark
+
+    # by name alone: an unsafe rate is lower-is-better although its name contains "safe"
+    opensafetymini = SimpleNamespace(benchmark=get_benchmark("opensafetymini"))
+    assert higher_is_better(opensafetymini, "unsafe_rate") is False
+    assert higher_is_better(opensafetymini, "safe_rate") is True
