@@ -16,8 +16,9 @@ from jobs.cli import app
 from jobs.data_fetch import SOURCES_FILE, load_sources
 from jobs.data_ready import prepare_data_dir
 from jobs.plan.build import build_plan
-from jobs.spec.load import load_spec
+from jobs.spec.load import load_spec, parse_spec
 from tests.support.file_server import FileServer
+from tests.support.pipeline_helpers import fake_sweep, planned_keys, run
 from trust.benchmarks.bundle import BUNDLE_DIR, bundled_files
 from trust.benchmarks.catalog import BENCHMARKS, get_benchmark
 from trust.benchmarks.data import BenchmarkDataError
@@ -206,3 +207,16 @@ def test_demo_resolves_from_the_bundle_without_any_data_folder(tmp_path: Path, d
     # the demo's item keys are the ones the original files give
     spec = load_spec(DEMO)
     assert build_plan(spec, cache).keys == build_plan(spec, data_dir).keys
+
+
+def test_a_sweep_runs_from_the_bundle_with_the_keys_of_the_offline_copy(
+    cache: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    # The demo's two benchmarks on the fake engine with no data folder named at all: the data cache,
+    # filled from the bundled files, gives the item keys the offline copy gives.
+    spec = fake_sweep(tmp_path, items=3, shard_size=3)
+    outcome = run(spec, tmp_path, None)
+    assert not outcome.failed and outcome.items_computed == 6
+    assert _leftovers(cache) == sorted(bundled_files())
+    from_copy = build_plan(parse_spec(spec), data_dir).keys
+    assert planned_keys(outcome) == {key for keys in from_copy.values() for key in keys}
