@@ -589,6 +589,12 @@ def quantize(
     storage_root: str | None = typer.Option(None, "--storage-root", help="Where the sweep's manifest is kept."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache."),
     variant_cache: str | None = typer.Option(None, "--variant-cache", help=VARIANT_CACHE_HELP),
+    rebuild_check: bool = typer.Option(
+        False,
+        "--rebuild-check",
+        help="Then build every cached variant again into a temporary folder and compare its weights digest "
+        "with the cached one: prints match or mismatch (with the largest weight difference); exit 1 on a mismatch.",
+    ),
 ) -> None:
     """Quantize (into the variant cache), load and probe every variant of a sweep, without evaluating."""
     spec = _load(sweep)
@@ -607,7 +613,7 @@ def quantize(
     from jobs.tracking.uri import TrackingUriError
 
     try:
-        outcome = prepare_sweep(spec, options, console)
+        outcome = prepare_sweep(spec, options, console, rebuild_check=rebuild_check)
     except (BenchmarkDataError, ModelSourceError, TrackingUriError, SpecError) as err:
         _fail(str(err))
         return
@@ -615,6 +621,9 @@ def quantize(
     if outcome.failed:
         for name, error in sorted(outcome.failed.items()):
             err_console.print(f"[red]failed[/] {name}: {error.splitlines()[0][:300]}")
+    if outcome.mismatched:
+        err_console.print(f"[red]rebuild check failed[/] for {', '.join(outcome.mismatched)}: see above")
+    if outcome.failed or outcome.mismatched:
         raise typer.Exit(1)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from jobs.plan.build import Variant, build_variants, resolve_variant_cache
-from jobs.results.variant_reports import quant_metrics, variants_table
+from jobs.results.variant_reports import quant_metrics, variants_table, weights_tags
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.sweep import SweepStore
@@ -31,6 +31,13 @@ class PrepareOutcome:
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Variant -> its rebuild check (``--rebuild-check``; see :class:`cluster.variants.rebuild.RebuildCheck`)."""
+
+    @property
+    def mismatched(self) -> list[str]:
+        """Variants whose rebuilt weights differ from the cached ones (or whose check failed)."""
+        return sorted(name for name, check in self.checks.items() if check.get("status") not in ("match", "skipped"))
 
 
 def _data_dir_if_needed(spec: SweepSpec, option: str | Path | None) -> Path | None:
@@ -43,11 +50,18 @@ def _data_dir_if_needed(spec: SweepSpec, option: str | Path | None) -> Path | No
         return None
 
 
-def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> PrepareOutcome:
-    """Prepare every variant of ``spec`` (fake-engine models are skipped); record reports in the store and MLflow."""
+def prepare_sweep(
+    spec: SweepSpec, options: RunOptions, console: Console, *, rebuild_check: bool = False
+) -> PrepareOutcome:
+    """Prepare every variant of ``spec`` (fake-engine models are skipped); record reports in the store and MLflow.
+
+    With ``rebuild_check``, every cached variant that is ready is then built again into a
+    temporary folder (a Ray task with its worker's resources) and its weights compared with the
+    cache entry's (:func:`cluster.variants.rebuild.rebuild_check`).
+    """
     import ray
 
-    from cluster.runtime import WorkerResources, start_prepare_task, start_ray, stop_ray
+    from cluster.runtime import WorkerResources, start_prepare_task, start_ray, start_rebuild_check_task, stop_ray
 
     data_dir = _data_dir_if_needed(spec, options.data_dir)
     variants = build_variants(spec, data_dir, resolve_variant_cache(options.variant_cache, spec))
@@ -85,11 +99,57 @@ def prepare_sweep(spec: SweepSpec, options: RunOptions, console: Console) -> Pre
                 f"[green]ready[/] {name} ({report.get('storage', '?')}, cache {report.get('cache', '-')}, "
                 f"probe perplexity {float(report.get('probe_perplexity', 'nan')):.4g}) after {time.perf_counter() - started:.0f} s"
             )
+        if rebuild_check:
+            ready = {name: real[name] for name in outcome.reports}
+            checks = {
+                start_rebuild_check_task(v.worker_config(), resources_of(v), cache_dir): n for n, v in ready.items()
+            }
+            _collect_checks(checks, outcome, console)
     finally:
         if info.started_here and not options.address:
             stop_ray()
     _record(spec, options, outcome, console)
     return outcome
+
+
+def _collect_checks(refs: dict[Any, str], outcome: PrepareOutcome, console: Console) -> None:
+    """Wait for the rebuild checks and print one line per variant (a mismatch with where the weights differ)."""
+    import ray
+
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        name = refs[done[0]]
+        try:
+            check = ray.get(done[0])
+        except Exception as err:
+            check = {
+                "variant": name,
+                "status": "failed",
+                "detail": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            }
+        outcome.checks[name] = check
+        console.print(check_line(check))
+
+
+def check_line(check: dict[str, Any]) -> str:
+    """One console line for a rebuild check."""
+    name, status = check.get("variant"), check.get("status")
+    cached, rebuilt = check.get("cached_sha256") or "-", check.get("rebuilt_sha256") or "-"
+    where = f" (rebuilt on {check.get('host')} with {check.get('threads')} threads in {check.get('rebuild_s')} s)"
+    if status == "match":
+        line = f"[green]rebuild check[/] {name}: match, weights sha256 {cached[:16]}{where}"
+    elif status == "mismatch":
+        line = (
+            f"[red]rebuild check[/] {name}: MISMATCH, cached {cached[:16]} vs rebuilt {rebuilt[:16]}{where}: "
+            f"{check.get('detail')}"
+        )
+    else:
+        line = f"[yellow]rebuild check[/] {name}: {status}: {check.get('detail')}"
+    recorded = check.get("recorded_sha256")
+    if recorded and check.get("cached_sha256") and recorded != check["cached_sha256"]:
+        line += f"; the cached files changed since they were built (the entry recorded {recorded[:16]})"
+    return line
 
 
 def _record(spec: SweepSpec, options: RunOptions, outcome: PrepareOutcome, console: Console) -> None:
@@ -99,6 +159,8 @@ def _record(spec: SweepSpec, options: RunOptions, outcome: PrepareOutcome, conso
     workers = dict(manifest.get("workers", {}))
     workers.update(outcome.reports)
     manifest["workers"] = workers
+    if outcome.checks:
+        manifest["rebuild_checks"] = outcome.checks
     store.write_manifest(manifest)
     quant_reports = {name: r.get("quantization", {}) for name, r in outcome.reports.items()}
     tracker = Tracker(
@@ -113,5 +175,8 @@ def _record(spec: SweepSpec, options: RunOptions, outcome: PrepareOutcome, conso
                 run_id, {f"{name}.{k.removeprefix('quant.')}": v for k, v in quant_metrics(report).items()}
             )
         tracker.log_table(run_id, variants_table(outcome.variants, quant_reports), "variants.json")
+        tags = {f"{name}.{tag}": value for name, r in quant_reports.items() for tag, value in weights_tags(r).items()}
+        tags.update({f"{name}.rebuild_check": str(c.get("status")) for name, c in outcome.checks.items()})
+        tracker.set_tags(run_id, tags)
         tracker.finish(run_id, failed=bool(outcome.failed))
     outcome.run_id = run_id

@@ -26,7 +26,7 @@ from jobs.plan.build import Plan, Shard
 from jobs.plan.naming import ensemble_names, reference_variants, short_names
 from jobs.results.colours import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
 from jobs.results.scoring import LabelCache, ResultRow, perspective_table
-from jobs.results.variant_reports import quant_metrics, quant_params, variants_table
+from jobs.results.variant_reports import quant_metrics, quant_params, variants_table, weights_tags
 from jobs.store.sweep import SweepStore
 from jobs.tracking import LiveTracker, resolve_tracking_uri
 from jobs.tracking.comparison import (
@@ -294,10 +294,13 @@ class SweepTracking:
             return
         self._logged_engines.add(variant)
         params, metrics = self._report_params(info)
+        tags = weights_tags(info.get("quantization", {}) or {})
         for bench in self.plan.benchmarks:
             self.tracker.log_params(self.variant_key(variant, bench), params)
             if metrics:
                 self.tracker.log_metrics(self.variant_key(variant, bench), metrics)
+            if tags:
+                self.tracker.set_tags(self.variant_key(variant, bench), tags)
 
     @staticmethod
     def _report_params(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
