@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from cluster.storage.redact import redact
 from jobs.plan.build import Plan
 from jobs.results.compare import Comparison
 from jobs.store.sweep import SweepStore
@@ -31,7 +32,7 @@ def write_report(
     """
     from jobs.results.html import render_report
 
-    text = render_report(plan, comparison, partial=partial)
+    text = redact(render_report(plan, comparison, partial=partial))  # no URI's credentials in the report
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
