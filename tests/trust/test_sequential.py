@@ -151,3 +151,17 @@ def test_bad_inputs_say_what_to_fix() -> None:
     with pytest.raises(ValueError, match="finite"):
         cmp.update([0.0, float("nan")])
     assert cmp.n == 0
+
+
+def test_each_betting_interval_is_one_piece() -> None:
+    """The surviving candidate means form one run of the grid at every look (the bench's coarse grid relies on it)."""
+    streams = 100
+    seq = BettingSequence(delta_grid(200, margin=0.02), alpha=0.05, streams=streams)
+    data = paired(0.03, 0.85, (streams, 400), seed=10)
+    threshold = np.log(20.0)
+    for n in range(20, 401, 20):
+        seq.update(data[:, n - 20 : n])
+        alive = np.logaddexp(seq.log_up, seq.log_down) - np.log(2.0) < threshold
+        for row in alive:
+            where = np.flatnonzero(row)
+            assert where.size > 0 and where[-1] - where[0] + 1 == where.size

@@ -24,8 +24,9 @@ betting" (JRSS-B 2023); both work on ``X_i = (Δ_i + 1) / 2 ∈ [0, 1]`` and map
   surviving grid points widened by one grid step each side, so a true mean between two grid points
   is still covered. Cost: ``O(grid)`` per item, vectorised with numpy.
 * :class:`BernsteinSequence` (``method="bernstein"``) — the predictable plug-in empirical-Bernstein
-  sequence of the same paper (Theorem 2; cf. Howard et al. 2021): closed form, ``O(1)`` per item,
-  somewhat wider than the betting sequence when the pair mostly agrees.
+  sequence of the same paper (cf. Howard et al. 2021, "Time-uniform, nonparametric, nonasymptotic
+  confidence sequences", AoS): closed form, ``O(1)`` per item, somewhat wider than the betting
+  sequence when the pair mostly agrees.
 
 Both are deterministic: the same values in the same order give bit-identical intervals however they
 are split into updates (sums are always accumulated item by item in order), so a resumed sweep that
