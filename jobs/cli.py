@@ -457,7 +457,12 @@ def report(
     sweep_dir: str = typer.Argument(
         ..., help="A sweep's folder in the store (local path or URI), e.g. qtrust-runs/demo."
     ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="Take the items from this benchmark data folder instead of the copy the sweep's store keeps "
+        "(needed only for sweeps stored without one; then $QTRUST_DATA_DIR, else the data cache).",
+    ),
     metrics: str | None = typer.Option(None, "--metrics", help=METRICS_HELP),
     long: bool = typer.Option(False, "--long", help="One row per variant and metric instead of one table per metric."),
     out: Path | None = typer.Option(
@@ -503,12 +508,11 @@ def report(
     from jobs.results.stored import StoredSweepError, load_stored_sweep
     from jobs.results.tables import print_perspectives, print_results
     from jobs.tracking.report import log_report_to_mlflow
-    from trust.benchmarks.data import resolve_data_dir
 
     if verify_store:
         raise typer.Exit(_verify_store(sweep_dir, data_dir))
     try:
-        stored = load_stored_sweep(sweep_dir, resolve_data_dir(data_dir))
+        stored = load_stored_sweep(sweep_dir, data_dir)
     except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
         _fail(str(err))
         return
@@ -555,15 +559,13 @@ def report(
 
 def _verify_store(sweep_dir: str, data_dir: Path | None) -> int:
     """``qtrust report --verify-store``: every shard read and checked; the exit code (0 ok, 1 not)."""
-    from jobs.plan.build import build_plan, resolve_variant_cache
-    from jobs.results.stored import StoredSweepError, stored_spec
+    from jobs.results.stored import StoredSweepError, stored_plan, stored_spec
     from jobs.results.verify_store import print_verification, verify_plan
     from jobs.store.health import check_folder
-    from trust.benchmarks.data import resolve_data_dir
 
     try:
         spec, store = stored_spec(sweep_dir)
-        plan = build_plan(spec, resolve_data_dir(data_dir), variant_cache=resolve_variant_cache(None, spec))
+        plan = stored_plan(spec, store, data_dir)
     except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
         _fail(str(err))
         return 2

@@ -48,6 +48,7 @@ from jobs.spec.remote_code import remote_code_models, remote_code_warnings
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
 from jobs.store.driver_log import TRACEBACKS, driver_log
+from jobs.store.plan_snapshot import write_plan_snapshot
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
 from jobs.store.response_cache import ResponseCache
 from jobs.store.shards import ScanResult
@@ -320,6 +321,7 @@ def _run_locked(
     timings: dict[str, float],
 ) -> SweepOutcome:
     store.write_spec(dump_spec(redacted_spec(spec)))
+    write_plan_snapshot(store, plan)  # the items, so that `qtrust report` needs no data folder
     previous = store.read_manifest()
     t = time.perf_counter()
     scan = _scan(store, console, verify=options.verify_store)

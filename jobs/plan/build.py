@@ -263,18 +263,24 @@ def load_benchmarks(spec: SweepSpec, data_dir: Path, limit: int | None = None) -
     return runs
 
 
-def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | None = None) -> dict[str, Variant]:
-    """Every (model, recipe) of the sweep, with identities and calibration sets resolved."""
+def build_variants(
+    spec: SweepSpec, data_dir: Path | None, variant_cache: str | None = None, *, calibration: bool = True
+) -> dict[str, Variant]:
+    """Every (model, recipe) of the sweep, with identities and calibration sets resolved.
+
+    ``calibration=False`` leaves calibration sets out (their texts are needed to quantize and to key a
+    variant, not to score stored answers whose keys come from elsewhere, e.g. the store's plan snapshot).
+    """
     identities = {m.name: model_identity(m.source, m.revision) for m in spec.models}
     calibrations: dict[str, CalibrationSet] = {}
     variants = {}
     for model, recipe in spec.variant_pairs():
         name = spec.variant_name(model, recipe)
-        calibration = None
-        if recipe.calibration is not None:
+        drawn = None
+        if recipe.calibration is not None and calibration:
             if recipe.name not in calibrations:
                 calibrations[recipe.name] = resolve_calibration(recipe.calibration, data_dir)
-            calibration = calibrations[recipe.name]
+            drawn = calibrations[recipe.name]
         identity = identities[model.name]
         if recipe.checkpoint_source:
             identity = model_identity(recipe.checkpoint_source, recipe.revision)
@@ -284,7 +290,7 @@ def build_variants(spec: SweepSpec, data_dir: Path | None, variant_cache: str | 
             model=model,
             recipe=recipe,
             identity=identity,
-            calibration=calibration,
+            calibration=drawn,
             checkpoint_bits=info.bits if info is not None and recipe.bits is None else None,
             quality_probe=spec.quality_probe,
             variant_cache=variant_cache,

@@ -82,12 +82,37 @@ def stored_spec(sweep_dir: str | Path) -> tuple[SweepSpec, SweepStore]:
         raise StoredSweepError(str(err)) from err
 
 
-def load_stored_sweep(sweep_dir: str | Path, data_dir: Path) -> StoredSweep:
-    """Plan the sweep from its stored ``sweep.yaml`` and score every stored answer and judgment."""
+def stored_plan(spec: SweepSpec, store: SweepStore, data_dir: Path | None = None) -> Plan:
+    """The plan of a stored sweep: its items from the store's plan snapshot (:mod:`jobs.store.plan_snapshot`),
+    or from the benchmark files under ``data_dir`` when it is given (or when the store holds no snapshot:
+    then ``$QTRUST_DATA_DIR`` or the data cache; ``StoredSweepError`` when the files are not there either)."""
     from jobs.plan.build import resolve_variant_cache
+    from jobs.store.plan_snapshot import SnapshotMissing, load_plan_snapshot
+    from trust.benchmarks.data import BenchmarkDataError, resolve_data_dir
 
+    variant_cache = resolve_variant_cache(None, spec)
+    missing: SnapshotMissing | None = None
+    if data_dir is None:
+        try:
+            return load_plan_snapshot(spec, store, variant_cache)
+        except SnapshotMissing as err:
+            missing = err
+    try:
+        return build_plan(spec, resolve_data_dir(data_dir), variant_cache=variant_cache)
+    except BenchmarkDataError as err:
+        if missing is None:
+            raise
+        raise StoredSweepError(
+            f"{missing}: the store does not hold this sweep's items (stored by an older qtrust?); pass "
+            f"--data-dir DIR, the benchmark files hold the items and references that scoring needs ({err})"
+        ) from None
+
+
+def load_stored_sweep(sweep_dir: str | Path, data_dir: Path | None = None) -> StoredSweep:
+    """Plan the sweep (:func:`stored_plan`) from its stored ``sweep.yaml`` and score every stored answer
+    and judgment."""
     spec, store = stored_spec(sweep_dir)
-    plan = build_plan(spec, data_dir, variant_cache=resolve_variant_cache(None, spec))
+    plan = stored_plan(spec, store, data_dir)
     records = store.scan().records
     judgments = store.scan_judgments().records if plan.judges else None
     results = compute_results(plan, records, judgments)

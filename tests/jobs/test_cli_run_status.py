@@ -122,6 +122,7 @@ def test_run_starts_a_private_ray_and_status_follows_it(
     assert after["state"] == "finished" and after["lock_holder"] is None and not after["stale"]
     assert after["totals"]["done"] == after["totals"]["planned"] == 24 and after["totals"]["pending"] == 0
     assert after["progress"]["tiny-ref"]["xstest"] == {"planned": 12, "done": 12, "failed": 0, "pending": 0}
+    assert after["store"]["shards"] == 12 and after["store"]["problems"] == []  # status checked the store
     assert sum(r["items_done"] for r in after["pools"]["generate:tiny-ref"]["replicas"]) == 24
     text = subprocess.run([QTRUST, "status", str(sweep_dir)], capture_output=True, text=True, env=env, timeout=60)
     assert text.returncode == 0 and "finished" in text.stdout and "tiny-ref" in text.stdout
@@ -141,3 +142,11 @@ def test_run_starts_a_private_ray_and_status_follows_it(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "24 already stored, 4 to compute" in again.stdout
     assert "Items: 4 computed" in again.stdout
+    # the report needs no data folder: the run kept the sweep's items in its store
+    bare = {k: v for k, v in env.items() if k != "QTRUST_DATA_DIR"}
+    report = subprocess.run(
+        [QTRUST, "report", str(sweep_dir), "--no-mlflow"], capture_output=True, text=True, env=bare, timeout=120
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "PARTIAL" not in report.stdout and "machine_ethics" in report.stdout
+    assert (sweep_dir / "plan" / "contexts.json").is_file() and (sweep_dir / "report.html").is_file()

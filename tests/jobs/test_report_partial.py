@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from jobs.plan.build import build_plan
 from jobs.spec.load import dump_spec, parse_spec
+from jobs.store.plan_snapshot import write_plan_snapshot
 from jobs.store.sweep import SweepStore
 from tests.support.helpers import generation_row, sweep_dict
 from tests.support.mlflow_store import sqlite_store
@@ -55,6 +56,7 @@ def pristine(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.Temp
         store.commit_generations(variant, bench, rows[:4])
         store.commit_generations(variant, bench, rows[4:])
     store.scan()  # writes the index segment, as a run's index writer does
+    write_plan_snapshot(store, plan)  # as the runner does when a run starts
     store.write_manifest({"sweep": spec.name, "state": "finished", "totals": {"planned": 32, "done": 32}})
     return Path(store.dir)
 
@@ -213,3 +215,22 @@ def test_status_of_a_sweep_whose_driver_died_shows_no_eta(sweep_dir: Path) -> No
     text = _status(sweep_dir)
     assert "driver not running" in text
     assert "ETA" not in text and "16s" not in text
+
+
+def test_report_needs_no_data_dir(sweep_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_data = _report(sweep_dir, data_dir, "--no-mlflow", "--long")
+    assert with_data.exit_code == 0, with_data.output
+    monkeypatch.delenv("QTRUST_DATA_DIR", raising=False)
+    from jobs.cli import app
+
+    alone = CliRunner().invoke(app, ["report", str(sweep_dir), "--no-mlflow", "--long"])
+    assert alone.exit_code == 0, alone.output
+    tables = lambda text: text.split("HTML report")[0]  # noqa: E731
+    assert tables(alone.output) == tables(with_data.output) and "machine_ethics" in alone.output
+    check = CliRunner().invoke(app, ["report", str(sweep_dir), "--verify-store"])
+    assert check.exit_code == 0 and "every planned item is stored (32)" in check.output, check.output
+
+    shutil.rmtree(sweep_dir / "plan")  # a sweep stored by an older qtrust: the data folder is needed
+    old = CliRunner().invoke(app, ["report", str(sweep_dir), "--no-mlflow"])
+    assert old.exit_code == 2 and "Traceback" not in old.output
+    assert "contexts.json not found" in old.output and "--data-dir DIR" in old.output
