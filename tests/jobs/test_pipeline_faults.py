@@ -379,28 +379,40 @@ def full_disk(tmp_path: Path):
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
+        handle = os.open(mount / "ballast", os.O_WRONLY | os.O_CREAT)
         try:
-            with open(mount / "ballast", "wb") as ballast:
-                while True:
-                    ballast.write(b"\0" * 4096)
-                    ballast.flush()
+            while True:
+                os.write(handle, b"\0" * 4096)
         except OSError as err:
             assert err.errno == 28
+        finally:
+            os.close(handle)
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_store_full_at_start_is_one_line(full_disk: Path, data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("pages_free", "code", "says"),
+    [
+        (0, 2, "cannot write a file in"),  # the start-up probe of the root finds it (cluster/storage/writable.py)
+        (1, 1, "nothing was started"),  # the probe's page fits, the lock takes it, the spec does not fit
+    ],
+)
+def test_a_store_full_at_start_is_one_line(
+    full_disk: Path, data_dir: Path, tmp_path: Path, pages_free: int, code: int, says: str
+) -> None:
+    ballast = full_disk / "ballast"
+    size = ballast.stat().st_size
+    os.truncate(ballast, size - size % 4096 - 4096 * pages_free)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump(fake_sweep(full_disk, items=ITEMS)))
     result = invoke(driver_args("run", sweep, tmp_path, data_dir))
     lines = [line for line in result.output.splitlines() if line.strip()]
-    # 2: the start-up probe of the root found it (cluster/storage/writable.py); 1: the disk filled
-    # between that probe and the lock, the spec or the manifest (jobs.runner.StoreFull).
-    assert result.exit_code in (1, 2), result.output[-3000:]
+    assert result.exit_code == code, result.output[-3000:]
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), result.exception
     assert len(lines) == 1 and str(full_disk / "runs") in lines[0] and "the disk is full" in lines[0], lines
+    assert says in lines[0], lines
 
 
 def test_a_tracking_store_that_never_answers_is_told_and_resume_logs_everything_there(
