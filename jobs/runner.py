@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import posixpath
 import signal
 import threading
 import time
@@ -573,11 +574,14 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
     A failure here never loses the sweep's results (they are stored): it is said and the run goes on.
     """
     from jobs.results.compare import compare_results
+    from jobs.results.completeness import completeness
     from jobs.results.report_file import local_copy, write_report
 
     try:
         outcome.comparison = compare_results(outcome.plan, outcome.results, outcome.quant_reports)
-        outcome.report_path = write_report(outcome.plan, outcome.comparison, outcome.store)
+        complete = completeness(outcome.results)  # failed shards: a partial report, never report.html
+        partial = complete.lines() if complete.partial else None
+        outcome.report_path = write_report(outcome.plan, outcome.comparison, outcome.store, partial=partial)
     except Exception as err:
         console.print(
             f"[yellow]The comparison report could not be built ({type(err).__name__}: {err}); "
@@ -587,7 +591,8 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
     log = getattr(tracking, "log_comparison", None)
     if log is not None:
         c = outcome.comparison
-        log(c.frame, c.matrices, c.perspectives, local_copy(outcome.report_path))
+        report = local_copy(outcome.report_path, posixpath.basename(outcome.report_path))
+        log(c.frame, c.matrices, c.perspectives, report)
 
 
 def _print_plan(console: Console, plan: Plan, state: SweepState, shards: list[Shard], detailed: bool) -> None:

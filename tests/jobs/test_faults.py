@@ -88,11 +88,16 @@ def test_broken_variant_fails_alone_and_resume_computes_only_its_shards(
     manifest = outcome.store.read_manifest()
     assert set(manifest["failed_shards"]) == bad_shards
     assert manifest["progress"]["bad-ref"]["xstest"]["failed"] == 6 and manifest["state"] == "failed"
+    # its report lacks the broken variant's items: partial, beside where the final report goes
+    assert outcome.report_path.endswith("report-partial.html")
+    assert "id='partial-report'" in Path(outcome.report_path).read_text()
+    assert not (Path(outcome.store.dir) / "report.html").exists()
 
     spec["models"][1]["engine_options"] = {}
     again = run_sweep(parse_spec(spec), options(tmp_path, data_dir))
     assert not again.failed
     assert again.items_computed == bad_items and again.reused == outcome.plan.n_requests - bad_items
+    assert again.report_path.endswith("/report.html") and "partial-report" not in Path(again.report_path).read_text()
 
 
 def test_a_hanging_shard_times_out_and_is_recorded_as_failed(
