@@ -183,7 +183,8 @@ def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir:
         assert params["judge.qk.endpoint.base_url"] == f"{stub.base_url}?api_key=***"
         with urllib.request.urlopen(f"{base}/get-artifact?run_id={parent_id}&path=judges.json", timeout=30) as got:
             outputs["judges.json artifact"] = got.read().decode()
-        assert "qtuser:***@" in outputs["judges.json artifact"].replace("\\/", "/")
+        shown_judges = outputs["judges.json artifact"].replace("\\/", "/")  # the judges of the last run (resume)
+        assert f"qtuser:***@{judge_host}" in shown_judges or f"{stub.base_url}?api_key=***" in shown_judges
         with urllib.request.urlopen(f"{base}/get-artifact?run_id={parent_id}&path=sweep.yaml", timeout=30) as got:
             outputs["sweep.yaml artifact"] = got.read().decode()
         assert "qtuser:***@" in outputs["sweep.yaml artifact"] and "api_key=***" in outputs["sweep.yaml artifact"]
