@@ -36,7 +36,17 @@ class RedactingStream:
         stream = self._target() if callable(self._target) else self._target
         return getattr(stream, "rich_proxied_file", stream)
 
-    def write(self, text: str) -> int:
+    def write(self, text: str | bytes) -> int:
+        if isinstance(text, (bytes, bytearray)):
+            # click's echo writes bytes to a stream it takes for binary: redact the text, keep the bytes
+            shown = redact(bytes(text).decode("utf-8", errors="replace"))
+            buffer = getattr(self.target, "buffer", None)
+            if buffer is None:
+                self.target.write(shown)
+            else:
+                self.target.flush()
+                buffer.write(shown.encode("utf-8"))
+            return len(text)
         self.target.write(redact(text))
         return len(text)
 

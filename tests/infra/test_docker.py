@@ -132,7 +132,7 @@ def test_image_runs_as_non_root_with_data_from_a_volume(flavour: str) -> None:
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"the final USER must be a numeric non-root uid (got {users[-1]})"
     env = " ".join(rest for word, rest in steps if word == "ENV")
-    assert re.search(r"\bQTRUST_DATA_DIR=/data\b", env)
+    assert re.search(r"\bQTRUST_DATA_CACHE=/data\b", env)
     assert re.search(r"\bPATH=/opt/venv/bin:", env)  # ray and qtrust from the image's virtualenv
     assert any(word == "RUN" and "chown qtrust:qtrust /data" in rest for word, rest in steps)
     copies = [rest for word, rest in steps if word in ("COPY", "ADD")]

@@ -438,3 +438,15 @@ def test_repository_paths_exist() -> None:
             if problem:
                 problems.append(f"{snippet.where()}: {problem}; fix the path in the doc")
     _report(problems)
+
+
+def test_the_real_qtrust_help_prints_text_only(tmp_path: Path) -> None:
+    """The installed command's help, through its redacting stdout: click writes bytes there, which
+    once came out as ``b''b'\\n'`` after the help text."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "jobs", "data", "fetch", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Download benchmark files" in shown and "b'" not in shown, shown[-200:]
