@@ -184,13 +184,19 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument(
+        "--variant-cache",
+        type=Path,
+        help="keep the built variants in this folder (default: a temporary one); a variant already there is "
+        "loaded, not built, and its row says 'cached' instead of build times",
+    )
     args = parser.parse_args()
 
     model_path = resolve_model_path(args.model)
     identity = model_identity(args.model)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="qtrust-bench-variants-") as tmp:
-        cache = Path(tmp)
+        cache = args.variant_cache or Path(tmp)
         rows.append(measure(model_path, identity, QuantRecipe(), cache, args.threads))
         print(table(rows[-1:]), flush=True)
         for method in args.methods:
