@@ -60,7 +60,10 @@ def driver_log(store: SweepStore) -> Iterator[Path | None]:
         yield path
     finally:
         TRACEBACKS.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()  # flushes: on a full disk the last lines are lost, not raised
+        except OSError:
+            pass
 
 
 __all__ = ["LOG_FILE", "TRACEBACKS", "driver_log"]

@@ -371,25 +371,75 @@ def test_a_full_store_stops_the_sweep_with_one_line_and_resume_completes(
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path):
-    """A real filesystem with no room left: a small tmpfs filled up (root only; unmounted after)."""
-    mount = tmp_path / "full"
+def small_disk(tmp_path: Path):
+    """A real, small filesystem of its own: a 4 MiB tmpfs (root only; unmounted after)."""
+    mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
-        handle = os.open(mount / "ballast", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(handle, b"\0" * 4096)
-        except OSError as err:
-            assert err.errno == 28
-        finally:
-            os.close(handle)
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last page with a ballast file (returned, to free the room again)."""
+    ballast = disk / "ballast"
+    handle = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(handle, b"\0" * 65536)
+    except OSError as err:
+        assert err.errno == 28
+    try:
+        while True:
+            os.write(handle, b"\0" * 4096)
+    except OSError as err:
+        assert err.errno == 28
+    finally:
+        os.close(handle)
+    return ballast
+
+
+@pytest.fixture
+def full_disk(small_disk: Path):
+    """A real filesystem with no room left."""
+    fill(small_disk)
+    return small_disk
+
+
+def test_a_disk_filling_up_mid_run_is_one_line_not_a_flood(
+    baseline: dict[str, Any], local_ray, small_disk: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The whole driver (``qtrust run``, its logging) on a real tmpfs that fills up after the first shard."""
+    sweep = tmp_path / "sweep.yaml"
+    spec = fake_sweep(small_disk, {"delay_s": 0.5}, items=ITEMS, resources={"max_in_flight": 1})
+    sweep.write_text(yaml.safe_dump(spec))
+    sweep_dir = small_disk / "runs" / "pipe"
+    driver = Driver(driver_args("run", sweep, tmp_path, data_dir), tmp_path, tmp_path / "run.log")
+    try:
+        wait_for_first_shard(driver, sweep_dir)
+        ballast = fill(small_disk)
+        code = driver.wait(120)
+        output = driver.output
+    finally:
+        driver.cleanup()
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 1, output[-3000:]
+    assert "Traceback" not in output and "Logging error" not in output, output[-3000:]
+    assert output.count("No space left on device") == 1, output[-3000:]
+    flat = " ".join(output.split())
+    assert f"the store {sweep_dir} takes no more writes: the disk is full" in flat, output[-3000:]
+    assert f"qtrust resume {sweep_dir}" in flat
+    assert len(lines) <= 6, lines  # the plan, Ray, the line; old: a traceback per attempt of every shard
+    stored = len(records_in(sweep_dir))
+    assert 0 < stored < len(planned_keys(baseline["outcome"])), "the disk filled after the last shard"
+
+    ballast.unlink()  # room again: the resume computes what is missing
+    resume(tmp_path, sweep_dir, data_dir)
+    assert_equals_baseline(sweep_dir, baseline)
 
 
 @pytest.mark.parametrize(
