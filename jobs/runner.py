@@ -51,6 +51,7 @@ from jobs.spec.schema import SweepSpec
 from jobs.store.driver_log import TRACEBACKS, driver_log
 from jobs.store.plan_snapshot import write_plan_snapshot
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
+from jobs.store.reserve import room_reserve
 from jobs.store.response_cache import ResponseCache
 from jobs.store.shards import ScanResult
 from jobs.store.sweep import SweepStore
@@ -86,7 +87,8 @@ class StoreFull(Exception):
 
     ``outcome`` is None when it happened before any work (taking the lock, writing the spec); else
     what this run committed, kept for a resume. ``manifest_written``: whether the manifest could be
-    marked failed with the reason. ``log_path``: the driver's log file with the tracebacks.
+    marked failed with the reason; ``retry_manifest`` tries again (once the run's reserve of room is
+    freed: :mod:`jobs.store.reserve`). ``log_path``: the driver's log file with the tracebacks.
     """
 
     def __init__(
@@ -96,12 +98,14 @@ class StoreFull(Exception):
         outcome: SweepOutcome | None = None,
         manifest_written: bool = False,
         log_path: Path | None = None,
+        retry_manifest: Callable[[], bool] | None = None,
     ):
         self.store_uri = store_uri
         self.reason = reason
         self.outcome = outcome
         self.manifest_written = manifest_written
         self.log_path = log_path
+        self.retry_manifest = retry_manifest
         super().__init__(f"{store_uri}: {reason}")
 
 
@@ -218,11 +222,13 @@ def run_sweep(spec: SweepSpec, options: RunOptions, console: Console | None = No
     try:
         lock = SweepLock(store.uri).acquire()
         try:
-            with driver_log(store) as log_path:
+            with driver_log(store) as log_path, room_reserve(store) as reserve:
                 try:
                     return _run_locked(spec, options, console, plan, store, data_dir, timings)
                 except StoreFull as full:
                     full.log_path = log_path
+                    if not full.manifest_written and full.retry_manifest is not None and reserve.release():
+                        full.manifest_written = full.retry_manifest()
                     raise
         finally:
             lock.release()
@@ -525,8 +531,15 @@ def _run_attached(
         outcome.run_ids = tracking.run_ids()
         # After close: the manifest names every run opened, for the resume to reuse.
         if report.halted:
-            written = write_manifest("failed", reason=f"the store takes no more writes: {report.halted}")
-            raise StoreFull(store.uri, report.halted, outcome, written)
+            reason = f"the store takes no more writes: {report.halted}"
+            written = write_manifest("failed", reason=reason)
+            raise StoreFull(
+                store.uri,
+                report.halted,
+                outcome,
+                written,
+                retry_manifest=lambda: write_manifest("failed", reason=reason),
+            )
         write_manifest("interrupted")
         raise SweepInterrupted(outcome, aborted)
 

@@ -434,6 +434,11 @@ def test_a_disk_filling_up_mid_run_is_one_line_not_a_flood(
     assert f"the store {sweep_dir} takes no more writes: the disk is full" in flat, output[-3000:]
     assert f"qtrust resume {sweep_dir}" in flat
     assert len(lines) <= 6, lines  # the plan, Ray, the line; old: a traceback per attempt of every shard
+    # The run's reserve of room (jobs/store/reserve.py), freed at the stop, held the manifest's last words.
+    assert "the manifest says failed" in flat, output[-3000:]
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert manifest["state"] == "failed" and "Errno 28" in manifest["reason"], manifest.get("reason")
+    assert not (sweep_dir / ".reserve").exists()
     stored = len(records_in(sweep_dir))
     assert 0 < stored < len(planned_keys(baseline["outcome"])), "the disk filled after the last shard"
 
