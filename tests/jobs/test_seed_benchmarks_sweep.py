@@ -39,10 +39,18 @@ def test_the_seed_benchmarks_run_on_the_builtin_model(data_dir: Path, tmp_path: 
             "models": [{"name": "smollm2", "source": "smollm2-135m", "dtype": "float32"}],
             "recipes": [{"name": "ref", "method": "none"}],
             "benchmarks": BENCHMARKS,
-            "judges": [{"name": "smol", "kind": "model", "model": "smollm2-135m", "decoding": "choose"}],
+            "judges": [
+                {
+                    "name": "smol",
+                    "kind": "model",
+                    "model": "smollm2-135m",
+                    "decoding": "choose",
+                    "resources": {"num_cpus": 0.5},
+                }
+            ],
             "quality_probe": False,
             "storage": {"root": str(tmp_path / "runs")},
-            "resources": {"num_cpus_per_worker": 2},
+            "resources": {"num_cpus_per_worker": 1.5},
         }
     )
     outcome = run_sweep(spec, RunOptions(data_dir=data, tracking_uri=sqlite_store(tmp_path / "m.db"), quiet=True))
