@@ -14,6 +14,7 @@ from trust.comparison.sequential import (
     decide,
     delta_grid,
     make_sequence,
+    paired_differences,
     replay,
 )
 
@@ -165,3 +166,13 @@ def test_each_betting_interval_is_one_piece() -> None:
         for row in alive:
             where = np.flatnonzero(row)
             assert where.size > 0 and where[-1] - where[0] + 1 == where.size
+
+
+def test_paired_differences_keep_items_both_sides_answered_in_order() -> None:
+    nan = float("nan")
+    out = paired_differences([1.0, nan, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, nan, 1.0])
+    assert out.tolist() == [1.0, -1.0, 0.0]
+    with pytest.raises(ValueError, match="run this metric in full"):
+        paired_differences([2.0], [1.0])
+    with pytest.raises(ValueError, match="one length"):
+        paired_differences([1.0, 0.0], [1.0])

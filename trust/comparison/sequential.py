@@ -36,7 +36,8 @@ The rule (:func:`decide`, :class:`SequentialComparison`, :func:`replay`): never 
 ``min_items``; then ``worse`` when the sequence lies at or below 0, ``better`` when at or above 0
 (a sequence that excludes 0 is reported as worse/better even if it also lies inside ±margin: the
 change is real, only small), ``equivalent`` when it lies inside ``[−margin, margin]``, ``undecided``
-once ``max_items`` (or the last item) is reached, else ``continue``.
+once ``max_items`` (or the last item) is reached, else ``continue``. :func:`paired_differences` turns
+two per-item score arrays into the paired differences, leaving out items either side lacks.
 
 **Which metrics qualify.** The sequence is for the mean of per-item values, so any metric that *is*
 an item mean does: accuracy, exact match, token F1, refusal / toxicity / attack-success rates, any
@@ -416,6 +417,25 @@ class SequentialComparison:
             confidence=self.config.confidence,
             method=self.config.method,
         )
+
+
+def paired_differences(variant: ArrayLike, reference: ArrayLike) -> Array:
+    """``variant − reference`` per item, in item order, over the items where both have a value.
+
+    Both are per-item scores in ``[0, 1]`` on the same items in the same (fixed) order; an item where
+    either side is NaN (not answered, or an error row) is left out.
+    """
+    v = np.asarray(variant, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if v.shape != r.shape or v.ndim != 1:
+        raise ValueError(
+            f"variant and reference must be 1-D per-item scores of one length, got {v.shape} and {r.shape}"
+        )
+    both = ~np.isnan(v) & ~np.isnan(r)
+    v, r = v[both], r[both]
+    if v.size and (min(v.min(), r.min()) < 0.0 or max(v.max(), r.max()) > 1.0):
+        raise ValueError("per-item scores must lie in [0, 1] for a sequential comparison; run this metric in full")
+    return v - r
 
 
 def replay(deltas: ArrayLike, config: SequentialConfig, complete: bool = True) -> SequentialResult:
