@@ -7,6 +7,7 @@ module's :class:`HFLoader`, and returns the engine and its quantization report.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from cluster.quantization.digest import model_digest
 from cluster.quantization.methods import resolve
 from cluster.quantization.recipes import QuantRecipe
 from cluster.variants.source import VariantSource, load_request
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,11 @@ class HFLoader:
 def loaded_digests(recipe: QuantRecipe, model: Any) -> dict[str, str]:
     """``loaded_sha256``: the digest of the weights this replica holds in memory; for load-time
     methods (bnb, hqq: nothing is written) it is also the variant's ``weights_sha256``."""
-    digest = model_digest(model)
+    try:
+        digest = model_digest(model)
+    except Exception as err:  # a state this digest does not know must not stop the replica
+        log.warning("no weights digest for %s: %s", recipe.label, err)
+        return {}
     fields = {"loaded_sha256": digest}
     if recipe.quant_method.kind == "load-time":
         fields["weights_sha256"] = digest

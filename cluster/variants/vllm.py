@@ -53,8 +53,8 @@ def _release_accelerator_memory() -> None:
         pass
 
 
-def _dense_copy(source: VariantSource, packed: Path, *, dtype: str, trust_remote_code: bool) -> tuple[Path, bool]:
-    """A dense copy of a packed compressed-tensors folder, built once in the variant cache."""
+def _dense_copy(source: VariantSource, packed: Path, *, dtype: str, trust_remote_code: bool) -> tuple[Path, bool, str]:
+    """A dense copy of a packed compressed-tensors folder, built once in the variant cache (and its weights digest)."""
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
     base = source.variant_key or hashlib.sha256(str(packed.resolve()).encode()).hexdigest()
@@ -76,12 +76,13 @@ def _dense_copy(source: VariantSource, packed: Path, *, dtype: str, trust_remote
         for name in _SIDE_FILES:
             if (packed / name).is_file() and not (out_dir / name).exists():
                 shutil.copy2(packed / name, out_dir / name)
-        return {"dequantized_from": str(packed)}
+        return {"dequantized_from": str(packed), "weights_sha256": checkpoint_digest(out_dir)}
 
-    entry = variant_cache_of(source).get_or_build(
-        key, build, label=f"{source.recipe.label}-dense", describe=source.describe
-    )
-    return entry.path, entry.hit
+    cache = variant_cache_of(source)
+    entry = cache.get_or_build(key, build, label=f"{source.recipe.label}-dense", describe=source.describe)
+    if not entry.meta.get("weights_sha256"):  # a copy made before digests were recorded
+        entry.meta = cache.annotate(key, {"weights_sha256": checkpoint_digest(entry.path)})
+    return entry.path, entry.hit, str(entry.meta["weights_sha256"])
 
 
 def _vllm_weights(
@@ -96,9 +97,10 @@ def _vllm_weights(
     if wna16_kernel_available(dtype):
         report["vllm_weights"] = "packed (native CPU kernel)"
         return packed
-    path, hit = _dense_copy(source, packed, dtype=dtype, trust_remote_code=trust_remote_code)
+    path, hit, digest = _dense_copy(source, packed, dtype=dtype, trust_remote_code=trust_remote_code)
     report["vllm_weights"] = f"dequantized (this vLLM CPU build has no packed-weight kernel for {dtype})"
     report["vllm_weights_cache"] = "hit" if hit else "built"
+    report["loaded_sha256"] = digest  # vLLM holds the weights in its own processes: the folder's tensors
     return path
 
 
@@ -144,9 +146,8 @@ def load_vllm_variant(
         path, device=device, settings=settings, num_gpus=num_gpus, num_threads=num_threads, **common
     )
     report["vllm_path"] = str(path)
-    # vLLM holds the weights in its own processes: what this replica loaded is the folder's tensors.
-    same_folder = "cache_path" in report and Path(report["cache_path"]) == Path(path)
-    loaded = report.get("weights_sha256") if same_folder else checkpoint_digest(Path(path))
-    if loaded:
-        report["loaded_sha256"] = loaded
+    if "loaded_sha256" not in report and "cache_path" in report and Path(report["cache_path"]) == Path(path):
+        # The cache entry vLLM loaded as it is: the digest its build recorded. A model's own folder
+        # (none, prequantized) is not read again just for a digest.
+        report["loaded_sha256"] = report.get("weights_sha256")
     return engine, report

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cluster.engines.base import GenerationRequest, GenerationSettings
+from cluster.quantization.digest import checkpoint_digest
 from cluster.variants.load import VariantSource, load_variant
 from jobs.runner import run_sweep
 from jobs.spec.load import parse_spec
@@ -78,6 +79,8 @@ def test_packed_variant_ran_from_a_dense_copy_matching_the_hf_engine(run_then_re
     report = first.quant_reports["tiny-w4"]
     assert report["engine"] == "vllm" and report["storage"] == "packed"
     assert report["vllm_weights"].startswith("dequantized") and "probe_perplexity" not in report
+    # What vLLM loaded is the dense copy: its digest, recorded when the copy was made.
+    assert report["loaded_sha256"] == checkpoint_digest(Path(report["vllm_path"])) != report["weights_sha256"]
     # transformers loads the same packed checkpoint (dequantized) and answers the same greedy prompts.
     hf = load_variant(
         VariantSource(
