@@ -519,3 +519,32 @@ def test_an_exception_out_of_the_loop_kills_the_replicas_at_once() -> None:
     assert scheduler.report.stopped and "long" in scheduler.report.not_started
     scheduler.abort()  # what the runner calls next: harmless the second time
     wait_for(lambda: placement_groups_alive() == 0, 10, what="the pool's placement group to be removed")
+
+
+def test_a_store_without_room_halts_the_scheduler_instead_of_retrying() -> None:
+    # A commit that finds the disk full is not retried (it would fail the same) nor failed: the task and
+    # everything still queued are left for a resume, nothing new starts, and the report says why.
+    import errno
+
+    stored: list[str] = []
+    failed: list[str] = []
+
+    def store(task: Task, value: Any, replica: dict[str, Any]) -> Any:
+        if task.id != "first":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"/store/{task.id}.parquet")
+        stored.append(task.id)
+        return value
+
+    scheduler = Scheduler(Recorder(), max_wait_s=0.2)
+    scheduler.add_pool(tiny_pool("disk", max_in_flight=1, max_retries=3, backoff_s=0.05))
+    for name in ("first", "second", "third", "fourth"):
+        scheduler.submit(
+            "disk", Task(name, {"id": name}, on_result=store, on_failed=lambda task, error: failed.append(task.id))
+        )
+    scheduler.close("disk")
+    report = scheduler.run()
+    assert report.halted == "the disk is full ([Errno 28] No space left on device: /store/second.parquet)"
+    assert report.done == ["first"] and stored == ["first"]
+    assert sorted(report.not_started) == ["fourth", "second", "third"]
+    assert not report.failed and not failed and report.retried == 0 and report.stopped
+    assert placement_groups_alive() == 0
