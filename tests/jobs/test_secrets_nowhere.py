@@ -19,7 +19,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,19 @@ CLI_TOKEN = "tok-5ecr3t-CL9"  # tracking URI user-info, on the command line
 SECRETS = (PASSWORD, API_KEY, SPEC_TOKEN, CLI_TOKEN)
 
 
-def _answer(body: dict, number: int) -> tuple[int, object]:
-    """A judge that refuses every 4th request (HTTP 400: not retried, so the error is stored with the URL)."""
-    return (400, {"error": "bad request"}) if number % 4 == 0 else (200, judge_reply(body))
+def _refusing_each_models_second_request() -> Callable[[dict, int], tuple[int, object]]:
+    """A judge server that refuses the second request for each model (HTTP 400: not retried, so each judge
+    stores one error naming its URL, and a resume asks each judge once more)."""
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def answer(body: dict, number: int) -> tuple[int, object]:
+        with lock:
+            counts[body["model"]] += 1
+            nth = counts[body["model"]]
+        return (400, {"error": "bad request"}) if nth == 2 else (200, judge_reply(body))
+
+    return answer
 
 
 def _qtrust(*args: str, env: dict[str, str], timeout: int = 240) -> subprocess.CompletedProcess:
@@ -70,15 +83,22 @@ def _auth_users(stub) -> set[str]:
     }
 
 
+@pytest.fixture
+def ray_tmp() -> Iterator[Path]:
+    """A short folder for Ray's session (its socket paths have a length limit), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="qt-ray-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir: Path) -> None:
+def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir: Path, ray_tmp: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server_root = tmp_path / "server"
     server_root.mkdir()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="qt-ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     outputs: dict[str, str] = {}
-    with openai_stub(_answer) as stub, _mlflow_server(server_root, port):
+    with openai_stub(_refusing_each_models_second_request()) as stub, _mlflow_server(server_root, port):
         judge_host = stub.base_url.removeprefix("http://")
         spec = fake_sweep(tmp_path, items=4, shard_size=2, name="secrets")
         spec["benchmarks"] = [
@@ -158,7 +178,7 @@ def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir:
         assert resumed.returncode in (0, 1), outputs["resume"][-3000:]
         # the two refused judgments were asked again with the real URLs; nothing else (the keys are unchanged)
         again = stub.seen[requests_after_run:]
-        assert len(again) == 2 and "0 item request(s)" not in resumed.stdout, again
+        assert sorted(seen["body"]["model"] for seen in again) == ["j", "k"], again
         assert "Judgments: 2 answer(s) judged by this run, 6 already stored" in resumed.stdout, resumed.stdout
         assert _auth_users(stub) == {f"qtuser:{PASSWORD}"}
 
@@ -184,7 +204,7 @@ def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir:
         with urllib.request.urlopen(f"{base}/get-artifact?run_id={parent_id}&path=judges.json", timeout=30) as got:
             outputs["judges.json artifact"] = got.read().decode()
         shown_judges = outputs["judges.json artifact"].replace("\\/", "/")  # the judges of the last run (resume)
-        assert f"qtuser:***@{judge_host}" in shown_judges or f"{stub.base_url}?api_key=***" in shown_judges
+        assert f"qtuser:***@{judge_host}" in shown_judges and f"{stub.base_url}?api_key=***" in shown_judges
         with urllib.request.urlopen(f"{base}/get-artifact?run_id={parent_id}&path=sweep.yaml", timeout=30) as got:
             outputs["sweep.yaml artifact"] = got.read().decode()
         assert "qtuser:***@" in outputs["sweep.yaml artifact"] and "api_key=***" in outputs["sweep.yaml artifact"]
@@ -192,10 +212,11 @@ def test_no_planted_secret_is_stored_or_shown_anywhere(tmp_path: Path, data_dir:
     outputs.update(_every_byte(tmp_path / "runs", "store"))
     outputs.update(_every_byte(server_root, "mlflow server"))
     outputs.update(_every_byte(ray_tmp, "ray logs"))
-    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert any(k.startswith("ray logs/") and k.endswith((".log", ".out", ".err")) for k in outputs)
     # the scan sees what it looks for: the refused requests' errors name the (masked) URL in the judgments' rows
-    assert any(k.endswith("(rows)") and "judgments/judge=pw" in k and "qtuser:***@" in v for k, v in outputs.items())
+    rows = {k: v for k, v in outputs.items() if k.endswith("(rows)") and "/judgments/judge=" in k}
+    assert any("qtuser:***@" in v for k, v in rows.items() if "judge=pw/" in k), sorted(rows)
+    assert any("api_key=***" in v for k, v in rows.items() if "judge=qk/" in k), sorted(rows)
     assert any(PASSWORD in text for text in _every_byte(tmp_path, "all").values())  # the user's own sweep file
     leaks = sorted(f"{secret} in {where}" for where, text in outputs.items() for secret in SECRETS if secret in text)
     assert not leaks, leaks[:40]
