@@ -135,6 +135,7 @@ def test_a_tracking_server_killed_mid_sweep_costs_seconds_and_catches_up(tmp_pat
         assert time.monotonic() - killed_at < 24 + 60
         assert sweep.error is None and sweep.outcome is not None and not sweep.outcome.failed
         assert sweep.outcome.items_computed == 24
+        assert sweep.outcome.tracking_unsent == {}  # caught up before the end: no "not logged" line
         warnings = sweep.console.file.getvalue()
         assert warnings.count(f"127.0.0.1:{port}") >= 1  # the outage was reported ...
         # ... once per outage, not once per call
