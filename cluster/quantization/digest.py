@@ -15,7 +15,6 @@ when they produced bit-identical weights.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,24 +82,34 @@ def model_digest(model: Any) -> str:
 
 @dataclass(frozen=True)
 class WeightDifference:
-    """Where two checkpoints differ: the tensor with the largest absolute difference, and counts."""
+    """Where two checkpoints differ: the float tensor with the largest absolute difference, and counts.
+
+    Integer tensors (packed codes of compressed-tensors checkpoints) are compared element by
+    element instead: a difference between two packed words says nothing about the weights.
+    """
 
     tensor: str | None
-    """Name of the tensor with the largest absolute difference (None: none differ in value)."""
+    """Name of the float tensor with the largest absolute difference (None: no float tensor differs in value)."""
     max_abs: float
-    """Its largest absolute elementwise difference (as float64; packed integer codes compare as numbers)."""
+    """Its largest absolute elementwise difference (as float64)."""
     differing: int
     """How many tensors differ (in value, dtype or shape)."""
     compared: int
     """How many tensor names the two have in common."""
     only_in_one: tuple[str, ...] = ()
     """Tensor names present in one folder but not the other."""
+    codes_differing: int = 0
+    """Integer tensors that differ, and in how many elements of how many in all."""
+    code_elements: tuple[int, int] = (0, 0)
 
     def describe(self) -> str:
         """One line for the console."""
         parts = [f"{self.differing} of {self.compared} tensors differ"]
         if self.tensor is not None:
             parts.append(f"largest difference {self.max_abs:.3g} in {self.tensor}")
+        if self.codes_differing:
+            changed, total = self.code_elements
+            parts.append(f"{self.codes_differing} packed integer tensor(s) differ in {changed} of {total} elements")
         if self.only_in_one:
             shown = ", ".join(self.only_in_one[:3]) + (" ..." if len(self.only_in_one) > 3 else "")
             parts.append(f"{len(self.only_in_one)} tensor(s) in only one of them ({shown})")
@@ -126,12 +135,17 @@ def largest_difference(first: Path, second: Path) -> WeightDifference:
     left, right = index(first), index(second)
     common = sorted(set(left) & set(right))
     differing, worst_name, worst = 0, None, -1.0
+    codes, code_changed, code_total = 0, 0, 0
     for name in common:
         a, b = load(left[name], name), load(right[name], name)
         if a.dtype != b.dtype or a.shape != b.shape:
             differing += 1
-            if worst_name is None:
-                worst_name, worst = name, math.inf
+            continue
+        if not (a.is_floating_point() or a.is_complex()):
+            changed = int((a != b).sum().item())
+            if changed:
+                differing, codes = differing + 1, codes + 1
+                code_changed, code_total = code_changed + changed, code_total + a.numel()
             continue
         delta = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
         if delta > 0 or not _same_bytes(a, b):  # NaN payloads or signed zeros differ in bytes only
@@ -139,7 +153,9 @@ def largest_difference(first: Path, second: Path) -> WeightDifference:
             if delta > worst:
                 worst_name, worst = name, float(delta)
     only = tuple(sorted(set(left) ^ set(right)))
-    return WeightDifference(worst_name, max(worst, 0.0), differing, len(common), only)
+    return WeightDifference(
+        worst_name, max(worst, 0.0), differing, len(common), only, codes, (code_changed, code_total)
+    )
 
 
 def _same_bytes(a: Any, b: Any) -> bool:

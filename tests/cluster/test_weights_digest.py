@@ -57,6 +57,21 @@ def test_the_layout_of_the_files_does_not_change_the_digest_one_weight_does(
     assert name in difference.describe()
     assert largest_difference(tiny_model_dir, resharded).differing == 0
 
+    # Integer tensors (packed codes) are compared element by element, not as numbers.
+    codes = tmp_path / "codes"
+    codes.mkdir()
+    packed = torch.arange(12, dtype=torch.int32).reshape(3, 4)
+    save_file({"w.weight_packed": packed, "w.weight_scale": torch.ones(3)}, str(codes / "a.safetensors"))
+    (codes / "b").mkdir()
+    save_file(
+        {"w.weight_packed": packed.masked_fill(packed == 5, -(2**31)), "w.weight_scale": torch.ones(3)},
+        str(codes / "b" / "b.safetensors"),
+    )
+    packed_difference = largest_difference(codes, codes / "b")
+    assert (packed_difference.tensor, packed_difference.codes_differing) == (None, 1)
+    assert packed_difference.code_elements == (1, 12)
+    assert "1 packed integer tensor(s) differ in 1 of 12 elements" in packed_difference.describe()
+
     # dtype and shape are part of the digest, not only the bytes.
     weight = tensors[name]
     assert digest_tensors([(name, weight)]) != digest_tensors([(name, weight.reshape(-1))])
