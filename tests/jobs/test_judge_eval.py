@@ -151,6 +151,7 @@ def test_label_families_map_every_label() -> None:
     from trust.judges.label_families import (
         COMPARISON_LABELS,
         LABEL_FAMILIES,
+        LabelFamilyError,
         family_for_labels,
     )
     from trust.judges.templates import builtin_templates
@@ -158,7 +159,13 @@ def test_label_families_map_every_label() -> None:
     for family in LABEL_FAMILIES.values():
         for comparison, table in family.to.items():
             assert set(table.values()) <= set(COMPARISON_LABELS[comparison]), (family.name, comparison)
-    for template in builtin_templates().values():  # every built-in template can be measured
+    #: templates that judge something no labelled set has people's labels for (answer correctness)
+    unmeasured = {"qa-correctness"}
+    for template in builtin_templates().values():  # every refusal/harm template can be measured
+        if template.name in unmeasured:
+            with pytest.raises(LabelFamilyError, match="cannot be compared with people's labels"):
+                family_for_labels(list(template.labels))
+            continue
         family = family_for_labels(list(template.labels))
         unmapped = {label for label in template.labels if not any(label in table for table in family.to.values())}
         assert unmapped <= {"ambiguous"}, (template.name, unmapped)
