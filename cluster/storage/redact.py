@@ -31,8 +31,9 @@ MASK = "***"
 #: ``sig``, ``jsessionid``...
 SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "pwd", "sig", "auth", "credential", "session")
 #: Parameter names that hold such a word but no secret, kept readable (and allowed in storage locations):
-#: ``session_name`` names the session of an S3 assume-role (``?role_arn=...&session_name=...``).
-NOT_SECRET = frozenset({"session_name"})
+#: ``session_name`` names the session of an S3 assume-role (``?role_arn=...&session_name=...``);
+#: ``viewStateShareKey`` names a shared view of the MLflow UI (the URL qtrust prints to open a sweep's runs).
+NOT_SECRET = frozenset({"session_name", "viewStateShareKey"})
 
 #: ``scheme://userinfo@``; the user-info runs to the last ``@`` before the path, query, fragment or a space.
 USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)@")

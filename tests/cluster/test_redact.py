@@ -50,6 +50,11 @@ from cluster.storage.redact import MASK, is_redacted, is_secret_param, redact, s
         ),
         ("postgresql://db:5432/mlflow", "postgresql://db:5432/mlflow"),
         ("http://127.0.0.1:5000/#/experiments/1", "http://127.0.0.1:5000/#/experiments/1"),
+        # the MLflow UI link qtrust prints names a shared view, not a secret
+        (
+            "http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=0f3a9c",
+            "http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=0f3a9c",
+        ),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("/data/runs/sweep-1", "/data/runs/sweep-1"),
     ],
