@@ -36,7 +36,11 @@ def test_demo_runs_then_resumes_with_nothing_to_compute(tmp_path: Path, data_dir
         assert any(line.split()[:1] == [row] for line in lines), row
     assert "Ensemble search" in out
     assert "probe ppl" in out and "packed" in out  # the variants table
-    assert "mlflow ui --backend-store-uri sqlite:///" in out and "viewStateShareKey=" in out
+    assert (
+        "mlflow ui --backend-store-uri sqlite:///" in out
+        and "viewStateShareKey=" in out
+        and "viewStateShareKey=***" not in out
+    )
     assert (tmp_path / "qtrust-runs" / "demo" / "report.html").is_file() and "HTML report:" in out
 
     table = ds.dataset(
