@@ -288,27 +288,28 @@ def close_actor(actor: Any, timeout_s: float = 30.0) -> None:
     kill_actor(actor)
 
 
+def _start_variant_task(
+    fn: Any, label: str, config: dict[str, Any], resources: WorkerResources, cache_dir: str | None
+) -> Any:
+    """Run ``fn(config, cache_dir, torch_threads)`` as a Ray task with a worker's resources (returns a ref)."""
+    task = ray.remote(fn).options(
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        max_retries=0,
+        name=f"qtrust-{label}-{config.get('variant')}",
+    )
+    return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)
+
+
 def start_prepare_task(config: dict[str, Any], resources: WorkerResources, cache_dir: str | None = None) -> Any:
     """Run :func:`cluster.variants.worker.prepare_variant` as a Ray task with a worker's resources (returns a ref)."""
     from cluster.variants.worker import prepare_variant
 
-    task = ray.remote(prepare_variant).options(
-        num_cpus=resources.num_cpus,
-        num_gpus=resources.num_gpus,
-        max_retries=0,
-        name=f"qtrust-prepare-{config.get('variant')}",
-    )
-    return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)
+    return _start_variant_task(prepare_variant, "prepare", config, resources, cache_dir)
 
 
 def start_rebuild_check_task(config: dict[str, Any], resources: WorkerResources, cache_dir: str | None = None) -> Any:
     """Run :func:`cluster.variants.rebuild.rebuild_check` as a Ray task with a worker's resources (returns a ref)."""
     from cluster.variants.rebuild import rebuild_check
 
-    task = ray.remote(rebuild_check).options(
-        num_cpus=resources.num_cpus,
-        num_gpus=resources.num_gpus,
-        max_retries=0,
-        name=f"qtrust-rebuild-check-{config.get('variant')}",
-    )
-    return task.remote({**config, "num_gpus": resources.num_gpus}, cache_dir, resources.torch_threads)
+    return _start_variant_task(rebuild_check, "rebuild-check", config, resources, cache_dir)

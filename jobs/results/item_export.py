@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cluster.storage.atomic import atomic_write_bytes
 from jobs.results.scoring import ResultRow
 from jobs.store.sweep import SweepStore
 
@@ -42,9 +43,7 @@ def write_items(results: list[ResultRow], store: SweepStore, out_dir: Path | Non
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / ITEMS_NAME
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_bytes(path, text.encode("utf-8"))
         return str(path)
     where = f"{store.path}/{ITEMS_NAME}"
     store.write_text(where, text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from cluster.storage.atomic import atomic_write_bytes
 from cluster.storage.redact import redact
 from jobs.plan.build import Plan
 from jobs.results.compare import Comparison
@@ -35,9 +36,7 @@ def write_report(
     text = redact(render_report(plan, comparison, partial=partial))  # no URI's credentials in the report
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        atomic_write_bytes(out, text.encode("utf-8"))
         return str(out)
     path = f"{store.path}/{PARTIAL_REPORT_NAME if partial else REPORT_NAME}"
     store.write_text(path, text)
