@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,6 @@ def prepare_sweep(
     temporary folder (a Ray task with its worker's resources) and its weights compared with the
     cache entry's (:func:`cluster.variants.rebuild.rebuild_check`).
     """
-    import ray
 
     from cluster.runtime import WorkerResources, start_prepare_task, start_ray, start_rebuild_check_task, stop_ray
 
@@ -82,14 +82,9 @@ def prepare_sweep(
 
     try:
         refs = {start_prepare_task(v.worker_config(), resources_of(v), cache_dir): name for name, v in real.items()}
-        pending = list(refs)
         started = time.perf_counter()
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            name = refs[done[0]]
-            try:
-                result = ray.get(done[0])
-            except Exception as err:
+        for name, result, err in _as_finished(refs):
+            if err is not None:
                 outcome.failed[name] = f"{type(err).__name__}: {err}"
                 console.print(f"[red]failed[/] {name}: {str(err).splitlines()[0][:300]}")
                 continue
@@ -112,17 +107,23 @@ def prepare_sweep(
     return outcome
 
 
-def _collect_checks(refs: dict[Any, str], outcome: PrepareOutcome, console: Console) -> None:
-    """Wait for the rebuild checks and print one line per variant (a mismatch with where the weights differ)."""
+def _as_finished(refs: dict[Any, str]) -> Iterator[tuple[str, Any, Exception | None]]:
+    """Each Ray task of ``refs`` (ref -> variant name) as it finishes: its name, its result or its error."""
     import ray
 
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        name = refs[done[0]]
         try:
-            check = ray.get(done[0])
+            yield refs[done[0]], ray.get(done[0]), None
         except Exception as err:
+            yield refs[done[0]], None, err
+
+
+def _collect_checks(refs: dict[Any, str], outcome: PrepareOutcome, console: Console) -> None:
+    """Wait for the rebuild checks and print one line per variant (a mismatch with where the weights differ)."""
+    for name, check, err in _as_finished(refs):
+        if err is not None:
             check = {
                 "variant": name,
                 "status": "failed",
