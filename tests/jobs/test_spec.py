@@ -13,14 +13,6 @@ from jobs.spec.schema import SpecError
 from tests.support.helpers import problems_of, sweep_dict, write_sweep
 
 
-@pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
-
-
 def test_valid_spec_expands_defaults(model_dir: Path, tmp_path: Path) -> None:
     spec = parse_spec(sweep_dict(model_dir, tmp_path))
     assert [spec.variant_name(spec.models[0], r) for r in spec.recipes] == ["tiny-ref", "tiny-w8", "tiny-w4"]

@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
-
-
-@pytest.fixture()
 def sweep_text(model_dir: Path, tmp_path: Path) -> str:
     """A valid sweep (one benchmark, to keep the data checks short) as YAML text."""
     spec = sweep_dict(model_dir, tmp_path / "runs", benchmarks=[{"name": "xstest", "limit": 4}], ensembles=[])
