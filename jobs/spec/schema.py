@@ -17,6 +17,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from cluster.engines.hf_settings import HFSettings
@@ -115,6 +116,46 @@ class RecipeSpec(QuantRecipe):
         return QuantRecipe.model_validate(self.model_dump(exclude=NOT_QUANTIZATION))
 
 
+class AdaptiveOverride(_Strict):
+    """A benchmark's own ``adaptive:`` settings: any field left out comes from the sweep's ``adaptive:``."""
+
+    confidence: float | None = Field(
+        None, gt=0.5, lt=1.0, description="the sequence holds at every look with this probability"
+    )
+    margin: float | None = Field(None, ge=0.0, lt=1.0, description="equivalence margin on the primary metric")
+    min_items: int | None = Field(None, ge=1, description="never decide on fewer paired items")
+    max_items: int | None = Field(None, ge=1, description="stop as undecided here (default: every item)")
+    round: int | None = Field(None, ge=1, description="items per round: the comparison is looked at after each")
+    method: Literal["betting", "bernstein"] | None = None
+
+
+class AdaptiveSpec(_Strict):
+    """Stop each variant × benchmark comparison as soon as it is decided (anytime-valid; see docs/adaptive.md)."""
+
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="the sequence holds at every look with this probability"
+    )
+    margin: float = Field(0.02, ge=0.0, lt=1.0, description="equivalence margin on the primary metric (e.g. 0.02)")
+    min_items: int = Field(100, ge=1, description="never decide on fewer paired items")
+    max_items: int | None = Field(None, ge=1, description="stop as undecided here (default: every item)")
+    round: int = Field(50, ge=1, description="items per round: the comparison is looked at after each")
+    method: Literal["betting", "bernstein"] = Field(
+        "betting", description="betting (hedged capital, tighter) or bernstein (empirical Bernstein, closed form)"
+    )
+
+    def merged(self, override: AdaptiveOverride | None) -> AdaptiveSpec:
+        """These settings with a benchmark's own fields on top."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    @model_validator(mode="after")
+    def _items_in_order(self) -> AdaptiveSpec:
+        if self.max_items is not None and self.max_items < self.min_items:
+            raise ValueError(f"max_items ({self.max_items}) is below min_items ({self.min_items}): raise max_items")
+        return self
+
+
 class BenchmarkSpec(_Strict):
     name: str = Field(description="a built-in benchmark, or the name inside `definition`")
     judges: list[str] = Field(
@@ -131,6 +172,11 @@ class BenchmarkSpec(_Strict):
         None, ge=1, le=4096, description="default: the definition's max_new_tokens, then generation.max_new_tokens"
     )
     options: dict[str, Any] = Field(default_factory=dict)
+    adaptive: bool | AdaptiveOverride | None = Field(
+        None,
+        description="false: run this benchmark in full in an adaptive sweep; true or settings: adaptive (settings "
+        "over the sweep's adaptive:)",
+    )
 
     _alias = field_validator("alias")(lambda cls, v: v if v is None else _check_name(v))
     _bname = field_validator("name")(_check_name)
@@ -347,8 +393,21 @@ class SweepSpec(_Strict):
     quality_probe: bool = Field(
         True, description="measure each variant's perplexity on a fixed local text set when it loads"
     )
+    adaptive: AdaptiveSpec | None = Field(
+        None, description="stop each variant × benchmark comparison once decided (every benchmark unless it says false)"
+    )
 
     _name = field_validator("name")(_check_name)
+
+    def adaptive_for(self, bench: BenchmarkSpec) -> AdaptiveSpec | None:
+        """The adaptive settings of one benchmark entry (None: it runs in full)."""
+        if bench.adaptive is False:
+            return None
+        if self.adaptive is None:
+            if bench.adaptive is None:
+                return None
+            return AdaptiveSpec().merged(bench.adaptive if isinstance(bench.adaptive, AdaptiveOverride) else None)
+        return self.adaptive.merged(bench.adaptive if isinstance(bench.adaptive, AdaptiveOverride) else None)
 
     def variant_name(self, model: ModelSpec, recipe: RecipeSpec) -> str:
         return f"{model.name}-{recipe.name}"

@@ -154,6 +154,10 @@ def local_ray_cluster(*, head_cpus: int = 1, worker_cpus: int = 1, worker_gpus: 
                 f"--num-gpus={worker_gpus}",
                 '--resources={"second_node": 1}',
                 f"--dashboard-agent-listen-port={worker_agent}",
+                # Its own temp dir, as a second machine would have: sharing the head's, its runtime-env
+                # agent unpacks a job's working_dir again over the head's copy (Ray removes the folder
+                # first), under a driver that is importing from it — ModuleNotFoundError, now and then.
+                f"--temp-dir={temp_dir / 'n2'}",
                 *common,
             ],
             env,

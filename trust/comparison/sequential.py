@@ -456,3 +456,83 @@ def replay(deltas: ArrayLike, config: SequentialConfig, complete: bool = True) -
         decision = cmp.decide(last=ran_out and complete)
         if decision != Decision.CONTINUE or cmp.n >= cap:
             return cmp.result(items_available=available, last=ran_out and complete)
+
+
+class SequentialPair:
+    """A variant × benchmark comparison fed by *positions* in the fixed item order, a round at a time.
+
+    A sweep looks after positions ``round, 2·round, …`` (capped at ``min(planned, max_items)``); each
+    look adds the paired differences of the positions since the last one (items where either side has
+    no value are left out, so ``paired ≤ used``). This is what the adaptive pipeline and the savings
+    replay both run, so a replay on a complete stored sweep reaches the decision the sweep reached.
+
+    >>> pair = SequentialPair(SequentialConfig(min_items=10, round=10), planned=100)
+    >>> pair.look([0.0] * 10, [1.0] * 10)
+    <Decision.WORSE: 'worse'>
+    >>> pair.used, pair.paired
+    (10, 10)
+    """
+
+    def __init__(self, config: SequentialConfig, planned: int) -> None:
+        self.config = config
+        self.planned = planned
+        self.cap = planned if config.max_items is None else min(planned, config.max_items)
+        self.used = 0
+        self.rounds = 0
+        self.decision = Decision.CONTINUE if self.cap > 0 else Decision.UNDECIDED
+        self._cmp = SequentialComparison(config)
+
+    @property
+    def paired(self) -> int:
+        return self._cmp.n
+
+    @property
+    def done(self) -> bool:
+        return self.decision != Decision.CONTINUE
+
+    @property
+    def next_look(self) -> int:
+        """The position the next look comes after (``used`` when the pair is done)."""
+        return self.used if self.done else min(self.used + self.config.round, self.cap)
+
+    def look(self, variant: ArrayLike, reference: ArrayLike) -> Decision:
+        """Add the per-item scores of positions ``[used, next_look)`` (both sides, NaN: no value) and decide."""
+        if self.done:
+            raise ValueError("the comparison is decided already")
+        stop = self.next_look
+        v = np.asarray(variant, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        if v.shape != (stop - self.used,) or r.shape != v.shape:
+            raise ValueError(
+                f"a look takes the {stop - self.used} positions after {self.used}, got {v.shape} and {r.shape}"
+            )
+        self._cmp.update(paired_differences(v, r))
+        self.used = stop
+        self.rounds += 1
+        last = self.used >= self.cap
+        decision = self._cmp.decide(last=last)
+        if last and decision == Decision.CONTINUE:
+            decision = Decision.UNDECIDED
+        self.decision = decision
+        return decision
+
+    def interval(self) -> tuple[float, float]:
+        """The confidence sequence of Δ now ((nan, nan) before any paired item)."""
+        if not self._cmp.n:
+            return math.nan, math.nan
+        return self._cmp.interval()
+
+    @property
+    def mean(self) -> float:
+        return self._cmp.mean
+
+
+def replay_pair(variant: ArrayLike, reference: ArrayLike, config: SequentialConfig) -> SequentialPair:
+    """Replay two complete per-item score arrays (fixed order, NaN: no value) look by look until decided."""
+    v = np.asarray(variant, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    pair = SequentialPair(config, planned=len(v))
+    while not pair.done:
+        start, stop = pair.used, pair.next_look
+        pair.look(v[start:stop], r[start:stop])
+    return pair
