@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from jobs.plan.build import BenchmarkRun, Plan
+from jobs.plan.labels import higher_is_better
 from jobs.plan.naming import reference_variants, short_name
 from jobs.results.scoring import ResultRow, perspective_table
 from trust.benchmarks.label_metrics import item_values, score_labels, scored_items
@@ -136,32 +137,6 @@ class Comparison:
         """The frame's rows of one benchmark (of one metric, or of the primary metric when None)."""
         sel = self.frame[self.frame["benchmark"] == benchmark]
         return sel[sel["primary"]] if metric is None else sel[sel["metric"] == metric]
-
-
-def higher_is_better(run: BenchmarkRun, metric: str) -> bool | None:
-    """Direction of a metric, where it is known: what the definition declares (the metric entry's
-    ``higher_is_better``, the perspective score, the metric function's registration); else by name,
-    accuracies and scores are higher-is-better, failure rates (``invalid_rate``, ``over_refusal``, gaps)
-    lower-is-better; None otherwise (a refusal rate is good on harmful prompts and bad on benign ones).
-    """
-    declared = getattr(run.benchmark, "higher_is_better", None)
-    if declared is not None:
-        found = declared(metric)
-        if found is not None:
-            return bool(found)
-    definition = getattr(run.benchmark, "definition", None)
-    spec = getattr(definition, "perspective_score", None)
-    if spec is not None and spec.metric == metric:
-        return bool(spec.higher_is_better)
-    lowered = metric.lower()
-    if any(
-        word in lowered
-        for word in ("invalid", "error", "over_refusal", "abstain", "difference", "gap", "unsafe", "attack_success")
-    ):
-        return False
-    if any(word in lowered for word in ("accuracy", "score", "mc1", "mc2", "safe", "agreement")):
-        return True
-    return None
 
 
 # --------------------------------------------------------------------------------------------- per row

@@ -16,24 +16,11 @@ import numpy as np
 import pandas as pd
 
 from jobs.plan.build import BenchmarkRun, Plan
+from jobs.plan.labels import label_for
 from trust.benchmarks.label_metrics import score_labels
 from trust.benchmarks.perspectives import benchmark_score, perspective_scores
 from trust.comparison.ensemble import ensemble_labels
 from trust.types import ERROR, Item
-
-
-def label_for(run: BenchmarkRun, item: Item, output: str | None, logprobs: Any, error: str | None) -> str:
-    """The label of one stored answer under the benchmark's current parser."""
-    if error:
-        return ERROR
-    if run.benchmark.task == "loglikelihood":
-        values = list(logprobs) if logprobs is not None else []
-        if not item.choices or len(values) != len(item.choices):
-            return ERROR
-        best = max(range(len(values)), key=lambda i: values[i])
-        return item.choices[best]
-    return run.benchmark.parse(item, output or "")
-
 
 ITEM_COLUMNS = [
     "item_id",

@@ -79,8 +79,15 @@ class Benchmark(ABC):
         }
 
 
-def _rank_key(item_id: str) -> str:
+def rank_key(item_id: str) -> str:
+    """An item's place in the fixed random order of its benchmark: the sha256 of its id (hex).
+
+    ``limit`` keeps the items that come first in this order; an adaptive sweep runs its items in it.
+    """
     return hashlib.sha256(item_id.encode("utf-8")).hexdigest()
+
+
+_rank_key = rank_key
 
 
 def limit_items(items: list[Item], limit: int | None) -> list[Item]:

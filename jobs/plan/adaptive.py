@@ -1,0 +1,145 @@
+"""Which comparisons of a sweep stop early, and in what order their items run.
+
+A benchmark entry is *adaptive* when the sweep's ``adaptive:`` (or its own ``adaptive:``) says so and a
+valid sequential rule exists for its primary metric: the metric must be a mean of per-item values in
+``[0, 1]`` (accuracy, exact match, token F1, refusal/unsafe/attack-success rates…), read from rule
+labels. Everything else runs in full, with the reason (:attr:`AdaptivePlan.full_runs`):
+
+* a primary metric that is not an item mean (fairness gaps, composites, knowledge scores) — a
+  difference of group rates or a ratio has no per-item difference to bound;
+* a judged benchmark — its labels come from a judge after generation (not sequential in this release);
+* a model with a single variant — nothing to compare with.
+
+Each adaptive benchmark's items run in one fixed random order: by the sha256 of the item id (ties by
+file position), the hash rank ``limit`` uses, so the order never depends on a seed, a shard size or
+which variant asks. Every variant of a model is compared with the model's reference
+(:func:`jobs.plan.naming.reference_variants`) on the same positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobs.plan.build import BenchmarkRun, Plan
+from jobs.plan.labels import higher_is_better
+from jobs.plan.naming import reference_variants
+from jobs.spec.schema import AdaptiveSpec
+from trust.benchmarks.base import rank_key
+from trust.benchmarks.label_metrics import item_values
+from trust.comparison.sequential import SequentialConfig
+
+
+@dataclass
+class AdaptivePair:
+    """One variant × benchmark compared with its reference."""
+
+    variant: str
+    reference: str
+    benchmark: str
+
+
+@dataclass
+class AdaptiveBenchmarkPlan:
+    """One adaptive benchmark: its settings, its item order and its pairs."""
+
+    name: str
+    run: BenchmarkRun
+    settings: AdaptiveSpec
+    config: SequentialConfig
+    metric: str
+    higher_is_better: bool | None
+    order: list[int]
+    """Item indices (into ``run.items``) in the fixed order."""
+    pairs: list[AdaptivePair] = field(default_factory=list)
+
+    @property
+    def planned(self) -> int:
+        return len(self.order)
+
+    def ordered_keys(self, plan: Plan, variant: str) -> list[str]:
+        """The variant's item keys in the fixed order."""
+        keys = plan.keys_of(variant, self.name)
+        return [keys[i] for i in self.order]
+
+
+@dataclass
+class AdaptivePlan:
+    """The adaptive benchmarks of a sweep (empty when the sweep is not adaptive)."""
+
+    benchmarks: dict[str, AdaptiveBenchmarkPlan] = field(default_factory=dict)
+    full_runs: dict[str, str] = field(default_factory=dict)
+    """Benchmark -> why it runs in full although adaptive settings apply to it."""
+
+    def __bool__(self) -> bool:
+        return bool(self.benchmarks)
+
+    def covers(self, variant: str, benchmark: str) -> bool:
+        """Whether the items of ``variant`` × ``benchmark`` are scheduled by the adaptive feed."""
+        bench = self.benchmarks.get(benchmark)
+        if bench is None:
+            return False
+        return any(variant in (p.variant, p.reference) for p in bench.pairs)
+
+
+def fixed_order(run: BenchmarkRun) -> list[int]:
+    """Item indices of ``run`` in the fixed random order (sha256 of the item id, ties by position)."""
+    return sorted(range(len(run.items)), key=lambda i: (rank_key(run.items[i].id), i))
+
+
+def _item_mean_metric(run: BenchmarkRun) -> str | None:
+    """Why the primary metric has no sequential rule (None: it is an item mean)."""
+    metric = run.benchmark.primary_metric
+    if not run.items:
+        return "it has no items"
+    probe = run.items[:1]
+    try:
+        values = item_values(run.benchmark, probe, {probe[0].id: ""})
+    except Exception:
+        values = {}
+    if metric not in values:
+        return f"its primary metric {metric!r} is not a mean over items (no per-item values)"
+    return None
+
+
+def adaptive_plan(plan: Plan) -> AdaptivePlan:
+    """The sweep's adaptive benchmarks with their pairs; benchmarks that run in full get a reason."""
+    out = AdaptivePlan()
+    spec = plan.spec
+    references = reference_variants(plan)
+    for bench_spec in spec.benchmarks:
+        settings = spec.adaptive_for(bench_spec)
+        if settings is None:
+            continue
+        name = bench_spec.run_name
+        run = plan.benchmarks[name]
+        if bench_spec.judges or bench_spec.judge:
+            out.full_runs[name] = "its labels come from a judge (judged benchmarks run in full)"
+            continue
+        why = _item_mean_metric(run)
+        if why is not None:
+            out.full_runs[name] = why
+            continue
+        pairs = [
+            AdaptivePair(variant=v.name, reference=references[v.model.name], benchmark=name)
+            for v in plan.variants.values()
+            if v.model.name in references and v.name != references[v.model.name]
+        ]
+        if not pairs:
+            out.full_runs[name] = "no model has a variant besides its reference"
+            continue
+        config = SequentialConfig(**settings.model_dump())
+        metric = run.benchmark.primary_metric
+        out.benchmarks[name] = AdaptiveBenchmarkPlan(
+            name=name,
+            run=run,
+            settings=settings,
+            config=config,
+            metric=metric,
+            higher_is_better=higher_is_better(run, metric),
+            order=fixed_order(run),
+            pairs=pairs,
+        )
+    return out
+
+
+__all__ = ["AdaptiveBenchmarkPlan", "AdaptivePair", "AdaptivePlan", "adaptive_plan", "fixed_order"]
