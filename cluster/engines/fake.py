@@ -5,6 +5,11 @@ real model output (labels, refusals, letters, free text), so parsers see varied 
 be injected: per-item errors (``fail_items``) and a hard process exit on the N-th call of a process
 (``crash_on_call``), which happens ``crash_times`` times in all per ``crash_marker`` file (once by
 default) so that a restarted or replaced worker stops crashing.
+
+An effect of known size can be *planted* (``plant``, see :class:`PlantedEffect`): every variant of
+the model answers what one shared seed answers, except on a hash-chosen fraction of the items, where
+it answers otherwise. A variant's difference from its reference is then known item by item, which
+is what the adaptive-stopping savings bench (``bench/adaptive.py savings``) replays.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.engines.base import (
     GenerationRequest,
@@ -84,6 +91,40 @@ def _prompt_text(messages: list[Message]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
+class PlantedEffect(BaseModel):
+    """One engine's planted effect: answer like the seed ``like_seed``, except on a fraction ``flip_rate``.
+
+    The flipped items are those whose hash of ``(like_seed, prompt)`` falls below ``flip_rate``, so a
+    smaller rate flips a subset of a larger rate's items. A flipped item gets ``reply`` (when given),
+    else another canned reply picked by a hash; a log-likelihood request is scored by the engine's
+    own seed instead of ``like_seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    like_seed: str
+    flip_rate: float = Field(0.0, ge=0.0, le=1.0)
+    reply: str | None = None
+
+
+class PlantSpec(BaseModel):
+    """``engine_options.plant`` of a fake model: one shared seed, a flip rate per variant.
+
+    ``flip_rates`` maps a full variant name (``<model>-<recipe>``) to its rate; a variant not named
+    (the reference, typically) flips nothing, so it answers exactly like ``like_seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    like_seed: str = "planted"
+    flip_rates: dict[str, float] = Field(default_factory=dict)
+    reply: str | None = None
+
+    def effect_for(self, variant: str) -> PlantedEffect:
+        """The planted effect of one variant."""
+        return PlantedEffect(like_seed=self.like_seed, flip_rate=self.flip_rates.get(variant, 0.0), reply=self.reply)
+
+
 class FakeEngine:
     """An :class:`~cluster.engines.base.Engine` with deterministic, model-free outputs.
 
@@ -102,6 +143,7 @@ class FakeEngine:
             (``quantization["loaded_sha256"]``, derived from the seed) like a real variant worker;
             the one process that creates this file first reports a different digest, as if its
             node held differently built weights.
+        plant: a :class:`PlantedEffect`: answer like another seed except on a known fraction of items.
     """
 
     name = "fake"
@@ -116,8 +158,10 @@ class FakeEngine:
         crash_marker: str | None = None,
         crash_times: int = 1,
         altered_weights_marker: str | None = None,
+        plant: PlantedEffect | None = None,
     ) -> None:
         self.seed = str(seed)
+        self.plant = plant
         self.delay_s = float(delay_s)
         self.fail_items = set(fail_items or ())
         self.crash_on_call = crash_on_call
@@ -146,9 +190,24 @@ class FakeEngine:
         log.warning("FakeEngine: simulated crash on call %d", self.calls)
         os._exit(1)
 
+    def flipped(self, prompt: str) -> bool:
+        """Whether the planted effect changes the answer to ``prompt`` (a prompt text; False without a plant)."""
+        if self.plant is None or self.plant.flip_rate <= 0.0:
+            return False
+        return _digest("plant", self.plant.like_seed, prompt) / 2.0**64 < self.plant.flip_rate
+
     def answer_for(self, messages: list[Message]) -> str:
         """The canned answer this engine gives for ``messages``."""
-        return CANNED_ANSWERS[_digest(self.seed, _prompt_text(messages)) % len(CANNED_ANSWERS)]
+        prompt = _prompt_text(messages)
+        if self.plant is None:
+            return CANNED_ANSWERS[_digest(self.seed, prompt) % len(CANNED_ANSWERS)]
+        base = _digest(self.plant.like_seed, prompt) % len(CANNED_ANSWERS)
+        if not self.flipped(prompt):
+            return CANNED_ANSWERS[base]
+        if self.plant.reply is not None:
+            return self.plant.reply
+        other = 1 + _digest("flip", self.plant.like_seed, prompt) % (len(CANNED_ANSWERS) - 1)
+        return CANNED_ANSWERS[(base + other) % len(CANNED_ANSWERS)]
 
     def generate(self, requests: list[GenerationRequest], settings: GenerationSettings) -> list[GenerationResult]:
         """One deterministic canned answer per request (or an injected error)."""
@@ -192,9 +251,10 @@ class FakeEngine:
                 results.append(LoglikelihoodResult(id=request.id, error=f"injected failure for {request.id}"))
                 continue
             prompt = _prompt_text(request.messages)
+            seed = self.seed if self.plant is None or self.flipped(prompt) else self.plant.like_seed
             scores = []
             for continuation in request.continuations:
-                unit = (_digest(self.seed, prompt, continuation) % 10_000 + 1) / 10_001
+                unit = (_digest(seed, prompt, continuation) % 10_000 + 1) / 10_001
                 scores.append(math.log(unit) - 0.1 * len(continuation))
             results.append(
                 LoglikelihoodResult(
@@ -215,13 +275,17 @@ class FakeEngine:
             "fail_items": str(len(self.fail_items)),
             "crash_on_call": str(self.crash_on_call),
             "crash_times": str(self.crash_times),
+            **({"plant": self.plant.model_dump_json()} if self.plant is not None else {}),
         }
 
 
 def fake_engine(config: dict[str, Any]) -> FakeEngine:
-    """The fake engine of a worker config: seeded by its model source and recipe, ``engine_options`` as options."""
+    """The fake engine of a worker config: seeded by its model source and recipe, ``engine_options`` as options
+    (``plant``: a :class:`PlantSpec`, whose entry for this variant becomes the engine's planted effect)."""
     seed = json.dumps([config["source"], config["recipe"]], sort_keys=True)
     options = dict(config.get("engine_options") or {})
     if "fail_items" in options:
         options["fail_items"] = set(options["fail_items"])
+    if "plant" in options:
+        options["plant"] = PlantSpec.model_validate(options["plant"]).effect_for(str(config.get("variant", "")))
     return FakeEngine(seed, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,36 @@ def test_crash_once_per_marker(tmp_path: Path) -> None:
     second = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("call done") == 3
+
+
+def test_planted_effect_flips_a_known_fraction_of_answers() -> None:
+    from cluster.engines.fake import PlantedEffect, fake_engine
+
+    settings = GenerationSettings()
+    requests = _requests(2000)
+    base = [r.text for r in FakeEngine(seed="planted").generate(requests, settings)]
+    same = FakeEngine(seed="ref", plant=PlantedEffect(like_seed="planted", flip_rate=0.0))
+    assert [r.text for r in same.generate(requests, settings)] == base  # rate 0: the shared seed's answers
+    low = FakeEngine(seed="w8", plant=PlantedEffect(like_seed="planted", flip_rate=0.1))
+    high = FakeEngine(seed="w4", plant=PlantedEffect(like_seed="planted", flip_rate=0.3))
+    low_texts = [r.text for r in low.generate(requests, settings)]
+    high_texts = [r.text for r in high.generate(requests, settings)]
+    low_flips = {i for i, (a, b) in enumerate(zip(base, low_texts)) if a != b}
+    high_flips = {i for i, (a, b) in enumerate(zip(base, high_texts)) if a != b}
+    assert 0.08 < len(low_flips) / 2000 < 0.12 and 0.27 < len(high_flips) / 2000 < 0.33
+    assert low_flips <= high_flips  # one hash picks the flipped items: a smaller rate flips a subset
+    assert low_flips == {i for i, r in enumerate(requests) if low.flipped(json.dumps(r.messages, sort_keys=True))}
+
+    refusal = "I'm sorry, but I can't help with that."
+    config = {
+        "source": "bench/planted",
+        "recipe": {"method": "rtn", "bits": 4},
+        "variant": "m-w4",
+        "engine_options": {"plant": {"like_seed": "planted", "flip_rates": {"m-w4": 0.3}, "reply": refusal}},
+    }
+    planted = fake_engine(config)
+    texts = [r.text for r in planted.generate(requests, settings)]
+    assert all(texts[i] == refusal for i in high_flips)
+    assert all(texts[i] == base[i] for i in set(range(2000)) - high_flips)
+    reference = fake_engine({**config, "variant": "m-ref", "recipe": {"method": "none"}})
+    assert [r.text for r in reference.generate(requests, settings)] == base  # not named: flips nothing
