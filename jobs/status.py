@@ -277,6 +277,14 @@ def _progress_table(manifest: dict[str, Any]) -> Table | None:
     return table
 
 
+def _adaptive_part(manifest: dict[str, Any]) -> RenderableType | None:
+    """An adaptive sweep's comparisons (table "Adaptive comparisons") and the items saved."""
+    from jobs.results.adaptive_view import adaptive_renderable, summary_from_manifest
+
+    summary = summary_from_manifest(manifest)
+    return adaptive_renderable(summary) if summary is not None else None
+
+
 def _judges_table(manifest: dict[str, Any]) -> Table | None:
     judges = manifest.get("judges") or {}
     if not judges:
@@ -390,6 +398,7 @@ def build_status(
         _header(manifest, lock_holder, sweep_dir, now),
         _totals(manifest, store, is_stale(manifest, lock_holder, now)),
         _progress_table(manifest),
+        _adaptive_part(manifest),
         _judges_table(manifest),
         _replica_table(manifest),
         _failed_lines(manifest),
@@ -418,7 +427,11 @@ def status_document(
     manifest: dict[str, Any], holder: dict[str, Any] | None, store: FolderHealth | None = None
 ) -> dict[str, Any]:
     """The ``--json`` output: the manifest plus ``lock_holder``, ``stale`` and ``store`` (the shard check:
-    damaged and gone shards with the items they lose; null when not made)."""
+    damaged and gone shards with the items they lose; null when not made). An adaptive sweep's
+    ``adaptive`` entry gets each pair's ``saved`` and ``final`` and the sweep's ``totals`` (planned,
+    computed, saved, saved_fraction, decisions)."""
+    from jobs.results.adaptive_view import adaptive_document, summary_from_manifest
+
     check = None
     if store is not None:
         check = {
@@ -429,7 +442,11 @@ def status_document(
                 for p in store.problems
             ],
         }
-    return {**manifest, "lock_holder": holder, "stale": is_stale(manifest, holder), "store": check}
+    document = {**manifest, "lock_holder": holder, "stale": is_stale(manifest, holder), "store": check}
+    adaptive = summary_from_manifest(manifest)
+    if adaptive is not None:
+        document["adaptive"] = adaptive_document(adaptive)
+    return document
 
 
 def _snapshot(sweep_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

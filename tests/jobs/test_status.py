@@ -239,3 +239,52 @@ def test_watch_json_prints_one_object_per_refresh(tmp_path: Path):
     assert status_main(str(tmp_path), watch=True, as_json=True, interval_s=0.05, console=console) == 0
     states = [json.loads(line)["state"] for line in console.export_text().splitlines()]
     assert states[0] == "running" and states[-1] == "failed" and len(states) >= 2
+
+
+def test_an_adaptive_sweep_shows_each_decision_and_the_items_saved(tmp_path: Path):
+    from tests.support.adaptive import three_pairs
+
+    manifest = {**running_manifest(), "adaptive": three_pairs().model_dump(mode="json")}
+    console = recording_console()
+    render_status(manifest, console, sweep_dir="qtrust-runs/demo")
+    text = console.export_text()
+    lines = text.splitlines()
+    assert "Adaptive comparisons" in text
+    assert max(len(line) for line in lines) <= 100, [line for line in lines if len(line) > 100]
+    row = next(line for line in lines if "tiny-w4" in line)
+    assert "xstest" in row and "worse" in row and "64/500" in row and "436 (87%)" in row
+    assert "-0.210 [-0.330, -0.080]" in row and "95% conf. seq." in text  # one level: said in the header
+    row = next(line for line in lines if "tiny-w8" in line)
+    assert "equivalent" in row and "120/500 (128)" in row and "+0.004 [-0.011, +0.019]" in row
+    assert "continue" in next(line for line in lines if "tiny-w2" in line)
+    flat = " ".join(text.split())
+    assert (
+        "Adaptive: 1684 of 2100 planned items saved (80.2%), 416 computed · 1 worse, 1 equivalent, 1 continue" in flat
+    )
+    assert "bbq runs in full: its primary metric (bias score) is not an item mean" in flat
+
+    coloured = Console(record=True, width=100, file=io.StringIO(), color_system="standard", force_terminal=True)
+    render_status(manifest, coloured)
+    ansi = coloured.export_text(styles=True)
+    assert "\x1b[1;31mworse" in ansi and "\x1b[32mequivalent" in ansi, ansi  # decisions coloured: red, green
+
+    write_manifest(tmp_path, manifest)  # --json: the pairs with what they saved, and the sweep's totals
+    console = recording_console()
+    assert status_main(str(tmp_path), as_json=True, console=console) == 0
+    adaptive = json.loads(console.export_text())["adaptive"]
+    assert adaptive["totals"] == {
+        "planned": 2100,
+        "computed": 416,
+        "saved": 1684,
+        "saved_fraction": pytest.approx(1684 / 2100),
+        "decisions": {"worse": 1, "equivalent": 1, "continue": 1},
+    }
+    by = {p["variant"]: p for p in adaptive["pairs"]}
+    assert by["tiny-w4"]["saved"] == 436 and by["tiny-w4"]["final"] is True and by["tiny-w2"]["final"] is False
+    assert by["tiny-w8"]["low"] == -0.011 and by["tiny-w8"]["confidence"] == 0.95
+
+
+def test_a_sweep_that_is_not_adaptive_shows_no_adaptive_table():
+    console = recording_console()
+    render_status(running_manifest(), console)
+    assert "Adaptive" not in console.export_text()
