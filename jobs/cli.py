@@ -159,10 +159,12 @@ def _check_benchmark_data(spec, data_dir: Path | None) -> list[str]:
 def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec=None) -> None:
     spec = spec if spec is not None else _load(sweep_path)
     from cluster.storage.writable import StorageRootError
+    from jobs.results.adaptive_view import print_adaptive
     from jobs.results.tables import print_perspectives, print_results, print_variants
     from jobs.run_summary import interrupted_line, resume_command, store_full_line, tracking_gap_line
     from jobs.runner import EXIT_INTERRUPTED, PlacementError, StoreFull, SweepInterrupted, run_sweep
     from jobs.spec.run_options import RunOptions
+    from jobs.store.adaptive import read_adaptive
     from jobs.store.lock import SweepLockHeld
     from jobs.tracking import ui_command
     from jobs.tracking.uri import TrackingUriError, redact
@@ -189,6 +191,7 @@ def _run(sweep_path: Path, options_kwargs: dict, resume_mode: bool = False, spec
         raise typer.Exit(1) from None
     print_results(console, outcome.plan, outcome.results, outcome.comparison)
     print_perspectives(console, outcome.plan, outcome.results)
+    print_adaptive(console, read_adaptive(outcome.store))
     print_variants(console, outcome.plan.variants, outcome.quant_reports)
     console.print(
         f"Items: {outcome.items_computed} computed in {outcome.computed} shard(s), {outcome.reused} already stored"
@@ -502,6 +505,7 @@ def report(
 
     Exit 1 (nothing written, nothing logged) when planned items are missing from the store, unless
     --partial is given."""
+    from jobs.results.adaptive_view import print_adaptive
     from jobs.results.compare import compare_results
     from jobs.results.completeness import EXIT_PARTIAL
     from jobs.results.report_file import write_report
@@ -533,6 +537,7 @@ def report(
     comparison = compare_results(stored.plan, stored.results, stored.quant_reports)
     print_results(console, stored.plan, stored.results, comparison, metrics=_metrics_option(metrics), long=long)
     print_perspectives(console, stored.plan, stored.results)
+    print_adaptive(console, stored.adaptive)
     where = write_report(stored.plan, comparison, stored.store, out, partial=lines)
     console.print(f"{'Partial HTML report' if lines else 'HTML report'}: {where}")
     if items:
@@ -569,10 +574,12 @@ def _verify_store(sweep_dir: str, data_dir: Path | None) -> int:
     except (StoredSweepError, BenchmarkDataError, ModelSourceError, SpecError) as err:
         _fail(str(err))
         return 2
+    from jobs.store.adaptive import read_adaptive
+
     state = store.read_manifest().get("state")
-    verification = verify_plan(
-        plan, check_folder(store.generations, read_all=True), check_folder(store.judgments, read_all=True), state
-    )
+    generations = check_folder(store.generations, read_all=True)
+    judgments = check_folder(store.judgments, read_all=True)
+    verification = verify_plan(plan, generations, judgments, state, read_adaptive(store))
     return print_verification(console, verification, store.uri)
 
 

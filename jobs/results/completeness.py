@@ -4,6 +4,11 @@ missing, and the damaged or missing shards behind them. A report with any item m
 Planned items come from the stored sweep and its plan (:class:`jobs.results.scoring.ResultRow`
 ``n_planned``); found items are the planned keys with a stored record (``n_items``); the shards
 come from :func:`jobs.store.health.check_folder` of the sweep's ``generations/`` folder.
+
+An adaptive sweep (:mod:`jobs.store.adaptive`) stops a variant × benchmark once its decision is
+final: the items it did not compute were not needed, so they are not missing. Nor are the
+reference's, once every pair compared with it on the benchmark is final. A pair still running
+(``continue``) or ``blocked`` by failed items is partial as before.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobs.results.scoring import ResultRow
+from jobs.store.adaptive import AdaptiveSummary
 from jobs.store.health import FolderHealth, partition_names
 
 #: The MLflow tag on the sweep's parent run: "true" while it holds only a partial report.
@@ -31,10 +37,12 @@ class PairCount:
     found: int
     damaged_shards: int = 0
     missing_shards: int = 0
+    not_needed: int = 0
+    """Planned items an adaptive decision made unnecessary (never computed, not missing)."""
 
     @property
     def missing(self) -> int:
-        return max(0, self.planned - self.found)
+        return max(0, self.planned - self.not_needed - self.found)
 
     @property
     def state(self) -> str:
@@ -46,6 +54,8 @@ class PairCount:
     def describe(self) -> str:
         """``tiny-w4 × xstest: 36/40 items, 4 missing (1 damaged shard)``."""
         text = f"{self.variant} × {self.benchmark}: {self.found}/{self.planned} items, {self.missing} missing"
+        if self.not_needed:
+            text += f", {self.not_needed} not needed (decided early)"
         shards = []
         if self.damaged_shards:
             shards.append(f"{self.damaged_shards} damaged shard(s)")
@@ -78,8 +88,18 @@ class Completeness:
     def missing(self) -> int:
         return sum(p.missing for p in self.pairs)
 
+    @property
+    def not_needed(self) -> int:
+        return sum(p.not_needed for p in self.pairs)
+
     def headline(self) -> str:
         """One line: how much is missing, where, and whether the sweep is still running."""
+        if not self.partial and self.not_needed:
+            needed = self.planned - self.not_needed
+            return (
+                f"complete: {needed}/{needed} needed items stored; {self.not_needed} of {self.planned} planned "
+                "not needed (adaptive decisions reached early)"
+            )
         if not self.partial:
             return f"complete: {self.planned}/{self.planned} planned items stored"
         running = f"; the sweep is {self.state}" if self.state and self.state != "finished" else ""
@@ -116,15 +136,38 @@ def shard_counts(health: FolderHealth | None) -> dict[tuple[str, str], tuple[int
     return out
 
 
+def not_needed(adaptive: AdaptiveSummary | None, variant: str, benchmark: str, planned: int) -> int:
+    """Of a variant × benchmark's ``planned`` items, those an adaptive sweep did not need: a pair whose
+    decision is final needs the items it computed; a reference needs those stored for the benchmark
+    once every pair compared with it there is final. 0 otherwise (not adaptive, still running)."""
+    if adaptive is None:
+        return 0
+    pair = adaptive.pair(variant, benchmark)
+    if pair is not None:
+        return max(0, planned - pair.computed) if pair.final else 0
+    bench = adaptive.benchmarks.get(benchmark)
+    if bench is None or variant not in bench.references:
+        return 0
+    compared = [p for p in adaptive.pairs if p.reference == variant and p.benchmark == benchmark]
+    if not compared or not all(p.final for p in compared):
+        return 0
+    return max(0, planned - bench.references[variant])
+
+
 def completeness(
-    results: list[ResultRow], health: FolderHealth | None = None, state: str | None = None
+    results: list[ResultRow],
+    health: FolderHealth | None = None,
+    state: str | None = None,
+    adaptive: AdaptiveSummary | None = None,
 ) -> Completeness:
-    """Per variant × benchmark (ensembles follow their members), from scored results and a store check."""
+    """Per variant × benchmark (ensembles follow their members), from scored results and a store check;
+    ``adaptive``: the sweep's adaptive summary (:func:`not_needed` items are not missing)."""
     shards = shard_counts(health)
     pairs = []
     for row in results:
         if row.kind != "variant":
             continue
         damaged, missing = shards.get((row.name, row.benchmark), (0, 0))
-        pairs.append(PairCount(row.name, row.benchmark, row.n_planned, row.n_items, damaged, missing))
+        spared = not_needed(adaptive, row.name, row.benchmark, row.n_planned)
+        pairs.append(PairCount(row.name, row.benchmark, row.n_planned, row.n_items, damaged, missing, spared))
     return Completeness(pairs, state)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from jobs.plan.build import Plan
 from jobs.results.compare import Comparison
+from jobs.store.adaptive import AdaptiveSummary
 from trust.comparison.degenerate import baseline_text
 
 _STYLE = """
@@ -69,9 +70,16 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def render_report(
-    plan: Plan, comparison: Comparison, *, title: str | None = None, partial: list[str] | None = None
+    plan: Plan,
+    comparison: Comparison,
+    *,
+    title: str | None = None,
+    partial: list[str] | None = None,
+    adaptive: AdaptiveSummary | None = None,
 ) -> str:
-    """The whole report as one HTML string; ``partial`` (what is missing, one line each) puts a banner on top."""
+    """The whole report as one HTML string; ``partial`` (what is missing, one line each) puts a banner on top;
+    ``adaptive`` (an adaptive sweep's decisions) adds the section "Adaptive comparisons"."""
+    from jobs.results.adaptive_view import adaptive_html
     from jobs.results.plots import flip_matrix_figure, metric_vs_bits, perspective_radar
 
     spec = plan.spec
@@ -99,6 +107,7 @@ def render_report(
         "from the reference at the 5% level (McNemar for 0/1 metrics, else the interval of Δ excludes 0); "
         "red where the change is for the worse, green where it is for the better.</p>"
     )
+    parts.append(adaptive_html(adaptive))
     for bench_name, run in plan.benchmarks.items():
         rows = comparison.frame[comparison.frame["benchmark"] == bench_name]
         if rows.empty:

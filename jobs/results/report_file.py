@@ -29,11 +29,14 @@ def write_report(
     """Render the report and write it (atomically) to ``out`` or ``<sweep dir>/report.html``; returns where.
 
     A ``partial`` report (the lines saying what is missing) carries a banner and goes to
-    ``<sweep dir>/report-partial.html``, so that it never replaces a final report.
+    ``<sweep dir>/report-partial.html``, so that it never replaces a final report. An adaptive sweep's
+    decisions (``<sweep dir>/adaptive.json``) get their own section.
     """
     from jobs.results.html import render_report
+    from jobs.store.adaptive import read_adaptive
 
-    text = redact(render_report(plan, comparison, partial=partial))  # no URI's credentials in the report
+    adaptive = read_adaptive(store)
+    text = redact(render_report(plan, comparison, partial=partial, adaptive=adaptive))  # no URI's credentials
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, text.encode("utf-8"))

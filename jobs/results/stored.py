@@ -12,6 +12,7 @@ from jobs.results.completeness import Completeness, completeness
 from jobs.results.scoring import ResultRow, compute_results
 from jobs.spec.load import parse_spec
 from jobs.spec.schema import SpecError, SweepSpec
+from jobs.store.adaptive import AdaptiveSummary, read_adaptive
 from jobs.store.health import FolderHealth, check_folder
 from jobs.store.sweep import SweepStore
 from trust.yaml_safe import YamlInputError, load_yaml_text
@@ -31,11 +32,14 @@ class StoredSweep:
     manifest: dict[str, Any] = field(default_factory=dict)
     health: FolderHealth | None = None
     """The check of the sweep's ``generations/`` shards (damaged, missing), made after the scan."""
+    adaptive: AdaptiveSummary | None = None
+    """An adaptive sweep's decisions (``adaptive.json``); None for a sweep that is not adaptive."""
 
     @property
     def completeness(self) -> Completeness:
-        """Items planned, found and missing per variant × benchmark: whether a report is partial."""
-        return completeness(self.results, self.health, self.manifest.get("state"))
+        """Items planned, found and missing per variant × benchmark: whether a report is partial (items an
+        adaptive decision did not need are not missing)."""
+        return completeness(self.results, self.health, self.manifest.get("state"), self.adaptive)
 
     @property
     def quant_reports(self) -> dict[str, dict[str, Any]]:
@@ -117,4 +121,11 @@ def load_stored_sweep(sweep_dir: str | Path, data_dir: Path | None = None) -> St
     judgments = store.scan_judgments().records if plan.judges else None
     results = compute_results(plan, records, judgments)
     health = check_folder(store.generations)  # after the scan: a shard it found damaged is set aside by now
-    return StoredSweep(store=store, plan=plan, results=results, manifest=store.read_manifest(), health=health)
+    return StoredSweep(
+        store=store,
+        plan=plan,
+        results=results,
+        manifest=store.read_manifest(),
+        health=health,
+        adaptive=read_adaptive(store),
+    )

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs.plan.build import Plan
-from jobs.results.completeness import EXIT_PARTIAL, Completeness, PairCount, shard_counts
+from jobs.results.completeness import EXIT_PARTIAL, Completeness, PairCount, not_needed, shard_counts
+from jobs.store.adaptive import AdaptiveSummary
 from jobs.store.health import FolderHealth, ShardProblem
 
 
@@ -39,14 +40,22 @@ class StoreVerification:
         return not self.completeness.partial and not self.problems
 
 
-def verify_plan(plan: Plan, generations: FolderHealth, judgments: FolderHealth, state: str | None) -> StoreVerification:
-    """Items planned per variant × benchmark against the keys the whole shards hold."""
+def verify_plan(
+    plan: Plan,
+    generations: FolderHealth,
+    judgments: FolderHealth,
+    state: str | None,
+    adaptive: AdaptiveSummary | None = None,
+) -> StoreVerification:
+    """Items planned per variant × benchmark against the keys the whole shards hold (``adaptive``: items
+    an adaptive decision did not need are not missing)."""
     shards = shard_counts(generations)
     pairs = []
     for (variant, benchmark), keys in plan.keys.items():
         found = sum(1 for key in keys if key in generations.keys)
         damaged, missing = shards.get((variant, benchmark), (0, 0))
-        pairs.append(PairCount(variant, benchmark, len(keys), found, damaged, missing))
+        spared = not_needed(adaptive, variant, benchmark, len(keys))
+        pairs.append(PairCount(variant, benchmark, len(keys), found, damaged, missing, spared))
     return StoreVerification(Completeness(pairs, state), generations, judgments)
 
 
@@ -86,7 +95,11 @@ def print_verification(console: Console, verification: StoreVerification, where:
             soft_wrap=True,
         )
     if verification.ok:
-        console.print(Text(f"ok: every planned item is stored ({verification.completeness.planned})", style="green"))
+        complete = verification.completeness
+        if complete.not_needed:
+            console.print(Text(f"ok: every needed item is stored; {complete.headline()}", style="green"))
+        else:
+            console.print(Text(f"ok: every planned item is stored ({complete.planned})", style="green"))
         return 0
     console.print(
         Text(

@@ -234,3 +234,81 @@ def test_report_needs_no_data_dir(sweep_dir: Path, data_dir: Path, monkeypatch: 
     old = CliRunner().invoke(app, ["report", str(sweep_dir), "--no-mlflow"])
     assert old.exit_code == 2 and "Traceback" not in old.output
     assert "contexts.json not found" in old.output and "--data-dir DIR" in old.output
+
+
+def _adaptive(sweep_dir: Path, xstest_decision: str) -> None:
+    """An adaptive summary for the stored sweep: tiny-w4 × xstest stopped after 4 of 8 items (as did the
+    reference there), tiny-w4 × machine_ethics used all 8."""
+    from jobs.store.adaptive import write_adaptive
+    from tests.support.adaptive import pair, summary
+
+    store = SweepStore(str(sweep_dir.parent), sweep_dir.name)
+    write_adaptive(
+        store,
+        summary(
+            [
+                pair("tiny-w4", "xstest", xstest_decision, 4, ITEMS, 4, 0.0, -0.01, 0.01),
+                pair("tiny-w4", "machine_ethics", "worse", ITEMS, ITEMS, ITEMS, -0.25, -0.5, -0.05),
+            ],
+            {"xstest": {"tiny-ref": 4}, "machine_ethics": {"tiny-ref": ITEMS}},
+        ),
+    )
+    for variant in ("tiny-w4", "tiny-ref"):
+        _shards(sweep_dir, variant, "xstest")[1].unlink()  # items 5-8 never computed...
+    shutil.rmtree(sweep_dir / "generations" / "_index")
+    store.scan()  # ... so never indexed either
+
+
+def test_an_adaptive_pair_decided_early_is_complete_and_reported(sweep_dir: Path, data_dir: Path) -> None:
+    _adaptive(sweep_dir, "equivalent")
+    result = _report(sweep_dir, data_dir)
+    assert result.exit_code == 0, result.output
+    assert "PARTIAL" not in result.output
+    text = " ".join(result.output.split())
+    assert "Adaptive comparisons" in text
+    row = next(line for line in result.output.splitlines() if "tiny-w4" in line and "xstest" in line and "│" in line)
+    assert "equivalent" in row and "4/8" in row and "+0.000 [-0.010, +0.010]" in row and "4 (50%)" in row
+    assert "Adaptive: 8 of 32 planned items saved (25.0%), 24 computed · 1 worse, 1 equivalent" in text
+    page = (sweep_dir / "report.html").read_text()
+    assert "<h2 id='adaptive'>Adaptive comparisons</h2>" in page
+    assert "<td class='worse'>worse</td>" in page and "<td>equivalent</td>" in page
+    assert "Adaptive: 8 of 32 planned items saved (25.0%)" in page
+    check = _report(sweep_dir, data_dir, "--verify-store")
+    assert check.exit_code == 0, check.output
+    assert "ok: every needed item is stored; complete: 24/24 needed items stored; 8 of 32 planned not needed" in (
+        " ".join(check.output.split())
+    )
+
+
+def test_an_adaptive_pair_still_running_is_partial(sweep_dir: Path, data_dir: Path) -> None:
+    _adaptive(sweep_dir, "continue")
+    result = _report(sweep_dir, data_dir)
+    assert result.exit_code == 1, result.output
+    assert "PARTIAL: 8 of 32 planned items missing in 2 of 4 variant × benchmark pair(s)" in result.output
+    assert "tiny-w4 × xstest: 4/8 items, 4 missing" in result.output
+    assert "tiny-ref × xstest: 4/8 items, 4 missing" in result.output  # its variant still needs it
+
+
+def test_items_not_needed_by_an_adaptive_decision() -> None:
+    from jobs.results.completeness import PairCount, not_needed
+    from tests.support.adaptive import pair, summary
+
+    def adaptive(decision: str):
+        return summary(
+            [
+                pair("w4", "b", decision, 4, 8, 5, reference="ref"),
+                pair("w8", "b", "equivalent", 8, 8, 8, reference="ref"),
+            ],
+            {"b": {"ref": 6}},
+        )
+
+    assert not_needed(None, "w4", "b", 8) == 0  # not adaptive
+    assert not_needed(adaptive("worse"), "w4", "b", 8) == 3  # final: what it did not compute
+    assert not_needed(adaptive("worse"), "ref", "b", 8) == 2  # every pair against the reference final
+    for running in ("continue", "blocked"):
+        assert not_needed(adaptive(running), "w4", "b", 8) == 0
+        assert not_needed(adaptive(running), "ref", "b", 8) == 0
+    assert not_needed(adaptive("worse"), "w4", "other", 8) == 0 and not_needed(adaptive("worse"), "x", "b", 8) == 0
+    # a final pair that lost stored items (a damaged shard) still misses them
+    assert PairCount("w4", "b", planned=8, found=3, not_needed=3).missing == 2
+    assert PairCount("w4", "b", planned=8, found=5, not_needed=3).missing == 0
