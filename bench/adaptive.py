@@ -3,7 +3,11 @@
 Usage (from the repository root)::
 
     .venv/bin/python bench/adaptive.py                                   # 10,000 streams per case
-    .venv/bin/python bench/adaptive.py --streams 2000 --out /tmp/adaptive.md
+    .venv/bin/python bench/adaptive.py validity --streams 2000 --out /tmp/adaptive.md
+    .venv/bin/python bench/adaptive.py savings --store qtrust-runs/demo  # replay a stored sweep
+
+``savings`` replays a complete stored sweep through the adaptive decisions: see
+``bench/adaptive_savings.py``. Without a subcommand (or with ``validity``) this runs the simulation.
 
 Each case is a set of synthetic paired streams with a known mean difference ``Δ`` and a known
 agreement between the pair: per item the reference and the variant are each right or wrong (0/1),
@@ -233,7 +237,15 @@ def render(rows: list[dict[str, float]], config: SequentialConfig, args: argpars
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every case and write the table."""
+    """``savings``: replay a stored sweep (``bench/adaptive_savings.py``); else run every validity case."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["savings"]:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from adaptive_savings import main as savings
+
+        raise SystemExit(savings(argv[1:]))
+    if argv[:1] == ["validity"]:
+        argv = argv[1:]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--max-items", type=int, default=2000)
