@@ -25,10 +25,13 @@ import pandas as pd
 from jobs.plan.build import Plan, Shard
 from jobs.plan.naming import ensemble_names, reference_variants, short_names
 from jobs.results.colours import PARENT_COLOR, RUN_COLOR_TAG, variant_colors
+from jobs.results.completeness import not_needed
 from jobs.results.scoring import LabelCache, ResultRow, perspective_table
 from jobs.results.variant_reports import quant_metrics, quant_params, variants_table, weights_tags
+from jobs.store.adaptive import AdaptiveSummary
 from jobs.store.sweep import SweepStore
 from jobs.tracking import LiveTracker, resolve_tracking_uri
+from jobs.tracking.adaptive import AdaptiveLog
 from jobs.tracking.comparison import (
     comparison_table,
     flips_table,
@@ -83,6 +86,7 @@ class SweepTracking:
         """Variant or ensemble name -> its run colour (the ``mlflow.runColor`` tag and in plots)."""
         self._ensembles: set[str] = set()
         self._summary_logged = False
+        self._adaptive = AdaptiveLog(tracker, self.parent_key, lambda v, b: self._result_key("variant", v, b))
         self._name_variants()
 
     # -- opening -----------------------------------------------------------------------------
@@ -385,6 +389,18 @@ class SweepTracking:
                 self.variant_key(variant, bench), {f"running.{primary}": value}, step=counts.shards_done
             )
 
+    def adaptive(self, summary: AdaptiveSummary) -> None:
+        """An adaptive sweep's decisions after a look (:mod:`jobs.tracking.adaptive`): per pair run its
+        items used, planned, computed and saved, Δ with its confidence sequence and the decision tag;
+        the parent's saved total. Only what changed since the last call is sent; :meth:`final` (or
+        :meth:`adaptive_final`) adds the table ``adaptive.json``."""
+        self._adaptive.report(summary)
+
+    def adaptive_final(self, summary: AdaptiveSummary) -> None:
+        """:meth:`adaptive`, then the parent's table ``adaptive.json`` of every pair."""
+        self._adaptive.report(summary)
+        self._adaptive.log_table()
+
     # -- the end -------------------------------------------------------------------------------
     def final(self, results: list[ResultRow], worker_info: dict[str, dict[str, Any]], state: Any = None) -> None:
         """Final metrics, tables, datasets; close every run (FAILED when items are missing).
@@ -430,7 +446,7 @@ class SweepTracking:
                     source=str(self.data_dir),
                     digest=run.digest(self.data_dir),
                 )
-            t.finish(key, "FINISHED" if row.complete else "FAILED")
+            t.finish(key, "FINISHED" if self._complete(row) else "FAILED")
         if state is not None and getattr(state, "judges", None):
             judges = pd.DataFrame(
                 [
@@ -447,7 +463,22 @@ class SweepTracking:
             table = summary_table([e for e in entries if e is not None], perspective_table(self.plan, results))
             if not table.empty:
                 t.log_table(self.parent_key, table, SUMMARY_TABLE)
-        t.finish(self.parent_key, "FAILED" if any(not r.complete for r in results) else "FINISHED")
+        self._adaptive.log_table()  # the last decisions :meth:`adaptive` was given (none: not adaptive)
+        t.finish(self.parent_key, "FAILED" if any(not self._complete(r) for r in results) else "FINISHED")
+
+    def _complete(self, row: ResultRow) -> bool:
+        """Every planned item stored, or (adaptive) every item its decision needed: the run ends FINISHED.
+
+        An ensemble on an adaptive benchmark is complete once every pair there is final."""
+        if row.complete:
+            return True
+        summary = self._adaptive.last
+        if summary is None or row.benchmark not in summary.benchmarks:
+            return False
+        if row.kind != "variant":
+            pairs = [p for p in summary.pairs if p.benchmark == row.benchmark]
+            return bool(pairs) and all(p.final for p in pairs)
+        return row.n_items + not_needed(summary, row.name, row.benchmark, row.n_planned) >= row.n_planned
 
     def _entry(self, row: ResultRow) -> dict[str, Any] | None:
         """A result's primary metric as a :func:`summary_table` entry (None when it has none)."""
@@ -549,6 +580,7 @@ class SweepTracking:
 
     def interrupted(self) -> None:
         self._log_progress()
+        self._adaptive.log_table()
         for key in list(self._all_keys()):
             self.tracker.finish(key, "KILLED")
 

@@ -296,3 +296,76 @@ def test_the_ui_sees_tags_colours_short_names_tables_and_the_comparison(tmp_path
     assert "xstest.delta_refusal_rate" in summary.columns  # the comparison's summary, not replaced by final's
     assert set(summary["name"]) == {"tiny-ref", "tiny-w4"}
     assert "report.html" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]
+
+
+def test_adaptive_decisions_go_to_the_pair_runs_once_each_and_the_parent_gets_the_total(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    from jobs.plan.build import build_plan
+    from jobs.results.scoring import ResultRow
+    from jobs.spec.load import parse_spec
+    from jobs.store.sweep import SweepStore
+    from tests.support.adaptive import pair, summary
+    from tests.support.mlflow_store import sqlite_store
+
+    spec = fake_sweep(tmp_path, items=8)
+    spec["recipes"] = [{"name": "ref", "method": "none"}, {"name": "w4", "method": "rtn", "bits": 4}]
+    plan = build_plan(parse_spec(spec), data_dir)
+    uri = sqlite_store(tmp_path / "adaptive.db")
+    tracking = SweepTracking.open(plan, SweepStore(str(tmp_path / "runs"), "pipe"), {}, uri, data_dir, warn=print)
+    refs = {"xstest": {"tiny-ref": 4}, "machine_ethics": {"tiny-ref": 4}}
+    running = pair("tiny-w4", "machine_ethics", "continue", 4, 8, 4)  # no Δ yet: left out
+    first = summary([pair("tiny-w4", "xstest", "continue", 4, 8, 4, -0.1, -0.6, 0.4), running], refs)
+    refs = {"xstest": {"tiny-ref": 6}, "machine_ethics": {"tiny-ref": 4}}
+    later = summary([pair("tiny-w4", "xstest", "worse", 6, 8, 6, -0.3, -0.5, -0.1), running], refs)
+    tracking.adaptive(first)
+    tracking.adaptive(first)  # nothing changed: nothing sent
+    tracking.adaptive(later)
+    tracking.adaptive_final(later)
+    rows = [  # what scoring finds stored: fewer items than planned where the sweep stopped early
+        ResultRow("variant", name, "tiny", bench, bits, n, 8)
+        for name, bench, bits, n in [
+            ("tiny-w4", "xstest", "4", 6),
+            ("tiny-w4", "machine_ethics", "4", 4),
+            ("tiny-ref", "xstest", "ref", 6),
+            ("tiny-ref", "machine_ethics", "ref", 4),
+        ]
+    ]
+    tracking.final(rows, {})
+    assert tracking.close(60) == 0
+    client, ids = MlflowClient(uri), tracking.run_ids()
+
+    def history(key: str, metric: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(ids[key], metric))
+
+    decided = client.get_run(ids["variant:tiny-w4:xstest"])
+    assert decided.data.tags["qtrust.adaptive.decision"] == "worse"
+    assert history("variant:tiny-w4:xstest", "adaptive.items_used") == [(4, 4), (6, 6)]  # step: items used
+    assert history("variant:tiny-w4:xstest", "adaptive.delta_high") == [(4, 0.4), (6, -0.1)]
+    assert history("variant:tiny-w4:xstest", "adaptive.items_planned") == [(4, 8)]  # unchanged: sent once
+    assert decided.data.metrics["adaptive.items_saved"] == 2 and decided.data.metrics["adaptive.delta"] == -0.3
+    assert decided.data.metrics["adaptive.delta_low"] == -0.5 and decided.data.metrics["adaptive.items_computed"] == 6
+    still = client.get_run(ids["variant:tiny-w4:machine_ethics"])
+    assert still.data.tags["qtrust.adaptive.decision"] == "continue"
+    assert history("variant:tiny-w4:machine_ethics", "adaptive.items_used") == [(4, 4)]  # four reports, one point
+    assert not {"adaptive.delta", "adaptive.delta_low", "adaptive.delta_high"} & set(still.data.metrics)
+    reference = client.get_run(ids["variant:tiny-ref:xstest"])
+    assert not [k for k in reference.data.metrics if k.startswith("adaptive.")]
+    assert "qtrust.adaptive.decision" not in reference.data.tags
+    # a pair decided early, and its reference once all its pairs are, end FINISHED; one still running does not
+    assert decided.info.status == "FINISHED" and reference.info.status == "FINISHED"
+    assert (
+        still.info.status == "FAILED" and client.get_run(ids["variant:tiny-ref:machine_ethics"]).info.status == "FAILED"
+    )
+
+    parent = client.get_run(tracking.tracker.run_ids()[tracking.parent_key])
+    assert parent.data.metrics["adaptive.items_saved_total"] == 12  # planned 32 (8 + 8 + the reference's 8 + 8)
+    assert parent.data.metrics["adaptive.items_planned_total"] == 32
+    assert parent.data.metrics["adaptive.saved_fraction"] == pytest.approx(12 / 32)
+    assert history(tracking.parent_key, "adaptive.items_planned_total") == [(16, 32)]
+    assert history(tracking.parent_key, "adaptive.items_saved_total") == [(16, 16), (20, 12)]  # step: computed
+    logged = [e["path"] for e in json.loads(parent.data.tags["mlflow.loggedArtifacts"])]
+    assert logged.count("adaptive.json") == 1
+    table = pd.read_json(client.download_artifacts(parent.info.run_id, "adaptive.json", str(tmp_path)), orient="split")
+    assert list(table["decision"]) == ["worse", "continue"] and list(table["saved"]) == [2, 4]
+    assert {"variant", "benchmark", "used", "planned", "computed", "delta", "low", "high", "confidence"} <= set(table)
