@@ -28,6 +28,7 @@ import torch  # noqa: F401  isort: skip
 
 from cluster.storage.space import describe_no_room, no_room
 from jobs.data_ready import prepare_sweep_data
+from jobs.pipeline.adaptive import AdaptiveFeed
 from jobs.pipeline.generate import (
     Committer,
     default_cache_dir,
@@ -40,6 +41,7 @@ from jobs.pipeline.pools import Task
 from jobs.pipeline.progress import QuietProgress, RichProgress
 from jobs.pipeline.scheduler import Scheduler, SchedulerReport
 from jobs.pipeline.state import Counts, SweepState
+from jobs.plan.adaptive import adaptive_plan
 from jobs.plan.build import Plan, Shard, build_plan, resolve_variant_cache
 from jobs.plan.keys import CONTEXT_CHARS
 from jobs.results.scoring import ResultRow, compute_results
@@ -48,6 +50,7 @@ from jobs.spec.masked import redacted_spec
 from jobs.spec.remote_code import remote_code_models, remote_code_warnings
 from jobs.spec.run_options import RunOptions
 from jobs.spec.schema import SweepSpec
+from jobs.store.adaptive import write_adaptive
 from jobs.store.driver_log import TRACEBACKS, driver_log
 from jobs.store.plan_snapshot import write_plan_snapshot
 from jobs.store.records import JUDGMENTS, dedupe_records, frame_rows
@@ -156,6 +159,8 @@ class SweepOutcome:
     view_url: str | None = None
     """The MLflow UI's runs table in the sweep's shared view (grouped by benchmark, metric columns)."""
     report_path: str | None = None
+    adaptive: Any = None
+    """:class:`jobs.store.adaptive.AdaptiveSummary` of an adaptive sweep (None otherwise)."""
     """Where the HTML report was written (``<sweep dir>/report.html``)."""
 
 
@@ -340,7 +345,14 @@ def _run_locked(
         from_cache = _reuse_from_cache(plan, store, cache, stored, console)
         if from_cache is not None:
             stored = stored | set(from_cache["item_key"])
-    shards = plan.shards(stored)
+    adaptive = adaptive_plan(plan)
+    shards = plan.shards(stored, skip=adaptive.covers if adaptive else None)
+    feed: AdaptiveFeed | None = None
+    if adaptive and not options.judge_only:
+        # The comparisons that stop early: replay what is stored, find what each still needs.
+        feed = AdaptiveFeed.from_records(plan, adaptive, [scan.records, from_cache])
+        feed.expected = {key for shard in shards for key in shard.keys}
+        feed.prime()
     not_generated = 0
     if options.judge_only:
         not_generated = sum(len(s.items) for s in shards)
@@ -349,7 +361,9 @@ def _run_locked(
     timings["scan_s"] = time.perf_counter() - t
     state = SweepState(plan, say=lambda text: console.print(f"[yellow]{text}"))
     state.start(stored, shards)
-    _print_plan(console, plan, state, shards, options.resume)
+    if feed is not None:
+        feed.state = state
+    _print_plan(console, plan, state, shards, options.resume, feed)
     if judging is not None and judging.backlog_tasks:
         console.print(
             f"Judges: {judging.stage.submitted_answers} stored answer(s) to judge "
@@ -363,8 +377,11 @@ def _run_locked(
     ray_info: dict[str, Any] = {}
     # Ray and the placement check come before MLflow and the manifest: an impossible bundle is one
     # error, with no run left RUNNING and no manifest saying "running".
-    has_work = bool(shards) or (judging is not None and bool(judging.backlog_tasks))
-    ray_started = _attach(plan, shards, options, console, ray_info, timings, judging) if has_work else None
+    adaptive_work = feed.variants_with_work() if feed is not None else []
+    has_work = bool(shards) or bool(adaptive_work) or (judging is not None and bool(judging.backlog_tasks))
+    ray_started = (
+        _attach(plan, shards, options, console, ray_info, timings, judging, adaptive_work) if has_work else None
+    )
     try:
         outcome = _run_attached(
             spec,
@@ -382,6 +399,7 @@ def _run_locked(
             from_cache,
             ray_info,
             judging,
+            feed,
         )
         outcome.not_generated = not_generated
         return outcome
@@ -400,6 +418,7 @@ def _attach(
     ray_info: dict[str, Any],
     timings: dict[str, float],
     judging: Judging | None = None,
+    adaptive_work: list[str] | None = None,
 ):  # -> RayInfo
     """Start (or join) Ray and check that every pool with work could ever be placed there."""
     from cluster.runtime import placement_problem, start_ray, stop_ray
@@ -412,7 +431,7 @@ def _attach(
         {"address": info.address, "how": info.how, "nodes": info.nodes, "cpus": info.cpus, "gpus": info.gpus}
     )
     problems = []
-    for name in [v for v in plan.variants if any(s.variant == v for s in shards)]:
+    for name in [v for v in plan.variants if any(s.variant == v for s in shards) or v in (adaptive_work or [])]:
         variant = plan.variants[name]
         problem = placement_problem(f"variant {name}", worker_resources(variant).bundle(), variant.resources.replicas)
         if problem:
@@ -446,6 +465,7 @@ def _run_attached(
     from_cache: pd.DataFrame | None,
     ray_info: dict[str, Any],
     judging: Judging | None = None,
+    feed: AdaptiveFeed | None = None,
 ) -> SweepOutcome:
     tracking = SweepTracking.open(
         plan, store, previous, options.tracking_uri, data_dir, warn=lambda m: console.print(f"[yellow]{m}")
@@ -469,7 +489,23 @@ def _run_attached(
         "ray": ray_info,
         "mlflow": tracking.manifest_entry(),
         "trust_remote_code": remote_code,
+        **({"adaptive": feed.summary().model_dump(mode="json")} if feed is not None else {}),
     }
+
+    def record_adaptive(final: bool = False) -> bool:
+        """The adaptive decisions to adaptive.json and MLflow, when they changed (always at the end)."""
+        if feed is None or not (feed.changed or final):
+            return False
+        feed.changed = False
+        summary = feed.summary()
+        try:
+            write_adaptive(store, summary)
+        except Exception as err:
+            TRACEBACKS.warning("adaptive.json not written", exc_info=err)
+        log_adaptive = getattr(tracking, "adaptive", None)
+        if log_adaptive is not None:
+            log_adaptive(summary)
+        return True
 
     last_pools: dict[str, Any] = dict(previous.get("pools", {})) if not shards else {}
 
@@ -494,10 +530,23 @@ def _run_attached(
     report = SchedulerReport()
     interrupted = False
     aborted = False
-    if shards or (judging is not None and judging.backlog_tasks):
+    record_adaptive(final=True)
+    adaptive_work = feed is not None and bool(feed.variants_with_work())
+    if shards or adaptive_work or (judging is not None and judging.backlog_tasks):
         try:
             report, interrupted = _compute(
-                plan, shards, options, console, state, committer, tracking, write_manifest, timings, judging
+                plan,
+                shards,
+                options,
+                console,
+                state,
+                committer,
+                tracking,
+                write_manifest,
+                timings,
+                judging,
+                feed,
+                record_adaptive,
             )
         except KeyboardInterrupt as stop:
             interrupted = aborted = True
@@ -518,7 +567,10 @@ def _run_attached(
     outcome.items_computed = state.computed_items
     outcome.failed = {k: v for k, v in report.failed.items() if not k.startswith("judge=")}
     outcome.not_started = list(report.not_started)
-    outcome.shards_left = len(shards) - outcome.computed
+    outcome.shards_left = max(0, len(shards) + (feed.shards_submitted if feed is not None else 0) - outcome.computed)
+    record_adaptive(final=True)
+    if feed is not None:
+        outcome.adaptive = feed.summary()
     outcome.retried, outcome.replaced = report.retried, report.replaced
     worker_info = dict(previous.get("workers", {}))
     worker_info.update(state.worker_info)
@@ -608,12 +660,23 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
         log(c.frame, c.matrices, c.perspectives, report)
 
 
-def _print_plan(console: Console, plan: Plan, state: SweepState, shards: list[Shard], detailed: bool) -> None:
+def _print_plan(
+    console: Console,
+    plan: Plan,
+    state: SweepState,
+    shards: list[Shard],
+    detailed: bool,
+    feed: AdaptiveFeed | None = None,
+) -> None:
     todo = sum(len(s.items) for s in shards)
     console.print(
         f"[bold]{plan.spec.name}[/]: {len(plan.variants)} variant(s) × {len(plan.benchmarks)} benchmark(s) = "
         f"{plan.n_requests} item request(s); {state.stored_items} already stored, {todo} to compute in {len(shards)} shard(s)"
+        + (" outside the adaptive comparisons" if feed is not None else "")
     )
+    if feed is not None:
+        for line in feed.plan_lines():
+            console.print(line)
     if detailed and shards:
         per: dict[tuple[str, str], int] = {}
         for s in shards:
@@ -633,20 +696,32 @@ def _compute(
     write_manifest: Callable[..., bool],
     timings: dict[str, float],
     judging: Judging | None = None,
+    feed: AdaptiveFeed | None = None,
+    record_adaptive: Callable[[], bool] | None = None,
 ) -> tuple[SchedulerReport, bool]:
-    """One pool per variant with work (and one per judge) on the Ray :func:`_attach` joined; stream the shards."""
+    """One pool per variant with work (and one per judge) on the Ray :func:`_attach` joined; stream the shards.
+
+    An adaptive sweep's :class:`AdaptiveFeed` sends the items of its comparisons round by round and
+    closes a variant's pool once its comparisons are decided.
+    """
     t = time.perf_counter()
-    variants = [v for v in plan.variants if any(s.variant == v for s in shards)]
+    managed = set(feed.variants_with_work()) if feed is not None else set()
+    variants = [v for v in plan.variants if any(s.variant == v for s in shards) or v in managed]
     cache_dir = default_cache_dir(options.cache_dir)
-    progress = (
-        QuietProgress(console)
-        if options.quiet
-        else RichProgress(console, {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants})
-    )
+    static = {v: sum(len(s.items) for s in shards if s.variant == v) for v in variants}
+
+    def totals() -> dict[str, int]:
+        """Items per variant: its shards', and at most what its open adaptive comparisons may still need."""
+        return {v: static[v] + (feed.items_at_most(v) if feed is not None and v in managed else 0) for v in variants}
+
+    progress = QuietProgress(console) if options.quiet else RichProgress(console, totals())
     state.progress_bar = progress
     deadline = _StopDeadline(options.stop_deadline_s)
 
     def tick() -> None:
+        if record_adaptive is not None and record_adaptive():
+            for variant, total in totals().items():
+                progress.set_total(variant, total)
         write_manifest("running", scheduler.pool_snapshot())
         tracking.tick(state)
         deadline.check(scheduler)
@@ -654,7 +729,8 @@ def _compute(
     scheduler = Scheduler(state, tick=tick)
     for name in variants:
         scheduler.add_pool(variant_pool(plan.variants[name], cache_dir, committer.commit_batch))
-    feed = JudgeFeed(plan, scheduler, judging, state, len(shards))
+        scheduler.pools[pool_name(name)].config.parkable = name in managed  # fed a round at a time
+    judge_feed = JudgeFeed(plan, scheduler, judging, state, len(shards))
     if judging is not None:
         for pool in judging.stage.pools(cache_dir):
             scheduler.add_pool(pool)
@@ -665,22 +741,32 @@ def _compute(
         def on_done(task: Task, value: Any) -> None:
             state.shard_committed(shard, value["errors"])
             tracking.shard_committed(shard, value)
-            feed.generation_committed(value["rows"])
+            judge_feed.generation_committed(value["rows"])
+            if feed is not None:
+                feed.committed(value["rows"])
 
         return on_done
 
     def failed(shard: Shard) -> Callable[[Task, str], None]:
         def on_failed(task: Task, error: str) -> None:
             state.shard_failed(shard, error)
-            feed.generation_finished()
+            judge_feed.generation_finished()
+            if feed is not None:
+                feed.failed(shard.keys)
 
         return on_failed
 
-    for shard in shards:
+    def submit(shard: Shard) -> None:
         scheduler.submit(pool_name(shard.variant), committer.task(plan, shard, done(shard), failed(shard)))
+
+    for shard in shards:
+        submit(shard)
     for name in variants:
-        scheduler.close(pool_name(name))
-    feed.start()
+        if name not in managed:
+            scheduler.close(pool_name(name))
+    if feed is not None:
+        feed.attach(submit, lambda variant: scheduler.close(pool_name(variant)))
+    judge_feed.start()
     with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
         interrupts.scheduler = scheduler
         try:
@@ -689,6 +775,9 @@ def _compute(
             console.print("[red]Aborting: replicas are being killed; nothing half-written counts.")
             scheduler.abort()
             raise _Aborted(scheduler.report) from None
+        if feed is not None and not report.stopped:
+            for variant, total in totals().items():
+                progress.set_total(variant, total)
     timings["compute_s"] = time.perf_counter() - t
     write_manifest("running", scheduler.pool_snapshot())
     tracking.tick(state)  # the last progress point, after the last commit

@@ -34,6 +34,9 @@ class PoolConfig:
     batch is being stored wait for the next one, so batches grow with the rate of results and a
     slow store is written less often, not later. Without it each task's ``on_result`` runs alone."""
     max_batch: int = 256
+    parkable: bool = False
+    """An open pool with no work gives its room back while another pool waits for room (it is started
+    again when work comes): for pools fed a round at a time (an adaptive sweep's variants)."""
     start_early: bool = False
     """Reserve the group and load the replicas before the first task comes (a later stage whose model
     load should overlap the earlier stage's work); released like any pool once closed and drained."""
@@ -104,6 +107,8 @@ class Pool:
     backlog: list[tuple[Replica, Task, Any]] = field(default_factory=list)
     """Results waiting for the pool's next group commit."""
     storing: bool = False
+    idle_since: float | None = None
+    """When a running, open pool last ran out of work (for parking)."""
 
     @property
     def name(self) -> str:

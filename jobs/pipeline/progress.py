@@ -64,6 +64,15 @@ class RichProgress:
         self.progress.advance(self.tasks[variant], items)
         self.progress.advance(self.overall, items)
 
+    def set_total(self, variant: str, total: int) -> None:
+        """A variant's items to compute changed (an adaptive comparison was decided)."""
+        task = self.tasks.get(variant)
+        if task is None or self.progress.tasks[task].total == total:
+            return
+        self.progress.update(task, total=total)
+        self.progress.update(self.overall, total=sum(self.progress.tasks[t].total or 0 for t in self.tasks.values()))
+        self.progress.update(self.overall, visible=True)
+
     def shard_failed(self, variant: str, items: int, error: str) -> None:
         self.failed_items += items
         self.progress.advance(self.tasks[variant], items)
@@ -103,6 +112,9 @@ class QuietProgress:
         return None
 
     def shard_done(self, variant: str, items: int) -> None:
+        return None
+
+    def set_total(self, variant: str, total: int) -> None:
         return None
 
     def shard_failed(self, variant: str, items: int, error: str) -> None:

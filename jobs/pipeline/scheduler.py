@@ -10,6 +10,9 @@ What the scheduler owns:
 
 - **Placement**: a pool reserves its placement group only when it has work, and gives it back
   when it is *closed* (no more work will come) and drained, so pools waiting for room start.
+- **Parking**: a *parkable* pool (fed a round at a time, as an adaptive sweep's variants are) that is
+  open but has had no work for ``park_after_s`` gives its room back while another pool waits for
+  room, and is started again when work comes — so pools waiting on each other never hold every slot.
 - **Retries**: a failed attempt is retried after ``backoff_s · 2^(attempt-1)``; after
   ``max_retries`` retries the task is recorded as failed and the sweep goes on.
 - **Replicas that die**: Ray restarts an actor ``max_restarts`` times; a call that fails because its
@@ -107,6 +110,7 @@ class Scheduler:
         tick: Callable[[], None] | None = None,
         tick_interval_s: float = 1.0,
         max_wait_s: float = 0.5,
+        park_after_s: float = 2.0,
     ):
         self.events = events or NullEvents()
         self.pools: dict[str, Pool] = {}
@@ -126,6 +130,7 @@ class Scheduler:
         self._tick_interval_s = tick_interval_s
         self._last_tick = 0.0
         self._max_wait_s = max_wait_s
+        self.park_after_s = park_after_s
         self._retry_pings: list[tuple[float, Callable[[], None]]] = []
 
     # -- the public surface ----------------------------------------------------------------------
@@ -353,6 +358,25 @@ class Scheduler:
     def _release_idle(self) -> None:
         for pool in self.pools.values():
             if pool.closed and pool.pending == 0 and pool.state in ("waiting", "running"):
+                self._release(pool)
+        self._park_idle(time.monotonic())
+
+    def _park_idle(self, now: float) -> None:
+        """Parkable pools that are open but have had no work for ``park_after_s`` give their room to pools
+        waiting for one; they start again when work comes (see ``PoolConfig.parkable``)."""
+        waiting = [p.name for p in self.pools.values() if p.state == "waiting"]
+        for pool in self.pools.values():
+            if not pool.config.parkable or pool.closed or pool.state != "running" or pool.pending or pool.queue:
+                pool.idle_since = None
+                continue
+            if pool.idle_since is None:
+                pool.idle_since = now
+            elif waiting and now - pool.idle_since >= self.park_after_s:
+                pool.idle_since = None
+                self.events.message(
+                    "pool_parked",
+                    f"{pool.name}: no work for now; its room goes to {', '.join(waiting[:3])} (it starts again when work comes)",
+                )
                 self._release(pool)
 
     # -- dispatch --------------------------------------------------------------------------------

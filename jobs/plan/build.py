@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,21 +202,26 @@ class Plan:
                 out.append((ens, [self.variants[n] for n in names]))
         return out
 
-    def shards(self, stored: set[str] | frozenset[str] = frozenset()) -> list[Shard]:
+    def shards(
+        self, stored: set[str] | frozenset[str] = frozenset(), skip: Callable[[str, str], bool] | None = None
+    ) -> list[Shard]:
         """The items whose key is not in ``stored``, cut into shards of ``spec.shard_size``.
 
         Each key is computed once per sweep even when several benchmarks (aliases with the same
-        prompts) ask for it; the first benchmark in sweep order gets it.
+        prompts) ask for it; the first benchmark in sweep order gets it. ``skip(variant, benchmark)``
+        leaves a variant × benchmark out (an adaptive sweep's feed asks for those items itself).
         """
         with bulk_allocation():
-            return self._shards(stored)
+            return self._shards(stored, skip)
 
-    def _shards(self, stored: set[str] | frozenset[str]) -> list[Shard]:
+    def _shards(self, stored: set[str] | frozenset[str], skip: Callable[[str, str], bool] | None = None) -> list[Shard]:
         size = self.spec.shard_size
         out: list[Shard] = []
         for variant in self.variants:
             planned: set[str] = set()
             for bench_name, run in self.benchmarks.items():
+                if skip is not None and skip(variant, bench_name):
+                    continue
                 keys = self.keys[(variant, bench_name)]
                 todo_items: list[Item] = []
                 todo_keys: list[str] = []

@@ -494,6 +494,63 @@ def test_a_released_pool_that_gets_work_again_starts_again() -> None:
     assert placement_groups_alive() == 0
 
 
+def test_open_parkable_pools_waiting_on_each_other_hand_their_room_over() -> None:
+    # The adaptive pattern: "ref" and "var" both need the cluster's one SLOT, and each gets its next
+    # task only after the other's is done (a round needs both sides). Neither pool is closed until the
+    # end, so without parking the first one placed would hold the SLOT idle forever.
+    events = Recorder()
+    scheduler = Scheduler(events, max_wait_s=0.1, park_after_s=0.2)
+    scheduler.add_pool(tiny_pool("ref", custom={SLOT: 1}, parkable=True))
+    scheduler.add_pool(tiny_pool("var", custom={SLOT: 1}, parkable=True))
+    results: dict[str, Any] = {}
+    rounds = 3
+
+    def chain(pool: str, i: int) -> Task:
+        other = "var" if pool == "ref" else "ref"
+
+        def on_done(task: Task, value: Any) -> None:
+            if pool == "ref":
+                scheduler.submit(other, chain(other, i))
+            elif i + 1 < rounds:
+                scheduler.submit(other, chain(other, i + 1))
+            else:
+                scheduler.close("ref")
+                scheduler.close("var")
+
+        return Task(f"{pool}{i}", {"id": f"{pool}{i}"}, on_result=keep(results), on_done=on_done)
+
+    scheduler.submit("ref", chain("ref", 0))
+    scheduler.submit("var", Task("var-warm", {"id": "var-warm"}, on_result=keep(results)))
+    report = scheduler.run()
+
+    assert not report.failed and sorted(report.done) == sorted(
+        ["var-warm", *(f"ref{i}" for i in range(rounds)), *(f"var{i}" for i in range(rounds))]
+    )
+    parked = [what[1] for _when, kind, what in events.events if kind == "message" and what[0] == "pool_parked"]
+    assert parked and all("its room goes to" in text for text in parked), parked
+    assert placement_groups_alive() == 0
+
+
+def test_a_pool_that_is_not_parkable_keeps_its_room_while_open() -> None:
+    scheduler = Scheduler(Recorder(), max_wait_s=0.1, park_after_s=0.1)
+    scheduler.add_pool(tiny_pool("held", custom={SLOT: 1}))
+    scheduler.add_pool(tiny_pool("waits", custom={SLOT: 1}))
+    results: dict[str, Any] = {}
+    stop = threading.Timer(3.0, scheduler.request_stop)
+
+    def later(task: Task, value: Any) -> None:
+        scheduler.submit("waits", Task("w", {"id": "w"}, on_result=keep(results)))
+        stop.start()
+
+    scheduler.submit("held", Task("h", {"id": "h"}, on_result=keep(results), on_done=later))
+    try:
+        report = scheduler.run()
+    finally:
+        stop.cancel()
+    # "held" is open and idle but not parkable: "waits" never gets the SLOT (the run is stopped).
+    assert report.done == ["h"] and report.not_started == ["w"]
+
+
 def test_an_exception_out_of_the_loop_kills_the_replicas_at_once() -> None:
     # What a second Ctrl-C or the stop deadline does: no waiting for the shard in flight to end.
     started: dict[str, float] = {}
