@@ -116,7 +116,7 @@ def adaptive_table(summary: AdaptiveSummary) -> Table:
     table.add_column("Variant", overflow="fold", max_width=30)
     table.add_column("Benchmark", overflow="fold", max_width=22)
     table.add_column("Decision")
-    table.add_column("Items used/ planned (computed)", justify="right")
+    table.add_column("Items used/planned (computed)", justify="right")
     table.add_column(
         f"Δ [{level:.0%} conf. seq.]" if level is not None else "Δ [conf. seq.]", justify="right", no_wrap=True
     )
