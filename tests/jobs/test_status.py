@@ -290,4 +290,5 @@ def test_a_sweep_that_is_not_adaptive_shows_no_adaptive_table():
     assert "Adaptive" not in console.export_text()
     console = recording_console()  # an unreadable entry (another qtrust's) is left out, not a crash
     render_status({**running_manifest(), "adaptive": {"pairs": "not a list"}}, console)
-    assert "Adaptive" not in console.export_text() and "500/960 done" in console.export_text()
+    text = console.export_text()
+    assert "Adaptive" not in text and "500/960 done" in text
