@@ -644,7 +644,8 @@ def _compare_and_report(outcome: SweepOutcome, tracking: Any, console: Console) 
 
     try:
         outcome.comparison = compare_results(outcome.plan, outcome.results, outcome.quant_reports)
-        complete = completeness(outcome.results)  # failed shards: a partial report, never report.html
+        # failed shards: a partial report, never report.html; items a final adaptive decision did not need are not missing
+        complete = completeness(outcome.results, adaptive=outcome.adaptive)
         partial = complete.lines() if complete.partial else None
         outcome.report_path = write_report(outcome.plan, outcome.comparison, outcome.store, partial=partial)
     except Exception as err:
