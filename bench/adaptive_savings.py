@@ -283,8 +283,12 @@ def flip_rates(plan: Plan) -> dict[str, float]:
     return out
 
 
-def replay_sweep(stored: StoredSweep, config: SequentialConfig, store: str = "") -> Replay:
-    """Replay every adaptive pair of a stored sweep under ``config``."""
+def replay_sweep(stored: StoredSweep, config: SequentialConfig, store: str = "", partial: bool = False) -> Replay:
+    """Replay every adaptive pair of a stored sweep under ``config``.
+
+    ``partial``: a sweep still running; only the pairs whose variant and reference hold every answer
+    are replayed (the others are listed in :attr:`Replay.full_runs`, and count in no total).
+    """
     settings = AdaptiveSpec(**config.model_dump(exclude={"grid"}))
     adaptive = replay_plan(stored.plan, settings)
     rows = {(r.name, r.benchmark): r for r in stored.results if r.kind == "variant"}
@@ -300,6 +304,10 @@ def replay_sweep(stored: StoredSweep, config: SequentialConfig, store: str = "")
             return cache[name]
 
         for pair in bench.pairs:
+            sides = [rows[(name, bench.name)] for name in (pair.variant, pair.reference)]
+            if partial and not all(row.complete for row in sides):
+                out.full_runs[f"{pair.variant} × {bench.name}"] = "incomplete in the store (the sweep is still running)"
+                continue
             v, r = values_of(pair.variant), values_of(pair.reference)
             seq = replay_pair(v, r, config)
             low, high = seq.interval()
@@ -400,20 +408,22 @@ def run_savings(
     round_items: int = 50,
     method: str = "betting",
     data_dir: Path | None = None,
+    partial: bool = False,
 ) -> list[Replay]:
-    """Load the stored sweep once and replay it at every margin."""
+    """Load the stored sweep once and replay it at every margin (``partial``: see :func:`replay_sweep`)."""
     stored = load_stored_sweep(store, data_dir)
     missing = incomplete(stored)
-    if missing:
+    if missing and not partial:
         raise IncompleteSweep(
             f"{store}: the sweep is not complete ({'; '.join(missing[:3])}); a replay needs every answer — "
-            "finish it with qtrust resume"
+            "finish it with qtrust resume (or pass --partial to replay the complete pairs only)"
         )
     return [
         replay_sweep(
             stored,
             SequentialConfig(confidence=confidence, margin=m, min_items=min_items, round=round_items, method=method),
             store,
+            partial,
         )
         for m in margins
     ]
@@ -422,6 +432,7 @@ def run_savings(
 def main(argv: Sequence[str] | None = None) -> int:
     """``bench/adaptive.py savings``: replay a stored sweep, print the tables, write them with ``--out``."""
     import argparse
+    import os
     import platform
     import time
     from datetime import datetime, timezone
@@ -436,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=50)
     parser.add_argument("--method", choices=("betting", "bernstein"), default="betting")
     parser.add_argument("--data-dir", type=Path, default=None, help="benchmark data (when the store holds no plan)")
+    parser.add_argument("--partial", action="store_true", help="a sweep still running: replay its complete pairs")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here (Markdown)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     started = time.perf_counter()
@@ -448,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             round_items=args.round,
             method=args.method,
             data_dir=args.data_dir,
+            partial=args.partial,
         )
     except (IncompleteSweep, StoredSweepError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -456,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = (
         f"## Replay of `{args.store}`\n\n"
         f"`.venv/bin/python {command}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.node() or 'this machine'} ({platform.machine()}), {time.perf_counter() - started:.0f} s.\n\n"
-        + "\n".join(render(r) for r in replays)
+        f"{platform.node() or 'this machine'} ({platform.machine()}, {os.cpu_count()} CPU cores), "
+        f"{time.perf_counter() - started:.0f} s.\n\n" + "\n".join(render(r) for r in replays)
     )
     print(text)
     if args.out is not None:

@@ -140,16 +140,10 @@ def test_savings_command_prints_the_tables_and_writes_them(sweep_dir: Path, tmp_
     assert text in done.stdout + "\n"
 
 
-def test_savings_command_names_a_folder_that_is_no_sweep(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/adaptive.py", "savings", "--store", str(tmp_path / "nowhere")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2
-    assert "sweep.yaml not found" in done.stderr and "Traceback" not in done.stderr
+def test_savings_command_names_a_folder_that_is_no_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _bench_module().main(["--store", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "sweep.yaml not found" in err and err.count("\n") == 1
 
 
 def test_replay_plan_takes_the_safety_verdict_benchmarks(data_dir: Path, tmp_path: Path) -> None:
@@ -167,3 +161,32 @@ def test_replay_plan_takes_the_safety_verdict_benchmarks(data_dir: Path, tmp_pat
     assert xsafety.metric == "safe_rate" and xsafety.higher_is_better is True
     assert xsafety.order == fixed_order(plan.benchmarks["xsafety"]) and "xsafety" not in adaptive.full_runs
     assert {(p.variant, p.reference) for p in xsafety.pairs} == {("fake-f0", "fake-ref"), ("fake-f06", "fake-ref")}
+
+
+def test_a_sweep_still_running_is_replayed_only_with_partial(
+    sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "planted"
+    shutil.copytree(sweep_dir, copy)
+    shutil.rmtree(copy / "generations" / "variant=fake-f06" / "benchmark=xstest")  # as if not computed yet
+    bench = _bench_module()
+    args = ["--store", str(copy), "--min-items", "50", "--round", "50", "--margin", "0.1"]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert "not complete (fake-f06 × xstest: 0 of 300)" in err and "--partial" in err
+
+    [replay] = bench.run_savings(str(copy), [0.1], min_items=50, round_items=50, partial=True)
+    assert {(p.variant, p.benchmark) for p in replay.pairs} == {
+        ("fake-f0", "machine_ethics"),
+        ("fake-f06", "machine_ethics"),
+        ("fake-f0", "xstest"),
+    }
+    assert "fake-f06 × xstest" in replay.full_runs
+    xstest = replay.pairs[-1]
+    assert replay.full == 3 * ITEMS + 2 * ITEMS  # the missing pair counts neither in full nor in evaluated
+    assert (
+        replay.evaluated()
+        == sum(p.used for p in replay.pairs[:2]) + max(p.used for p in replay.pairs[:2]) + 2 * xstest.used
+    )
