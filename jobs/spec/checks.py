@@ -88,9 +88,26 @@ def cross_check(spec: SweepSpec) -> list[str]:
             problems.append(
                 f"ensembles[{i}]: no model has every member recipe ({', '.join(ens.members)}); check models[].recipes"
             )
+    problems.extend(adaptive_problems(spec))
     problems.extend(judge_problems(spec))
     problems.extend(recipe_problems(spec))
     problems.extend(engine_problems(spec))
+    return problems
+
+
+def adaptive_problems(spec: SweepSpec) -> list[str]:
+    """A benchmark's own ``adaptive:`` fields over the sweep's must still make a valid rule."""
+    problems = []
+    for i, bench in enumerate(spec.benchmarks):
+        settings = spec.adaptive_for(bench)
+        if settings is None or settings.max_items is None or settings.max_items >= settings.min_items:
+            continue
+        own = bench.adaptive
+        where = f"benchmarks[{i}].adaptive" if own is not None and own.max_items is not None else "adaptive"
+        problems.append(
+            f"{where}.max_items: {settings.max_items} is below min_items ({settings.min_items}) for benchmark "
+            f"'{bench.run_name}'; raise max_items or lower min_items"
+        )
     return problems
 
 

@@ -127,6 +127,7 @@ class AdaptiveOverride(_Strict):
     max_items: int | None = Field(None, ge=1, description="stop as undecided here (default: every item)")
     round: int | None = Field(None, ge=1, description="items per round: the comparison is looked at after each")
     method: Literal["betting", "bernstein"] | None = None
+    enabled: bool = Field(True, description="false (or `adaptive: false`): this benchmark runs in full")
 
 
 class AdaptiveSpec(_Strict):
@@ -147,7 +148,7 @@ class AdaptiveSpec(_Strict):
         """These settings with a benchmark's own fields on top."""
         if override is None:
             return self
-        return self.model_copy(update=override.model_dump(exclude_none=True))
+        return self.model_copy(update=override.model_dump(exclude_none=True, exclude={"enabled"}))
 
     @model_validator(mode="after")
     def _items_in_order(self) -> AdaptiveSpec:
@@ -172,11 +173,19 @@ class BenchmarkSpec(_Strict):
         None, ge=1, le=4096, description="default: the definition's max_new_tokens, then generation.max_new_tokens"
     )
     options: dict[str, Any] = Field(default_factory=dict)
-    adaptive: bool | AdaptiveOverride | None = Field(
+    adaptive: AdaptiveOverride | None = Field(
         None,
         description="false: run this benchmark in full in an adaptive sweep; true or settings: adaptive (settings "
         "over the sweep's adaptive:)",
     )
+
+    @field_validator("adaptive", mode="before")
+    @classmethod
+    def _adaptive_switch(cls, value: Any) -> Any:
+        """``adaptive: true`` / ``false`` are the settings ``{}`` / ``{enabled: false}``."""
+        if isinstance(value, bool):
+            return {"enabled": value}
+        return value
 
     _alias = field_validator("alias")(lambda cls, v: v if v is None else _check_name(v))
     _bname = field_validator("name")(_check_name)
@@ -401,13 +410,12 @@ class SweepSpec(_Strict):
 
     def adaptive_for(self, bench: BenchmarkSpec) -> AdaptiveSpec | None:
         """The adaptive settings of one benchmark entry (None: it runs in full)."""
-        if bench.adaptive is False:
+        own = bench.adaptive
+        if own is not None and not own.enabled:
             return None
         if self.adaptive is None:
-            if bench.adaptive is None:
-                return None
-            return AdaptiveSpec().merged(bench.adaptive if isinstance(bench.adaptive, AdaptiveOverride) else None)
-        return self.adaptive.merged(bench.adaptive if isinstance(bench.adaptive, AdaptiveOverride) else None)
+            return None if own is None else AdaptiveSpec().merged(own)
+        return self.adaptive.merged(own)
 
     def variant_name(self, model: ModelSpec, recipe: RecipeSpec) -> str:
         return f"{model.name}-{recipe.name}"

@@ -169,3 +169,34 @@ def test_validate_and_help_import_neither_torch_nor_ray(model_dir: Path, tmp_pat
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_adaptive_settings_are_checked_field_by_field(model_dir: Path, tmp_path: Path) -> None:
+    spec = sweep_dict(model_dir, tmp_path)
+    spec["adaptive"] = {"confidence": 1.5}
+    (problem,) = problems_of(spec)
+    assert problem.startswith("adaptive.confidence")
+    # A benchmark's own max_items under the sweep's min_items: named where it was set, with the fix.
+    spec["adaptive"] = {"min_items": 200}
+    spec["benchmarks"][0]["adaptive"] = {"max_items": 100}
+    (problem,) = problems_of(spec)
+    assert problem.startswith("benchmarks[0].adaptive.max_items: 100 is below min_items (200)")
+    assert "raise max_items" in problem
+    spec["benchmarks"][0]["adaptive"] = {"rounds": 10}
+    (problem,) = problems_of(spec)
+    assert problem.startswith("benchmarks[0].adaptive") and "rounds" in problem
+
+
+def test_adaptive_applies_to_every_benchmark_unless_it_says_false(model_dir: Path, tmp_path: Path) -> None:
+    spec = sweep_dict(model_dir, tmp_path)
+    spec["adaptive"] = {"margin": 0.05, "round": 25}
+    spec["benchmarks"][0]["adaptive"] = False
+    parsed = parse_spec(spec)
+    assert parsed.adaptive_for(parsed.benchmarks[0]) is None
+    assert all(parsed.adaptive_for(b).margin == 0.05 for b in parsed.benchmarks[1:])
+    # Without a sweep-wide section a benchmark can still opt in with its own fields over the defaults.
+    del spec["adaptive"]
+    spec["benchmarks"][0]["adaptive"] = {"round": 10}
+    parsed = parse_spec(spec)
+    assert parsed.adaptive_for(parsed.benchmarks[0]).round == 10
+    assert all(parsed.adaptive_for(b) is None for b in parsed.benchmarks[1:])
