@@ -48,6 +48,7 @@ LONG_MODULES = (
     "tests/jobs/test_cli_run_status.py",
     "tests/jobs/test_secrets_nowhere.py",
     "tests/jobs/test_judges_pipeline.py",
+    "tests/jobs/test_adaptive_sweep.py",
     "tests/jobs/test_tracking_sweep.py",
     "tests/jobs/test_pipeline_replicas.py",
     "tests/jobs/test_store_s3.py",
