@@ -46,6 +46,12 @@ def plan_main(
         cluster = parse_cluster(gpus or "cpu:1", tables)
     plan = build_plan(spec, data_dir)
     cost = estimate(plan, stored_keys(spec), tables, cluster)
+    adaptive = [b.run_name for b in spec.benchmarks if spec.adaptive_for(b) is not None]
+    if adaptive:
+        cost.notes.append(
+            f"adaptive ({', '.join(adaptive)}): priced as if every item ran; comparisons that are decided "
+            "early compute fewer (docs/adaptive.md)"
+        )
     if as_json:
         console.print_json(json.dumps(cost.as_dict()))
     else:
