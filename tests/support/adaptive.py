@@ -28,7 +28,7 @@ def pair(
         benchmark=benchmark,
         metric="accuracy",
         higher_is_better=True,
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         planned=planned,
         cap=planned,
         used=used,
