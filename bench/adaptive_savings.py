@@ -100,11 +100,13 @@ class PairReplay:
 
     @property
     def lookahead(self) -> int:
-        """Items the adaptive feed computes for the variant: ``used`` plus one round ahead (capped)."""
-        return min(self.planned, self.used + self.round) if self.used < self.planned else self.planned
+        """Items the adaptive feed may have computed for the variant: ``used`` plus the round it asks for
+        ahead of each look, capped at ``planned`` (an upper bound)."""
+        return min(self.planned, self.used + self.round)
 
     @property
     def agree(self) -> bool:
+        """The sequential decision is the full-data test's."""
         return self.decision == self.full.decision
 
     @property
@@ -134,7 +136,7 @@ class Replay:
     planned: dict[str, int] = field(default_factory=dict)
     """Benchmark -> its items (each variant's and reference's planned count)."""
     full_runs: dict[str, str] = field(default_factory=dict)
-    """Benchmarks left out of the replay, with the reason (not an item mean, judged, …)."""
+    """Benchmarks (or, with ``partial``, pairs) left out of the replay, with the reason (not an item mean, …)."""
 
     def evaluated(self, lookahead: bool = False) -> int:
         """Items an adaptive sweep evaluates: every variant's, and each reference's most over its variants."""
