@@ -766,7 +766,13 @@ def _compute(
         if name not in managed:
             scheduler.close(pool_name(name))
     if feed is not None:
-        feed.attach(submit, lambda variant: scheduler.close(pool_name(variant)))
+        feed.attach(
+            submit,
+            lambda variant: scheduler.close(pool_name(variant)),
+            lambda variant, unwanted: [
+                task.subject for task in scheduler.withdraw(pool_name(variant), lambda task: unwanted(task.subject))
+            ],
+        )
     judge_feed.start()
     with _Interrupts(lambda text: console.print(f"[yellow]{text}")) as interrupts, progress:
         interrupts.scheduler = scheduler

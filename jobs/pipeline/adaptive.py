@@ -102,6 +102,9 @@ class AdaptiveFeed:
         self.changed = True
         self._submit: Callable[[Shard], None] | None = None
         self._close: Callable[[str], None] | None = None
+        self._withdraw: Callable[[str, Callable[[Shard], bool]], list[Shard]] | None = None
+        self.withdrawn = 0
+        """Items asked for and then taken back before they started (look-ahead a decision made unneeded)."""
         self._shard_counter: dict[tuple[str, str], int] = {}
         self.shards_submitted = 0
         self._stored_at_start = set(self.stored)
@@ -151,9 +154,15 @@ class AdaptiveFeed:
         """Variants the feed still has items to ask for (after :meth:`prime`)."""
         return sorted({side.variant for side in self.sides.values() if self._todo(side)})
 
-    def attach(self, submit: Callable[[Shard], None], close: Callable[[str], None]) -> None:
-        """Start sending work: ``submit`` queues a shard, ``close`` says a variant gets no more work."""
-        self._submit, self._close = submit, close
+    def attach(
+        self,
+        submit: Callable[[Shard], None],
+        close: Callable[[str], None],
+        withdraw: Callable[[str, Callable[[Shard], bool]], list[Shard]] | None = None,
+    ) -> None:
+        """Start sending work: ``submit`` queues a shard, ``close`` says a variant gets no more work,
+        ``withdraw(variant, unwanted)`` takes back the variant's queued shards that ``unwanted`` picks."""
+        self._submit, self._close, self._withdraw = submit, close, withdraw
         self._advance_all()
 
     def committed(self, rows: list[dict[str, Any]]) -> None:
@@ -187,6 +196,7 @@ class AdaptiveFeed:
                 if pair.bench == bench.name and pair.open:
                     self._advance(bench, pair)
             self._want_for_reference(bench)
+            self._trim(bench)
         self._flush()
         self._close_finished()
 
@@ -215,7 +225,6 @@ class AdaptiveFeed:
             self.changed = True
             if seq.done:
                 pair.decided_at = now_iso()
-                self._replan(bench, variant)
 
     def _want_for_reference(self, bench: AdaptiveBenchmarkPlan) -> None:
         """The reference needs what its most advanced open pair needs."""
@@ -225,6 +234,40 @@ class AdaptiveFeed:
             wanted = self.sides[(bench.name, pair.variant)].wanted
             reference = self.sides[(bench.name, pair.reference)]
             reference.wanted = max(reference.wanted, wanted)
+
+    def _needed(self, bench: AdaptiveBenchmarkPlan, side: _Side) -> int:
+        """Positions of ``side`` its open comparisons still need (0: none is open)."""
+        wanted = [
+            self.sides[(bench.name, p.variant)].wanted
+            for p in self.pairs
+            if p.bench == bench.name and p.open and side.variant in (p.variant, p.reference)
+        ]
+        return max(wanted, default=0)
+
+    def _trim(self, bench: AdaptiveBenchmarkPlan) -> None:
+        """Take back queued shards beyond what the open comparisons need (the look-ahead of a decided pair)."""
+        for (name, variant), side in self.sides.items():
+            if name != bench.name or bench.name in self.full_runs:
+                continue
+            needed = self._needed(bench, side)
+            if self._withdraw is not None and side.submitted > needed:
+                position = {key: p for p, key in reversed(list(enumerate(side.keys)))}
+                taken = self._withdraw(
+                    variant,
+                    lambda shard, needed=needed, position=position: (
+                        shard.benchmark == bench.name and min(position.get(k, 0) for k in shard.keys) >= needed
+                    ),
+                )
+                if taken:
+                    first = min(position[k] for shard in taken for k in shard.keys)
+                    for shard in taken:
+                        self.in_flight.difference_update(shard.keys)
+                        self.withdrawn += len(shard.keys)
+                    self.shards_submitted -= len(taken)
+                    side.submitted = min(side.submitted, first)
+                    side.wanted = min(side.wanted, side.submitted)
+            if not needed:
+                self._replan(bench, side)
 
     def _values(self, bench: AdaptiveBenchmarkPlan, side: _Side, start: int, stop: int) -> np.ndarray:
         """Per-item values of the primary metric at positions ``[start, stop)`` (NaN: no value)."""
@@ -302,15 +345,13 @@ class AdaptiveFeed:
             self._close(variant)
 
     def _replan(self, bench: AdaptiveBenchmarkPlan, side: _Side) -> None:
-        """A decided pair's variant needs no more items: what it computes is what is stored or in flight."""
+        """A side no open comparison needs: what it computes is what is stored or still in flight."""
         if self.state is None:
-            return
-        if any(p.open and p.variant == side.variant for p in self.pairs if p.bench == bench.name):
             return
         counts = self.state.counts.get((side.variant, bench.name))
         if counts is not None:
-            needed = set(side.keys[: max(side.submitted, side.wanted)])
-            counts.planned = min(counts.planned, max(counts.done + counts.failed, len(needed)))
+            coming = {k for k in side.keys if k in self.stored or k in self.in_flight}
+            counts.planned = min(counts.planned, max(counts.done + counts.failed, len(coming)))
 
     # -- reading ---------------------------------------------------------------------------------
     def plan_lines(self) -> list[str]:

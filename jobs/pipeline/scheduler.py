@@ -151,6 +151,33 @@ class Scheduler:
         with self._lock:
             self._closing.append(pool)
 
+    def withdraw(self, pool: str, unwanted: Callable[[Task], bool]) -> list[Task]:
+        """Take back the tasks of ``pool`` not started yet that ``unwanted`` picks (work that is no longer
+        needed, e.g. an adaptive comparison's look-ahead once it is decided); returns them.
+
+        Tasks running, committing or waiting for a retry are left alone. Call it on the scheduling loop
+        (from an ``on_done`` or ``on_failed`` callback) or before :meth:`run`.
+        """
+        taken: list[Task] = []
+        with self._lock:  # not counted in ``pending`` yet
+            kept: deque[tuple[str, Task]] = deque()
+            for name, task in self._inbox:
+                if name == pool and unwanted(task):
+                    taken.append(task)
+                else:
+                    kept.append((name, task))
+            self._inbox = kept
+        target = self.pools[pool]
+        stay: deque[Task] = deque()
+        for task in target.queue:
+            if unwanted(task):
+                taken.append(task)
+                target.pending -= 1
+            else:
+                stay.append(task)
+        target.queue = stay
+        return taken
+
     def request_stop(self) -> None:
         """Stop starting tasks; the ones running finish and commit, then :meth:`run` returns."""
         self._stop.set()

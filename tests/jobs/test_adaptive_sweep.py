@@ -57,7 +57,23 @@ class _Driver:
         self.sent: list[Shard] = []
         self.closed: list[str] = []
         self.answered: set[str] = set()
-        feed.attach(self.sent.append, self.closed.append)
+        self.withdrawn: list[Shard] = []
+        feed.attach(self.sent.append, self.closed.append, self.withdraw)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The answers given (what a store would hold)."""
+        return [
+            _row(s.variant, item, key) for s in self.sent for item, key in zip(s.items, s.keys) if key in self.answered
+        ]
+
+    def withdraw(self, variant: str, unwanted: Any) -> list[Shard]:
+        taken = [
+            s
+            for s in self.sent
+            if s.variant == variant and not set(s.keys) & self.answered and s not in self.withdrawn and unwanted(s)
+        ]
+        self.withdrawn.extend(taken)
+        return taken
 
     def keys_sent(self) -> list[str]:
         return [k for shard in self.sent for k in shard.keys]
@@ -66,7 +82,7 @@ class _Driver:
         """Answer every shard sent and not answered yet (the flip variant answers the opposite label)."""
         n = 0
         while True:
-            todo = [s for s in self.sent if not set(s.keys) <= self.answered]
+            todo = [s for s in self.sent if not set(s.keys) <= self.answered and s not in self.withdrawn]
             if not todo:
                 return n
             shard = todo[0]
@@ -111,10 +127,14 @@ def test_the_feed_asks_round_by_round_decides_and_closes_pools(tmp_path: Path, d
     for pair in summary.pairs:
         assert pair.used < pair.planned and pair.computed <= pair.used + ROUND * LOOKAHEAD_ROUNDS
         assert pair.saved == pair.planned - pair.computed > 0
+    # The look-ahead a decision made unneeded was taken back before it ran: the flipped variant,
+    # decided at its first look, computed exactly the items the decision used.
+    assert by_variant["m-flip"].used == by_variant["m-flip"].computed == ROUND
+    assert driver.withdrawn and feed.withdrawn == sum(len(s.keys) for s in driver.withdrawn)
     # Every pool closed once its comparisons were decided; no key was ever asked for twice.
     assert sorted(driver.closed) == sorted(plan.variants)
-    sent = driver.keys_sent()
-    assert len(sent) == len(set(sent))
+    sent = [k for s in driver.sent if s not in driver.withdrawn for k in s.keys]
+    assert len(sent) == len(set(sent)) and set(sent) == driver.answered
     assert summary.computed_total == len(sent) and summary.saved_total == summary.planned_total - len(sent)
 
 
@@ -125,7 +145,7 @@ def test_stored_answers_replay_to_the_same_decisions_without_work(tmp_path: Path
     driver.answer_all()
     import pandas as pd
 
-    rows = [_row(s.variant, item, key) for s in driver.sent for item, key in zip(s.items, s.keys)]
+    rows = driver.rows()
     again = AdaptiveFeed.from_records(plan, adaptive_plan(plan), [pd.DataFrame(rows)])
     again.prime()
     assert again.variants_with_work() == []
@@ -143,7 +163,7 @@ def test_a_raised_max_items_continues_where_the_last_run_stopped(tmp_path: Path,
     driver.answer_all()
     pair = next(p for p in feed.summary().pairs if p.variant == "m-same")
     assert pair.decision == "undecided" and pair.used == 2 * ROUND
-    rows = [_row(s.variant, item, key) for s in driver.sent for item, key in zip(s.items, s.keys)]
+    rows = driver.rows()
 
     raised = _plan(tmp_path, data_dir, adaptive={"max_items": 6 * ROUND, "margin": 0.01})
     again = AdaptiveFeed.from_records(raised, adaptive_plan(raised), [pd.DataFrame(rows)])

@@ -531,6 +531,26 @@ def test_open_parkable_pools_waiting_on_each_other_hand_their_room_over() -> Non
     assert placement_groups_alive() == 0
 
 
+def test_queued_tasks_no_longer_needed_are_withdrawn_before_they_run() -> None:
+    scheduler = Scheduler(Recorder(), max_wait_s=0.1)
+    scheduler.add_pool(tiny_pool("w", max_in_flight=1))
+    results: dict[str, Any] = {}
+    taken: list[Task] = []
+
+    def decided(task: Task, value: Any) -> None:
+        taken.extend(scheduler.withdraw("w", lambda t: t.id.startswith("ahead")))
+
+    scheduler.submit("w", Task("first", {"id": "first"}, on_result=keep(results), on_done=decided))
+    for i in range(3):
+        scheduler.submit("w", Task(f"ahead{i}", {"id": f"ahead{i}"}, on_result=keep(results)))
+    scheduler.submit("w", Task("kept", {"id": "kept"}, on_result=keep(results)))
+    scheduler.close("w")
+    report = scheduler.run()
+    assert report.done == ["first", "kept"] and not report.failed and not report.not_started
+    assert sorted(t.id for t in taken) == ["ahead0", "ahead1", "ahead2"]
+    assert set(results) == {"first", "kept"} and placement_groups_alive() == 0
+
+
 def test_a_pool_that_is_not_parkable_keeps_its_room_while_open() -> None:
     scheduler = Scheduler(Recorder(), max_wait_s=0.1, park_after_s=0.1)
     scheduler.add_pool(tiny_pool("held", custom={SLOT: 1}))
