@@ -359,8 +359,10 @@ def test_two_replicas_share_the_work_and_answer_like_one(data_dir: Path, tmp_pat
 
 def test_replicas_that_loaded_different_weights_are_warned_about(data_dir: Path, tmp_path: Path) -> None:
     # One of the two replicas reports altered weights, as if its node held a differently built variant.
-    options = {"altered_weights_marker": str(tmp_path / "altered"), "delay_s": 0.1}
-    spec = fake_sweep(tmp_path, options, resources={"replicas": 2, "max_in_flight": 1}, items=4)
+    # Enough work (12 shards of 1 s) that the second replica has loaded before the first has done it
+    # all, even on busy cores: a replica released while still loading reports no weights.
+    options = {"altered_weights_marker": str(tmp_path / "altered"), "delay_s": 0.5}
+    spec = fake_sweep(tmp_path, options, resources={"replicas": 2, "max_in_flight": 1}, items=12)
     console = quiet_console()
     outcome = run(spec, tmp_path, data_dir, console)
     assert not outcome.failed
