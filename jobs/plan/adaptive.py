@@ -18,7 +18,10 @@ which variant asks. Every variant of a model is compared with the model's refere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from jobs.plan.build import BenchmarkRun, Plan
 from jobs.plan.labels import higher_is_better
@@ -27,6 +30,7 @@ from jobs.spec.schema import AdaptiveSpec
 from trust.benchmarks.base import rank_key
 from trust.benchmarks.label_metrics import item_values
 from trust.comparison.sequential import SequentialConfig
+from trust.types import Item
 
 
 @dataclass
@@ -86,17 +90,59 @@ def fixed_order(run: BenchmarkRun) -> list[int]:
     return sorted(range(len(run.items)), key=lambda i: (rank_key(run.items[i].id), i))
 
 
-def _item_mean_metric(run: BenchmarkRun) -> str | None:
-    """Why the primary metric has no sequential rule (None: it is an item mean)."""
+def _labelers(run: BenchmarkRun) -> list[Callable[[Item], str | None]]:
+    """Labels the benchmark can really give an item: the right answer, what its parser makes of an empty
+    answer, its first choice."""
+
+    def parsed_empty(item: Item) -> str | None:
+        try:
+            return run.benchmark.parse(item, "")
+        except Exception:  # a parser that needs more than an empty answer
+            return None
+
+    return [
+        lambda item: item.reference if isinstance(item.reference, str) else None,
+        parsed_empty,
+        lambda item: item.choices[0] if item.choices else None,
+    ]
+
+
+def _item_mean_metric(run: BenchmarkRun, probe_items: int = 40) -> str | None:
+    """Why the primary metric has no sequential rule (None: it is a mean of per-item values in [0, 1]).
+
+    The per-item values must exist, lie in [0, 1], and be each item's own: an item's value computed with
+    other items must equal its value alone (a weighted macro average, whose weights depend on which
+    items were seen, fails this and runs in full).
+    """
     metric = run.benchmark.primary_metric
     if not run.items:
         return "it has no items"
-    probe = run.items[:1]
-    try:
-        values = item_values(run.benchmark, probe, {probe[0].id: ""})
-    except Exception:
-        values = {}
-    if metric not in values:
+    items = run.items[:: max(1, len(run.items) // probe_items)][:probe_items]  # spread over the file
+    found = False
+    for labeler in _labelers(run):
+        labels = {item.id: label for item in items if (label := labeler(item)) is not None}
+        if not labels:
+            continue
+        try:
+            together = item_values(run.benchmark, items, labels).get(metric)
+        except Exception:  # this labelling cannot be scored; try the next
+            continue
+        if together is None:
+            continue
+        scored = [item for item in items if item.id in labels]
+        alone = [item_values(run.benchmark, [item], {item.id: labels[item.id]})[metric][0] for item in scored]
+        together = np.asarray(together, dtype=np.float64)
+        alone_arr = np.asarray(alone, dtype=np.float64)
+        same = np.array_equal(np.isnan(together), np.isnan(alone_arr)) and np.allclose(
+            together[~np.isnan(together)], alone_arr[~np.isnan(alone_arr)]
+        )
+        if not same:
+            return f"its primary metric {metric!r} weighs each item by the others (not a plain mean over items)"
+        kept = together[~np.isnan(together)]
+        if kept.size and (kept.min() < 0.0 or kept.max() > 1.0):
+            return f"its primary metric {metric!r} has per-item values outside [0, 1]"
+        found = True
+    if not found:
         return f"its primary metric {metric!r} is not a mean over items (no per-item values)"
     return None
 

@@ -197,12 +197,19 @@ def test_metrics_that_are_not_item_means_and_judged_benchmarks_run_in_full(tmp_p
         {"name": "machine_ethics", "limit": 40, "max_new_tokens": 4},
         {"name": "machine_ethics", "alias": "me_full", "limit": 40, "adaptive": False},
         {"name": "advbench", "limit": 10, "judges": ["refusal"]},
+        {"name": "mmlu", "limit": 120},
+        {"name": "fairness_adult", "limit": 40},
+        {"name": "xsafety", "limit": 40},
     ]
     spec["judges"] = [{"name": "refusal", "kind": "rule"}]
     plan = build_plan(parse_spec(spec), data_dir)
     adaptive = adaptive_plan(plan)
-    assert list(adaptive.benchmarks) == ["machine_ethics"]
+    # xsafety's safe_rate is an item mean over verdict labels (its parser rejects an empty label: probed right)
+    assert sorted(adaptive.benchmarks) == ["machine_ethics", "xsafety"]
     assert "judge" in adaptive.full_runs["advbench"]
+    # MMLU's macro accuracy weighs each item by its subject's size among the items seen: not sequential
+    assert "weighs each item by the others" in adaptive.full_runs["mmlu"]
+    assert "not a mean over items" in adaptive.full_runs["fairness_adult"]
     assert adaptive.covers("m-ref", "machine_ethics") and not adaptive.covers("m-ref", "me_full")
 
 
