@@ -27,6 +27,7 @@ the manifest, MLflow).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ class _Side:
     """Positions ``[0, wanted)`` are needed."""
     submitted: int = 0
     """Positions ``[0, submitted)`` are stored, in flight or asked for."""
+    replanned: bool = False
+    """Its progress count was cut to what it computes (no open comparison needs it any more)."""
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        """Key -> its first position in the fixed order."""
+        return {key: p for p, key in reversed(list(enumerate(self.keys)))}
 
 
 @dataclass
@@ -107,6 +115,7 @@ class AdaptiveFeed:
         """Items asked for and then taken back before they started (look-ahead a decision made unneeded)."""
         self._shard_counter: dict[tuple[str, str], int] = {}
         self.shards_submitted = 0
+        self._summary: AdaptiveSummary | None = None
         self._stored_at_start = set(self.stored)
         for bench in self.adaptive.benchmarks.values():
             for pair in bench.pairs:
@@ -189,6 +198,7 @@ class AdaptiveFeed:
 
     # -- the state machine -----------------------------------------------------------------------
     def _advance_all(self) -> None:
+        self._summary = None
         for bench in self.adaptive.benchmarks.values():
             if bench.name in self.full_runs:
                 continue
@@ -250,8 +260,9 @@ class AdaptiveFeed:
             if name != bench.name or bench.name in self.full_runs:
                 continue
             needed = self._needed(bench, side)
+            taken: list[Shard] = []
             if self._withdraw is not None and side.submitted > needed:
-                position = {key: p for p, key in reversed(list(enumerate(side.keys)))}
+                position = side.position
                 taken = self._withdraw(
                     variant,
                     lambda shard, needed=needed, position=position: (
@@ -266,7 +277,7 @@ class AdaptiveFeed:
                     self.shards_submitted -= len(taken)
                     side.submitted = min(side.submitted, first)
                     side.wanted = min(side.wanted, side.submitted)
-            if not needed:
+            if not needed and (taken or not side.replanned):
                 self._replan(bench, side)
 
     def _values(self, bench: AdaptiveBenchmarkPlan, side: _Side, start: int, stop: int) -> np.ndarray:
@@ -348,6 +359,7 @@ class AdaptiveFeed:
         """A side no open comparison needs: what it computes is what is stored or still in flight."""
         if self.state is None:
             return
+        side.replanned = True  # what it computes only shrinks when shards are withdrawn: cut again then
         counts = self.state.counts.get((side.variant, bench.name))
         if counts is not None:
             coming = {k for k in side.keys if k in self.stored or k in self.in_flight}
@@ -393,7 +405,12 @@ class AdaptiveFeed:
         return sum(1 for p in self.pairs if p.open)
 
     def summary(self) -> AdaptiveSummary:
-        """Where every pair stands (see :mod:`jobs.store.adaptive`)."""
+        """Where every pair stands (see :mod:`jobs.store.adaptive`); built once per change of state."""
+        if self._summary is None:
+            self._summary = self._build_summary()
+        return self._summary
+
+    def _build_summary(self) -> AdaptiveSummary:
         benchmarks: dict[str, AdaptiveBenchmark] = {}
         for bench in self.adaptive.benchmarks.values():
             s = bench.settings
